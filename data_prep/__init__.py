@@ -1,0 +1,1 @@
+"""Offline preprocessing: videos -> dlib face crop stacks -> ArrayRecord shards."""

@@ -1,0 +1,1 @@
+"""Models: Xception backbone, long-distance attention, and the LDA variants."""
