@@ -1,0 +1,316 @@
+"""Detection metrics at frame and video level (paper V-B, Tables III/IV).
+
+Everything here works on plain numpy arrays so it can be tested without a
+model. AUC, AP, ROC, log-loss and the confusion matrix come from
+scikit-learn (the reference implementation the community compares against);
+only the equal error rate is computed here, as the interpolated crossing of
+the ROC curve with FNR = FPR, because sklearn has no EER.
+
+Conventions (documented in docs/evaluation.md and pinned by tests):
+- label 1 = fake (positive class), 0 = real; a score is P(fake).
+- A frame/video is called fake when its score is strictly above the
+  threshold (0.5). ``>`` matches ``argmax`` of a 2-way softmax, which picks
+  "real" (index 0) on an exact tie.
+- A video's score is the mean of its frame scores, grouped by the record's
+  ``video_id`` (unique across dataset, compression and method by contract),
+  never by file or folder name: FF++ fakes of four methods share names like
+  ``000_003``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn import metrics as skm
+
+# Bump when a key of metrics.json is renamed, removed or changes meaning.
+# Adding keys is backwards compatible and keeps the version.
+SCHEMA_VERSION = 1
+
+DEFAULT_THRESHOLD = 0.5
+
+# Keys of one metrics block; tests pin this tuple.
+METRIC_KEYS = (
+    "n",
+    "counts",
+    "acc",
+    "auc",
+    "eer",
+    "ap",
+    "log_loss",
+    "confusion_matrix",
+    "undefined_reason",
+)
+
+
+def _check_inputs(labels, scores, what: str = "scores") -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 1 or scores.ndim != 1 or labels.shape != scores.shape:
+        raise ValueError(
+            f"{what}: labels and scores must be 1-D of equal length, got shapes "
+            f"{labels.shape} and {scores.shape}"
+        )
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        raise ValueError(
+            f"{what}: labels must be 0 (real) or 1 (fake); found {np.unique(labels[bad])[:5]}"
+        )
+    if not np.all(np.isfinite(scores)):
+        raise ValueError(f"{what}: scores contain NaN/inf; the model output is broken")
+    if scores.size and (scores.min() < 0.0 or scores.max() > 1.0):
+        raise ValueError(
+            f"{what}: scores must be probabilities in [0, 1], got range "
+            f"[{scores.min():.4g}, {scores.max():.4g}] (pass softmax outputs, not logits)"
+        )
+    return labels.astype(np.int64), scores
+
+
+def equal_error_rate(labels, scores) -> float:
+    """EER: the point of the ROC polyline where FNR == FPR, linearly interpolated.
+
+    Walks the ROC points of ``sklearn.metrics.roc_curve`` (decreasing
+    threshold) until FNR - FPR changes sign and intersects the segment with
+    the anti-diagonal. A perfectly separable set gives 0, a perfectly
+    inverted one 1. Requires both classes.
+    """
+    labels, scores = _check_inputs(labels, scores, "equal_error_rate")
+    fpr, tpr, _ = skm.roc_curve(labels, scores)
+    fnr = 1.0 - tpr
+    d = fnr - fpr  # starts at +1 (threshold = inf), ends at -1; non-increasing
+    i = int(np.argmax(d <= 0.0))
+    if d[i] == 0.0 or i == 0:
+        return float(fpr[i])
+    t = d[i - 1] / (d[i - 1] - d[i])
+    return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
+
+
+def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """ACC, AUC, EER, AP, log-loss, counts and confusion matrix of one subset.
+
+    Ranking metrics (AUC, EER, AP) are undefined when only one class is
+    present; they are then ``None`` and ``undefined_reason`` says why, instead
+    of raising (a per-method subset of a small split can be one-class).
+    """
+    labels, scores = _check_inputs(labels, scores, "binary_metrics")
+    n = int(labels.size)
+    n_fake = int(labels.sum())
+    out = {
+        "n": n,
+        "counts": {"real": n - n_fake, "fake": n_fake},
+        "acc": None,
+        "auc": None,
+        "eer": None,
+        "ap": None,
+        "log_loss": None,
+        "confusion_matrix": [[0, 0], [0, 0]],
+        "undefined_reason": None,
+    }
+    if n == 0:
+        out["undefined_reason"] = "empty subset"
+        return out
+    pred = (scores > threshold).astype(np.int64)
+    out["acc"] = float(skm.accuracy_score(labels, pred))
+    # Rows: true real/fake; columns: predicted real/fake -> [[TN, FP], [FN, TP]].
+    out["confusion_matrix"] = skm.confusion_matrix(labels, pred, labels=[0, 1]).tolist()
+    # labels=[0, 1] keeps log-loss defined on one-class subsets.
+    out["log_loss"] = float(skm.log_loss(labels, scores, labels=[0, 1]))
+    if 0 < n_fake < n:
+        out["auc"] = float(skm.roc_auc_score(labels, scores))
+        out["ap"] = float(skm.average_precision_score(labels, scores))
+        out["eer"] = equal_error_rate(labels, scores)
+    else:
+        only = "fake" if n_fake else "real"
+        out["undefined_reason"] = f"only {only} samples: AUC/EER/AP need both classes"
+    return out
+
+
+def video_scores(
+    video_ids: Sequence[str], labels, scores, extra: Mapping[str, Sequence] | None = None
+) -> dict:
+    """Group frame scores by unique ``video_id``; a video's score is the mean.
+
+    Returns a dict of equal-length arrays: ``video_id``, ``label``, ``score``,
+    ``num_frames`` and every column of ``extra`` (e.g. method, compression),
+    ordered by first appearance. Raises if frames of one id disagree on the
+    label or on an ``extra`` column: that means ids are not unique.
+    """
+    video_ids = np.asarray(video_ids).astype(str)
+    labels, scores = _check_inputs(labels, scores, "video_scores")
+    if video_ids.shape != labels.shape:
+        raise ValueError(
+            f"video_scores: {video_ids.shape[0]} video ids for {labels.shape[0]} scores"
+        )
+    extra = {k: np.asarray(v).astype(str) for k, v in (extra or {}).items()}
+    uniq, first, inverse = np.unique(video_ids, return_index=True, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(uniq))
+    mean = np.bincount(inverse, weights=scores, minlength=len(uniq)) / counts
+    cols = {"label": labels, **extra}
+    grouped = {}
+    for name, col in cols.items():
+        rep = col[first]
+        clash = col != rep[inverse]
+        if clash.any():
+            vid = video_ids[np.argmax(clash)]
+            raise ValueError(
+                f"video_scores: frames of video_id {vid!r} disagree on {name!r} "
+                f"({sorted(set(col[video_ids == vid].tolist()))}); video ids must be unique "
+                "across dataset/compression/method"
+            )
+        grouped[name] = rep
+    order = np.argsort(first, kind="stable")  # first appearance
+    return {
+        "video_id": uniq[order],
+        "label": grouped.pop("label")[order].astype(np.int64),
+        "score": mean[order],
+        "num_frames": counts[order],
+        **{k: v[order] for k, v in grouped.items()},
+    }
+
+
+def method_subsets(methods, labels) -> dict[str, np.ndarray]:
+    """Boolean masks for "real + the fakes of one method" (paper Tables III/IV).
+
+    Real samples (label 0) are in every subset; fakes only in their method's.
+    """
+    methods = np.asarray(methods).astype(str)
+    labels = np.asarray(labels)
+    fake_methods = sorted(set(methods[labels == 1].tolist()))
+    return {m: (labels == 0) | ((labels == 1) & (methods == m)) for m in fake_methods}
+
+
+def value_subsets(values) -> dict[str, np.ndarray]:
+    """Boolean masks per distinct value (e.g. compression: both classes kept)."""
+    values = np.asarray(values).astype(str)
+    return {v: values == v for v in sorted(set(values.tolist()))}
+
+
+def _level_pair(frame_cols: Mapping, video_cols: Mapping, fmask, vmask, threshold) -> dict:
+    return {
+        "frame": binary_metrics(frame_cols["label"][fmask], frame_cols["score"][fmask], threshold),
+        "video": binary_metrics(video_cols["label"][vmask], video_cols["score"][vmask], threshold),
+    }
+
+
+def compute_all(
+    frame_cols: Mapping[str, np.ndarray], threshold: float = DEFAULT_THRESHOLD
+) -> tuple[dict, dict]:
+    """Frame, video, per-method and per-compression metrics.
+
+    ``frame_cols`` holds equal-length arrays ``video_id``, ``label``,
+    ``score``, ``method``, ``compression``. Returns ``(metrics, video_cols)``
+    where ``metrics`` has keys ``frame``, ``video``, ``per_method``,
+    ``per_compression`` and ``video_cols`` is :func:`video_scores`' output.
+    """
+    fc = {k: np.asarray(v) for k, v in frame_cols.items()}
+    vc = video_scores(
+        fc["video_id"],
+        fc["label"],
+        fc["score"],
+        extra={"method": fc["method"], "compression": fc["compression"]},
+    )
+    out = {
+        "frame": binary_metrics(fc["label"], fc["score"], threshold),
+        "video": binary_metrics(vc["label"], vc["score"], threshold),
+        "per_method": {},
+        "per_compression": {},
+    }
+    fm, vm = method_subsets(fc["method"], fc["label"]), method_subsets(vc["method"], vc["label"])
+    for m in fm:
+        out["per_method"][m] = _level_pair(fc, vc, fm[m], vm[m], threshold)
+    fcmp, vcmp = value_subsets(fc["compression"]), value_subsets(vc["compression"])
+    for c in fcmp:
+        out["per_compression"][c] = _level_pair(fc, vc, fcmp[c], vcmp[c], threshold)
+    return out, vc
+
+
+def config_hash(config) -> str:
+    """sha256 of the canonical JSON (sorted keys) of a config or plain dict."""
+    d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def shards_fingerprint(data_dir: str | os.PathLike) -> str:
+    """sha256 over dataset_info.json and the names + sizes of the shard files.
+
+    Cheap on purpose: identifies *which* build was evaluated without reading
+    gigabytes of shards. ``dataset_info.json`` is searched recursively because
+    TFDS nests it under <name>/<version>/.
+    """
+    root = os.fspath(data_dir)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(
+            f"shards_fingerprint: data dir {root!r} does not exist (pass the --out of "
+            "data_prep.build)"
+        )
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if name == "dataset_info.json":
+                h.update(rel.encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+            elif "array_record" in name or name.endswith((".tfrecord", ".npz", ".npy")):
+                h.update(f"{rel}:{os.path.getsize(path)}".encode())
+    return h.hexdigest()
+
+
+def to_jsonable(obj):
+    """numpy scalars/arrays → Python; NaN/inf → None (strict JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def metrics_document(
+    frame_cols: Mapping[str, np.ndarray],
+    *,
+    dataset: str,
+    split: str,
+    model: str,
+    checkpoint_step: int,
+    checkpoint_which: str,
+    config_sha256: str,
+    shards_sha256: str,
+    defect_capture: Mapping | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> tuple[dict, dict]:
+    """The full metrics.json document (schema v1) and the per-video columns.
+
+    The nested key structure is pinned by tests/test_metrics.py and documented
+    in docs/evaluation.md; per-method / per-compression maps are keyed by the
+    values found in the data.
+    """
+    levels, vc = compute_all(frame_cols, threshold)
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "dataset": dataset,
+        "split": split,
+        "model": model,
+        "threshold": threshold,
+        "checkpoint": {"step": int(checkpoint_step), "which": str(checkpoint_which)},
+        "config_sha256": config_sha256,
+        "shards_sha256": shards_sha256,
+        "num_frames": int(len(frame_cols["label"])),
+        "num_videos": int(len(vc["label"])),
+        **levels,
+        "defect_capture": dict(defect_capture) if defect_capture is not None else None,
+    }
+    return to_jsonable(doc), vc

@@ -1,0 +1,249 @@
+"""Metrics: parity with scikit-learn, hand-computable cases, video grouping, schema pin."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy.interpolate import interp1d
+from scipy.optimize import brentq
+from sklearn import metrics as skm
+
+from ldattn_jax import metrics
+
+
+def _random_set(seed, n=400, ties=False):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    # Informative but overlapping scores, so every metric is non-trivial.
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0.0, 1.0)
+    if ties:
+        scores = np.round(scores, 1)
+    return labels, scores
+
+
+def _eer_reference(labels, scores):
+    # The widely used brentq formulation (independent of our segment walk).
+    fpr, tpr, _ = skm.roc_curve(labels, scores)
+    return brentq(lambda x: 1.0 - x - interp1d(fpr, tpr)(x), 0.0, 1.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ties", [False, True])
+def test_parity_with_sklearn_on_random_scores(seed, ties):
+    labels, scores = _random_set(seed, ties=ties)
+    m = metrics.binary_metrics(labels, scores)
+    pred = (scores > 0.5).astype(int)
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
+    assert m["ap"] == pytest.approx(skm.average_precision_score(labels, scores), abs=1e-12)
+    assert m["acc"] == pytest.approx(skm.accuracy_score(labels, pred), abs=1e-12)
+    assert m["log_loss"] == pytest.approx(skm.log_loss(labels, scores), abs=1e-9)
+    assert m["confusion_matrix"] == skm.confusion_matrix(labels, pred).tolist()
+    assert m["eer"] == pytest.approx(_eer_reference(labels, scores), abs=1e-6)
+    assert m["counts"] == {"real": int((labels == 0).sum()), "fake": int(labels.sum())}
+    assert m["undefined_reason"] is None
+
+
+def test_hand_computable_cases():
+    labels = np.array([0, 0, 1, 1])
+    sep = metrics.binary_metrics(labels, [0.1, 0.2, 0.8, 0.9])
+    assert (sep["auc"], sep["eer"], sep["ap"], sep["acc"]) == (1.0, 0.0, 1.0, 1.0)
+    inv = metrics.binary_metrics(labels, [0.9, 0.8, 0.2, 0.1])
+    assert (inv["auc"], inv["eer"], inv["acc"]) == (0.0, 1.0, 0.0)
+    assert inv["confusion_matrix"] == [[0, 2], [2, 0]]
+    # Constant scores: no ranking information, EER on the diagonal = 0.5.
+    flat = metrics.binary_metrics(labels, [0.5] * 4)
+    assert flat["auc"] == 0.5 and flat["eer"] == pytest.approx(0.5)
+    # Threshold is strict: 0.5 is "real", like argmax of a tied softmax.
+    assert flat["confusion_matrix"] == [[2, 0], [2, 0]]
+    # One wrong pair out of 4: AUC = 3/4 (one discordant pair among 2x2).
+    one_off = metrics.binary_metrics(labels, [0.1, 0.7, 0.6, 0.9])
+    assert one_off["auc"] == 0.75 and one_off["eer"] == pytest.approx(0.5)
+
+
+def test_one_class_subset_is_null_with_reason_not_a_crash():
+    m = metrics.binary_metrics([1, 1, 1], [0.9, 0.2, 0.7])
+    assert m["auc"] is None and m["eer"] is None and m["ap"] is None
+    assert "only fake" in m["undefined_reason"]
+    assert m["acc"] == pytest.approx(2 / 3)
+    assert m["log_loss"] == pytest.approx(skm.log_loss([1, 1, 1], [0.9, 0.2, 0.7], labels=[0, 1]))
+    empty = metrics.binary_metrics([], [])
+    assert empty["n"] == 0 and empty["undefined_reason"] == "empty subset"
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="labels must be 0"):
+        metrics.binary_metrics([0, 2], [0.1, 0.2])
+    with pytest.raises(ValueError, match="not logits"):
+        metrics.binary_metrics([0, 1], [-3.0, 2.0])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.binary_metrics([0, 1], [np.nan, 0.2])
+
+
+def test_video_grouping_by_unique_id_keeps_same_file_names_apart():
+    # FF++: Deepfakes and FaceSwap fakes are both called 000_003.mp4; the unique
+    # video_id includes the method, so they must stay two videos.
+    ids = ["ff/c23/Deepfakes/000_003"] * 2 + ["ff/c23/FaceSwap/000_003"] * 3 + ["ff/c23/real/000"]
+    labels = [1, 1, 1, 1, 1, 0]
+    scores = [0.9, 0.7, 0.1, 0.2, 0.3, 0.4]
+    methods = ["Deepfakes"] * 2 + ["FaceSwap"] * 3 + ["real"]
+    v = metrics.video_scores(ids, labels, scores, extra={"method": methods})
+    assert v["video_id"].tolist() == [ids[0], ids[2], ids[5]]
+    np.testing.assert_allclose(v["score"], [0.8, 0.2, 0.4])
+    assert v["num_frames"].tolist() == [2, 3, 1]
+    assert v["method"].tolist() == ["Deepfakes", "FaceSwap", "real"]
+    assert v["label"].tolist() == [1, 1, 0]
+
+
+def test_video_ids_that_are_not_unique_are_rejected():
+    with pytest.raises(ValueError, match="disagree on 'label'"):
+        metrics.video_scores(["a", "a"], [0, 1], [0.1, 0.2])
+
+
+def _frame_cols():
+    rng = np.random.default_rng(0)
+    rows = []
+    for method, label in [("real", 0), ("Deepfakes", 1), ("NeuralTextures", 1)]:
+        for comp in ["c23", "c40"]:
+            for v in range(3):
+                for _ in range(4):
+                    rows.append((f"ff/{comp}/{method}/{v:03d}", label, method, comp))
+    ids, labels, methods, comps = map(np.array, zip(*rows, strict=True))
+    return {
+        "video_id": ids,
+        "label": labels,
+        "score": np.clip(rng.normal(0.3 + 0.4 * labels, 0.2), 0, 1),
+        "method": methods,
+        "compression": comps,
+    }
+
+
+def test_per_method_subsets_are_real_plus_that_methods_fakes():
+    fc = _frame_cols()
+    out, vc = metrics.compute_all(fc)
+    assert sorted(out["per_method"]) == ["Deepfakes", "NeuralTextures"]
+    df = out["per_method"]["Deepfakes"]
+    assert df["frame"]["counts"] == {"real": 24, "fake": 24}
+    assert df["video"]["counts"] == {"real": 6, "fake": 6}
+    sel = (fc["label"] == 0) | (fc["method"] == "Deepfakes")
+    assert df["frame"]["auc"] == pytest.approx(
+        skm.roc_auc_score(fc["label"][sel], fc["score"][sel])
+    )
+    assert out["per_compression"]["c40"]["video"]["counts"] == {"real": 3, "fake": 6}
+    assert out["video"]["n"] == len(vc["video_id"]) == 18
+
+
+# Pinned nested key structure of metrics.json (schema_version 1). If this test
+# fails you renamed/removed a key: update docs/evaluation.md, bump
+# SCHEMA_VERSION, and say so in the changelog.
+BLOCK = set(metrics.METRIC_KEYS)
+LEVELS = {"frame", "video"}
+TOP = {
+    "schema_version",
+    "dataset",
+    "split",
+    "model",
+    "threshold",
+    "checkpoint",
+    "config_sha256",
+    "shards_sha256",
+    "num_frames",
+    "num_videos",
+    "frame",
+    "video",
+    "per_method",
+    "per_compression",
+    "defect_capture",
+}
+
+
+def assert_schema_v1(doc):
+    assert doc["schema_version"] == 1
+    assert set(doc) == TOP
+    assert set(doc["checkpoint"]) == {"step", "which"}
+    for level in LEVELS:
+        assert set(doc[level]) == BLOCK
+        assert set(doc[level]["counts"]) == {"real", "fake"}
+    for group in ("per_method", "per_compression"):
+        for sub in doc[group].values():
+            assert set(sub) == LEVELS
+            for level in LEVELS:
+                assert set(sub[level]) == BLOCK
+    dc = doc["defect_capture"]
+    if dc is not None:
+        assert set(dc) == {
+            "available",
+            "reason",
+            "grid",
+            "clip_negative",
+            "skipped_empty_masks",
+            "modules",
+        }
+        for mod in dc["modules"].values():
+            assert set(mod) == {"all", "per_method"}
+            assert set(mod["all"]) == {
+                "n",
+                "mass_share",
+                "mass_share_uniform",
+                "pointing_hit_rate",
+                "pointing_uniform",
+            }
+
+
+def test_schema_pin():
+    from ldattn_jax.defect_capture import DefectCapture
+
+    assert metrics.METRIC_KEYS == (
+        "n",
+        "counts",
+        "acc",
+        "auc",
+        "eer",
+        "ap",
+        "log_loss",
+        "confusion_matrix",
+        "undefined_reason",
+    )
+    dc = DefectCapture()
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[:, :4, :4] = 1
+    dc.add({"spatial": np.ones((2, 2, 4, 4))}, mask, [True, True], [1, 1], ["blur", "eyes"])
+    doc, _ = metrics.metrics_document(
+        _frame_cols(),
+        dataset="ff",
+        split="test",
+        model="lda_st",
+        checkpoint_step=7,
+        checkpoint_which="best",
+        config_sha256="0" * 64,
+        shards_sha256="1" * 64,
+        defect_capture=dc.summary(),
+    )
+    assert_schema_v1(doc)
+    # Strict JSON round trip (no NaN tokens, only builtin types).
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+
+
+def test_config_hash_is_canonical():
+    import ml_collections
+
+    a = ml_collections.ConfigDict({"model": {"name": "lda_st", "m": 4}, "lr": 0.1})
+    b = ml_collections.ConfigDict({"lr": 0.1, "model": {"m": 4, "name": "lda_st"}})
+    assert metrics.config_hash(a) == metrics.config_hash(b)
+    b.lr = 0.2
+    assert metrics.config_hash(a) != metrics.config_hash(b)
+
+
+def test_shards_fingerprint_tracks_info_and_sizes(tmp_path):
+    d = tmp_path / "synth" / "1.0.0"
+    d.mkdir(parents=True)
+    (d / "dataset_info.json").write_text('{"name": "synth"}')
+    (d / "synth-test.array_record-00000-of-00001").write_bytes(b"x" * 10)
+    fp = metrics.shards_fingerprint(tmp_path)
+    assert fp == metrics.shards_fingerprint(tmp_path)
+    (d / "synth-test.array_record-00000-of-00001").write_bytes(b"x" * 11)
+    fp2 = metrics.shards_fingerprint(tmp_path)
+    assert fp2 != fp
+    (d / "dataset_info.json").write_text('{"name": "synth2"}')
+    assert metrics.shards_fingerprint(tmp_path) != fp2
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        metrics.shards_fingerprint(tmp_path / "nope")
