@@ -1,0 +1,105 @@
+"""Figures from arrays: ROC curves (paper Fig. 7) and attention overlays (Figs. 2, 10, 11).
+
+Uses matplotlib's object API with the Agg canvas (no pyplot): no global
+backend state, no display needed, safe in worker threads and on servers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import cv2
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from sklearn import metrics as skm
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def roc_figure(curves: Mapping[str, tuple], path: str | os.PathLike, title: str = "") -> str:
+    """One ROC plot with a curve per entry ``name -> (labels, scores)``.
+
+    Entries with a single class (ROC undefined) are listed in the legend as
+    such instead of being drawn.
+    """
+    fig = Figure(figsize=(4.8, 4.8))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", c="0.6", lw=1, label="chance")
+    for name, (labels, scores) in curves.items():
+        labels = np.asarray(labels)
+        if len(np.unique(labels)) < 2:
+            ax.plot([], [], label=f"{name}: one class, no ROC")
+            continue
+        fpr, tpr, _ = skm.roc_curve(labels, scores)
+        auc = skm.auc(fpr, tpr)
+        ax.plot(fpr, tpr, lw=2, label=f"{name} (AUC = {auc:.4f}, n = {labels.size})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
+    ax.set_title(title or "ROC")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def upsample_map(attn: np.ndarray, size: int) -> np.ndarray:
+    """[g, g] → [size, size] by bilinear resize (smooth for viewing, values kept)."""
+    return cv2.resize(np.asarray(attn, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def attention_overlay(
+    face: np.ndarray,
+    maps: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    title: str = "",
+    mask: np.ndarray | None = None,
+    each_map: bool = False,
+) -> str:
+    """Key frame beside its spatial / temporal maps overlaid, as one PNG.
+
+    ``face`` is the key frame [S, S, 3] uint8; ``maps`` maps a module name
+    ('spatial', 'temporal') to its [m, g, g] maps. The first row shows the
+    face and, per module, the mean of the m maps (negatives clipped, as in
+    defect capture) upsampled onto the face; with ``each_map`` a row per map
+    follows. ``mask`` (the manipulated region, if known) is outlined in every
+    panel so capture can be judged by eye.
+    """
+    face = np.asarray(face)
+    if face.ndim != 3 or face.shape[-1] != 3:
+        raise ValueError(f"attention_overlay: face must be [S, S, 3], got {face.shape}")
+    size = face.shape[0]
+    modules = list(maps)
+    rows = 1 + (max(np.asarray(m).shape[0] for m in maps.values()) if each_map and maps else 0)
+    cols = 1 + len(modules)
+    fig = Figure(figsize=(2.6 * cols, 2.7 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+
+    def panel(ax, attn, label):
+        ax.imshow(face)
+        if attn is not None:
+            up = upsample_map(np.clip(attn, 0, None), size)
+            ax.imshow(up, cmap="jet", alpha=0.5, extent=(0, size, size, 0))
+        if mask is not None and np.any(mask):
+            ax.contour(np.asarray(mask) > 0, levels=[0.5], colors="white", linewidths=1)
+        ax.set_title(label, fontsize=8)
+
+    panel(axes[0, 0], None, "face (key frame)")
+    for j, name in enumerate(modules, start=1):
+        m = np.asarray(maps[name], np.float32)
+        panel(axes[0, j], m.clip(0, None).mean(0), f"{name}: mean of {m.shape[0]} maps")
+        if each_map:
+            for i in range(m.shape[0]):
+                panel(axes[1 + i, j], m[i], f"{name} map {i}")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,34 @@
+"""ROC and attention-overlay figures render from plain arrays."""
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from ldattn_jax import figures
+
+
+def test_roc_figure_writes_png_and_tolerates_one_class(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    scores = rng.random(50)
+    path = figures.roc_figure(
+        {"frame": (labels, scores), "video": (np.ones(3, int), [0.2, 0.5, 0.9])},
+        tmp_path / "roc.png",
+    )
+    img = imread(path)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_attention_overlay_panels(tmp_path):
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 255, (56, 56, 3), dtype=np.uint8)
+    maps = {"spatial": rng.random((4, 7, 7)), "temporal": rng.random((4, 7, 7)) - 0.5}
+    mask = np.zeros((56, 56), np.uint8)
+    mask[10:20, 10:30] = 1
+    one_row = imread(figures.attention_overlay(face, maps, tmp_path / "a.png", "fake", mask))
+    grid = imread(figures.attention_overlay(face, maps, tmp_path / "b.png", each_map=True))
+    # 3 panels side by side; each_map adds one row per map (1 + 4 rows).
+    assert one_row.shape[1] > one_row.shape[0]
+    assert grid.shape[0] > 4 * one_row.shape[0]
+    with pytest.raises(ValueError, match=r"\[S, S, 3\]"):
+        figures.attention_overlay(face[..., 0], maps, tmp_path / "c.png")
