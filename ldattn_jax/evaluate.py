@@ -1,0 +1,349 @@
+"""Offline evaluation of a trained run on a split of built shards.
+
+Run:
+  python -m ldattn_jax.evaluate --workdir runs/ffpp [--config configs/ffpp.py] \
+      [--checkpoint best|latest|STEP] [--split test] [--data DIR]
+
+``--data`` points at another build (cross-dataset: trained on FF++, tested on
+Celeb-DF). Writes ``WORKDIR/eval/<dataset>_<split>_<step>/``:
+metrics.json (schema in docs/evaluation.md), scores.csv (per frame),
+video_scores.csv (per video), roc.png and attention/*.png.
+
+The model runs jitted on all local devices with the batch split over the
+mesh of ``config.mesh``, exactly like training; the last batch is padded to
+the full batch and the padding dropped from the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+
+import cv2
+import numpy as np
+
+from ldattn_jax import metrics as metrics_lib
+from ldattn_jax.defect_capture import DefectCapture
+
+# Record fields evaluation needs (frames are sliced to what the model reads).
+META_FIELDS = ("label", "dataset", "compression", "method", "video_id", "frame_index")
+
+
+def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
+    """The run's config: ``config_path`` (+ overrides) or ``WORKDIR/config.json``.
+
+    train.py writes the resolved config to the workdir, so a workdir alone is
+    enough to rebuild the model exactly as it was trained.
+    """
+    import ml_collections
+
+    if config_path:
+        from ldattn_jax.config_utils import load_config
+
+        return load_config(config_path, overrides)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{path} not found: pass --config CFG, or a --workdir written by ldattn_jax.train"
+        )
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if overrides:
+        from ldattn_jax.config_utils import apply_overrides
+
+        config = apply_overrides(config, overrides)
+    return config
+
+
+class Predictor:
+    """Jitted forward pass on the mesh: numpy frames in, P(fake) and maps out.
+
+    Params are replicated; each call's batch is padded to ``batch_size`` (a
+    multiple of the number of batch devices, so one compiled shape serves
+    every batch) and the padding is dropped from the outputs.
+    """
+
+    def __init__(self, model, config, batch_size: int | None = None):
+        import jax
+        import jax.numpy as jnp
+        from flax import nnx
+
+        from ldattn_jax import sharding
+        from ldattn_jax.models.lda import required_frames
+
+        self.mesh = sharding.make_mesh(config)
+        n_dev = math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
+        bs = int(batch_size or config.batch_size)
+        self.batch_size = max(n_dev, -(-bs // n_dev) * n_dev)
+        self.num_frames = required_frames(config.model)
+        model.eval()  # BatchNorm running averages, no dropout
+        graphdef, state = nnx.split(model)
+        self._state = jax.device_put(state, sharding.replicated(self.mesh))
+        self._shard = lambda x: sharding.shard_batch(self.mesh, x)
+
+        @jax.jit
+        def forward(state, frames):
+            logits, maps = nnx.merge(graphdef, state)(frames)
+            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
+            return probs, maps
+
+        self._forward = forward
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
+        """frames [b, >=required, S, S, 3] uint8 with b <= batch_size."""
+        import jax
+
+        b = frames.shape[0]
+        if b > self.batch_size:
+            raise ValueError(f"Predictor: batch of {b} > batch_size {self.batch_size}")
+        frames = np.asarray(frames)[:, : self.num_frames]
+        if b < self.batch_size:  # pad by repeating the last row; dropped below
+            pad = np.repeat(frames[-1:], self.batch_size - b, axis=0)
+            frames = np.concatenate([frames, pad])
+        probs, maps = self._forward(self._state, self._shard(frames))
+        probs, maps = jax.device_get((probs, maps))
+        return np.asarray(probs)[:b], {k: np.asarray(v)[:b] for k, v in maps.items()}
+
+
+def fit_frames(frames: np.ndarray, num_frames: int, image_size: int) -> np.ndarray:
+    """Keep the frames the model reads; resize if the shards were built at another size.
+
+    Same rule as training's input pipeline (INTER_AREA when shrinking), so
+    evaluation sees what training saw.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[0] < num_frames or frames.shape[-1] != 3:
+        raise ValueError(
+            f"'frames' has shape {frames.shape}; expected [>= {num_frames}, S, S, 3] uint8 "
+            "(rebuild the shards with a stack >= config.model.stack)"
+        )
+    frames = frames[:num_frames]
+    if frames.shape[1:3] != (image_size, image_size):
+        interp = cv2.INTER_AREA if frames.shape[1] > image_size else cv2.INTER_CUBIC
+        frames = np.stack(
+            [cv2.resize(f, (image_size, image_size), interpolation=interp) for f in frames]
+        )
+    return np.ascontiguousarray(frames, np.uint8)
+
+
+class _EvalRecord:
+    """Record → the fields evaluation needs (decoded once, in grain's read threads)."""
+
+    def __init__(self, num_frames: int, image_size: int):
+        self.num_frames, self.image_size = num_frames, image_size
+
+    def __call__(self, rec: dict) -> dict:
+        out = {k: rec[k] for k in META_FIELDS}
+        out["frames"] = fit_frames(rec["frames"], self.num_frames, self.image_size)
+        out["mask"] = np.asarray(rec["mask"], np.uint8)
+        out["has_mask"] = bool(rec["has_mask"])
+        return out
+
+
+def iterate_batches(source, config, batch_size: int):
+    """Ordered, unshuffled batches of every record (grain; the last batch is partial)."""
+    import grain
+
+    from ldattn_jax.models.lda import required_frames
+
+    ds = grain.MapDataset.source(source)
+    ds = ds.map(_EvalRecord(required_frames(config.model), int(config.model.image_size)))
+    ds = ds.batch(batch_size, drop_remainder=False)
+    threads = int(config.data.get("read_threads", 4))
+    # The buffer counts batches: keep it small (stacks are large).
+    return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80]
+
+
+def _write_csv(path: str, cols: dict, names: list[str]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(names)
+        for row in zip(*(cols[n] for n in names), strict=True):
+            w.writerow([f"{v:.6f}" if isinstance(v, float | np.floating) else v for v in row])
+
+
+def evaluate(
+    config,
+    workdir: str,
+    *,
+    checkpoint: str | int = "best",
+    split: str = "test",
+    data_dir: str | None = None,
+    batch_size: int | None = None,
+    figures_per_class: int = 2,
+    progress: bool = True,
+) -> dict:
+    """Evaluates one checkpoint on one split.
+
+    Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
+    'attention': [png paths]}``.
+    """
+    from tqdm import tqdm
+
+    from data_prep import shards
+    from ldattn_jax import figures
+    from ldattn_jax.checkpointing import restore_for_inference
+
+    data_dir = data_dir or config.data.dir
+    if not data_dir or not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"shard dir {data_dir!r} not found: pass --data DIR (the --out of data_prep.build) "
+            "or set config.data.dir"
+        )
+    source = shards.open_split(data_dir, split)
+    if len(source) == 0:
+        raise ValueError(f"split {split!r} of {data_dir} has no records; nothing to evaluate")
+    model, step = restore_for_inference(config, workdir, checkpoint)
+    predictor = Predictor(model, config, batch_size)
+
+    cols = defaultdict(list)
+    capture = DefectCapture()
+    samples: dict[str, list] = defaultdict(list)  # method -> [(record fields, maps)]
+    seen_videos: set[str] = set()
+    n_batches = -(-len(source) // predictor.batch_size)
+    batches = iterate_batches(source, config, predictor.batch_size)
+    for batch in tqdm(batches, total=n_batches, desc=f"eval {split}", disable=not progress):
+        probs, maps = predictor(batch["frames"])
+        for k in META_FIELDS:
+            cols[k].extend(np.asarray(batch[k]).tolist())
+        cols["score"].extend(probs.tolist())
+        capture.add(maps, batch["mask"], batch["has_mask"], batch["label"], batch["method"])
+        if maps and figures_per_class:
+            for i, vid in enumerate(np.asarray(batch["video_id"]).astype(str)):
+                method = str(batch["method"][i])
+                if vid in seen_videos or len(samples[method]) >= figures_per_class:
+                    continue
+                seen_videos.add(vid)
+                rec = {k: np.asarray(batch[k][i]) for k in ("frames", "mask", "label", "video_id")}
+                if rec["mask"].shape != rec["frames"].shape[1:3]:  # shards at another size
+                    size = rec["frames"].shape[1:3][::-1]
+                    rec["mask"] = cv2.resize(rec["mask"], size, interpolation=cv2.INTER_NEAREST)
+                samples[method].append((rec, float(probs[i]), {k: v[i] for k, v in maps.items()}))
+
+    frame_cols = {k: np.asarray(v) for k, v in cols.items()}
+    datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
+    dataset = "+".join(datasets)
+    out_dir = os.path.join(workdir, "eval", f"{_safe(dataset)}_{split}_{step}")
+    os.makedirs(out_dir, exist_ok=True)
+
+    doc, vcols = metrics_lib.metrics_document(
+        frame_cols,
+        dataset=dataset,
+        split=split,
+        model=str(config.model.name),
+        checkpoint_step=step,
+        checkpoint_which=str(checkpoint),
+        config_sha256=metrics_lib.config_hash(config),
+        shards_sha256=metrics_lib.shards_fingerprint(data_dir),
+        defect_capture=capture.summary(),
+    )
+    paths = {"out_dir": out_dir}
+    paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
+    with open(paths["metrics_json"], "w") as f:
+        json.dump(doc, f, indent=2, allow_nan=False)
+        f.write("\n")
+    paths["scores"] = os.path.join(out_dir, "scores.csv")
+    _write_csv(paths["scores"], frame_cols, ["video_id", *META_FIELDS[:4], "frame_index", "score"])
+    paths["video_scores"] = os.path.join(out_dir, "video_scores.csv")
+    _write_csv(
+        paths["video_scores"],
+        vcols,
+        ["video_id", "label", "method", "compression", "num_frames", "score"],
+    )
+    paths["roc"] = figures.roc_figure(
+        {
+            "frame": (frame_cols["label"], frame_cols["score"]),
+            "video": (vcols["label"], vcols["score"]),
+        },
+        os.path.join(out_dir, "roc.png"),
+        title=f"{config.model.name} on {dataset}/{split} (step {step})",
+    )
+    attention = []
+    for method in sorted(samples):
+        for rec, prob, maps in samples[method]:
+            name = f"{'fake' if rec['label'] else 'real'}_{method}_{rec['video_id']}"
+            attention.append(
+                figures.attention_overlay(
+                    rec["frames"][0],
+                    maps,
+                    os.path.join(out_dir, "attention", _safe(name) + ".png"),
+                    title=f"{rec['video_id']} ({method}) P(fake) = {prob:.3f}",
+                    mask=rec["mask"] if rec["mask"].any() else None,
+                    each_map=True,
+                )
+            )
+    paths["attention"] = attention
+    return {"metrics": doc, **paths}
+
+
+def summary_lines(doc: dict) -> list[str]:
+    """Human-readable lines: overall and per-method frame/video AUC and ACC."""
+
+    def fmt(x):
+        return "  n/a " if x is None else f"{x:6.4f}"
+
+    lines = [f"{'subset':<24} {'frame AUC':>9} {'frame ACC':>9} {'video AUC':>9} {'video ACC':>9}"]
+    rows = [("all", doc)] + [(f"real+{m}", d) for m, d in doc["per_method"].items()]
+    for name, d in rows:
+        f, v = d["frame"], d["video"]
+        vals = (f["auc"], f["acc"], v["auc"], v["acc"])
+        lines.append(f"{name:<24} " + " ".join(f"{fmt(x):>9}" for x in vals))
+    dc = doc.get("defect_capture") or {}
+    for module, d in (dc.get("modules") or {}).items():
+        a = d["all"]
+        lines.append(
+            f"defect capture {module:<9} mass {a['mass_share']:.3f} (uniform "
+            f"{a['mass_share_uniform']:.3f}), pointing {a['pointing_hit_rate']:.3f} "
+            f"(uniform {a['pointing_uniform']:.3f}), n = {a['n']}"
+        )
+    return lines
+
+
+def _parse_checkpoint(text: str) -> str | int:
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"--checkpoint {text!r}: use best, latest or a step number")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m ldattn_jax.evaluate", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--workdir", required=True, help="training workdir (checkpoints/, config.json)")
+    p.add_argument("--config", default=None, help="config file; default WORKDIR/config.json")
+    p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
+    p.add_argument("--split", default="test")
+    p.add_argument("--data", default=None, help="shard dir; default config.data.dir")
+    p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument("--no_progress", action="store_true")
+    args, overrides = p.parse_known_args(argv)
+    config = load_run_config(args.workdir, args.config, overrides)
+    out = evaluate(
+        config,
+        args.workdir,
+        checkpoint=args.checkpoint,
+        split=args.split,
+        data_dir=args.data,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    print("\n".join(summary_lines(out["metrics"])))
+    print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}")
+    print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
