@@ -237,7 +237,7 @@ def config_hash(config) -> str:
 
 
 def shards_fingerprint(data_dir: str | os.PathLike) -> str:
-    """sha256 over dataset_info.json and the names + sizes of the shard files.
+    """sha256 over dataset_info.json / metadata.json and the names + sizes of the shards.
 
     Cheap on purpose: identifies *which* build was evaluated without reading
     gigabytes of shards. ``dataset_info.json`` is searched recursively because
@@ -255,7 +255,7 @@ def shards_fingerprint(data_dir: str | os.PathLike) -> str:
         for name in sorted(filenames):
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root)
-            if name == "dataset_info.json":
+            if name in ("dataset_info.json", "metadata.json"):
                 h.update(rel.encode())
                 with open(path, "rb") as f:
                     h.update(f.read())
