@@ -1,0 +1,71 @@
+"""Evaluation helpers that do not need a trained model."""
+
+import numpy as np
+import pytest
+
+from ldattn_jax import evaluate, predict
+
+
+def test_fit_frames_slices_and_resizes_like_training():
+    stack = np.random.default_rng(0).integers(0, 255, (4, 20, 20, 3), dtype=np.uint8)
+    same = evaluate.fit_frames(stack, 1, 20)
+    assert same.shape == (1, 20, 20, 3) and np.array_equal(same[0], stack[0])
+    small = evaluate.fit_frames(stack, 4, 10)
+    assert small.shape == (4, 10, 10, 3) and small.dtype == np.uint8
+    # INTER_AREA on an exact 2x shrink is the 2x2 block mean.
+    block = stack[1].astype(float).reshape(10, 2, 10, 2, 3).mean((1, 3))
+    assert np.abs(small[1] - block).max() <= 1.0
+    with pytest.raises(ValueError, match="expected"):
+        evaluate.fit_frames(stack[:2], 4, 20)
+
+
+def test_checkpoint_argument():
+    assert evaluate._parse_checkpoint("best") == "best"
+    assert evaluate._parse_checkpoint("1200") == 1200
+    with pytest.raises(Exception, match="best, latest or a step"):
+        evaluate._parse_checkpoint("last")
+
+
+def test_missing_run_config_says_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--config"):
+        evaluate.load_run_config(str(tmp_path))
+
+
+def test_summary_and_prediction_tables():
+    from ldattn_jax.metrics import metrics_document
+
+    n = 8
+    cols = {
+        "video_id": np.array([f"v{i // 2}" for i in range(n)]),
+        "label": np.array([0, 0, 0, 0, 1, 1, 1, 1]),
+        "score": np.linspace(0.1, 0.9, n),
+        "method": np.array(["real"] * 4 + ["blur"] * 4),
+        "compression": np.array(["raw"] * n),
+    }
+    doc, _ = metrics_document(
+        cols,
+        dataset="d",
+        split="test",
+        model="lda_st",
+        checkpoint_step=1,
+        checkpoint_which="best",
+        config_sha256="",
+        shards_sha256="",
+    )
+    lines = evaluate.summary_lines(doc)
+    assert lines[1].split()[:2] == ["all", "1.0000"] and lines[2].startswith("real+blur")
+    report = {
+        "videos": [
+            {
+                "video": "a.mp4",
+                "status": "ok",
+                "frames_scored": 3,
+                "fake_probability": 0.9,
+                "verdict": "fake",
+            },
+            {"video": "b.mp4", "status": "error", "reason": "no_face", "message": "b.mp4: none"},
+        ]
+    }
+    table = predict.format_table(report).splitlines()
+    assert table[1].split() == ["a.mp4", "3", "0.9000", "fake"]
+    assert "not scored (no_face)" in table[2]
