@@ -1,0 +1,255 @@
+"""Chollet's Xception (CVPR 2017) in Flax NNX, with named stages.
+
+Layout follows keras.applications.Xception exactly (so its weights load 1:1,
+see ``keras_convert.py``); stage names follow the paper / timm numbering:
+
+    conv1   3x3/2 valid, 32   + BN + ReLU          (398 -> 198)
+    conv2   3x3/1 valid, 64   + BN + ReLU          (198 -> 196)
+    block1  entry, 128, /2                         (196 -> 98)
+    block2  entry, 256, /2                         (98 -> 49)
+    block3  entry, 728, /2                         (49 -> 25)
+    block4 .. block{3+M}   middle, 728             (25)
+    block{4+M}  exit, 728 -> 1024, /2              (25 -> 13)
+    conv3   separable 1536 + BN + ReLU
+    conv4   separable 2048 + BN + ReLU
+    head    global average pool + dense
+
+``modulators`` lets a caller re-weight the output of any stage by name (the
+long-distance attention maps multiply the conv2 / block1 features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Keras BatchNormalization defaults; matched so Keras weights give Keras logits.
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
+
+# He init suits ReLU nets; the paper trains the backbone from scratch (V-A).
+_conv_init = nnx.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+
+
+class BatchNorm(nnx.BatchNorm):
+    """nnx.BatchNorm that always normalises in float32.
+
+    nnx.BatchNorm with dtype=bfloat16 casts the running mean/var to bf16 in
+    eval mode; computing in fp32 and casting the *output* keeps the statistics
+    and the normalisation exact while the convolutions run in bf16.
+    """
+
+    def __init__(self, num_features: int, *, compute_dtype=jnp.float32, rngs: nnx.Rngs):
+        super().__init__(
+            num_features,
+            momentum=BN_MOMENTUM,
+            epsilon=BN_EPSILON,
+            dtype=jnp.float32,
+            param_dtype=jnp.float32,
+            use_fast_variance=False,  # two-pass variance: stable for large activations
+            rngs=rngs,
+        )
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x, use_running_average=None, *, mask=None):
+        y = super().__call__(x.astype(jnp.float32), use_running_average, mask=mask)
+        return y.astype(self.compute_dtype)
+
+
+class SeparableConv(nnx.Module):
+    """Depthwise 3x3 (one filter per channel) followed by pointwise 1x1, no bias."""
+
+    def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs):
+        self.depthwise = nnx.Conv(
+            in_features,
+            in_features,
+            (3, 3),
+            padding="SAME",
+            feature_group_count=in_features,
+            use_bias=False,
+            dtype=dtype,
+            kernel_init=_conv_init,
+            rngs=rngs,
+        )
+        self.pointwise = nnx.Conv(
+            in_features,
+            out_features,
+            (1, 1),
+            use_bias=False,
+            dtype=dtype,
+            kernel_init=_conv_init,
+            rngs=rngs,
+        )
+
+    def __call__(self, x):
+        return self.pointwise(self.depthwise(x))
+
+
+class ConvBN(nnx.Module):
+    """Plain conv (no bias) + BN + ReLU, used for conv1 and conv2."""
+
+    def __init__(self, cin, cout, stride, *, dtype, rngs):
+        self.conv = nnx.Conv(
+            cin,
+            cout,
+            (3, 3),
+            strides=stride,
+            padding="VALID",
+            use_bias=False,
+            dtype=dtype,
+            kernel_init=_conv_init,
+            rngs=rngs,
+        )
+        self.bn = BatchNorm(cout, compute_dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.conv(x)))
+
+
+class SepConvBN(nnx.Module):
+    """Separable conv + BN + ReLU, used for conv3 and conv4 (Keras block14)."""
+
+    def __init__(self, cin, cout, *, dtype, rngs):
+        self.sepconv = SeparableConv(cin, cout, dtype=dtype, rngs=rngs)
+        self.bn = BatchNorm(cout, compute_dtype=dtype, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.sepconv(x)))
+
+
+class Block(nnx.Module):
+    """One Xception block: (ReLU -> sepconv -> BN) x len(widths), then either
+    3x3/2 max-pool + (1x1/2 conv + BN) shortcut, or an identity shortcut.
+
+    The shortcut branches off *before* the first ReLU, as in Keras.
+    """
+
+    def __init__(self, cin, widths, *, downsample, start_with_relu=True, dtype, rngs):
+        self.start_with_relu = start_with_relu
+        self.downsample = downsample
+        self.num_convs = len(widths)
+        c = cin
+        for i, w in enumerate(widths, start=1):
+            setattr(self, f"sepconv{i}", SeparableConv(c, w, dtype=dtype, rngs=rngs))
+            setattr(self, f"bn{i}", BatchNorm(w, compute_dtype=dtype, rngs=rngs))
+            c = w
+        if downsample:
+            self.skip = nnx.Conv(
+                cin,
+                c,
+                (1, 1),
+                strides=2,
+                padding="SAME",
+                use_bias=False,
+                dtype=dtype,
+                kernel_init=_conv_init,
+                rngs=rngs,
+            )
+            self.skip_bn = BatchNorm(c, compute_dtype=dtype, rngs=rngs)
+        else:
+            if cin != c:
+                raise ValueError(f"identity shortcut needs cin == cout, got {cin} -> {c}")
+            self.skip = None
+            self.skip_bn = None
+
+    def __call__(self, x):
+        shortcut = x
+        for i in range(1, self.num_convs + 1):
+            if i > 1 or self.start_with_relu:
+                x = jax.nn.relu(x)
+            x = getattr(self, f"bn{i}")(getattr(self, f"sepconv{i}")(x))
+        if self.downsample:
+            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            shortcut = self.skip_bn(self.skip(shortcut))
+        return x + shortcut
+
+
+def stage_names(middle_blocks: int = 8) -> tuple[str, ...]:
+    """Names of the stages in forward order (the keys ``modulators`` accepts)."""
+    blocks = tuple(f"block{i}" for i in range(1, middle_blocks + 5))
+    return ("conv1", "conv2", *blocks, "conv3", "conv4")
+
+
+def _same_down(n: int) -> int:
+    return -(-n // 2)  # ceil: stride-2 'SAME' pooling / 1x1 conv
+
+
+def stage_shapes(image_size: int, middle_blocks: int = 8) -> dict[str, tuple[int, int, int]]:
+    """(H, W, C) of every stage output for a square input, without building anything."""
+    s = (image_size - 3) // 2 + 1
+    out = {"conv1": (s, s, 32)}
+    s -= 2
+    out["conv2"] = (s, s, 64)
+    names = stage_names(middle_blocks)
+    for name in names[2:-2]:
+        idx = int(name[5:])
+        if idx <= 3:
+            s = _same_down(s)
+            c = (128, 256, 728)[idx - 1]
+        elif idx <= 3 + middle_blocks:
+            c = 728
+        else:
+            s = _same_down(s)
+            c = 1024
+        out[name] = (s, s, c)
+    out["conv3"] = (s, s, 1536)
+    out["conv4"] = (s, s, 2048)
+    return out
+
+
+class Xception(nnx.Module):
+    """Xception classifier on normalised float images [B, H, W, 3] (Keras: x/127.5 - 1).
+
+    Args:
+      num_classes: width of the final dense layer.
+      middle_blocks: depth of the middle flow (8 in Chollet's network).
+      dtype: compute dtype of convs/dense ('float32' or 'bfloat16'); params stay fp32.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int = 2,
+        middle_blocks: int = 8,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.dtype = jnp.dtype(dtype)
+        self.middle_blocks = middle_blocks
+        self.stages = stage_names(middle_blocks)
+        kw = dict(dtype=dtype, rngs=rngs)
+        self.conv1 = ConvBN(3, 32, 2, **kw)
+        self.conv2 = ConvBN(32, 64, 1, **kw)
+        # Entry flow: block1 starts without ReLU because conv2 already ends with one.
+        self.block1 = Block(64, (128, 128), downsample=True, start_with_relu=False, **kw)
+        self.block2 = Block(128, (256, 256), downsample=True, **kw)
+        self.block3 = Block(256, (728, 728), downsample=True, **kw)
+        for i in range(4, 4 + middle_blocks):
+            setattr(self, f"block{i}", Block(728, (728, 728, 728), downsample=False, **kw))
+        setattr(self, f"block{4 + middle_blocks}", Block(728, (728, 1024), downsample=True, **kw))
+        self.conv3 = SepConvBN(1024, 1536, **kw)
+        self.conv4 = SepConvBN(1536, 2048, **kw)
+        self.head = nnx.Linear(2048, num_classes, dtype=dtype, rngs=rngs)
+
+    def features(
+        self, x: jax.Array, modulators: Mapping[str, Callable[[jax.Array], jax.Array]] | None = None
+    ) -> jax.Array:
+        """Runs every stage; ``modulators[name](y)`` replaces stage ``name``'s output y."""
+        modulators = dict(modulators or {})
+        unknown = set(modulators) - set(self.stages)
+        if unknown:
+            raise KeyError(f"unknown Xception stage(s) {sorted(unknown)}; valid: {self.stages}")
+        x = x.astype(self.dtype)
+        for name in self.stages:
+            x = getattr(self, name)(x)
+            if name in modulators:
+                x = modulators[name](x).astype(self.dtype)
+        return x
+
+    def __call__(self, x, modulators=None) -> jax.Array:
+        x = self.features(x, modulators)
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))  # global average pool in fp32
+        return self.head(x.astype(self.dtype)).astype(jnp.float32)

@@ -1,0 +1,180 @@
+"""Xception backbone: stage geometry and parity with keras.applications.Xception."""
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+import pytest
+from flax import nnx
+
+from ldattn_jax.models.keras_convert import load_keras_xception, read_keras_weights
+from ldattn_jax.models.xception import Xception, stage_names, stage_shapes
+
+SMALL = 71  # Keras' minimum Xception input
+# Keras' own numpy-2 deprecation noise, not ours.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:keras")
+
+
+def _keras_xception(size: int, seed: int = 0):
+    """Keras Xception whose BN running stats are real batch statistics.
+
+    With the initial stats (mean 0, var 1) a random deep net collapses to
+    almost input-independent logits, and a parity test on those could not
+    fail; momentum 0 + one training-mode call sets every BN to the statistics
+    of a calibration batch, so logits genuinely depend on the image.
+    """
+    keras.utils.set_random_seed(seed)
+    km = keras.applications.Xception(
+        weights=None, classes=2, classifier_activation=None, input_shape=(size, size, 3)
+    )
+    for layer in km.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = 0.0
+    calib = np.random.default_rng(seed).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    km(calib, training=True)
+    return km
+
+
+def _abstract_stage_shapes(image_size, middle_blocks):
+    model = nnx.eval_shape(lambda: Xception(middle_blocks=middle_blocks, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    seen = {}
+
+    def record(name):
+        def f(y):
+            seen[name] = tuple(y.shape[1:])
+            return y
+
+        return f
+
+    def fwd(state, x):
+        m = nnx.merge(graphdef, state)
+        return m(x, modulators={n: record(n) for n in stage_names(middle_blocks)})
+
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    logits = jax.eval_shape(fwd, state, x)
+    return seen, logits
+
+
+def test_full_size_stage_shapes_match_paper_geometry():
+    seen, logits = _abstract_stage_shapes(398, 8)
+    assert seen == stage_shapes(398, 8)
+    # The geometry the paper relies on (VI-D): 196 = 14*14, 98 = 7*14.
+    assert seen["conv2"] == (196, 196, 64)
+    assert seen["block1"] == (98, 98, 128)
+    assert seen["block12"] == (13, 13, 1024)
+    assert logits.shape == (1, 2) and logits.dtype == jnp.float32
+
+
+def test_stage_shapes_tiny_geometry():
+    seen, _ = _abstract_stage_shapes(118, 1)
+    assert seen == stage_shapes(118, 1)
+    assert seen["conv2"][:2] == (56, 56) and seen["block1"][:2] == (28, 28)
+
+
+def test_unknown_stage_name_is_rejected():
+    model = nnx.eval_shape(lambda: Xception(middle_blocks=0, rngs=nnx.Rngs(0)))
+    graphdef, state = nnx.split(model)
+    x = jax.ShapeDtypeStruct((1, SMALL, SMALL, 3), jnp.float32)
+    with pytest.raises(KeyError, match="block99"):
+        jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x, {"block99": lambda y: y}), state, x)
+
+
+@pytest.fixture(scope="module")
+def keras_small():
+    return _keras_xception(SMALL)
+
+
+def _parity(km, size, batch, seed):
+    model = Xception(num_classes=2, rngs=nnx.Rngs(seed))
+    report = load_keras_xception(model, km)
+    assert report["skipped"] == [] and len(report["loaded"]) == 81
+    model.eval()
+    x = np.random.default_rng(seed + 1).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    ref = np.asarray(km(x, training=False))
+    ours = np.asarray(model(jnp.asarray(x)))
+    return ref, ours
+
+
+def test_keras_parity_small(keras_small):
+    ref, ours = _parity(keras_small, SMALL, 3, 1)
+    assert np.ptp(ref, axis=0).max() > 1e-2  # logits depend on the image: the check can fail
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_keras_parity_398():
+    km = _keras_xception(398, seed=3)
+    ref, ours = _parity(km, 398, 1, 4)
+    assert np.abs(ref).max() > 1e-3
+    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["weights.h5", "keras", "legacy.h5"])
+def test_load_saved_keras_file(keras_small, tmp_path, fmt):
+    path = tmp_path / f"x.{fmt}"
+    if fmt == "keras":
+        keras_small.save(path)
+    elif fmt == "legacy.h5":  # the Keras 2 layout of the downloadable ImageNet file
+        import h5py
+        from keras.src.legacy.saving import legacy_h5_format
+
+        with h5py.File(path, "w") as f:
+            legacy_h5_format.save_weights_to_hdf5_group(f, keras_small)
+    else:
+        keras_small.save_weights(path)
+    model = Xception(num_classes=2, rngs=nnx.Rngs(7))
+    load_keras_xception(model, path)
+    model.eval()
+    x = np.random.default_rng(5).uniform(-1, 1, (2, SMALL, SMALL, 3)).astype(np.float32)
+    np.testing.assert_allclose(
+        np.asarray(model(jnp.asarray(x))), np.asarray(keras_small(x, training=False)), atol=1e-4
+    )
+
+
+def test_head_of_other_width_is_skipped_like_imagenet(keras_small, tmp_path):
+    """An ImageNet file has a 1000-way head: everything but the head loads."""
+    path = tmp_path / "x.weights.h5"
+    keras_small.save_weights(path)
+    model = Xception(num_classes=3, rngs=nnx.Rngs(0))
+    head_before = np.asarray(model.head.kernel[...]).copy()
+    report = load_keras_xception(model, path)
+    assert len(report["loaded"]) == 80 and report["skipped"][0].startswith("head")
+    np.testing.assert_array_equal(np.asarray(model.head.kernel[...]), head_before)
+    model.eval()
+    ref_model = Xception(num_classes=2, rngs=nnx.Rngs(0))
+    load_keras_xception(ref_model, keras_small)
+    ref_model.eval()
+    x = jnp.asarray(np.random.default_rng(2).uniform(-1, 1, (1, SMALL, SMALL, 3)), jnp.float32)
+    np.testing.assert_allclose(model.features(x), ref_model.features(x), atol=1e-5)
+    with pytest.raises(ValueError, match="head kernel expected"):
+        load_keras_xception(Xception(num_classes=3, rngs=nnx.Rngs(0)), path, load_head=True)
+
+
+def test_bad_keras_files_name_the_problem(keras_small, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.weights.h5"):
+        load_keras_xception(Xception(rngs=nnx.Rngs(0)), tmp_path / "nope.weights.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="junk.h5"):
+        read_keras_weights(junk)
+    path = tmp_path / "x.weights.h5"
+    keras_small.save_weights(path)
+    # A shallower middle flow has fewer separable convs than the file.
+    with pytest.raises(ValueError, match="middle_blocks=2"):
+        load_keras_xception(Xception(middle_blocks=2, rngs=nnx.Rngs(0)), path)
+
+
+def test_train_eval_switch_batchnorm_mode():
+    model = Xception(middle_blocks=0, rngs=nnx.Rngs(0))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, SMALL, SMALL, 3)), jnp.float32)
+    model.eval()
+    before = jax.tree.map(np.array, nnx.state(model, nnx.BatchStat))  # a copy
+    model(x)
+    assert jax.tree.all(jax.tree.map(jnp.array_equal, before, nnx.state(model, nnx.BatchStat)))
+    model.train()
+    model(x)
+    changed = jax.tree.map(
+        lambda a, b: not bool(jnp.array_equal(a, b)), before, nnx.state(model, nnx.BatchStat)
+    )
+    assert all(jax.tree.leaves(changed))
