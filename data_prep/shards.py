@@ -1,0 +1,126 @@
+"""Reading API for the shards `python -m data_prep.build` writes (docs/interfaces.md).
+
+    src = open_split(data_dir, 'train'); len(src); rec = src[i]
+    info = read_info(data_dir)
+
+`data_dir` is the --out of the build. Records are decoded by TFDS's numpy path
+(no TensorFlow). The source holds only paths, so it pickles cheaply into grain
+worker processes; each process opens the ArrayRecord files on first access.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from data_prep.builder import NAME, VERSION
+
+SPLITS = ("train", "val", "test")
+
+
+def find_builder_dir(data_dir: str) -> str:
+    """OUT/lda_faces/<config>/<version>: the one TFDS dataset directory under data_dir."""
+    data_dir = os.fspath(data_dir)
+    if os.path.isfile(os.path.join(data_dir, "dataset_info.json")):
+        return data_dir  # already the TFDS directory
+    found = sorted(glob.glob(os.path.join(data_dir, NAME, "*", VERSION, "dataset_info.json")))
+    if not found:
+        raise FileNotFoundError(
+            f"no built shards under {data_dir!r} (expected {NAME}/<config>/{VERSION}/"
+            "dataset_info.json); run `python -m data_prep.build ... --out DIR` first"
+        )
+    if len(found) > 1:
+        configs = [os.path.relpath(os.path.dirname(p), data_dir) for p in found]
+        raise ValueError(
+            f"{data_dir!r} holds several builds {configs}; pass one of these directories instead"
+        )
+    return os.path.dirname(found[0])
+
+
+def _text(v) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+def _to_record(ex: dict) -> dict:
+    return {
+        "frames": ex["frames"],
+        "label": int(ex["label"]),
+        "dataset": _text(ex["dataset"]),
+        "compression": _text(ex["compression"]),
+        "method": _text(ex["method"]),
+        "video_id": _text(ex["video_id"]),
+        "frame_index": int(ex["frame_index"]),
+        "box": np.asarray(ex["box"], np.int32),
+        "landmarks": np.asarray(ex["landmarks"], np.float32),
+        "mask": ex["mask"],
+        "has_mask": bool(ex["has_mask"]),
+    }
+
+
+class SplitSource:
+    """Random-access, picklable view of one split; __getitem__ decodes one record."""
+
+    def __init__(self, builder_dir: str, split: str):
+        self.builder_dir = builder_dir
+        self.split = split
+        with open(os.path.join(builder_dir, "dataset_info.json")) as f:
+            splits = {s["name"]: s for s in json.load(f).get("splits", [])}
+        if split not in splits:
+            raise KeyError(
+                f"split {split!r} is not in {builder_dir!r} (has {sorted(splits)}); "
+                "a split with no records (e.g. every video failed) is not written"
+            )
+        self._len = sum(int(n) for n in splits[split]["shardLengths"])
+        self._source = None
+
+    def _open(self):
+        if self._source is None:
+            import tensorflow_datasets as tfds
+
+            self._source = tfds.builder_from_directory(self.builder_dir).as_data_source(self.split)
+        return self._source
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index) -> dict:
+        index = int(index)
+        if not -self._len <= index < self._len:
+            raise IndexError(f"record {index} out of range for split {self.split!r} ({self._len})")
+        return _to_record(self._open()[index % self._len])
+
+    def __getitems__(self, indices) -> list[dict]:
+        return [_to_record(ex) for ex in self._open().__getitems__([int(i) for i in indices])]
+
+    def __getstate__(self):
+        # Open file handles do not cross processes; each worker reopens.
+        state = dict(self.__dict__)
+        state["_source"] = None
+        return state
+
+    def __repr__(self) -> str:
+        return f"SplitSource({self.builder_dir!r}, {self.split!r}, len={self._len})"
+
+
+def open_split(data_dir: str, split: str) -> SplitSource:
+    """Random-access source of decoded records of `split` ('train' | 'val' | 'test')."""
+    return SplitSource(find_builder_dir(data_dir), split)
+
+
+def read_info(data_dir: str) -> dict:
+    """{'dataset', 'stack', 'size', 'encoding', 'splits': {split: {'records', 'videos',
+    'by_label': {...}, 'by_method': {...}}}, 'builder_dir'} of a build."""
+    builder_dir = find_builder_dir(data_dir)
+    with open(os.path.join(builder_dir, "metadata.json")) as f:
+        meta = json.load(f)
+    return {
+        "dataset": meta["dataset"],
+        "stack": int(meta["stack"]),
+        "size": int(meta["size"]),
+        "encoding": meta["encoding"],
+        "splits": meta.get("counts", {}),
+        "builder_dir": builder_dir,
+    }
