@@ -242,7 +242,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    import absl.logging
+    import tensorflow_datasets as tfds
+
     from data_prep.builder import LdaFaces, LdaFacesConfig, config_name
+
+    absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS's "custom data configuration" noise
+    if a.no_progress:
+        tfds.disable_progress_bar()
 
     os.makedirs(a.out, exist_ok=True)
     params = f"f{a.frames_per_video}_n{a.stack}_s{a.size}"

@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import file_adapters
 from tensorflow_datasets.core.utils import shard_utils
+from tensorflow_datasets.proto import tf_example_pb2
 
 from data_prep import encoding as enc
 
@@ -92,7 +93,7 @@ class _DownloadConfig(tfds.download.DownloadConfig):
 
 @contextlib.contextmanager
 def _array_record_options(options: str):
-    """TFDS hard-codes 'group_size:1' (zstd:3); swap in our compression while writing.
+    """TFDS hard-codes 'group_size:1' (zstd:3) and map-order-dependent bytes; fix both.
 
     Readers need no change: ArrayRecord stores the compression in the file.
     """
@@ -105,7 +106,11 @@ def _array_record_options(options: str):
 
             writer = array_record_module.ArrayRecordWriter(os.fspath(path), options)
             for _, serialized in iterator:
-                writer.write(serialized)
+                # tf.train.Example keeps features in a proto map, whose default
+                # serialization order varies between processes; sorted keys make
+                # the bytes, and so the shards, reproducible.
+                example = tf_example_pb2.Example.FromString(serialized)
+                writer.write(example.SerializeToString(deterministic=True))
             writer.close()
 
     key = file_adapters.FileFormat.ARRAY_RECORD
