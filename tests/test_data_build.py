@@ -1,0 +1,142 @@
+"""build CLI: every failure kind lands in failures.jsonl, bad arguments fail before work."""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from data_prep import build
+
+
+def _video(path, frames, fourcc="mp4v"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (w, h))
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def _face_frames(n=12):
+    face = skimage.data.astronaut()[20:240, 120:340]  # 220 px, face ~90 px: dlib finds it
+    return [np.roll(face, i, axis=1) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def faulty_tree(tmp_path_factory):
+    """FF++ tree with one video per failure kind (reals 001-007) and two good videos."""
+    root = tmp_path_factory.mktemp("ffpp")
+    real = root / "original_sequences/youtube/c23/videos"
+    fake = root / "manipulated_sequences/Deepfakes/c23/videos"
+    _video(real / "000.mp4", _face_frames())
+    good = (real / "000.mp4").read_bytes()
+    (real / "001.mp4").write_bytes(b"")  # zero_bytes
+    (real / "002.mp4").write_text("this is a text file, not a video\n")  # not_a_video
+    (real / "003.mp4").write_bytes(good[: len(good) // 2])  # truncated (moov atom lost)
+    _video(real / "004.mp4", _face_frames(2))  # too_short for a stack of 3
+    _video(real / "005.mp4", [np.dstack([skimage.data.brick()[:200, :200]] * 3)] * 8)  # no_face
+    _video(real / "006.mp4", [np.zeros((40, 40, 3), np.uint8)] * 8)  # bad_resolution
+    (real / "007.mp4").mkdir()  # unreadable (a directory; root ignores chmod)
+    frames = _face_frames()
+    _video(fake / "000_001.mp4", frames)
+    masks = np.zeros((len(frames), *frames[0].shape[:2]), np.uint8)
+    masks[:, 100:160, 80:150] = 1
+    np.savez_compressed(fake / "000_001.masks.npz", masks=masks)
+    (root / "splits").mkdir()
+    pairs = {"train": [["000", "001"], ["006", "007"]], "val": [["002", "003"]], "test": [["004", "005"]]}
+    for name, p in pairs.items():
+        (root / "splits" / f"{name}.json").write_text(json.dumps(p))
+    return root
+
+
+ARGS = ["--frames-per-video", "3", "--stack", "3", "--size", "32", "--workers", "1", "--no-progress"]
+
+
+def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = build.main(
+        ["--dataset", "ffpp", "--root", str(faulty_tree), "--out", str(out), "--methods", "Deepfakes", *ARGS]
+    )
+    assert rc == 0
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    reasons = {f["video_id"].rsplit("/", 1)[1]: f["reason"] for f in failures}
+    assert reasons == {
+        "001": "zero_bytes",
+        "002": "not_a_video",
+        "003": "truncated",
+        "004": "too_short",
+        "005": "no_face",
+        "006": "bad_resolution",
+        "007": "unreadable",
+    }
+    assert all(f["message"] and f["path"] for f in failures)
+    summary = json.loads((out / "summary.json").read_text())["counts"]
+    assert summary["train"]["records"] == 6 and summary["train"]["failures"] == {
+        "bad_resolution": 1,
+        "unreadable": 1,
+        "zero_bytes": 1,
+    }
+    assert summary["test"]["failures"] == {"no_face": 1, "too_short": 1}
+    assert "failures by reason" in capsys.readouterr().err
+    # Only train had records: the others are not written as splits.
+    from data_prep.shards import open_split, read_info
+
+    src = open_split(str(out), "train")
+    assert len(src) == 6
+    with pytest.raises(KeyError, match="'val' is not in"):
+        open_split(str(out), "val")
+    recs = [src[i] for i in range(len(src))]
+    fake = [r for r in recs if r["label"] == 1]
+    assert len(fake) == 3 and all(r["has_mask"] and r["mask"].any() for r in fake)
+    assert all(not r["has_mask"] and not r["mask"].any() for r in recs if r["label"] == 0)
+    assert read_info(str(out))["splits"]["train"]["by_label"]["fake"]["records"] == 3
+
+
+def test_exit_nonzero_only_when_nothing_written(faulty_tree, tmp_path):
+    root = tmp_path / "bad"
+    shutil.copytree(faulty_tree, root)
+    (root / "original_sequences/youtube/c23/videos/000.mp4").unlink()
+    (root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4").write_bytes(b"")
+    out = tmp_path / "out"
+    rc = build.main(
+        ["--dataset", "ffpp", "--root", str(root), "--out", str(out), "--methods", "Deepfakes", *ARGS]
+    )
+    assert rc == 1
+    assert len((out / "failures.jsonl").read_text().splitlines()) == 8
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--root", "/nonexistent/ffpp"], "dataset root not found"),
+        (["--methods", "Deepfakes,DeepFace"], "unknown method"),
+        (["--splits", "/nonexistent/splits"], "train.json"),
+        (["--compression", "c99"], "c99"),
+    ],
+)
+def test_bad_arguments_fail_before_any_work(faulty_tree, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    argv = ["--dataset", "ffpp", "--root", str(faulty_tree), "--out", str(out), *ARGS, *extra]
+    assert build.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was started
+
+
+def test_summary_table_format():
+    counts = {
+        "train": {
+            "videos": 3,
+            "records": 20,
+            "failed": 1,
+            "failures": {"no_face": 1},
+            "by_label": {"fake": {"videos": 2, "records": 16, "failed": 0}, "real": {"videos": 1, "records": 4, "failed": 1}},
+            "by_method": {},
+        }
+    }
+    table = build.format_summary(counts).splitlines()
+    assert table[0].split() == ["split", "label", "videos", "records", "failed", "failures", "by", "reason"]
+    assert table[2].split() == ["train", "fake", "2", "16", "0"]
+    assert table[-1].split() == ["train", "all", "3", "20", "1", "no_face=1"]

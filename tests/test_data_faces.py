@@ -1,0 +1,121 @@
+"""Faces: dlib on a real photo, key-frame planning, one box per stack, mask alignment."""
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from data_prep import faces
+from data_prep.video import VideoError, key_frame_indices
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return skimage.data.astronaut()
+
+
+def test_detects_face_and_landmarks_on_real_photo(astronaut):
+    box, lms = faces.detect_face(astronaut)
+    left, top, right, bottom = box
+    # Eileen Collins' face sits around x 180-265, y 80-170 in the 512x512 photo.
+    assert 150 < left < 210 and 240 < right < 300 and 50 < top < 110 and 140 < bottom < 200
+    assert lms.shape == (68, 2) and lms.dtype == np.float32
+    # Landmarks lie on the face, in anatomical order: eyes above nose tip above mouth,
+    # the left eye (36-41) left of the right eye (42-47).
+    assert np.all((lms[:, 0] > left - 30) & (lms[:, 0] < right + 30))
+    eyes_y = lms[36:48, 1].mean()
+    assert eyes_y < lms[33, 1] < lms[48:68, 1].mean()
+    assert lms[36:42, 0].mean() < lms[42:48, 0].mean()
+
+
+def test_no_face_in_texture():
+    assert faces.detect_face(np.dstack([skimage.data.brick()] * 3)) is None
+
+
+def test_detection_on_large_frame_maps_box_back(astronaut):
+    # A 1536x1536 frame is detected on a 640 px copy; the box must come back in full pixels.
+    big = cv2.resize(astronaut, (1536, 1536), interpolation=cv2.INTER_CUBIC)
+    box_small, _ = faces.detect_face(astronaut)
+    box_big, lms_big = faces.detect_face(big)
+    np.testing.assert_allclose(box_big / 3, box_small, atol=12)
+    assert lms_big[:, 0].max() > 512  # landmarks in full-resolution coordinates
+
+
+@pytest.mark.parametrize("frames,k,n", [(100, 32, 3), (32, 32, 3), (10, 8, 3), (4, 5, 3), (300, 7, 0)])
+def test_key_frames_even_deterministic_and_in_range(frames, k, n):
+    idx = key_frame_indices(frames, k, n)
+    assert idx == key_frame_indices(frames, k, n)
+    assert idx == sorted(set(idx)) and len(idx) <= k
+    assert idx[0] == 0 and idx[-1] + n <= frames - 1  # a full stack fits after every key frame
+    if frames - n >= k:  # enough room: exactly k, spread over the whole video
+        assert len(idx) == k and idx[-1] >= (k - 1) * frames // k - n
+
+
+def test_key_frame_near_end_shifts_earlier():
+    # 10 frames, 5 keys, stack 3: floor(i*10/5) = 0,2,4,6,8 -> 8 and 6 need frames up to 11/9,
+    # so 8 shifts to 6 (= T-1-n) and merges; nothing is dropped below that.
+    assert key_frame_indices(10, 5, 3) == [0, 2, 4, 6]
+    assert key_frame_indices(3, 4, 3) == []
+
+
+def test_square_box_stays_square_inside_frame():
+    for face in ([0, 0, 50, 60], [600, 400, 640, 480], [100, 100, 180, 200], [-20, -10, 500, 470]):
+        box = faces.square_box(np.array(face, float), (480, 640))
+        x0, y0, x1, y1 = box
+        assert x1 - x0 == y1 - y0 and 0 <= x0 and 0 <= y0 and x1 <= 640 and y1 <= 480
+    # Away from the edges: 1.3x the longer side, centred.
+    x0, y0, x1, y1 = faces.square_box(np.array([200.0, 200, 300, 280]), (480, 640))
+    assert x1 - x0 == 130 and abs((x0 + x1) / 2 - 250) <= 1 and abs((y0 + y1) / 2 - 240) <= 1
+
+
+def test_crop_mask_aligns_with_crop():
+    img = np.zeros((200, 300, 3), np.uint8)
+    mask = np.zeros((200, 300), np.uint8)
+    img[60:100, 120:160] = 255
+    mask[60:100, 120:160] = 1
+    box = np.array([100, 40, 200, 140])
+    crop = faces.crop_box(img, box, 50)
+    m = faces.crop_mask(mask, box, 50)
+    assert m.dtype == np.uint8 and set(np.unique(m)) == {0, 1}
+    np.testing.assert_array_equal(m, (crop[..., 0] >= 128).astype(np.uint8))
+
+
+def _write_video(path, frames, fourcc="FFV1"):
+    h, w = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (w, h))
+    assert writer.isOpened()
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_extract_stacks_one_box_per_stack(tmp_path, astronaut):
+    # The face drifts right 3 px per frame; a stack must still be cut with its key frame's box.
+    base = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
+    frames = [np.roll(base, 3 * i, axis=1) for i in range(20)]
+    path = tmp_path / "drift.mp4"
+    _write_video(path, frames)  # FFV1: lossless, so decoded frames equal `frames`
+    stacks = faces.extract_stacks(path, frames_per_video=4, stack=3, size=48)
+    assert [s["frame_index"] for s in stacks] == key_frame_indices(20, 4, 3) == [0, 5, 10, 15]
+    for s in stacks:
+        k, box = s["frame_index"], s["box"]
+        assert s["frames"].shape == (4, 48, 48, 3) and s["frames"].dtype == np.uint8
+        assert box.dtype == np.int32 and box[2] - box[0] == box[3] - box[1]
+        for j in range(4):
+            np.testing.assert_array_equal(s["frames"][j], faces.crop_box(frames[k + j], box, 48))
+        # The box follows the face from key frame to key frame (3 px/frame).
+        assert abs((box[0] + box[2]) / 2 - (s["landmarks"][:, 0].mean())) < 20
+    centres = [(s["box"][0] + s["box"][2]) / 2 for s in stacks]
+    assert np.all(np.diff(centres) > 8)
+    # Residuals inside one stack show the motion, not box jitter: frame j is frame 0 shifted 3j px.
+    s = stacks[1]
+    shifted = faces.crop_box(np.roll(frames[5], 3, axis=1), s["box"], 48)
+    np.testing.assert_array_equal(s["frames"][1], shifted)
+
+
+def test_extract_stacks_rejects_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="frames_per_video"):
+        faces.extract_stacks(tmp_path / "x.mp4", frames_per_video=0)
+    with pytest.raises(VideoError) as e:
+        faces.extract_stacks(tmp_path / "missing.mp4")
+    assert e.value.reason == "unreadable" and "missing.mp4" in str(e.value)
