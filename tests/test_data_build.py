@@ -46,19 +46,43 @@ def faulty_tree(tmp_path_factory):
     masks[:, 100:160, 80:150] = 1
     np.savez_compressed(fake / "000_001.masks.npz", masks=masks)
     (root / "splits").mkdir()
-    pairs = {"train": [["000", "001"], ["006", "007"]], "val": [["002", "003"]], "test": [["004", "005"]]}
+    pairs = {
+        "train": [["000", "001"], ["006", "007"]],
+        "val": [["002", "003"]],
+        "test": [["004", "005"]],
+    }
     for name, p in pairs.items():
         (root / "splits" / f"{name}.json").write_text(json.dumps(p))
     return root
 
 
-ARGS = ["--frames-per-video", "3", "--stack", "3", "--size", "32", "--workers", "1", "--no-progress"]
+ARGS = [
+    "--frames-per-video",
+    "3",
+    "--stack",
+    "3",
+    "--size",
+    "32",
+    "--workers",
+    "1",
+    "--no-progress",
+]
 
 
 def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, capsys):
     out = tmp_path / "out"
     rc = build.main(
-        ["--dataset", "ffpp", "--root", str(faulty_tree), "--out", str(out), "--methods", "Deepfakes", *ARGS]
+        [
+            "--dataset",
+            "ffpp",
+            "--root",
+            str(faulty_tree),
+            "--out",
+            str(out),
+            "--methods",
+            "Deepfakes",
+            *ARGS,
+        ]
     )
     assert rc == 0
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
@@ -102,7 +126,17 @@ def test_exit_nonzero_only_when_nothing_written(faulty_tree, tmp_path):
     (root / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4").write_bytes(b"")
     out = tmp_path / "out"
     rc = build.main(
-        ["--dataset", "ffpp", "--root", str(root), "--out", str(out), "--methods", "Deepfakes", *ARGS]
+        [
+            "--dataset",
+            "ffpp",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--methods",
+            "Deepfakes",
+            *ARGS,
+        ]
     )
     assert rc == 1
     assert len((out / "failures.jsonl").read_text().splitlines()) == 8
@@ -132,11 +166,23 @@ def test_summary_table_format():
             "records": 20,
             "failed": 1,
             "failures": {"no_face": 1},
-            "by_label": {"fake": {"videos": 2, "records": 16, "failed": 0}, "real": {"videos": 1, "records": 4, "failed": 1}},
+            "by_label": {
+                "fake": {"videos": 2, "records": 16, "failed": 0},
+                "real": {"videos": 1, "records": 4, "failed": 1},
+            },
             "by_method": {},
         }
     }
     table = build.format_summary(counts).splitlines()
-    assert table[0].split() == ["split", "label", "videos", "records", "failed", "failures", "by", "reason"]
+    assert table[0].split() == [
+        "split",
+        "label",
+        "videos",
+        "records",
+        "failed",
+        "failures",
+        "by",
+        "reason",
+    ]
     assert table[2].split() == ["train", "fake", "2", "16", "0"]
     assert table[-1].split() == ["train", "all", "3", "20", "1", "no_face=1"]

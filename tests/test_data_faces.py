@@ -41,7 +41,9 @@ def test_detection_on_large_frame_maps_box_back(astronaut):
     assert lms_big[:, 0].max() > 512  # landmarks in full-resolution coordinates
 
 
-@pytest.mark.parametrize("frames,k,n", [(100, 32, 3), (32, 32, 3), (10, 8, 3), (4, 5, 3), (300, 7, 0)])
+@pytest.mark.parametrize(
+    "frames,k,n", [(100, 32, 3), (32, 32, 3), (10, 8, 3), (4, 5, 3), (300, 7, 0)]
+)
 def test_key_frames_even_deterministic_and_in_range(frames, k, n):
     idx = key_frame_indices(frames, k, n)
     assert idx == key_frame_indices(frames, k, n)
@@ -62,7 +64,7 @@ def test_square_box_stays_square_inside_frame():
     for face in ([0, 0, 50, 60], [600, 400, 640, 480], [100, 100, 180, 200], [-20, -10, 500, 470]):
         box = faces.square_box(np.array(face, float), (480, 640))
         x0, y0, x1, y1 = box
-        assert x1 - x0 == y1 - y0 and 0 <= x0 and 0 <= y0 and x1 <= 640 and y1 <= 480
+        assert x1 - x0 == y1 - y0 and x0 >= 0 and y0 >= 0 and x1 <= 640 and y1 <= 480
     # Away from the edges: 1.3x the longer side, centred.
     x0, y0, x1, y1 = faces.square_box(np.array([200.0, 200, 300, 280]), (480, 640))
     assert x1 - x0 == 130 and abs((x0 + x1) / 2 - 250) <= 1 and abs((y0 + y1) / 2 - 240) <= 1

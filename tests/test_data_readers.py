@@ -14,7 +14,11 @@ def _touch(path):
 
 def make_ffpp(root, comp="c23", methods=("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")):
     # Official format: each split JSON lists [target, source] pairs.
-    splits = {"train": [["000", "003"], ["001", "002"]], "val": [["004", "005"]], "test": [["006", "007"]]}
+    splits = {
+        "train": [["000", "003"], ["001", "002"]],
+        "val": [["004", "005"]],
+        "test": [["006", "007"]],
+    }
     (root / "splits").mkdir(parents=True)
     for name, pairs in splits.items():
         (root / "splits" / f"{name}.json").write_text(json.dumps(pairs))
@@ -76,14 +80,20 @@ def test_ffpp_splits_dir_option_and_bad_json(tmp_path):
 def make_celebdf(root):
     files = {
         "Celeb-real": [f"id{i}_{j:04d}.mp4" for i in range(62) for j in range(2)],
-        "Celeb-synthesis": [f"id{i}_id{(i + 1) % 62}_{j:04d}.mp4" for i in range(62) for j in range(2)],
+        "Celeb-synthesis": [
+            f"id{i}_id{(i + 1) % 62}_{j:04d}.mp4" for i in range(62) for j in range(2)
+        ],
         "YouTube-real": [f"{k:05d}.mp4" for k in range(10)],
     }
     for folder, names in files.items():
         for n in names:
             _touch(root / folder / n)
     # Official list: 1 = REAL, 0 = FAKE (the opposite of our labels).
-    test = ["1 Celeb-real/id0_0000.mp4", "1 YouTube-real/00003.mp4", "0 Celeb-synthesis/id5_id6_0001.mp4"]
+    test = [
+        "1 Celeb-real/id0_0000.mp4",
+        "1 YouTube-real/00003.mp4",
+        "0 Celeb-synthesis/id5_id6_0001.mp4",
+    ]
     (root / "List_of_testing_videos.txt").write_text("\n".join(test) + "\n")
     return files
 
@@ -116,9 +126,15 @@ def test_celebdf_bad_list(tmp_path):
 
 def test_dfdc_metadata(tmp_path):
     for part, entries in {
-        "dfdc_train_part_0": {"aaa.mp4": {"label": "REAL"}, "bbb.mp4": {"label": "FAKE", "original": "aaa.mp4"}},
+        "dfdc_train_part_0": {
+            "aaa.mp4": {"label": "REAL"},
+            "bbb.mp4": {"label": "FAKE", "original": "aaa.mp4"},
+        },
         "dfdc_test": {"ccc.mp4": {"label": "FAKE", "original": "x.mp4"}},
-        "dfdc_train_part_1": {"aaa.mp4": {"label": "REAL", "split": "val"}, "gone.mp4": {"label": "REAL"}},
+        "dfdc_train_part_1": {
+            "aaa.mp4": {"label": "REAL", "split": "val"},
+            "gone.mp4": {"label": "REAL"},
+        },
     }.items():
         for name in entries:
             if name != "gone.mp4":

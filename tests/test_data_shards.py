@@ -1,0 +1,231 @@
+"""Synthetic set end to end: synthesize -> build -> read back (open_split and TFDS), resume."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import build, encoding, synthesize
+from data_prep.readers import SYNTHETIC_METHODS
+from data_prep.shards import open_split, read_info
+
+BUILD_ARGS = ["--frames-per-video", "4", "--stack", "3", "--size", "40", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synthetic")
+    synthesize.synthesize(str(root), videos=6, seed=3, frames=12)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("built")
+    # Two worker processes: exercises the pool (forkserver, dlib per worker).
+    rc = build.main(
+        [
+            "--dataset",
+            "synthetic",
+            "--root",
+            str(synthetic_root),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            *BUILD_ARGS,
+        ]
+    )
+    assert rc == 0
+    return out
+
+
+def _read(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            return np.stack(frames).astype(np.float32)
+        frames.append(f)
+
+
+def test_synthetic_layout_splits_and_masks(synthetic_root):
+    splits = {
+        s: json.loads((synthetic_root / "splits" / f"{s}.json").read_text())
+        for s in ("train", "val", "test")
+    }
+    assert all(splits.values())  # val and test non-empty even for 6 videos
+    ids = [i for pairs in splits.values() for p in pairs for i in p]
+    assert sorted(ids) == [f"{i:03d}" for i in range(6)]
+    for m in SYNTHETIC_METHODS:
+        d = synthetic_root / "manipulated_sequences" / m / "c23" / "videos"
+        assert len(list(d.glob("*.mp4"))) == 6
+        masks = np.load(d / "000_001.masks.npz")["masks"]
+        assert (
+            masks.shape == (12, 256, 256)
+            and masks.dtype == np.uint8
+            and masks.any(axis=(1, 2)).all()
+        )
+
+
+def test_synthetic_is_deterministic_by_seed(synthetic_root, tmp_path):
+    synthesize.synthesize(str(tmp_path), videos=6, seed=3, frames=12)
+    for rel in (
+        "original_sequences/youtube/c23/videos/004.mp4",
+        "manipulated_sequences/TemporalJitter/c23/videos/005_004.masks.npz",
+    ):
+        assert (tmp_path / rel).read_bytes() == (synthetic_root / rel).read_bytes()
+    with pytest.raises(ValueError, match="even number"):
+        synthesize.synthesize(str(tmp_path / "x"), videos=5)
+
+
+def test_defects_survive_codec_and_temporal_jitter_only_shows_in_residuals(synthetic_root):
+    real = _read(synthetic_root / "original_sequences/youtube/c23/videos/000.mp4")
+    for m in SYNTHETIC_METHODS:
+        p = synthetic_root / "manipulated_sequences" / m / "c23" / "videos" / "000_001"
+        fake = _read(p.with_suffix(".mp4"))
+        mask = np.load(str(p) + ".masks.npz")["masks"].astype(bool)
+        diff = np.abs(fake - real).mean(-1)
+        # Changes are inside the mask (codec noise outside is tiny).
+        assert diff[mask].mean() > 5 * diff[~mask].mean() and diff[mask].mean() > 4, m
+    jitter = _read(synthetic_root / "manipulated_sequences/TemporalJitter/c23/videos/000_001.mp4")
+    mask = np.load(
+        synthetic_root / "manipulated_sequences/TemporalJitter/c23/videos/000_001.masks.npz"
+    )["masks"].astype(bool)
+
+    def sharpness(v):  # per-frame texture inside the face: what a frame-only model sees
+        return np.mean(
+            [
+                np.abs(cv2.Laplacian(f.mean(-1), cv2.CV_32F))[m].mean()
+                for f, m in zip(v, mask, strict=True)
+            ]
+        )
+
+    def residual(v):
+        return np.abs(np.diff(v, axis=0)).mean(-1)[mask[1:]].mean()
+
+    assert 0.8 < sharpness(jitter) / sharpness(real) < 1.25  # a single frame looks like a real one
+    assert residual(jitter) > 2.5 * residual(real)  # the residuals do not
+
+
+def test_read_back_equals_what_was_written(built):
+    info = read_info(str(built))
+    assert info["dataset"] == "synthetic" and info["stack"] == 3 and info["size"] == 40
+    assert info["encoding"] == encoding.DEFAULT_ENCODING
+    manifest = json.loads((built / "manifest.json").read_text())
+    for split in ("train", "val", "test"):
+        src = open_split(str(built), split)
+        videos = {v["video_id"]: v for v in manifest["splits"][split]}
+        assert (
+            len(src)
+            == sum(v["records"] for v in videos.values())
+            == info["splits"][split]["records"]
+        )
+        assert set(info["splits"][split]["by_method"]) == {"real", *SYNTHETIC_METHODS}
+        seen = set()
+        for i in range(len(src)):
+            r = src[i]
+            v = videos[r["video_id"]]
+            with np.load(v["cache"]) as z:
+                j = list(z["frame_index"]).index(r["frame_index"])
+                np.testing.assert_array_equal(r["frames"], z["frames"][j])
+                np.testing.assert_array_equal(r["box"], z["box"][j])
+                np.testing.assert_array_equal(r["landmarks"], z["landmarks"][j])
+                np.testing.assert_array_equal(r["mask"], z["mask"][j])
+            assert r["frames"].shape == (4, 40, 40, 3) and r["frames"].dtype == np.uint8
+            assert (r["label"], r["method"], r["dataset"]) == (v["label"], v["method"], "synthetic")
+            assert r["has_mask"] == (r["label"] == 1) and r["mask"].any() == r["has_mask"]
+            seen.add((r["video_id"], r["frame_index"]))
+        assert len(seen) == len(src)
+
+
+def test_tfds_data_source_and_pickling(built):
+    import tensorflow_datasets as tfds
+
+    src = open_split(str(built), "test")
+    clone = pickle.loads(pickle.dumps(src))
+    np.testing.assert_array_equal(clone[3]["frames"], src[3]["frames"])
+    info = read_info(str(built))
+    ds = tfds.builder_from_directory(info["builder_dir"]).as_data_source("test")
+    assert len(ds) == len(src)
+    ex = ds[3]
+    np.testing.assert_array_equal(ex["frames"], src[3]["frames"])
+    assert ex["video_id"].decode() == src[3]["video_id"]
+    # TFDS's own loader, by name and data_dir, also finds it.
+    name = os.path.relpath(info["builder_dir"], built).rsplit(os.sep, 1)[0].replace(os.sep, "/")
+    ds2 = tfds.data_source(name, data_dir=str(built), split="test")
+    assert len(ds2) == len(src)
+    assert "tensorflow" not in sys.modules  # all of this without TensorFlow
+    shards = [f for f in os.listdir(info["builder_dir"]) if "-train.array_record-" in f]
+    assert len(shards) == min(64, len(open_split(str(built), "train")))
+
+
+def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path):
+    out = tmp_path / "resumed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "data_prep.build",
+        "--dataset",
+        "synthetic",
+        "--root",
+        str(synthetic_root),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        *BUILD_ARGS,
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    cache = out / "cache" / "f4_n3_s40"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if cache.is_dir() and len(list(cache.glob("*.json"))) >= 3:
+            break
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(cache.glob("*.json")))
+    assert 3 <= done < 30, "the kill must land mid-run"
+    assert not (out / "lda_faces").exists()
+    rc = build.main(
+        [
+            "--dataset",
+            "synthetic",
+            "--root",
+            str(synthetic_root),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            *BUILD_ARGS,
+        ]
+    )
+    assert rc == 0
+    a = built / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
+    b = out / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b)) and any("array_record" in n for n in names)
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_encoding_benchmark_reports_every_choice():
+    out = encoding.benchmark(size=96, frames=4, records=8, min_time=0.01)
+    assert out["shape"] == [4, 96, 96, 3]
+    assert set(out["results"]) == {*encoding.ENCODINGS, "png1", "png2", "png3"}
+    for r in out["results"].values():
+        assert r["bytes"] > 0 and r["stacks_per_s"] > 0
+    # zlib really compresses; raw stores at least the payload.
+    assert out["results"]["raw"]["bytes"] >= 4 * 96 * 96 * 3
+    assert out["results"]["zlib"]["bytes"] < out["results"]["raw"]["bytes"]
