@@ -52,8 +52,18 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
-def cache_paths(cache_dir: str, video_id: str) -> tuple[str, str]:
-    key = hashlib.sha1(video_id.encode()).hexdigest()[:20]
+def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
+    """(stacks .npz, done-marker .json) of a video.
+
+    Keyed by video id, absolute path and file size, so pointing --out's cache at
+    another copy or version of a dataset does not reuse stale faces.
+    """
+    try:
+        size = os.path.getsize(item.path)
+    except OSError:
+        size = -1
+    ident = f"{item.video_id}|{os.path.abspath(item.path)}|{size}"
+    key = hashlib.sha1(ident.encode()).hexdigest()[:20]
     return os.path.join(cache_dir, key + ".npz"), os.path.join(cache_dir, key + ".json")
 
 
@@ -68,14 +78,17 @@ def process_video(
     """Extracts one video's stacks into the cache; returns its (small) status dict."""
     from data_prep.faces import VideoError, crop_mask, extract_stacks
 
-    npz_path, json_path = cache_paths(cache_dir, item.video_id)
+    npz_path, json_path = cache_paths(cache_dir, item)
     status = {"video_id": item.video_id, "records": 0, "reason": None, "message": None}
     try:
         stacks = extract_stacks(item.path, frames_per_video, stack, size)
     except VideoError as e:
         status.update(reason=e.reason, message=e.message)
     except Exception as e:  # noqa: BLE001 -- one bad video must never stop the run
+        # Not a property of the video (maybe memory, a full disk): report it, but
+        # leave no marker so that a rerun tries again.
         status.update(reason="error", message=f"{item.path}: {type(e).__name__}: {e}")
+        return status
     else:
         masks = None
         if item.mask_path:
@@ -256,18 +269,18 @@ def main(argv=None) -> int:
     cache_dir = os.path.join(a.out, "cache", params)
     os.makedirs(cache_dir, exist_ok=True)
 
-    todo = [it for it in items if not os.path.exists(cache_paths(cache_dir, it.video_id)[1])]
+    todo = [it for it in items if not os.path.exists(cache_paths(cache_dir, it)[1])]
     print(
         f"{a.dataset}: {len(items)} videos ({len(items) - len(todo)} cached), "
         f"{a.workers} worker(s) -> {a.out}",
         file=sys.stderr,
     )
-    _run_faces(todo, cache_dir, a, progress=not a.no_progress)
-
-    status = {}
+    status = {s["video_id"]: s for s in _run_faces(todo, cache_dir, a, not a.no_progress)}
     for it in items:
-        with open(cache_paths(cache_dir, it.video_id)[1]) as f:
-            status[it.video_id] = json.load(f)
+        json_path = cache_paths(cache_dir, it)[1]
+        if os.path.exists(json_path):
+            with open(json_path) as f:
+                status[it.video_id] = json.load(f)
     failures = [
         {
             **{k: v for k, v in dataclasses.asdict(it).items() if k != "mask_path"},
@@ -288,7 +301,7 @@ def main(argv=None) -> int:
                 "compression": it.compression,
                 "method": it.method,
                 "records": status[it.video_id]["records"],
-                "cache": os.path.abspath(cache_paths(cache_dir, it.video_id)[0]),
+                "cache": os.path.abspath(cache_paths(cache_dir, it)[0]),
             }
         )
     manifest_path = os.path.join(a.out, "manifest.json")

@@ -186,3 +186,46 @@ def test_summary_table_format():
     ]
     assert table[2].split() == ["train", "fake", "2", "16", "0"]
     assert table[-1].split() == ["train", "all", "3", "20", "1", "no_face=1"]
+
+
+def test_unexpected_error_is_reported_and_retried_on_rerun(faulty_tree, tmp_path, monkeypatch):
+    from data_prep import faces
+
+    real_extract = faces.extract_stacks
+    calls = []
+
+    def flaky(path, *args):
+        calls.append(str(path))
+        if str(path).endswith("000_001.mp4") and len(calls) < 20:
+            raise MemoryError("simulated")
+        return real_extract(path, *args)
+
+    monkeypatch.setattr(faces, "extract_stacks", flaky)
+    out = tmp_path / "out"
+    argv = [
+        "--dataset",
+        "ffpp",
+        "--root",
+        str(faulty_tree),
+        "--out",
+        str(out),
+        "--methods",
+        "Deepfakes",
+        *ARGS,
+    ]
+    assert build.main(argv) == 0
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    err = [f for f in failures if f["reason"] == "error"]
+    assert (
+        len(err) == 1
+        and "MemoryError" in err[0]["message"]
+        and err[0]["video_id"].endswith("000_001")
+    )
+    calls.extend(["pad"] * 20)  # the next attempt succeeds
+    n_before = len(calls)
+    assert build.main(argv) == 0
+    assert calls[n_before:] == [
+        str(faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
+    ]
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert not [f for f in failures if f["reason"] == "error"]
