@@ -151,7 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compression", default="c23", help="FF++ quality: raw | c23 | c40")
     p.add_argument("--methods", default="", help="comma-separated FF++ methods (default: the four)")
     p.add_argument("--splits", default=None, help="FF++ split JSON dir (default ROOT/splits)")
-    p.add_argument("--frames-per-video", type=int, default=32)
+    # The underscore spelling is accepted too (ldattn_jax/demo.py uses it).
+    p.add_argument("--frames-per-video", "--frames_per_video", type=int, default=32)
     p.add_argument("--stack", type=int, default=3, help="n: frames after the key frame")
     p.add_argument("--size", type=int, default=398, help="crop side in pixels")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -159,7 +160,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--shards", type=int, default=64, help="shards per split (fewer if fewer records)"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     for name, lo in (
         ("frames_per_video", 1),

@@ -229,3 +229,12 @@ def test_unexpected_error_is_reported_and_retried_on_rerun(faulty_tree, tmp_path
     ]
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert not [f for f in failures if f["reason"] == "error"]
+
+
+def test_argument_spellings_and_bounds(capsys):
+    base = ["--dataset", "synthetic", "--root", "r", "--out", "o"]
+    assert build.parse_args([*base, "--frames_per_video", "5"]).frames_per_video == 5
+    assert build.parse_args([*base, "--frames-per-video", "6"]).frames_per_video == 6
+    with pytest.raises(SystemExit):
+        build.parse_args([*base, "--size", "4"])
+    assert "--size must be >= 8" in capsys.readouterr().err
