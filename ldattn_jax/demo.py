@@ -21,6 +21,10 @@ import sys
 import time
 
 VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
+# Data size of the demo (the model/training side lives in configs/demo.py).
+# N real videos give 5N files (4 methods); ~70/15/15 % train/val/test pairs.
+NUM_VIDEOS = 40
+FRAMES_PER_VIDEO = 8  # key frames (stacks) per video
 
 
 def _run(cmd: list[str]) -> None:
@@ -75,7 +79,7 @@ def build(videos_dir: str, shards_dir: str, size: int, stack: int, frames_per_vi
             str(size),
             "--stack",
             str(stack),
-            "--frames_per_video",
+            "--frames-per-video",
             str(frames_per_video),
         ]
     )
@@ -173,9 +177,8 @@ def main(argv=None) -> int:
     t_start = time.time()
     shards_dir = os.path.join(args.out, "shards")
     base = demo_config(variants[0], shards_dir, overrides)
-    demo = base.get("demo", {})
-    num_videos = args.videos or int(demo.get("videos", 60))
-    frames_per_video = int(demo.get("frames_per_video", 8))
+    num_videos = args.videos or NUM_VIDEOS
+    frames_per_video = FRAMES_PER_VIDEO
     timings = {}
     t = time.time()
     synthesize(os.path.join(args.out, "videos"), num_videos, args.seed)

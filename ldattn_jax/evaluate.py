@@ -156,8 +156,9 @@ def iterate_batches(source, config, batch_size: int):
     ds = ds.map(_EvalRecord(required_frames(config.model), int(config.model.image_size)))
     ds = ds.batch(batch_size, drop_remainder=False)
     threads = int(config.data.get("read_threads", 4))
-    # The buffer counts batches: keep it small (stacks are large).
-    return ds.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2))
+    # The buffer counts batches: as small as the threads allow (stacks are large).
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
+    return ds.to_iter_dataset(options)
 
 
 def _safe(name: str) -> str:
