@@ -1,0 +1,206 @@
+"""Loading `configs/*.py` files, command-line overrides and the training defaults.
+
+Configs are plain Python files with a `get_config()` that returns an
+`ml_collections.ConfigDict` (big_vision / Flax-examples habit). Overrides are
+`--config.a.b=value` strings typed by the value already in the config, so a
+typo or a wrong type fails before anything is compiled, naming the key and the
+nearest valid keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ml_collections
+
+__all__ = [
+    "ConfigError",
+    "apply_overrides",
+    "flat_keys",
+    "load_config",
+    "load_config_module",
+    "training_defaults",
+    "write_config",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what to change."""
+
+
+def training_defaults() -> ml_collections.ConfigDict:
+    """The training and data sections shared by every config (paper V-A values).
+
+    Config files start from these and change only what differs, so the keys
+    stay in sync across ffpp / ffpp_c40 / celebdf / demo (docs/training.md
+    explains every key).
+    """
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    # Paper V-A: batch 32, SGD momentum 0.9, lr 3e-4, 20 epochs, lr halved every 5.
+    c.batch_size = 32  # global batch, split over all devices of all processes
+    c.num_epochs = 20
+    c.total_steps = -1  # -1 = num_epochs * steps_per_epoch; N > 0 caps the run
+    c.lr = 3e-4
+    c.lr_halve_every_epochs = 5
+    c.momentum = 0.9
+    c.nesterov = False
+    c.weight_decay = 0.0  # L2 term wd * w added to the gradient of kernels (ndim > 1)
+    c.grad_clip_norm = 0.0  # 0 = off; > 0 clips the global gradient norm
+    c.log_every = 50
+    c.eval_every = -1  # steps between validations; -1 = once per epoch; 0 = never
+    c.eval_max_batches = -1  # -1 = the whole validation split
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = 3  # the last K, plus the best by validation AUC
+    c.async_checkpointing = True
+    # Device mesh: ('data', -1) takes all devices; an ('fsdp', k) axis shards
+    # large kernels k ways (ldattn_jax/sharding.py). The batch is split over both.
+    c.mesh = [("data", -1), ("fsdp", 1)]
+    c.fsdp_min_size = 2**18  # arrays with fewer elements stay replicated
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dir = ""  # the --out of data_prep.build
+    c.data.train_split = "train"
+    c.data.val_split = "val"  # checkpoints are chosen on this split, never on test
+    c.data.balance = "none"  # 'none' | 'sample' (oversample the minority) | 'loss_weight'
+    c.data.flip = True  # horizontal flip, one decision per stack
+    c.data.worker_count = 0  # grain worker processes (0 = decode in the main process)
+    c.data.worker_buffer_size = 2
+    c.data.read_threads = 4  # threads reading records before batching
+    c.data.prefetch = 4  # batches read ahead (at least read_threads)
+    return c
+
+
+def load_config_module(path: str | os.PathLike):
+    """Imports a config file by path (config files use this to extend a sibling)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"config file {path!r} does not exist; pass one of configs/*.py "
+            "(e.g. --config configs/ffpp.py)"
+        )
+    name = "ldattn_config_" + os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path!r} has no get_config() function")
+    return module
+
+
+def load_config(
+    path: str | os.PathLike, overrides: Sequence[str] = ()
+) -> ml_collections.ConfigDict:
+    """Loads `path`'s get_config() and applies `--config.a.b=value` overrides.
+
+    Accepts an optional ':arg' suffix (`configs/ffpp.py:runlocal`) that is
+    passed to get_config(arg) when the file supports it.
+    """
+    path = os.fspath(path)
+    arg = None
+    if ":" in os.path.basename(path):
+        path, arg = path.rsplit(":", 1)
+    module = load_config_module(path)
+    config = module.get_config(arg) if arg is not None else module.get_config()
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
+    return apply_overrides(config, overrides)
+
+
+def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+    """All dotted leaf keys ('data.dir', 'model.name', ...)."""
+    keys = []
+    for k, v in config.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, ml_collections.ConfigDict):
+            keys.extend(flat_keys(v, full + "."))
+        else:
+            keys.append(full)
+    return keys
+
+
+def _split_overrides(overrides: Iterable[str]) -> list[tuple[str, str]]:
+    """['--config.a=1', '--config.b', '2'] → [('a', '1'), ('b', '2')]."""
+    items = list(overrides)
+    out = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--config."):
+            raise ConfigError(
+                f"override {item!r} is not of the form --config.KEY=VALUE "
+                "(e.g. --config.batch_size=64)"
+            )
+        body = item[len("--config.") :]
+        if "=" in body:
+            key, value = body.split("=", 1)
+        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
+            key, value = body, items[i + 1]
+            i += 1
+        else:
+            raise ConfigError(f"override {item!r} has no value; write --config.{body}=VALUE")
+        out.append((key, value))
+        i += 1
+    return out
+
+
+def _parse_value(key: str, text: str, old: Any) -> Any:
+    """Parses `text` into the type of the existing value `old`."""
+    if isinstance(old, bool):
+        low = text.strip().lower()
+        if low in ("true", "1", "yes"):
+            return True
+        if low in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"--config.{key}={text!r}: expected true/false")
+    if isinstance(old, str):
+        return text
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError) as e:
+        raise ConfigError(
+            f"--config.{key}={text!r}: cannot parse as a Python literal of type "
+            f"{type(old).__name__} (current value {old!r})"
+        ) from e
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(old, list | tuple) and isinstance(value, list | tuple):
+        # Keep the container type of the default ([('data', -1)] stays a list of tuples).
+        value = type(old)(tuple(v) if isinstance(v, list) else v for v in value)
+    if old is not None and not isinstance(value, type(old)):
+        raise ConfigError(
+            f"--config.{key}={text!r} has type {type(value).__name__}, but the config "
+            f"holds a {type(old).__name__} ({old!r})"
+        )
+    return value
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str]
+) -> ml_collections.ConfigDict:
+    """Applies overrides in order; an unknown key names the nearest valid keys."""
+    valid = flat_keys(config)
+    for key, text in _split_overrides(overrides):
+        if key not in valid:
+            near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            raise ConfigError(f"unknown config key {key!r}{hint} (see docs/training.md)")
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            node = node[p]
+        node[leaf] = _parse_value(key, text, node[leaf])
+    return config
+
+
+def write_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
+    """Writes the resolved config as JSON (what the run really used)."""
+    with open(path, "w") as f:
+        json.dump(json.loads(config.to_json()), f, indent=2, sort_keys=True)
+        f.write("\n")

@@ -1,0 +1,243 @@
+"""grain input pipeline: shards → per-process numpy batches.
+
+Training stream (deterministic for a seed, checkpointable):
+
+    indices (one epoch; minority class repeated when balance='sample')
+      → seeded global shuffle, reshuffled every epoch → repeat forever
+      → this process's slice [process_index::process_count]
+      → load the record (the shard source decodes in __getitem__)
+      → keep the frames the model needs, resize to image_size if the shards differ
+      → horizontal flip, ONE decision per stack (the residuals stay face motion)
+      → per-process batch → worker processes (mp_prefetch) → host batch
+
+A global step consumes `batch_size` consecutive elements of the shuffled
+stream, whatever the number of processes, so an epoch is the same set of
+examples on 1 CPU and on a pod. The iterator's state (grain
+`DatasetIterator.get_state`) goes into the same orbax checkpoint as the model.
+
+The source is anything with `__len__` and `__getitem__` returning the dicts
+of docs/interfaces.md (`data_prep.shards.open_split`, or a list in tests); it
+must be picklable when `worker_count > 0`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import grain
+import numpy as np
+from absl import flags
+
+__all__ = [
+    "BALANCE_MODES",
+    "ClassCounts",
+    "class_counts",
+    "class_weights",
+    "epoch_indices",
+    "make_eval_batches",
+    "make_train_iterator",
+    "record_labels",
+]
+
+BALANCE_MODES = ("none", "sample", "loss_weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassCounts:
+    real: int
+    fake: int
+
+    @property
+    def total(self) -> int:
+        return self.real + self.fake
+
+
+def record_labels(source) -> np.ndarray:
+    """Labels of every record, cheaply when the source offers them.
+
+    A source may expose `labels` (array or method) so that nothing is decoded;
+    otherwise every record is read once (threads, I/O-bound).
+    """
+    labels = getattr(source, "labels", None)
+    if callable(labels):
+        labels = labels()
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64)
+    logging.info("reading the label of %d records (the source has no .labels)", len(source))
+    with ThreadPoolExecutor(8) as pool:
+        return np.fromiter(
+            pool.map(lambda i: int(source[i]["label"]), range(len(source))),
+            dtype=np.int64,
+            count=len(source),
+        )
+
+
+def class_counts(labels: np.ndarray) -> ClassCounts:
+    bad = np.setdiff1d(np.unique(labels), [0, 1])
+    if bad.size:
+        raise ValueError(f"labels must be 0 (real) or 1 (fake); found {bad.tolist()}")
+    return ClassCounts(real=int((labels == 0).sum()), fake=int((labels == 1).sum()))
+
+
+def class_weights(counts: ClassCounts) -> np.ndarray:
+    """Loss weights N / (2 n_c) ('balanced' in sklearn's sense): both classes weigh equally."""
+    if counts.real == 0 or counts.fake == 0:
+        raise ValueError(f"cannot balance a split with one class missing: {counts}")
+    return np.array(
+        [counts.total / (2 * counts.real), counts.total / (2 * counts.fake)], np.float32
+    )
+
+
+def epoch_indices(labels: np.ndarray, balance: str) -> np.ndarray:
+    """The record indices of one (unshuffled) epoch.
+
+    'sample' repeats the minority class cyclically up to the majority's count,
+    so every epoch sees each fake once and each real ~4 times on FF++ (4:1).
+    """
+    if balance not in BALANCE_MODES:
+        raise ValueError(f"config.data.balance={balance!r}: expected one of {BALANCE_MODES}")
+    idx = np.arange(len(labels), dtype=np.int64)
+    if balance != "sample":
+        return idx
+    real, fake = idx[labels == 0], idx[labels == 1]
+    if not len(real) or not len(fake):
+        raise ValueError("config.data.balance='sample' needs both classes in the split")
+    n = max(len(real), len(fake))
+    return np.sort(np.concatenate([np.resize(real, n), np.resize(fake, n)]))
+
+
+class LoadRecord(grain.transforms.Map):
+    """Index → {'frames': uint8 [T, S, S, 3], 'label': int32} (T = frames the model needs)."""
+
+    def __init__(self, source, num_frames: int, image_size: int):
+        self.source = source
+        self.num_frames = num_frames
+        self.image_size = image_size
+
+    def map(self, index):
+        rec = self.source[int(index)]
+        frames = np.asarray(rec["frames"])
+        if frames.ndim != 4 or frames.shape[0] < self.num_frames or frames.shape[-1] != 3:
+            raise ValueError(
+                f"record {index}: 'frames' has shape {frames.shape}; expected "
+                f"[>= {self.num_frames}, S, S, 3] uint8"
+            )
+        frames = frames[: self.num_frames]
+        if frames.shape[1:3] != (self.image_size, self.image_size):
+            # Shards built at another size (e.g. the demo's); INTER_AREA when shrinking.
+            interp = cv2.INTER_AREA if frames.shape[1] > self.image_size else cv2.INTER_CUBIC
+            size = (self.image_size, self.image_size)
+            frames = np.stack([cv2.resize(f, size, interpolation=interp) for f in frames])
+        return {"frames": np.ascontiguousarray(frames, np.uint8), "label": np.int32(rec["label"])}
+
+
+class FlipStack(grain.transforms.RandomMap):
+    """Horizontal flip with p = 0.5, the same for every frame of the stack."""
+
+    def random_map(self, element, rng: np.random.Generator):
+        if rng.random() < 0.5:
+            element = dict(element, frames=np.ascontiguousarray(element["frames"][:, :, ::-1]))
+        return element
+
+
+def _read_options(config) -> grain.ReadOptions:
+    return grain.ReadOptions(
+        num_threads=max(1, config.data.read_threads),
+        # grain wants the buffer >= the threads, or the extra threads idle.
+        prefetch_buffer_size=max(1, config.data.prefetch, config.data.read_threads),
+    )
+
+
+def _per_process_batch(batch_size: int, process_count: int) -> int:
+    if batch_size % process_count:
+        raise ValueError(
+            f"config.batch_size={batch_size} is not divisible by the {process_count} processes"
+        )
+    return batch_size // process_count
+
+
+def make_train_iterator(
+    source,
+    config,
+    *,
+    num_frames: int,
+    indices: np.ndarray,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """An infinite, checkpointable grain iterator of per-process training batches.
+
+    `indices` is one epoch (from `epoch_indices`); `config` is the full config
+    (uses seed, batch_size, model.image_size and data.*).
+    """
+    local_batch = _per_process_batch(config.batch_size, process_count)
+    ds = grain.MapDataset.source(indices)
+    # Explicit seeds (not ds.seed()) so adding a transformation never changes the order.
+    ds = ds.shuffle(seed=config.seed).repeat(None)  # reshuffled every epoch
+    ds = ds[process_index::process_count]
+    ds = ds.map(LoadRecord(source, num_frames, config.model.image_size))
+    if config.data.flip:
+        ds = ds.random_map(FlipStack(), seed=config.seed + 1)
+    ds = ds.batch(local_batch, drop_remainder=True)
+    # Threads read whole batches ahead; the buffer is in batches, so keep it small
+    # (grain's default of 500 would hold ~30 GB of 398px stacks).
+    it_ds = ds.to_iter_dataset(_read_options(config))
+    if config.data.worker_count > 0:
+        # grain's workers read absl flags; a plain `python -m` run never parsed them.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        it_ds = it_ds.mp_prefetch(
+            grain.MultiprocessingOptions(
+                num_workers=config.data.worker_count,
+                per_worker_buffer_size=config.data.worker_buffer_size,
+            )
+        )
+    return iter(it_ds)
+
+
+class _LoadOrPad(grain.transforms.Map):
+    """Eval: global index → record; indices past the split are padding (valid = 0)."""
+
+    def __init__(self, load: LoadRecord, size: int):
+        self.load = load
+        self.size = size
+
+    def map(self, index):
+        valid = index < self.size
+        element = self.load.map(index if valid else 0)
+        element["valid"] = np.bool_(valid)
+        return element
+
+
+def make_eval_batches(
+    source,
+    config,
+    *,
+    num_frames: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    max_batches: int = -1,
+):
+    """(iterator of per-process batches with a 'valid' mask, number of batches).
+
+    Every process yields the same number of batches (the last is padded), so
+    the jitted eval step runs in lock-step on all hosts; global batch b holds
+    records [b * batch_size, (b + 1) * batch_size).
+    """
+    local_batch = _per_process_batch(config.batch_size, process_count)
+    n = len(source)
+    if n == 0:
+        raise ValueError("the validation split is empty")
+    num_batches = -(-n // config.batch_size)
+    if max_batches > 0:
+        num_batches = min(num_batches, max_batches)
+    grid = np.arange(num_batches * config.batch_size).reshape(
+        num_batches, process_count, local_batch
+    )
+    ds = grain.MapDataset.source(grid[:, process_index].reshape(-1))
+    ds = ds.map(_LoadOrPad(LoadRecord(source, num_frames, config.model.image_size), n))
+    ds = ds.batch(local_batch)
+    return iter(ds.to_iter_dataset(_read_options(config))), num_batches
