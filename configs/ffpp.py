@@ -3,11 +3,14 @@
     python -m ldattn_jax.summary --config configs/ffpp.py
     python -m ldattn_jax.summary --config configs/ffpp.py --config.model.name=lda_spatial
 
-The model section follows docs/interfaces.md; the training section is a
-placeholder the training code extends.
+The model section follows docs/interfaces.md (models/README.md explains each
+choice); the training and data sections come from
+ldattn_jax.config_utils.training_defaults().
 """
 
 import ml_collections
+
+from ldattn_jax.config_utils import training_defaults
 
 
 def get_model_config() -> ml_collections.ConfigDict:
@@ -32,13 +35,7 @@ def get_model_config() -> ml_collections.ConfigDict:
 
 
 def get_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
+    # Training/data keys (paper V-A values) are shared by every config.
+    config = training_defaults()
     config.model = get_model_config()
-    config.seed = 0
-    # Paper V-A: SGD momentum 0.9, lr 3e-4 halved every 5 epochs, 20 epochs, batch 32.
-    config.batch_size = 32
-    config.learning_rate = 3e-4
-    config.momentum = 0.9
-    config.num_epochs = 20
-    config.lr_halving_epochs = 5
     return config
