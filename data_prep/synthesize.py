@@ -1,6 +1,7 @@
 """Synthetic forgeries in FF++ layout: the embedded demo and test data.
 
     python -m data_prep.synthesize --out DIR --videos N [--seed S] [--frames 32] [--codec mjpeg]
+        [--workers N]
 
 N "real" videos (N even, >= 6) of a face with smooth head motion, lighting
 drift and sensor noise, and for each of four manipulation methods one fake per
@@ -40,8 +41,10 @@ seed (same seed -> same frames, masks and splits).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import contextlib
 import json
+import multiprocessing
 import os
 import sys
 
@@ -372,9 +375,13 @@ def split_pairs(num_videos: int, seed: int) -> dict[str, list[list[str]]]:
 
 
 def synthesize(
-    out: str, videos: int, seed: int = 0, frames: int = 32, codec: str = "mjpeg"
+    out: str, videos: int, seed: int = 0, frames: int = 32, codec: str = "mjpeg", workers: int = 1
 ) -> dict:
-    """Writes the whole set; returns the split pairs."""
+    """Writes the whole set; returns the split pairs.
+
+    Every person is seeded on its own ([seed, id]), so `workers` processes give
+    the same bytes as one.
+    """
     if videos < 6 or videos % 2:
         raise ValueError(
             f"--videos {videos}: need an even number >= 6 (pairs for train, val, test)"
@@ -387,10 +394,20 @@ def synthesize(
     templates = _face_templates()
     backgrounds = _backgrounds()
     splits = split_pairs(videos, seed)
-    for k in range(videos // 2):
-        a, b = 2 * k, 2 * k + 1
-        synthesize_person(out, a, b, seed, frames, codec, templates, backgrounds)
-        synthesize_person(out, b, a, seed, frames, codec, templates, backgrounds)
+    jobs = [(v, v ^ 1) for v in range(videos)]  # partner of 2k is 2k+1 and back
+    args = (seed, frames, codec, templates, backgrounds)
+    if workers <= 1:
+        for vid, partner in jobs:
+            synthesize_person(out, vid, partner, *args)
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        with cf.ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=cv2.setNumThreads, initargs=(1,)
+        ) as pool:
+            for f in [
+                pool.submit(synthesize_person, out, vid, partner, *args) for vid, partner in jobs
+            ]:
+                f.result()
     os.makedirs(os.path.join(out, "splits"), exist_ok=True)
     for name, pairs in splits.items():
         with open(os.path.join(out, "splits", f"{name}.json"), "w") as f:
@@ -409,9 +426,10 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--frames", type=int, default=32, help="frames per video")
     p.add_argument("--codec", default="mjpeg", choices=sorted(CODECS))
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     a = p.parse_args(argv)
     try:
-        splits = synthesize(a.out, a.videos, a.seed, a.frames, a.codec)
+        splits = synthesize(a.out, a.videos, a.seed, a.frames, a.codec, a.workers)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
