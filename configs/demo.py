@@ -8,15 +8,16 @@ the schedule shrink so that synthesize + build + train + evaluate fits in
 ~15 min on 2 CPU cores. The evaluation engineer tunes the numbers here.
 """
 
-import ml_collections
+import os
 
-from ldattn_jax.config_utils import training_defaults
+from ldattn_jax.config_utils import load_config_module, training_defaults
 
 
 def get_config():
     config = training_defaults()
-
-    config.model = ml_collections.ConfigDict()
+    # The paper's model section (configs/ffpp.py), shrunk: same keys, CPU-sized geometry.
+    ffpp = load_config_module(os.path.join(os.path.dirname(__file__), "ffpp.py"))
+    config.model = ffpp.get_model_config()
     config.model.name = "lda_st"
     config.model.image_size = 118  # not the paper's 398: CPU-sized
     config.model.attention_size = 112
@@ -24,14 +25,7 @@ def get_config():
     config.model.embed_dim = 64
     config.model.num_templates = 4
     config.model.num_maps = 4
-    config.model.stack = 3
-    config.model.num_classes = 2
     config.model.middle_blocks = 1
-    config.model.spatial_stage = "conv2"
-    config.model.temporal_stage = "block1"
-    config.model.dtype = "float32"
-    config.model.vit_init = ""
-    config.model.backbone_init = ""
 
     config.data.dir = "demo_out/shards"
     config.data.balance = "loss_weight"

@@ -1,5 +1,7 @@
 """FaceForensics++ (c23 / HQ) training config, paper V-A.
 
+    python -m ldattn_jax.train --config configs/ffpp.py --workdir runs/ffpp_c23 \
+        --config.data.dir=data/shards/ffpp_c23
     python -m ldattn_jax.summary --config configs/ffpp.py
     python -m ldattn_jax.summary --config configs/ffpp.py --config.model.name=lda_spatial
 
@@ -38,4 +40,6 @@ def get_config() -> ml_collections.ConfigDict:
     # Training/data keys (paper V-A values) are shared by every config.
     config = training_defaults()
     config.model = get_model_config()
+    # FF++ c23, all four methods (data_prep.build --dataset ffpp --compression c23).
+    config.data.dir = "data/shards/ffpp_c23"
     return config

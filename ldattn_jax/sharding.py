@@ -48,7 +48,8 @@ def _mesh_axes(config) -> list[tuple[str, int]]:
 def make_mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """Mesh over all devices (of all processes) with the axes of `config.mesh`.
 
-    One axis may be -1: it takes the devices the others leave.
+    One axis may be -1: it takes the devices the others leave. A mesh with
+    fixed sizes smaller than the device count uses the first devices.
     """
     devices = list(jax.devices() if devices is None else devices)
     axes = _mesh_axes(config)
@@ -63,11 +64,19 @@ def make_mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
                 f"by the fixed axes' product {known}"
             )
         sizes = [len(devices) // known if s == -1 else s for s in sizes]
-    if math.prod(sizes) != len(devices):
+    if math.prod(sizes) > len(devices):
         raise ValueError(
             f"config.mesh={config.mesh!r} needs {math.prod(sizes)} devices, "
             f"but {len(devices)} are visible; use -1 for one axis"
         )
+    if math.prod(sizes) < len(devices):
+        # An explicit smaller mesh (e.g. [('data', 1)] to debug on one device).
+        if jax.process_count() > 1:
+            raise ValueError(
+                f"config.mesh={config.mesh!r} uses {math.prod(sizes)} of {len(devices)} "
+                "devices; a multi-process run must use all of them (use -1 for one axis)"
+            )
+        devices = devices[: math.prod(sizes)]
     names = tuple(n for n, _ in axes)
     # Auto axes: classic GSPMD propagation inside jit. Explicit (sharding-in-types)
     # would make every model op declare its output sharding.

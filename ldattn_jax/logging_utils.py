@@ -1,0 +1,84 @@
+"""What the user sees: a progress line, metrics.jsonl and TensorBoard events.
+
+Only process 0 writes (every process computes the same global metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+from etils import epath
+
+__all__ = ["MetricWriter", "progress_line"]
+
+
+class MetricWriter:
+    """Appends {'step', 'time', **metrics} to WORKDIR/metrics.jsonl and TensorBoard.
+
+    Appending (not truncating) keeps the history of a resumed run in one file.
+    """
+
+    def __init__(self, workdir, enabled: bool = True):
+        self.enabled = enabled
+        self._tb = None
+        self._file = None
+        if not enabled:
+            return
+        workdir = epath.Path(workdir)
+        self._file = (workdir / "metrics.jsonl").open("a")
+        try:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+        except Exception as e:  # TensorBoard is a convenience; metrics.jsonl is the record.
+            print(f"TensorBoard events disabled: {e}")
+
+    def write(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        clean = {k: _jsonable(v) for k, v in metrics.items()}
+        self._file.write(json.dumps({"step": int(step), "time": time.time(), **clean}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in clean.items():
+                if isinstance(v, int | float) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def _jsonable(v):
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def progress_line(step: int, total_steps: int, steps_per_epoch: int, m: dict) -> str:
+    """'step 120/6000 (2%) epoch 0.48 | loss 0.6931 acc 0.500 lr 3.0e-04 | 85.3 img/s ETA 1h02m'."""
+    ips = m.get("images_per_s", 0.0)
+    eta = ""
+    if m.get("seconds_per_step"):
+        eta = f" ETA {_duration((total_steps - step) * m['seconds_per_step'])}"
+    return (
+        f"step {step}/{total_steps} ({100 * step / total_steps:.0f}%) "
+        f"epoch {step / steps_per_epoch:.2f} | loss {m['loss']:.4f} acc {m['acc']:.3f} "
+        f"lr {m['lr']:.2e} | {ips:.1f} img/s{eta}"
+    )

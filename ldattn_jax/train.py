@@ -1,0 +1,538 @@
+"""Training: `python -m ldattn_jax.train --config configs/ffpp.py --workdir DIR [--config.k=v ...]`.
+
+The same code runs on one CPU, one GPU or every host of a TPU pod: the mesh
+comes from the config, each process feeds its slice of the global batch, and
+one jitted step (explicit shardings, donated state) updates the replicated or
+FSDP-sharded state. BatchNorm statistics are over the global batch because
+the batch is one sharded array inside jit.
+
+Sections of `train_and_evaluate`: logging → distributed/mesh → data → model +
+optimizer → shardings → step functions → restore → loop (log, validate,
+checkpoint, preemption).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from etils import epath
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
+from ldattn_jax.config_utils import ConfigError, load_config, write_config
+from ldattn_jax.logging_utils import MetricWriter, progress_line
+
+__all__ = ["TrainResult", "main", "maybe_initialize_distributed", "train_and_evaluate"]
+
+log = logging.getLogger("ldattn_jax.train")
+
+# Environment variables that mean "part of a multi-process job" (jax.distributed
+# reads them itself; we only decide whether to call it).
+_COORDINATOR_VARS = (
+    "JAX_COORDINATOR_ADDRESS",
+    "COORDINATOR_ADDRESS",
+    "SLURM_JOB_ID",
+    "OMPI_COMM_WORLD_SIZE",
+    "TPU_WORKER_HOSTNAMES",
+    "MEGASCALE_COORDINATOR_ADDRESS",
+)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a run ended with (tests and the demo read it)."""
+
+    step: int
+    total_steps: int
+    steps_per_epoch: int
+    last_metrics: dict
+    best_val_auc: float | None
+    preempted: bool
+    state: object = None  # the final nnx state (model, optimizer), on the mesh
+
+
+class TrainingDiverged(FloatingPointError):
+    """Loss or gradient became NaN/Inf; the message names the step."""
+
+
+def maybe_initialize_distributed() -> None:
+    """jax.distributed.initialize() on TPU VMs / SLURM / wherever a coordinator is set.
+
+    Explicit settings win: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES +
+    JAX_PROCESS_ID (what launch/*.sh and the two-process test set).
+    """
+    if jax.distributed.is_initialized():
+        return
+    address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if address and "JAX_NUM_PROCESSES" in os.environ:
+        jax.distributed.initialize(
+            coordinator_address=address,
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+        return
+    on_tpu_vm = os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
+    multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
+    if on_tpu_vm or multi_slurm or any(v in os.environ for v in _COORDINATOR_VARS[1:2]):
+        jax.distributed.initialize()  # cluster auto-detection (TPU metadata, SLURM, ...)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _check_before_compiling(config, mesh, info) -> None:
+    """Errors a user can fix, raised before anything is compiled."""
+    from ldattn_jax.models.lda import required_frames
+
+    n_batch_dev = math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+    if config.batch_size % n_batch_dev:
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the {n_batch_dev} "
+            f"devices of the mesh {dict(mesh.shape)}; use a multiple of {n_batch_dev}"
+        )
+    if config.batch_size % jax.process_count():
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the "
+            f"{jax.process_count()} processes"
+        )
+    if info is not None:
+        need = required_frames(config.model)
+        if info["stack"] + 1 < need:
+            raise ConfigError(
+                f"config.model.name={config.model.name!r} needs {need} frames per sample "
+                f"(stack n={config.model.stack}), but the shards in {config.data.dir} hold "
+                f"stacks of {info['stack'] + 1} (built with --stack {info['stack']}); "
+                f"rebuild with --stack {need - 1} or lower --config.model.stack"
+            )
+    if config.data.balance not in input_pipeline.BALANCE_MODES:
+        raise ConfigError(
+            f"config.data.balance={config.data.balance!r}; choose one of "
+            f"{input_pipeline.BALANCE_MODES}"
+        )
+
+
+def _open_data(config):
+    """(train source, val source or None, shard info or None)."""
+    from data_prep import shards
+
+    data_dir = config.data.dir
+    if not data_dir or not os.path.isdir(data_dir):
+        raise FileNotFoundError(
+            f"config.data.dir={data_dir!r} does not exist; build shards with "
+            "`python -m data_prep.build --out DIR ...` and pass --config.data.dir=DIR"
+        )
+    info = shards.read_info(data_dir)
+    train = shards.open_split(data_dir, config.data.train_split)
+    val = None
+    if config.data.val_split:
+        try:
+            val = shards.open_split(data_dir, config.data.val_split)
+        except KeyError:
+            log.warning(
+                "no %r split in %s: validation and best-checkpoint selection are off",
+                config.data.val_split,
+                data_dir,
+            )
+    return train, val, info
+
+
+def _train_labels(config, train_source, info) -> tuple[np.ndarray | None, object]:
+    """(per-record labels if needed, ClassCounts) — both classes are always logged."""
+    split = (info or {}).get("splits", {}).get(config.data.train_split, {})
+    by_label = split.get("by_label", {})
+    labels = None
+    if config.data.balance == "sample" or not by_label:
+        labels = input_pipeline.record_labels(train_source)
+        counts = input_pipeline.class_counts(labels)
+    else:
+        counts = input_pipeline.ClassCounts(
+            real=int(by_label.get("real", {}).get("records", 0)),
+            fake=int(by_label.get("fake", {}).get("records", 0)),
+        )
+    return labels, counts
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _cross_entropy(logits, labels, class_w):
+    """Class-weighted mean cross-entropy (weights 1 unless balance='loss_weight')."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+    w = class_w[labels]
+    return jnp.sum(w * ce) / jnp.sum(w)
+
+
+def _make_train_step(graphdef, schedule):
+    def train_step(state, batch, class_w):
+        model, optimizer = nnx.merge(graphdef, state)
+
+        def loss_fn(model):
+            logits, _ = model(batch["frames"])
+            return _cross_entropy(logits, batch["label"], class_w), logits
+
+        (loss, logits), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+        lr = schedule(optimizer.step[...])  # the lr this update uses
+        optimizer.update(model, grads)
+        params = nnx.state(model, nnx.Param)
+        metrics = {
+            "loss": loss,
+            "acc": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
+            "lr": lr,
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+        }
+        return nnx.state((model, optimizer)), metrics
+
+    return train_step
+
+
+def _make_eval_step(eval_graphdef):
+    def eval_step(model_state, frames):
+        model = nnx.merge(eval_graphdef, model_state)
+        logits, _ = model(frames)
+        return jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1]  # p(fake)
+
+    return eval_step
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _Preemption:
+    """SIGTERM/SIGINT → save and exit at the next step boundary (all processes agree)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # signal.signal fails outside the main thread (e.g. a test runner thread).
+            with contextlib.suppress(ValueError):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum, frame):
+        del frame
+        log.warning("received signal %d: saving a checkpoint and stopping", signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def should_stop(self, step: int, sync: bool) -> bool:
+        """True when every process should save and exit after `step`."""
+        if jax.process_count() == 1:
+            return self.requested
+        # The JAX preemption service (TPU maintenance events) names one step for all.
+        if multihost_utils.reached_preemption_sync_point(step):
+            return True
+        # A local signal counts at the next sync point (log/save), where all processes
+        # exchange their flags, so that they stop at the same step.
+        return sync and bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+
+
+def _place(state, shardings):
+    """Host arrays (identical on every process) → global arrays with `shardings`."""
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]),
+        state,
+        shardings,
+    )
+
+
+def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> dict:
+    from ldattn_jax.metrics import binary_metrics
+
+    it, n_batches = input_pipeline.make_eval_batches(
+        val_source,
+        config,
+        num_frames=num_frames,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        max_batches=config.eval_max_batches,
+    )
+    scores, labels, valid = [], [], []
+    for batch in it:
+        frames = sharding.shard_batch(mesh, batch["frames"])
+        p = eval_step(model_state, frames)
+        scores.append(np.asarray(multihost_utils.process_allgather(p, tiled=True)))
+        labels.append(multihost_utils.process_allgather(batch["label"]))
+        valid.append(multihost_utils.process_allgather(batch["valid"]))
+    del n_batches
+    # allgather of host arrays stacks processes first; eval batches are process-major too.
+    labels = np.concatenate([np.reshape(x, -1) for x in labels])
+    valid = np.concatenate([np.reshape(x, -1) for x in valid]).astype(bool)
+    scores = np.concatenate(scores)
+    m = binary_metrics(labels[valid], scores[valid])
+    return {"val_auc": m["auc"], "val_acc": m["acc"], "val_n": int(valid.sum())}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def train_and_evaluate(config, workdir: str) -> TrainResult:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
+    # ---- logging
+    workdir_path = epath.Path(workdir)
+    is_main = jax.process_index() == 0
+    if is_main:
+        workdir_path.mkdir(parents=True, exist_ok=True)
+        write_config(config, workdir_path / "config.json")
+    log.info(
+        "process %d/%d, %d local / %d global devices (%s)",
+        jax.process_index(),
+        jax.process_count(),
+        jax.local_device_count(),
+        jax.device_count(),
+        jax.devices()[0].platform,
+    )
+
+    # ---- mesh
+    mesh = sharding.make_mesh(config)
+    log.info("mesh %s", dict(mesh.shape))
+
+    # ---- data
+    train_source, val_source, info = _open_data(config)
+    _check_before_compiling(config, mesh, info)
+    from ldattn_jax.models.lda import build_model, required_frames
+
+    num_frames = required_frames(config.model)
+    labels, counts = _train_labels(config, train_source, info)
+    indices = (
+        input_pipeline.epoch_indices(labels, "sample")
+        if config.data.balance == "sample"
+        else np.arange(len(train_source))
+    )
+    steps_per_epoch = len(indices) // config.batch_size
+    if steps_per_epoch < 1:
+        raise ConfigError(
+            f"the {config.data.train_split!r} split has {len(indices)} samples per epoch, "
+            f"fewer than config.batch_size={config.batch_size}"
+        )
+    total_steps = (
+        config.total_steps if config.total_steps > 0 else config.num_epochs * steps_per_epoch
+    )
+    class_w = np.ones(2, np.float32)
+    if config.data.balance == "loss_weight":
+        class_w = input_pipeline.class_weights(counts)
+    log.info(
+        "train split %r: %d real + %d fake records; balance=%s (loss weights %s, "
+        "%d samples/epoch); %d steps/epoch, %d steps",
+        config.data.train_split,
+        counts.real,
+        counts.fake,
+        config.data.balance,
+        class_w.tolist(),
+        len(indices),
+        steps_per_epoch,
+        total_steps,
+    )
+    train_iter = input_pipeline.make_train_iterator(
+        train_source,
+        config,
+        num_frames=num_frames,
+        indices=indices,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+    # ---- model + optimizer (abstract first: shardings and restore need no init)
+    tx = schedules.make_optimizer(config, steps_per_epoch)
+    schedule = schedules.make_schedule(config, steps_per_epoch)
+
+    def create():
+        model = build_model(config.model, rngs=nnx.Rngs(config.seed))
+        model.train()
+        return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
+    abstract_model = nnx.eval_shape(lambda: create()[0])
+    abstract_model.eval()
+    eval_graphdef, _ = nnx.split(abstract_model)
+
+    # ---- shardings
+    state_sh = sharding.param_shardings(mesh, abstract_state, config.fsdp_min_size)
+    batch_sh = sharding.batch_sharding(mesh)
+    repl = sharding.replicated(mesh)
+    train_step = jax.jit(
+        _make_train_step(graphdef, schedule),
+        in_shardings=(state_sh, batch_sh, repl),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+    eval_step = jax.jit(
+        _make_eval_step(eval_graphdef),
+        in_shardings=(state_sh[0], batch_sh),
+        out_shardings=batch_sh,
+    )
+
+    # ---- restore or init
+    manager = checkpointing.make_manager(
+        workdir, keep=config.keep_checkpoints, async_save=config.async_checkpointing
+    )
+    start = manager.latest_step()
+    if start is not None:
+        state, train_iter = checkpointing.restore_train_state(
+            manager, start, abstract_state, state_sh, train_iter
+        )
+        log.info("resumed from %s at step %d", checkpointing.checkpoint_dir(workdir), start)
+    else:
+        start = 0
+        _, host_state = nnx.split(create())
+        state = _place(jax.device_get(host_state), state_sh)
+        log.info("initialised %s from seed %d", config.model.name, config.seed)
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_model, nnx.Param)))
+    log.info("%s: %.2f M parameters", config.model.name, n_params / 1e6)
+
+    # ---- loop
+    writer = MetricWriter(workdir, enabled=is_main)
+    eval_every = steps_per_epoch if config.eval_every < 0 else config.eval_every
+    best_auc = None
+    last = {}
+    preempted = False
+    class_w_dev = jax.device_put(class_w, repl)
+    pending = None  # (step, device metrics) of the previous step, checked one step late
+    t_log, step_log = time.time(), start
+
+    def check(step, metrics):
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+            latest = manager.latest_step()
+            manager.wait_until_finished()
+            raise TrainingDiverged(
+                f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}: training "
+                f"diverged; the last good checkpoint is step {latest} in "
+                f"{checkpointing.checkpoint_dir(workdir)}. Lower --config.lr or set "
+                "--config.grad_clip_norm."
+            )
+        return m
+
+    step = start
+    try:
+        with _Preemption() as preemption:
+            while step < total_steps:
+                batch = next(train_iter)
+                batch = sharding.shard_batch(mesh, batch)
+                state, metrics = train_step(state, batch, class_w_dev)
+                if pending is not None:
+                    check(*pending)
+                step += 1
+                pending = (step, metrics)
+
+                do_log = step % config.log_every == 0 or step == total_steps
+                do_eval = (
+                    val_source is not None
+                    and eval_every > 0
+                    and (step % eval_every == 0 or step == total_steps)
+                )
+                do_save = step % config.checkpoint_every == 0 or step == total_steps or do_eval
+                stop = preemption.should_stop(step, sync=do_log or do_save)
+                if do_log or do_save or stop:
+                    last = check(*pending)
+                    pending = None
+                if do_log:
+                    now = time.time()
+                    sec = max(now - t_log, 1e-9) / (step - step_log)
+                    t_log, step_log = now, step
+                    last["images_per_s"] = config.batch_size / sec
+                    last["seconds_per_step"] = sec
+                    last["epoch"] = step / steps_per_epoch
+                    writer.write(step, last)
+                    if is_main:
+                        log.info(progress_line(step, total_steps, steps_per_epoch, last))
+                ckpt_metrics = None
+                if do_eval:
+                    val = _validate(eval_step, state[0], val_source, config, mesh, num_frames)
+                    writer.write(step, val)
+                    log.info(
+                        "step %d: val AUC %s, ACC %s on %d frames",
+                        step,
+                        _fmt(val["val_auc"]),
+                        _fmt(val["val_acc"]),
+                        val["val_n"],
+                    )
+                    last.update(val)
+                    if val["val_auc"] is not None:
+                        ckpt_metrics = {checkpointing.BEST_METRIC: val["val_auc"]}
+                        best_auc = max(best_auc or -1.0, val["val_auc"])
+                if do_save or stop:
+                    checkpointing.save_train_state(manager, step, state, train_iter, ckpt_metrics)
+                if stop and step < total_steps:
+                    preempted = True
+                    log.warning("stopped at step %d after saving; rerun to resume", step)
+                    break
+            if pending is not None:
+                last = check(*pending)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.close()
+        close = getattr(train_iter, "close", None)
+        if close is not None:
+            close()
+    return TrainResult(
+        step=step,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+        last_metrics=last,
+        best_val_auc=best_auc,
+        preempted=preempted,
+        state=state,
+    )
+
+
+def _fmt(x):
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Any --config.KEY=VALUE overrides a config value (see docs/training.md).",
+    )
+    parser.add_argument("--config", required=True, help="a configs/*.py file")
+    parser.add_argument("--workdir", required=True, help="checkpoints, metrics, config.json")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+    )
+    # orbax/TFDS report every file they touch at INFO; keep the progress lines readable.
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:
+        parser.error(str(e))
+    maybe_initialize_distributed()
+    if jax.process_index() != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # process 0 tells the story
+    try:
+        result = train_and_evaluate(config, args.workdir)
+    except (ConfigError, FileNotFoundError, TrainingDiverged) as e:
+        log.error("%s", e)
+        return 1
+    log.info(
+        "done at step %d/%d%s",
+        result.step,
+        result.total_steps,
+        " (preempted)" if result.preempted else "",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""configs/*.py and config_utils: loading, typed overrides, misspelt keys, config.json."""
+
+import glob
+import json
+import os
+
+import ml_collections
+import pytest
+
+from ldattn_jax.config_utils import (
+    ConfigError,
+    apply_overrides,
+    flat_keys,
+    load_config,
+    write_config,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.py")))
+
+
+def test_ffpp_is_the_paper_setting():
+    c = load_config(os.path.join(ROOT, "configs", "ffpp.py"))
+    m = c.model
+    assert (m.name, m.image_size, m.attention_size, m.patch_size) == ("lda_st", 398, 224, 16)
+    assert (m.num_maps, m.stack) == (4, 3)
+    assert (c.batch_size, c.lr, c.momentum, c.num_epochs, c.lr_halve_every_epochs) == (
+        32,
+        3e-4,
+        0.9,
+        20,
+        5,
+    )
+    assert c.total_steps == -1 and c.data.val_split == "val" and c.data.train_split == "train"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_loads_has_the_same_keys_and_a_run_command(path):
+    ref = set(flat_keys(load_config(os.path.join(ROOT, "configs", "ffpp.py"))))
+    c = load_config(path)
+    assert set(flat_keys(c)) == ref
+    with open(path) as f:
+        text = f.read()
+    assert "python -m ldattn_jax.train --config configs/" + os.path.basename(path) in text
+
+
+def test_overrides_are_typed_by_the_existing_value():
+    c = load_config(
+        os.path.join(ROOT, "configs", "ffpp.py"),
+        [
+            "--config.batch_size=64",
+            "--config.lr=1e-3",
+            "--config.weight_decay=0",  # int text into a float field
+            "--config.data.flip=false",
+            "--config.data.dir=/x/y",
+            "--config.model.name",  # space-separated value
+            "lda_spatial",
+            "--config.mesh=[('data', 2), ('fsdp', 4)]",
+            "--config.total_steps=10",
+        ],
+    )
+    assert c.batch_size == 64 and isinstance(c.batch_size, int)
+    assert c.lr == 1e-3 and c.weight_decay == 0.0 and isinstance(c.weight_decay, float)
+    assert c.data.flip is False and c.data.dir == "/x/y" and c.model.name == "lda_spatial"
+    assert list(c.mesh) == [("data", 2), ("fsdp", 4)] and c.total_steps == 10
+
+
+def test_misspelt_key_names_the_key_and_nearest_valid_keys():
+    c = load_config(os.path.join(ROOT, "configs", "ffpp.py"))
+    with pytest.raises(ConfigError, match=r"'batchsize'.*batch_size"):
+        apply_overrides(c, ["--config.batchsize=64"])
+    with pytest.raises(ConfigError, match=r"'data.balanse'.*data.balance"):
+        apply_overrides(c, ["--config.data.balanse=sample"])
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ("--config.batch_size=abc", "batch_size"),
+        ("--config.batch_size=1.5", "float.*int"),
+        ("--config.data.flip=maybe", "true/false"),
+        ("batch_size=3", "--config.KEY=VALUE"),
+        ("--config.lr", "no value"),
+    ],
+)
+def test_bad_override_values_are_clear(override, match):
+    c = load_config(os.path.join(ROOT, "configs", "ffpp.py"))
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(c, [override])
+
+
+def test_missing_config_file_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.py"))
+
+
+def test_write_config_round_trips(tmp_path):
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.seed=7"])
+    write_config(c, tmp_path / "config.json")
+    with open(tmp_path / "config.json") as f:
+        back = json.load(f)
+    assert back["seed"] == 7 and back["model"]["image_size"] == c.model.image_size
+    assert ml_collections.ConfigDict(back).data.dir == c.data.dir

@@ -1,0 +1,197 @@
+"""grain input pipeline on an in-memory source with the documented record fields."""
+
+import numpy as np
+import pytest
+
+from ldattn_jax import input_pipeline as ip
+from ldattn_jax.config_utils import training_defaults
+
+S, T = 12, 4  # crop side, frames per stack
+
+
+class ListSource:
+    """A picklable random-access source of records shaped like data_prep.shards'."""
+
+    def __init__(self, n=40, real_every=5):
+        self.n, self.real_every = n, real_every
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        i = int(i)
+        # Each frame encodes (record, frame) so tests can see what was read and flipped.
+        frames = np.zeros((T, S, S, 3), np.uint8)
+        for t in range(T):
+            frames[t, :, :, 0] = i
+            frames[t, :, :, 1] = t
+            frames[t, :, :, 2] = np.arange(S, dtype=np.uint8)[None, :]  # x coordinate
+        return {
+            "frames": frames,
+            "label": int(i % self.real_every != 0),
+            "video_id": f"v{i // 4}",
+            "method": "real" if i % self.real_every == 0 else "Deepfakes",
+        }
+
+
+def _config(batch=8, seed=0, **data):
+    c = training_defaults()
+    c.seed, c.batch_size = seed, batch
+    c.model = {"image_size": S}
+    c.data.read_threads = 2
+    for k, v in data.items():
+        c.data[k] = v
+    return c
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def _ids(batch):
+    return batch["frames"][:, 0, 0, 0, 0].astype(int).tolist()
+
+
+def test_same_seed_same_batches_and_different_seed_differs():
+    src = ListSource()
+    idx = np.arange(len(src))
+    a = _take(ip.make_train_iterator(src, _config(seed=1), num_frames=T, indices=idx), 6)
+    b = _take(ip.make_train_iterator(src, _config(seed=1), num_frames=T, indices=idx), 6)
+    c = _take(ip.make_train_iterator(src, _config(seed=2), num_frames=T, indices=idx), 6)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x["frames"], y["frames"])
+        np.testing.assert_array_equal(x["label"], y["label"])
+    assert [_ids(x) for x in a] != [_ids(x) for x in c]
+
+
+def test_each_epoch_is_a_reshuffled_permutation():
+    src = ListSource()
+    it = ip.make_train_iterator(src, _config(), num_frames=T, indices=np.arange(40))
+    batches = _take(it, 10)  # 2 epochs of 5 batches
+    e1 = sum((_ids(b) for b in batches[:5]), [])
+    e2 = sum((_ids(b) for b in batches[5:]), [])
+    assert sorted(e1) == sorted(e2) == list(range(40))
+    assert e1 != e2
+    for b in batches:
+        assert b["frames"].shape == (8, T, S, S, 3) and b["frames"].dtype == np.uint8
+        assert b["label"].dtype == np.int32
+        np.testing.assert_array_equal(b["label"], [int(i % 5 != 0) for i in _ids(b)])
+
+
+def test_flip_is_one_decision_per_stack():
+    src = ListSource()
+    it = ip.make_train_iterator(src, _config(), num_frames=T, indices=np.arange(40))
+    x = np.arange(S)
+    flipped = []
+    for b in _take(it, 5):
+        xs = b["frames"][..., 2]  # [B, T, S, S] x coordinate as read
+        for stack in xs:
+            per_frame = [bool(np.array_equal(f[0], x[::-1])) for f in stack]  # each frame flipped?
+            assert all(np.array_equal(f[0], x[::-1]) or np.array_equal(f[0], x) for f in stack)
+            assert len(set(per_frame)) == 1, "frames of one stack flipped differently"
+            flipped.append(per_frame[0])
+        np.testing.assert_array_equal(
+            b["frames"][..., 1][:, :, 0, 0], np.tile(np.arange(T), (8, 1))
+        )
+    assert 5 < sum(flipped) < 35  # about half of 40 stacks
+    no_flip = ip.make_train_iterator(src, _config(flip=False), num_frames=T, indices=np.arange(40))
+    assert all(np.array_equal(b["frames"][0, 0, 0, :, 2], x) for b in _take(no_flip, 5))
+
+
+def test_processes_read_disjoint_slices_of_the_same_global_batches():
+    src = ListSource()
+    idx = np.arange(40)
+    single = _take(ip.make_train_iterator(src, _config(), num_frames=T, indices=idx), 5)
+    parts = [
+        _take(
+            ip.make_train_iterator(
+                src, _config(), num_frames=T, indices=idx, process_index=p, process_count=2
+            ),
+            5,
+        )
+        for p in range(2)
+    ]
+    for step in range(5):
+        ids0, ids1 = _ids(parts[0][step]), _ids(parts[1][step])
+        assert len(ids0) == len(ids1) == 4 and not set(ids0) & set(ids1)
+        # A global step consumes the same 8 stream elements as on one process.
+        assert sorted(ids0 + ids1) == sorted(_ids(single[step]))
+
+
+def test_iterator_state_resumes_exactly():
+    src = ListSource()
+    idx = np.arange(40)
+    it = ip.make_train_iterator(src, _config(), num_frames=T, indices=idx)
+    _take(it, 7)
+    state = it.get_state()
+    rest = _take(it, 4)
+    it2 = ip.make_train_iterator(src, _config(), num_frames=T, indices=idx)
+    it2.set_state(state)
+    for a, b in zip(rest, _take(it2, 4), strict=True):
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+
+
+def test_worker_processes_give_the_same_batches():
+    src = ListSource()
+    idx = np.arange(40)
+    ref = _take(ip.make_train_iterator(src, _config(), num_frames=T, indices=idx), 4)
+    it = ip.make_train_iterator(src, _config(worker_count=2), num_frames=T, indices=idx)
+    try:
+        got = _take(it, 4)
+        state = it.get_state()
+    finally:
+        it.close()
+    for a, b in zip(ref, got, strict=True):
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+    assert state  # checkpointable with workers too
+
+
+def test_balance_by_sampling_and_by_loss_weights():
+    labels = ip.record_labels(ListSource())  # no .labels attribute: read every record
+    counts = ip.class_counts(labels)
+    assert (counts.real, counts.fake) == (8, 32)
+    idx = ip.epoch_indices(labels, "sample")
+    assert len(idx) == 64 and (labels[idx] == 0).sum() == (labels[idx] == 1).sum() == 32
+    assert set(idx[labels[idx] == 0]) == set(np.flatnonzero(labels == 0))  # every real, 4x
+    w = ip.class_weights(counts)
+    np.testing.assert_allclose(w, [40 / 16, 40 / 64])
+    assert w[0] * counts.real == pytest.approx(w[1] * counts.fake)  # both classes weigh the same
+    np.testing.assert_array_equal(ip.epoch_indices(labels, "none"), np.arange(40))
+    with pytest.raises(ValueError, match="balance"):
+        ip.epoch_indices(labels, "oversample")
+    with pytest.raises(ValueError, match="0 \\(real\\) or 1 \\(fake\\)"):
+        ip.class_counts(np.array([0, 1, 2]))
+
+
+def test_frames_are_cut_to_what_the_model_needs_and_resized():
+    src = ListSource()
+    c = _config()
+    c.model = {"image_size": 8}
+    b = next(ip.make_train_iterator(src, c, num_frames=1, indices=np.arange(40)))
+    assert b["frames"].shape == (8, 1, 8, 8, 3)
+    bad = ip.make_train_iterator(src, _config(), num_frames=T + 1, indices=np.arange(40))
+    with pytest.raises(ValueError, match="'frames' has shape"):
+        next(bad)
+
+
+def test_eval_batches_cover_every_record_once_with_padding():
+    src = ListSource(n=21)
+    c = _config(batch=8)
+    seen, valid = [], []
+    for p in range(2):
+        it, n = ip.make_eval_batches(src, c, num_frames=1, process_index=p, process_count=2)
+        assert n == 3
+        batches = list(it)
+        assert len(batches) == 3 and all(b["frames"].shape[0] == 4 for b in batches)
+        seen.append([_ids(b) for b in batches])
+        valid.append([b["valid"].tolist() for b in batches])
+    real = [
+        i
+        for step in range(3)
+        for p in range(2)
+        for i, v in zip(seen[p][step], valid[p][step], strict=True)
+        if v
+    ]
+    assert real == list(range(21))  # global order, padding excluded
+    it, n = ip.make_eval_batches(src, c, num_frames=1, max_batches=1)
+    assert n == 1 and len(list(it)) == 1
