@@ -200,7 +200,8 @@ def apply_overrides(
 
 
 def write_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
-    """Writes the resolved config as JSON (what the run really used)."""
-    with open(path, "w") as f:
-        json.dump(json.loads(config.to_json()), f, indent=2, sort_keys=True)
-        f.write("\n")
+    """Writes the resolved config as JSON (what the run really used); gs:// works too."""
+    from etils import epath
+
+    text = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n"
+    epath.Path(path).write_text(text)
