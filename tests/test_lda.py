@@ -165,3 +165,29 @@ def test_build_model_loads_keras_backbone(tmp_path):
     np.testing.assert_array_equal(
         model.backbone.head.kernel[...], km.get_layer("predictions").kernel.numpy()
     )
+
+
+def test_batch_sharded_forward_matches_single_device():
+    """Data-parallel jit over 8 fake devices: train-mode BN uses global-batch statistics.
+
+    Auto axis types, as ldattn_jax.sharding.make_mesh builds them.
+    """
+    if jax.device_count() < 8:
+        pytest.skip("needs the 8 simulated CPU devices of tests/conftest.py")
+    cfg = tiny_model_config("lda_st")
+    model = build_model(cfg, rngs=nnx.Rngs(0))
+    model.train()
+    graphdef, state = nnx.split(model)
+    frames, _ = random_batch(cfg, batch=8)
+
+    @jax.jit
+    def forward(state, frames):
+        m = nnx.merge(graphdef, state, copy=True)
+        return m(frames)
+
+    single = forward(state, frames)
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    sharded_frames = jax.device_put(frames, jax.NamedSharding(mesh, jax.P("data")))
+    sharded = forward(state, sharded_frames)
+    assert sharded[0].sharding.spec[0] == "data"
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), single, sharded)

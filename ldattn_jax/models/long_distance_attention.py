@@ -24,6 +24,33 @@ import numpy as np
 from flax import nnx
 
 
+class PatchEmbed(nnx.Module):
+    """The "trainable linear projection of flattened patches" (= a p x p conv, stride p).
+
+    Kernel in Google's ViT layout ``embedding/kernel`` [p, p, 3, D]. Written as an
+    einsum over [B, slots, g, p, g, p, 3] so the batch axis is never merged with
+    another axis (a batch-sharded input stays sharded under explicit sharding).
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, *, dtype, rngs: nnx.Rngs):
+        self.patch_size = patch_size
+        self.dtype = dtype
+        self.kernel = nnx.Param(
+            nnx.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3)(
+                rngs.params(), (patch_size, patch_size, 3, embed_dim)
+            )
+        )
+        self.bias = nnx.Param(jnp.zeros((embed_dim,)))
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        """[B, S, H, W, 3] -> [B, S, H/p, W/p, D]."""
+        b, s, h, w, c = images.shape
+        p = self.patch_size
+        x = images.astype(self.dtype).reshape(b, s, h // p, p, w // p, p, c)
+        z = jnp.einsum("bsipjqc,pqcd->bsijd", x, self.kernel[...].astype(self.dtype))
+        return z + self.bias[...].astype(self.dtype)
+
+
 class LongDistanceAttention(nnx.Module):
     """Maps [B, m, g, g] (float32, mean 1 at init) from images [B, slots, S, S, 3].
 
@@ -62,18 +89,7 @@ class LongDistanceAttention(nnx.Module):
         self.num_templates = num_templates
         self.head_dim = embed_dim // num_templates
         self.dtype = jnp.dtype(dtype)
-        # A 16x16/16 conv is the "trainable linear projection of flattened patches";
-        # its kernel has Google's embedding/kernel layout [p, p, 3, D].
-        self.patch_embed = nnx.Conv(
-            3,
-            embed_dim,
-            (patch_size, patch_size),
-            strides=patch_size,
-            padding="VALID",
-            dtype=dtype,
-            kernel_init=nnx.initializers.lecun_normal(),
-            rngs=rngs,
-        )
+        self.patch_embed = PatchEmbed(patch_size, embed_dim, dtype=dtype, rngs=rngs)
         n_tokens = slots * self.grid * self.grid
         self.pos_embed = nnx.Param(
             nnx.initializers.normal(0.02)(rngs.params(), (1, n_tokens, embed_dim))
@@ -110,12 +126,12 @@ class LongDistanceAttention(nnx.Module):
         b, s, h, w, c = images.shape
         if s != self.slots:
             raise ValueError(f"attention module expects {self.slots} image(s) per sample, got {s}")
-        z = self.patch_embed(images.reshape(b * s, h, w, c).astype(self.dtype))
-        if z.shape[1] != self.grid or z.shape[2] != self.grid:
+        if h != w or h != self.grid * self.patch_embed.patch_size:
             raise ValueError(
-                f"attention input {h}x{w} gives a {z.shape[1]}x{z.shape[2]} patch grid, "
-                f"expected {self.grid}x{self.grid}"
+                f"attention input {h}x{w} does not give the {self.grid}x{self.grid} patch grid "
+                f"of patch size {self.patch_embed.patch_size}"
             )
+        z = self.patch_embed(images)  # [B, slots, g, g, D]
         z = z.reshape(b, s * self.grid * self.grid, -1) + self.pos_embed[...].astype(self.dtype)
         keys = jnp.einsum("bnd,dhk->bhnk", self.norm(z), self.key_kernel[...].astype(self.dtype))
         logits = jnp.einsum("bhnk,hk->bhn", keys, self.templates[...].astype(self.dtype))
