@@ -103,9 +103,11 @@ def run_variant(variant: str, out: str, shards_dir: str, overrides=()) -> dict:
 
     config = demo_config(variant, shards_dir, overrides)
     workdir = os.path.join(out, f"train_{variant}")
+    print(f"== train {variant} in {workdir} (resumes if interrupted) ==", flush=True)
     t0 = time.time()
     train_and_evaluate(config, workdir)
     t1 = time.time()
+    print(f"== evaluate {variant}: best checkpoint (by validation AUC) on test ==", flush=True)
     result = evaluate(config, workdir, checkpoint="best", split="test")
     t2 = time.time()
     result["seconds"] = {"train": t1 - t0, "evaluate": t2 - t1}
@@ -174,6 +176,11 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"--variants: unknown {bad}; choose from {','.join(VARIANTS)}")
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    # orbax/TFDS report every file they touch at INFO; keep the progress lines readable.
+    logging.getLogger("absl").setLevel(logging.WARNING)
     t_start = time.time()
     shards_dir = os.path.join(args.out, "shards")
     base = demo_config(variants[0], shards_dir, overrides)
