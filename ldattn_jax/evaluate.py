@@ -61,6 +61,12 @@ def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
     return config
 
 
+def sigmoid(margin: np.ndarray) -> np.ndarray:
+    """P(fake) = softmax(logits)[1] = sigmoid(l1 - l0), overflow-free in fp64."""
+    e = np.exp(-np.abs(margin))
+    return np.where(margin >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
 class Predictor:
     """Jitted forward pass on the mesh: numpy frames in, P(fake) and maps out.
 
@@ -90,8 +96,11 @@ class Predictor:
         @jax.jit
         def forward(state, frames):
             logits, maps = nnx.merge(graphdef, state)(frames)
-            probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)[:, 1]
-            return probs, maps
+            # The logit margin, not the fp32 softmax: a confident model saturates
+            # fp32 P(fake) to exactly 1.0 (margin > ~17), which ties frames and
+            # biases AUC towards 0.5. The sigmoid is taken on the host in fp64.
+            logits = logits.astype(jnp.float32)
+            return logits[:, 1] - logits[:, 0], maps
 
         self._forward = forward
 
@@ -106,9 +115,10 @@ class Predictor:
         if b < self.batch_size:  # pad by repeating the last row; dropped below
             pad = np.repeat(frames[-1:], self.batch_size - b, axis=0)
             frames = np.concatenate([frames, pad])
-        probs, maps = self._forward(self._state, self._shard(frames))
-        probs, maps = jax.device_get((probs, maps))
-        return np.asarray(probs)[:b], {k: np.asarray(v)[:b] for k, v in maps.items()}
+        margin, maps = self._forward(self._state, self._shard(frames))
+        margin, maps = jax.device_get((margin, maps))
+        margin = np.asarray(margin, np.float64)[:b]
+        return sigmoid(margin), {k: np.asarray(v)[:b] for k, v in maps.items()}
 
 
 def fit_frames(frames: np.ndarray, num_frames: int, image_size: int) -> np.ndarray:

@@ -69,3 +69,13 @@ def test_summary_and_prediction_tables():
     table = predict.format_table(report).splitlines()
     assert table[1].split() == ["a.mp4", "3", "0.9000", "fake"]
     assert "not scored (no_face)" in table[2]
+
+
+def test_sigmoid_of_margin_keeps_confident_frames_apart():
+    m = np.array([-800.0, -40.0, 0.0, 20.0, 30.0, 800.0])
+    p = evaluate.sigmoid(m)
+    assert np.all(np.isfinite(p)) and p[2] == 0.5
+    np.testing.assert_allclose(p[1:-1], 1.0 / (1.0 + np.exp(-m[1:-1])), rtol=1e-12)
+    assert p[0] == 0.0 and p[-1] == 1.0  # no overflow warning-turned-NaN at the extremes
+    # fp32 softmax would tie 20 and 30 at exactly 1.0; fp64 keeps them ordered.
+    assert p[3] < p[4]
