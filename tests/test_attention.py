@@ -10,6 +10,7 @@ from ldattn_jax.models.long_distance_attention import (
     LongDistanceAttention,
     adaptive_pool_matrix,
     apply_maps,
+    channel_groups,
     expand_maps,
 )
 from ldattn_jax.models.vit_init import expected_vit_shapes, load_vit_npz
@@ -136,8 +137,17 @@ def test_apply_maps_scales_channel_group_of_its_map():
         (y, x, ch) for y in (10, 11) for x in (12, 13) for ch in (4, 5)
     }
     assert np.all(out[out != 1.0] == 3.0)
-    with pytest.raises(ValueError, match="m=3 must divide the 8 channels"):
-        apply_maps(feats, jnp.ones((1, 3, 14, 14)))
+
+
+def test_apply_maps_unequal_groups_when_m_does_not_divide_channels():
+    # Table IX's m = 3 on 8 channels: groups [0..2], [3..5], [6..7].
+    np.testing.assert_array_equal(channel_groups(8, 3), [0, 0, 0, 1, 1, 1, 2, 2])
+    feats = jnp.ones((1, 14, 14, 8))
+    maps = jnp.stack([jnp.full((14, 14), v) for v in (2.0, 3.0, 5.0)])[None]
+    out = np.asarray(apply_maps(feats, maps))
+    np.testing.assert_array_equal(out[0, 0, 0], [2, 2, 2, 3, 3, 3, 5, 5])
+    with pytest.raises(ValueError, match=r"m=9 must lie in \[1, 8\]"):
+        apply_maps(feats, jnp.ones((1, 9, 14, 14)))
 
 
 def test_non_multiple_sizes_use_adaptive_average_pooling():

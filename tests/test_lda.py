@@ -106,7 +106,7 @@ def test_bfloat16_compute_keeps_params_and_stats_fp32():
     [
         (dict(name="resnet"), None, "not a model; choose one of"),
         (dict(spatial_stage="conv9"), None, "spatial_stage='conv9' is not an Xception stage"),
-        (dict(num_maps=3), None, "num_maps=3 must divide the 64 channels"),
+        (dict(num_maps=65), None, r"num_maps=65 must lie in \[1, 64\]"),
         (dict(dtype="float16"), None, "dtype='float16'"),
         ({}, (1, 3, 64, 64, 3), "frames are 64x64, the model expects 62x62"),
         ({}, (1, 2, 62, 62, 3), "needs 3 frames per sample"),

@@ -127,10 +127,10 @@ class LDAModel(nnx.Module):
                     f"config.model.{kind}_stage={stage!r} is not an Xception stage; "
                     f"choose one of {stage_names(middle_blocks)}"
                 )
-            if shapes[stage][2] % num_maps:
+            if not 1 <= num_maps <= shapes[stage][2]:
                 raise ValueError(
-                    f"config.model.num_maps={num_maps} must divide the {shapes[stage][2]} "
-                    f"channels of {kind}_stage {stage!r}"
+                    f"config.model.num_maps={num_maps} must lie in [1, {shapes[stage][2]}] "
+                    f"(the channels of {kind}_stage {stage!r})"
                 )
             self.stages[kind] = stage
         self.spatial = LongDistanceAttention(slots=1, **attn) if "spatial" in self.stages else None

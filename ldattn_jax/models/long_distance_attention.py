@@ -176,18 +176,32 @@ def expand_maps(maps: jax.Array, height: int, width: int) -> jax.Array:
     return jnp.einsum("Hh,bmhw,Ww->bmHW", ph, maps, pw)
 
 
+def channel_groups(channels: int, num_maps: int) -> np.ndarray:
+    """Map index of each channel: m contiguous groups, as equal as possible.
+
+    Group j holds channels [floor(j*C/m), floor((j+1)*C/m)); when m divides C
+    every group has C/m channels. Unequal groups keep Table IX's m = 3 and
+    m = 5 runnable on the 64-channel conv2 stage.
+    """
+    if not 1 <= num_maps <= channels:
+        raise ValueError(
+            f"num_maps m={num_maps} must lie in [1, {channels}] (the channels of the "
+            "re-weighted stage): each map scales a group of at least one channel"
+        )
+    return (np.arange(channels) * num_maps) // channels
+
+
 def apply_maps(features: jax.Array, maps: jax.Array) -> jax.Array:
     """Element-wise re-weighting of features [B, H, W, C] by maps [B, m, g, g].
 
-    Channel group j (channels j*C/m .. (j+1)*C/m - 1) is multiplied by map j.
+    Channel group j (``channel_groups``) is multiplied by map j.
     """
     b, h, w, c = features.shape
     m = maps.shape[1]
-    if c % m:
-        raise ValueError(
-            f"num_maps m={m} must divide the {c} channels of the re-weighted stage "
-            "(each map scales a group of C/m channels)"
-        )
+    groups = channel_groups(c, m)
     full = expand_maps(maps, h, w)  # [B, m, H, W] fp32
-    full = jnp.transpose(full, (0, 2, 3, 1))[..., None].astype(features.dtype)  # [B,H,W,m,1]
-    return (features.reshape(b, h, w, m, c // m) * full).reshape(b, h, w, c)
+    full = jnp.transpose(full, (0, 2, 3, 1)).astype(features.dtype)  # [B, H, W, m]
+    if c % m == 0:
+        # Broadcast over equal groups: no [B, H, W, C] copy of the maps.
+        return (features.reshape(b, h, w, m, c // m) * full[..., None]).reshape(b, h, w, c)
+    return features * full[..., groups]
