@@ -191,8 +191,8 @@ def _make_train_step(graphdef, schedule):
             "loss": loss,
             "acc": jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)),
             "lr": lr,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
+            "grad_norm": optax.tree.norm(grads),
+            "param_norm": optax.tree.norm(params),
         }
         return nnx.state((model, optimizer)), metrics
 
@@ -239,8 +239,9 @@ class _Preemption:
         if jax.process_count() == 1:
             return self.requested
         # The JAX preemption service (TPU maintenance events) names one step for all.
-        if multihost_utils.reached_preemption_sync_point(step):
-            return True
+        with contextlib.suppress(RuntimeError):  # service disabled: signals only
+            if multihost_utils.reached_preemption_sync_point(step):
+                return True
         # A local signal counts at the next sync point (log/save), where all processes
         # exchange their flags, so that they stop at the same step.
         return sync and bool(multihost_utils.process_allgather(np.int32(self.requested)).any())

@@ -1,0 +1,190 @@
+"""train_and_evaluate end to end on 8 simulated CPU devices with the real tiny LDA-ST.
+
+One 4-step reference run is shared: the outputs the user sees, the 1-vs-8
+device equivalence, kill-and-resume bit-identity and the NaN guard all compare
+against it.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from test_train_helpers import (
+    ROOT,
+    build_tiny_shards,
+    flat_params,
+    jit_cache_env,
+    tiny_args,
+    tiny_config,
+    use_jit_cache,
+)
+
+from ldattn_jax import checkpointing, input_pipeline, train
+from ldattn_jax.config_utils import ConfigError
+
+pytestmark = pytest.mark.slow
+
+STEPS = 4
+REF = ["--config.total_steps=4", "--config.checkpoint_every=2", "--config.log_every=1"]
+REF += ["--config.eval_every=4", "--config.keep_checkpoints=3"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("syn")
+    return build_tiny_shards(str(tmp_path_factory.mktemp("shards")), str(root))
+
+
+@pytest.fixture(scope="module")
+def reference(shards, tmp_path_factory):
+    use_jit_cache()
+    assert jax.device_count() == 8
+    workdir = str(tmp_path_factory.mktemp("ref"))
+    config = tiny_config(shards, *REF)
+    result = train.train_and_evaluate(config, workdir)
+    return config, workdir, result
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def _losses(workdir):
+    return {m["step"]: m["loss"] for m in _metrics(workdir) if "loss" in m}
+
+
+def test_reference_run_reports_and_checkpoints(reference):
+    config, workdir, result = reference
+    assert result.step == STEPS and not result.preempted
+    # 40 train records / batch 8 → 5 steps per epoch; lr halves every epoch.
+    assert result.steps_per_epoch == 5
+    with open(os.path.join(workdir, "config.json")) as f:
+        assert json.load(f) == json.loads(config.to_json())
+    rows = _metrics(workdir)
+    train_rows = [r for r in rows if "loss" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    for r in train_rows:
+        for key in ("loss", "acc", "lr", "grad_norm", "param_norm", "images_per_s", "epoch"):
+            assert np.isfinite(r[key]), (key, r)
+        assert r["lr"] == pytest.approx(0.01)
+    val = [r for r in rows if "val_auc" in r]
+    assert [r["step"] for r in val] == [STEPS] and 0.0 <= val[0]["val_auc"] <= 1.0
+    assert val[0]["val_n"] == 40  # every validation record, padding excluded
+    assert any(f.startswith("events.out") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+    manager = checkpointing.make_manager(workdir, read_only=True, async_save=False)
+    assert manager.all_steps() == [2, 4] and manager.best_step() == 4
+    manager.close()
+
+
+def test_eight_devices_match_one_device(reference, shards, tmp_path):
+    """Global-batch BatchNorm + sharded batch: same losses and params as one device (fp32)."""
+    _, ref_dir, _ = reference
+    config = tiny_config(
+        shards,
+        *REF,
+        "--config.total_steps=2",
+        "--config.eval_every=0",
+        "--config.mesh=[('data', 1)]",
+    )
+    one = train.train_and_evaluate(config, str(tmp_path))
+    ref_losses, one_losses = _losses(ref_dir), _losses(str(tmp_path))
+    # fp32 tolerance: the 8-way sharded reductions add in another order (~1e-7
+    # relative); one SGD step through ~30 BatchNorm layers at batch 8 amplifies
+    # that to ~1e-6 in the params and up to ~1e-4 relative in the next loss.
+    np.testing.assert_allclose(one_losses[1], ref_losses[1], rtol=1e-5)
+    np.testing.assert_allclose(one_losses[2], ref_losses[2], rtol=1e-3)
+    ref_model, step = checkpointing.restore_for_inference(config, ref_dir, 2)
+    assert step == 2
+    from flax import nnx
+
+    ref_p = flat_params(nnx.state(ref_model, nnx.Param))
+    one_p = flat_params(nnx.state(one.state[0], nnx.Param))
+    assert ref_p.keys() == one_p.keys()
+    for k in ref_p:
+        np.testing.assert_allclose(one_p[k], ref_p[k], rtol=1e-3, atol=2e-5, err_msg=k)
+
+
+def test_sigterm_then_resume_is_bit_identical(reference, shards, tmp_path):
+    _, _, ref = reference
+    workdir = str(tmp_path / "run")
+    env = dict(os.environ, **jit_cache_env(), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "ldattn_jax.train", "--config", "configs/demo.py"]
+    cmd += ["--workdir", workdir, *tiny_args(shards, *REF)]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[0][-3000:]
+    proc.send_signal(signal.SIGTERM)  # after step 1: it must save and exit cleanly
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stopped at step" in out, out[-3000:]
+    manager = checkpointing.make_manager(workdir, read_only=True, async_save=False)
+    killed_at = manager.latest_step()
+    manager.close()
+    assert 1 <= killed_at < STEPS
+
+    config = tiny_config(shards, *REF)
+    resumed = train.train_and_evaluate(config, workdir)
+    assert resumed.step == STEPS
+    a = flat_params(nnx_state_all(ref.state))
+    b = flat_params(nnx_state_all(resumed.state))
+    assert a.keys() == b.keys()
+    for k in a:  # params, BatchNorm statistics, momentum, step: all bitwise equal
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    ref_losses = _losses(str(reference[1]))
+    assert _losses(workdir)[STEPS] == ref_losses[STEPS]
+
+
+def nnx_state_all(state):
+    from flax import nnx
+
+    return nnx.to_pure_dict(state)
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(reference, tmp_path, monkeypatch):
+    _, ref_dir, _ = reference
+    workdir = str(tmp_path / "nan")
+    shutil.copytree(ref_dir, workdir)
+    # Poisoned class weights make the loss NaN from the next step on; the compiled
+    # step is the reference's (weights are an argument).
+    monkeypatch.setattr(
+        input_pipeline, "class_weights", lambda counts: np.full(2, np.nan, np.float32)
+    )
+    config = tiny_config(reference[0].data.dir, *REF, "--config.total_steps=8")
+    with pytest.raises(
+        train.TrainingDiverged, match=r"at step 5\b.*last good checkpoint is step 4"
+    ):
+        train.train_and_evaluate(config, workdir)
+    manager = checkpointing.make_manager(workdir, read_only=True, async_save=False)
+    assert manager.latest_step() == 4
+    manager.close()
+
+
+@pytest.mark.parametrize(
+    "override, error, match",
+    [
+        ("--config.data.dir=/nonexistent/shards", FileNotFoundError, "config.data.dir"),
+        ("--config.batch_size=12", ConfigError, "not divisible by the 8 devices"),
+        ("--config.model.stack=4", ConfigError, "rebuild with --stack 4"),
+        ("--config.data.balance=oversample", ConfigError, "config.data.balance"),
+    ],
+)
+def test_bad_setups_fail_before_compiling(shards, tmp_path, override, error, match):
+    config = tiny_config(shards, override)
+    with pytest.raises(error, match=match):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints")
