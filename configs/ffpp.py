@@ -42,4 +42,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = get_model_config()
     # FF++ c23, all four methods (data_prep.build --dataset ffpp --compression c23).
     config.data.dir = "data/shards/ffpp_c23"
+    # Decode + flip in grain worker processes: a 4x398x398x3 stack is ~1.9 MB raw.
+    config.data.worker_count = 8
     return config

@@ -73,12 +73,13 @@ def _duration(seconds: float) -> str:
 
 def progress_line(step: int, total_steps: int, steps_per_epoch: int, m: dict) -> str:
     """'step 120/6000 (2%) epoch 0.48 | loss 0.6931 acc 0.500 lr 3.0e-04 | 85.3 img/s ETA 1h02m'."""
-    ips = m.get("images_per_s", 0.0)
-    eta = ""
+    speed = ""
+    if m.get("images_per_s"):
+        speed = f" | {m['images_per_s']:.1f} img/s"
     if m.get("seconds_per_step"):
-        eta = f" ETA {_duration((total_steps - step) * m['seconds_per_step'])}"
+        speed += f" ETA {_duration((total_steps - step) * m['seconds_per_step'])}"
     return (
         f"step {step}/{total_steps} ({100 * step / total_steps:.0f}%) "
         f"epoch {step / steps_per_epoch:.2f} | loss {m['loss']:.4f} acc {m['acc']:.3f} "
-        f"lr {m['lr']:.2e} | {ips:.1f} img/s{eta}"
+        f"lr {m['lr']:.2e}{speed}"
     )

@@ -434,6 +434,13 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     check(*pending)
                 step += 1
                 pending = (step, metrics)
+                if step == start + 1:
+                    # The first step compiles; time the rest so img/s and ETA are honest.
+                    last = check(*pending)
+                    pending = None
+                    took = time.time() - t_log
+                    log.info("step %d (with compilation) took %.1f s", step, took)
+                    t_log, step_log = time.time(), step
 
                 do_log = step % config.log_every == 0 or step == total_steps
                 do_eval = (
@@ -443,15 +450,16 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 )
                 do_save = step % config.checkpoint_every == 0 or step == total_steps or do_eval
                 stop = preemption.should_stop(step, sync=do_log or do_save)
-                if do_log or do_save or stop:
+                if (do_log or do_save or stop) and pending is not None:
                     last = check(*pending)
                     pending = None
                 if do_log:
                     now = time.time()
-                    sec = max(now - t_log, 1e-9) / (step - step_log)
+                    if step > step_log:
+                        sec = max(now - t_log, 1e-9) / (step - step_log)
+                        last["images_per_s"] = config.batch_size / sec
+                        last["seconds_per_step"] = sec
                     t_log, step_log = now, step
-                    last["images_per_s"] = config.batch_size / sec
-                    last["seconds_per_step"] = sec
                     last["epoch"] = step / steps_per_epoch
                     writer.write(step, last)
                     if is_main:
