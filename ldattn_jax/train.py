@@ -517,8 +517,12 @@ def main(argv=None) -> int:
     parser.add_argument("--config", required=True, help="a configs/*.py file")
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics, config.json")
     args, overrides = parser.parse_known_args(argv)
+    # force: imported libraries (absl via orbax/grain) may already own the root logger.
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stdout,
+        force=True,
     )
     # orbax/TFDS report every file they touch at INFO; keep the progress lines readable.
     logging.getLogger("absl").setLevel(logging.WARNING)
