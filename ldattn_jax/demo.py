@@ -171,6 +171,7 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=None, help="synthetic videos (default: config)")
     p.add_argument("--seed", type=int, default=0)
     args, overrides = p.parse_known_args(argv)
+    args.out = os.path.abspath(args.out)  # orbax refuses relative checkpoint paths
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     bad = [v for v in variants if v not in VARIANTS]
     if bad:

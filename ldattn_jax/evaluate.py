@@ -340,6 +340,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--no_progress", action="store_true")
     args, overrides = p.parse_known_args(argv)
+    args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
     config = load_run_config(args.workdir, args.config, overrides)
     out = evaluate(
         config,

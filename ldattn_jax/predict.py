@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     p.add_argument("--heatmaps", action="store_true", help="write attention overlays (PNG)")
     p.add_argument("--batch_size", type=int, default=None)
     args = p.parse_args(argv)
+    args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
     config = load_run_config(args.workdir)
     report = predict_videos(
         config,
