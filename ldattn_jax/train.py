@@ -39,17 +39,6 @@ __all__ = ["TrainResult", "main", "maybe_initialize_distributed", "train_and_eva
 
 log = logging.getLogger("ldattn_jax.train")
 
-# Environment variables that mean "part of a multi-process job" (jax.distributed
-# reads them itself; we only decide whether to call it).
-_COORDINATOR_VARS = (
-    "JAX_COORDINATOR_ADDRESS",
-    "COORDINATOR_ADDRESS",
-    "SLURM_JOB_ID",
-    "OMPI_COMM_WORLD_SIZE",
-    "TPU_WORKER_HOSTNAMES",
-    "MEGASCALE_COORDINATOR_ADDRESS",
-)
-
 
 @dataclasses.dataclass
 class TrainResult:
@@ -86,8 +75,10 @@ def maybe_initialize_distributed() -> None:
         return
     on_tpu_vm = os.path.exists("/dev/accel0") or os.path.exists("/dev/vfio/0")
     multi_slurm = int(os.environ.get("SLURM_NTASKS", "1")) > 1
-    if on_tpu_vm or multi_slurm or any(v in os.environ for v in _COORDINATOR_VARS[1:2]):
-        jax.distributed.initialize()  # cluster auto-detection (TPU metadata, SLURM, ...)
+    multi_mpi = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+    if on_tpu_vm or multi_slurm or multi_mpi:
+        # jax's cluster auto-detection (TPU metadata server, SLURM, Open MPI).
+        jax.distributed.initialize()
 
 
 # --------------------------------------------------------------------------- checks
@@ -511,7 +502,8 @@ def _fmt(x):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        prog="python -m ldattn_jax.train",
+        description="Train an LDA deepfake detector (docs/training.md).",
         epilog="Any --config.KEY=VALUE overrides a config value (see docs/training.md).",
     )
     parser.add_argument("--config", required=True, help="a configs/*.py file")
