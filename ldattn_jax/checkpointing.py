@@ -48,6 +48,10 @@ logging.getLogger("absl").addFilter(_QuietMissingMetrics())
 
 
 def checkpoint_dir(workdir) -> epath.Path:
+    """WORKDIR/checkpoints, absolute (orbax refuses relative paths); gs:// kept as is."""
+    workdir = os.fspath(workdir)
+    if "://" not in workdir:
+        workdir = os.path.abspath(workdir)
     return epath.Path(workdir) / "checkpoints"
 
 
