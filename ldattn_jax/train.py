@@ -35,7 +35,17 @@ from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
 from ldattn_jax.config_utils import ConfigError, load_config, write_config
 from ldattn_jax.logging_utils import MetricWriter, progress_line
 
-__all__ = ["TrainResult", "main", "maybe_initialize_distributed", "train_and_evaluate"]
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "main",
+    "maybe_initialize_distributed",
+    "restore_for_inference",
+    "train_and_evaluate",
+]
+
+# docs/interfaces.md lists restore_for_inference under ldattn_jax.train too.
+restore_for_inference = checkpointing.restore_for_inference
 
 log = logging.getLogger("ldattn_jax.train")
 
