@@ -32,6 +32,12 @@ TINY = [
     "--config.lr=0.01",
     "--config.lr_halve_every_epochs=1",
     "--config.data.read_threads=2",
+    # Pinned here so tuning configs/demo.py never changes what these tests check.
+    "--config.data.balance=loss_weight",
+    "--config.data.flip=true",
+    "--config.data.worker_count=0",
+    "--config.model.name=lda_st",
+    "--config.model.dtype=float32",
     "--config.async_checkpointing=true",
 ]
 JIT_CACHE = os.path.join(tempfile.gettempdir(), f"ldattn_jax_test_jit_cache_{os.getuid()}")
