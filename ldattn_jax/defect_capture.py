@@ -33,6 +33,7 @@ STAT_KEYS = (
     "mass_share_uniform",
     "pointing_hit_rate",
     "pointing_uniform",
+    "map_contrast",
 )
 
 
@@ -80,11 +81,18 @@ def capture_scores(attn: np.ndarray, mask_frac: np.ndarray) -> dict[str, np.ndar
     peak = a.max(axis=1, keepdims=True)
     at_peak = np.isclose(a, peak, rtol=1e-6, atol=0.0) | (flat[:, None])
     hit = (at_peak & covered).sum(axis=1) / at_peak.sum(axis=1)
+    # (max - min) / mean: 0 for a flat map. A near-flat map (e.g. right after
+    # init, when every map is ~1) has a "peak" decided by noise, so its pointing
+    # score says nothing; the contrast tells the reader whether it does.
+    contrast = np.where(
+        flat, 0.0, (a.max(axis=1) - a.min(axis=1)) / np.maximum(a.mean(axis=1), 1e-30)
+    )
     return {
         "mass_share": mass,
         "mass_share_uniform": uniform_mass,
         "pointing_hit": hit,
         "pointing_uniform": uniform_point,
+        "map_contrast": contrast,
     }
 
 
@@ -98,6 +106,7 @@ def _summary(rows: list[dict[str, np.ndarray]]) -> dict:
         "mass_share_uniform": float(cat["mass_share_uniform"].mean()),
         "pointing_hit_rate": float(cat["pointing_hit"].mean()),
         "pointing_uniform": float(cat["pointing_uniform"].mean()),
+        "map_contrast": float(cat["map_contrast"].mean()),
     }
 
 

@@ -140,7 +140,8 @@ def table(results: dict[str, dict]) -> str:
             lines.append(
                 f"  defect capture, {module}: attention mass in mask {_fmt(a['mass_share'])} "
                 f"(uniform {_fmt(a['mass_share_uniform'])}), pointing game "
-                f"{_fmt(a['pointing_hit_rate'])} (uniform {_fmt(a['pointing_uniform'])})"
+                f"{_fmt(a['pointing_hit_rate'])} (uniform {_fmt(a['pointing_uniform'])}), "
+                f"map contrast {a['map_contrast']:.2g}"
             )
         lines.append(f"  metrics.json: {r['metrics_json']}")
         lines.append(f"  roc.png:      {r['roc']}")

@@ -315,7 +315,7 @@ def summary_lines(doc: dict) -> list[str]:
         lines.append(
             f"defect capture {module:<9} mass {a['mass_share']:.3f} (uniform "
             f"{a['mass_share_uniform']:.3f}), pointing {a['pointing_hit_rate']:.3f} "
-            f"(uniform {a['pointing_uniform']:.3f}), n = {a['n']}"
+            f"(uniform {a['pointing_uniform']:.3f}), contrast {a['map_contrast']:.2g}, n = {a['n']}"
         )
     return lines
 

@@ -36,6 +36,7 @@ def test_capture_scores_hand_cases():
     flat = dcap.capture_scores(np.ones((1, 4, 4)), frac)
     assert flat["mass_share"][0] == pytest.approx(1 / 16)
     assert flat["pointing_hit"][0] == pytest.approx(1 / 16)
+    assert flat["map_contrast"][0] == 0.0 and s["map_contrast"][0] == pytest.approx(3 / (4 / 16))
     # Negative cells are clipped: a big negative elsewhere does not inflate the share.
     neg = peaked.copy()
     neg[0, 1, 1] = -100.0

@@ -186,6 +186,7 @@ def assert_schema_v1(doc):
                 "mass_share_uniform",
                 "pointing_hit_rate",
                 "pointing_uniform",
+                "map_contrast",
             }
 
 
