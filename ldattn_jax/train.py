@@ -176,7 +176,7 @@ def _cross_entropy(logits, labels, class_w):
     return jnp.sum(w * ce) / jnp.sum(w)
 
 
-def _make_train_step(graphdef, schedule):
+def make_train_step(graphdef, schedule):
     def train_step(state, batch, class_w):
         model, optimizer = nnx.merge(graphdef, state)
 
@@ -200,7 +200,7 @@ def _make_train_step(graphdef, schedule):
     return train_step
 
 
-def _make_eval_step(eval_graphdef):
+def make_eval_step(eval_graphdef):
     def eval_step(model_state, frames):
         model = nnx.merge(eval_graphdef, model_state)
         logits, _ = model(frames)
@@ -372,13 +372,13 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
     train_step = jax.jit(
-        _make_train_step(graphdef, schedule),
+        make_train_step(graphdef, schedule),
         in_shardings=(state_sh, batch_sh, repl),
         out_shardings=(state_sh, repl),
         donate_argnums=(0,),
     )
     eval_step = jax.jit(
-        _make_eval_step(eval_graphdef),
+        make_eval_step(eval_graphdef),
         in_shardings=(state_sh[0], batch_sh),
         out_shardings=batch_sh,
     )

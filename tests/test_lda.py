@@ -191,3 +191,25 @@ def test_batch_sharded_forward_matches_single_device():
     sharded = forward(state, sharded_frames)
     assert sharded[0].sharding.spec[0] == "data"
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-5), single, sharded)
+
+
+def test_bn_momentum_reaches_every_batchnorm_and_changes_running_stats():
+    frames = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 3, 62, 62, 3), np.uint8))
+
+    def running_mean_after_one_step(momentum):
+        cfg = tiny_model_config("lda_st")
+        cfg.bn_momentum = momentum
+        model = build_model(cfg, rngs=nnx.Rngs(0))
+        bns = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.BatchNorm)]
+        assert bns and all(m.momentum == momentum for m in bns)
+        model.train()
+        model(frames)
+        return np.asarray(model.backbone.conv1.bn.mean[...])
+
+    slow, fast = running_mean_after_one_step(0.99), running_mean_after_one_step(0.5)
+    # Running mean starts at 0: after one update it is (1 - momentum) * batch mean.
+    np.testing.assert_allclose(fast, slow * 50, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="bn_momentum=1.5"):
+        cfg = tiny_model_config("xception")
+        cfg.bn_momentum = 1.5
+        build_model(cfg, rngs=nnx.Rngs(0))

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = dict(
     vit_init="",
     backbone_init="",
     residual_scale=1.0,
+    bn_momentum=0.99,
 )
 
 
@@ -196,10 +197,27 @@ class LDAModel(nnx.Module):
         return logits, maps
 
 
+def set_bn_momentum(model: nnx.Module, momentum: float) -> None:
+    """Momentum of every BatchNorm's running averages.
+
+    Keras's 0.99 (the default, needed for Keras parity) makes the running
+    statistics remember their random-init values for several hundred steps,
+    so eval-mode predictions of short runs (the CPU demo) are degenerate;
+    short runs set e.g. 0.9.
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"config.model.bn_momentum={momentum}: must lie in [0, 1)")
+    for _, module in nnx.iter_modules(model):
+        if isinstance(module, nnx.BatchNorm):
+            module.momentum = momentum
+
+
 def build_model(model_config, *, rngs: nnx.Rngs) -> LDAModel:
     """Builds the variant ``model_config.name``; loads ``vit_init`` / ``backbone_init`` if set."""
-    kwargs = {k: _get(model_config, k) for k in DEFAULTS if k not in ("vit_init", "backbone_init")}
+    not_ctor = ("vit_init", "backbone_init", "bn_momentum")
+    kwargs = {k: _get(model_config, k) for k in DEFAULTS if k not in not_ctor}
     model = LDAModel(**kwargs, rngs=rngs)
+    set_bn_momentum(model, float(_get(model_config, "bn_momentum")))
     backbone_init = _get(model_config, "backbone_init")
     if backbone_init:
         from ldattn_jax.models.keras_convert import load_keras_xception
