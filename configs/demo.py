@@ -26,6 +26,9 @@ def get_config():
     config.model.num_templates = 4
     config.model.num_maps = 4
     config.model.middle_blocks = 1
+    # A few hundred steps: Keras's 0.99 would leave eval-mode BatchNorm statistics
+    # near their initial values (degenerate validation); 0.9 tracks the data.
+    config.model.bn_momentum = 0.9
 
     config.data.dir = "demo_out/shards"
     config.data.balance = "loss_weight"
