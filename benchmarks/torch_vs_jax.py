@@ -1,0 +1,118 @@
+"""Side by side, same GPU, same run: timm's PyTorch ``legacy_xception`` vs our Flax ``xception``.
+
+Both train one SGD(momentum 0.9) step on 398x398 inputs with a 2-way head, bf16
+compute (torch: autocast + channels_last + torch.compile; ours: dtype=bfloat16,
+fp32 params). Reports images/s per batch size and the ratio ours / timm.
+
+    python benchmarks/torch_vs_jax.py [--batch-sizes 32,128] [--json OUT]
+
+Skips cleanly (exit 0, a line saying why) where torch, timm or a GPU is absent,
+so it can sit in any environment. Never run by the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dict:
+    import timm
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    model = timm.create_model("legacy_xception", pretrained=False, num_classes=2).cuda()
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=3e-4, momentum=0.9)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,), device="cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    step = torch.compile(step)
+    t0 = time.perf_counter()
+    step()
+    torch.cuda.synchronize()
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        step()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            step()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - t0) / 5)
+    med = statistics.median(samples)
+    return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s}
+
+
+def _jax_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dict:
+    from ldattn_jax.benchmark import train_step_measurement
+
+    r = train_step_measurement(
+        "xception", batch=batch, dtype="bfloat16", image_size=size, repeats=repeats, warmup=warmup
+    )
+    return {"step_s": r["step_s"], "images_per_s": r["images_per_s"], "compile_s": r["compile_s"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-sizes", default="32,128")
+    p.add_argument("--size", type=int, default=398)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--json", default="")
+    args = p.parse_args(argv)
+    try:
+        import timm  # noqa: F401
+        import torch
+    except ImportError as e:
+        print(f"skipped: {e.name} is not installed (this comparison needs torch + timm on a GPU)")
+        return 0
+    if not torch.cuda.is_available():
+        print("skipped: no CUDA GPU visible to torch")
+        return 0
+    import jax
+
+    from ldattn_jax.bench_utils import machine_info
+
+    rows = []
+    for b in [int(x) for x in args.batch_sizes.split(",")]:
+        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup)
+        torch.cuda.empty_cache()
+        j = _jax_images_per_s(b, args.size, args.repeats, args.warmup)
+        rows.append(
+            {"batch": b, "timm": t, "ours": j, "ratio": j["images_per_s"] / t["images_per_s"]}
+        )
+        print(
+            f"batch {b:4d}: timm legacy_xception {t['images_per_s']:8.1f} img/s | "
+            f"ours {j['images_per_s']:8.1f} img/s | ratio {rows[-1]['ratio']:.2f}x"
+        )
+    out = {
+        "machine": machine_info(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0),
+        "jax_devices": [d.device_kind for d in jax.devices()],
+        "size": args.size,
+        "rows": rows,
+    }
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,392 @@
+"""Speed and memory, measured: training, inference, loading and prediction.
+
+Run:
+  python -m ldattn_jax.benchmark {train,eval,loader,predict,all} [--json OUT]
+      [--geometry paper|demo] [--variants xception,lda_st] [--batch-sizes 32,128]
+      [--dtypes float32,bfloat16] [--repeats 5] [--max-workers N]
+
+Prints the machine (device kind and count, CPU cores, jax/flax versions) and,
+per measurement, the median of ``--repeats`` timed runs after warm-up:
+  train   step time, images/s, compile time, peak device memory, achieved
+          FLOP/s from XLA's cost analysis and the fraction of the device peak;
+  eval    images/s in inference mode (same grid);
+  loader  decoded four-frame stacks/s from real shards (built here from the
+          synthetic set) per encoding: one core through the data source, and
+          through grain with 0..N worker processes;
+  predict seconds per 10-second 1080p video end to end, split into decode,
+          face detection + cropping, and the model.
+
+The train/eval steps are the ones ``ldattn_jax.train`` runs (same step
+function, optimizer, shardings), on random uint8 frames. ``--geometry paper``
+is 398/224 (the GPU goals); ``--geometry demo`` is the CPU-sized geometry of
+configs/demo.py so 2-core regressions show. Never run by the test suite
+except at toy sizes: benchmarks print numbers, tests assert behaviour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from ldattn_jax import bench_utils, schedules, sharding
+from ldattn_jax.config_utils import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+GEOMETRY_CONFIGS = {"paper": REPO / "configs" / "ffpp.py", "demo": REPO / "configs" / "demo.py"}
+VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
+
+
+def bench_config(
+    variant: str, *, geometry: str = "paper", batch: int = 32, dtype="float32", **model
+):
+    """The config a measurement runs: ``geometry``'s config with variant/batch/dtype set."""
+    config = load_config(str(GEOMETRY_CONFIGS[geometry]))
+    config.model.name = variant
+    config.model.dtype = dtype
+    config.batch_size = batch
+    for k, v in model.items():
+        config.model[k] = v
+    return config
+
+
+def _random_batch(config, num_frames: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    s = config.model.image_size
+    return {
+        "frames": rng.integers(0, 256, (config.batch_size, num_frames, s, s, 3), np.uint8),
+        "label": rng.integers(0, 2, (config.batch_size,), np.int32),
+    }
+
+
+def _compiled_stats(compiled, step_s: float, dtype: str) -> dict:
+    flops = bench_utils.compiled_flops(compiled)
+    achieved = flops / step_s if flops else None
+    peak = bench_utils.peak_flops(jax.devices()[0].device_kind, dtype)
+    return {
+        "flops_per_step": flops,
+        "achieved_flops_per_s": achieved,
+        "fraction_of_peak": achieved / (peak * jax.device_count()) if achieved and peak else None,
+        "peak_device_memory_bytes": bench_utils.peak_device_memory_bytes(),
+    }
+
+
+def train_step_measurement(
+    variant: str,
+    *,
+    batch: int,
+    dtype: str = "float32",
+    geometry: str = "paper",
+    repeats: int = 5,
+    warmup: int = 2,
+    **model,
+) -> dict:
+    """Times ``ldattn_jax.train``'s jitted train step for one setting."""
+    from ldattn_jax.models.lda import build_model, required_frames
+    from ldattn_jax.train import make_train_step
+
+    config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype, **model)
+    mesh = sharding.make_mesh(config)
+    steps_per_epoch = 1000
+    tx = schedules.make_optimizer(config, steps_per_epoch)
+    model_ = build_model(config.model, rngs=nnx.Rngs(0))
+    model_.train()
+    graphdef, state = nnx.split((model_, nnx.Optimizer(model_, tx, wrt=nnx.Param)))
+    state_sh = sharding.param_shardings(mesh, state, config.fsdp_min_size)
+    repl = sharding.replicated(mesh)
+    step = jax.jit(
+        make_train_step(graphdef, schedules.make_schedule(config, steps_per_epoch)),
+        in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+    state = jax.device_put(state, state_sh)
+    batch_arr = sharding.shard_batch(mesh, _random_batch(config, required_frames(config.model)))
+    class_w = jax.device_put(jnp.ones(2, jnp.float32), repl)
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch_arr, class_w).compile()
+    compile_s = time.perf_counter() - t0
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = compiled(holder["state"], batch_arr, class_w)
+        return metrics["loss"]
+
+    t = bench_utils.time_fn(run, warmup=warmup, repeats=repeats)
+    return {
+        "variant": variant,
+        "batch": batch,
+        "dtype": dtype,
+        "geometry": f"{config.model.image_size}/{config.model.attention_size}",
+        "step_s": t["median_s"],
+        "step_s_min": t["min_s"],
+        "step_s_max": t["max_s"],
+        "images_per_s": batch / t["median_s"],
+        "compile_s": compile_s,
+        **_compiled_stats(compiled, t["median_s"], dtype),
+    }
+
+
+def eval_measurement(
+    variant: str, *, batch: int, dtype: str = "float32", geometry: str = "paper", repeats: int = 5
+) -> dict:
+    """Inference images/s through the evaluator's jitted forward (``evaluate.Predictor``)."""
+    from ldattn_jax.evaluate import Predictor
+    from ldattn_jax.models.lda import build_model, required_frames
+
+    config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype)
+    predictor = Predictor(build_model(config.model, rngs=nnx.Rngs(0)), config, batch_size=batch)
+    frames = _random_batch(config, required_frames(config.model))["frames"]
+    t0 = time.perf_counter()
+    predictor(frames)
+    compile_s = time.perf_counter() - t0
+    t = bench_utils.time_fn(lambda: predictor(frames)[0], warmup=1, repeats=repeats)
+    return {
+        "variant": variant,
+        "batch": batch,
+        "dtype": dtype,
+        "step_s": t["median_s"],
+        "images_per_s": batch / t["median_s"],
+        "first_call_s": compile_s,
+    }
+
+
+# --------------------------------------------------------------------------- loader
+
+
+def _build_shards(root: str, out: str, size: int, encoding: str, videos: int) -> None:
+    from data_prep import build, synthesize
+
+    if not os.path.isdir(os.path.join(root, "splits")):
+        synthesize.synthesize(root, videos, seed=0, frames=16, workers=os.cpu_count() or 1)
+    if not os.path.exists(os.path.join(out, "summary.json")):
+        rc = build.main(
+            [
+                "--dataset", "synthetic", "--root", root, "--out", out, "--size", str(size),
+                "--frames-per-video", "6", "--stack", "3", "--encoding", encoding,
+                "--workers", str(os.cpu_count() or 1), "--no-progress",
+            ]
+        )  # fmt: skip
+        if rc != 0:
+            raise RuntimeError(f"data_prep.build failed ({rc}) for {out}")
+
+
+def loader_measurement(
+    *, work: str, size: int = 398, encodings=("raw", "zstd"), max_workers: int | None = None,
+    videos: int = 6, seconds: float = 3.0,
+) -> list[dict]:  # fmt: skip
+    """Decoded stacks/s per encoding: the data source on one core, and grain with 0..N workers."""
+    from data_prep.shards import benchmark_read, open_split
+    from ldattn_jax import input_pipeline
+
+    max_workers = max_workers or os.cpu_count() or 1
+    root = os.path.join(work, "synthetic")
+    rows = []
+    for enc in encodings:
+        out = os.path.join(work, f"shards_{enc}_{size}")
+        _build_shards(root, out, size, enc, videos)
+        one = benchmark_read(out, "train", seconds=seconds)
+        src = open_split(out, "train")
+        for workers in range(0, max_workers + 1):
+            config = bench_config("lda_st", geometry="paper", batch=8, image_size=size)
+            config.data.worker_count = workers
+            it = input_pipeline.make_train_iterator(
+                src, config, num_frames=4, indices=np.arange(len(src))
+            )
+            next(it)  # start workers outside the timing
+            n, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                n += next(it)["frames"].shape[0]
+            rate = n / (time.perf_counter() - t0)
+            rows.append(
+                {
+                    "encoding": enc,
+                    "workers": workers,
+                    "stacks_per_s": rate,
+                    "stacks_per_s_per_core": rate / max(workers, 1),
+                    "source_one_core_stacks_per_s": one["records_per_s"],
+                    "frames_shape": one["frames_shape"],
+                }
+            )
+            del it
+    return rows
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def write_test_video(path: str, *, seconds: float = 10.0, fps: int = 30, hw=(1080, 1920)) -> str:
+    """A 1080p clip of a real face photo moving slowly over a noisy background."""
+    import cv2
+    import skimage.data
+
+    face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+    face = cv2.resize(face, (600, 600), interpolation=cv2.INTER_AREA)
+    h, w = hw
+    rng = np.random.default_rng(0)
+    bg = rng.integers(40, 90, (h, w, 3), np.uint8)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    for i in range(int(seconds * fps)):
+        frame = bg.copy()
+        x = int(w / 2 - 300 + 80 * np.sin(i / 40))
+        y = int(h / 2 - 300 + 30 * np.cos(i / 50))
+        frame[y : y + 600, x : x + 600] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def predict_measurement(
+    *, work: str, variant: str = "lda_st", dtype: str = "float32", geometry: str = "paper",
+    frames_per_video: int = 32, repeats: int = 3,
+) -> dict:  # fmt: skip
+    """Seconds per 10-s 1080p video: decode, faces (detection + landmarks + crops), model."""
+    from data_prep.faces import extract_stacks
+    from data_prep.video import read_frames
+    from ldattn_jax.evaluate import Predictor
+    from ldattn_jax.models.lda import build_model
+    from ldattn_jax.predict import score_stacks
+
+    config = bench_config(variant, geometry=geometry, batch=frames_per_video, dtype=dtype)
+    size, stack = config.model.image_size, config.model.stack
+    video = os.path.join(work, "clip_1080p_10s.mp4")
+    if not os.path.exists(video):
+        write_test_video(video)
+    predictor = Predictor(build_model(config.model, rngs=nnx.Rngs(0)), config)
+    stacks = extract_stacks(video, frames_per_video, stack, size)
+    score_stacks(predictor, stacks)  # compile outside the timing
+
+    def timed(fn):
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = fn()
+            samples.append(time.perf_counter() - t0)
+        return float(np.median(samples)), out
+
+    decode_s, _ = timed(lambda: read_frames(video, frames_per_video, stack))
+    extract_s, stacks = timed(lambda: extract_stacks(video, frames_per_video, stack, size))
+    model_s, _ = timed(lambda: jax.block_until_ready(score_stacks(predictor, stacks)))
+    return {
+        "video": "10 s, 1920x1080, 30 fps, mp4v",
+        "variant": variant,
+        "frames_per_video": frames_per_video,
+        "stacks_scored": len(stacks),
+        "decode_s": decode_s,
+        "faces_s": extract_s - decode_s,
+        "model_s": model_s,
+        "total_s": extract_s + model_s,
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _grid(args, fn):
+    rows = []
+    for variant in args.variants:
+        for dtype in args.dtypes:
+            for batch in args.batch_sizes:
+                try:
+                    r = fn(variant, batch=batch, dtype=dtype, geometry=args.geometry)
+                except Exception as e:  # e.g. out of memory at a large batch: record, go on
+                    r = {"variant": variant, "batch": batch, "dtype": dtype, "error": repr(e)[:300]}
+                rows.append(r)
+                print(_row_text(r), flush=True)
+    return rows
+
+
+def _row_text(r: dict) -> str:
+    if "error" in r:
+        return f"  {r['variant']:13s} b{r['batch']:<4d} {r['dtype']:9s} FAILED {r['error']}"
+    extra = ""
+    if r.get("compile_s") is not None:
+        extra += f"  compile {r['compile_s']:6.1f}s"
+    if r.get("achieved_flops_per_s"):
+        extra += f"  {r['achieved_flops_per_s'] / 1e9:8.1f} GFLOP/s"
+    if r.get("fraction_of_peak"):
+        extra += f"  {100 * r['fraction_of_peak']:5.1f}% of peak"
+    if r.get("peak_device_memory_bytes"):
+        extra += f"  peak mem {r['peak_device_memory_bytes'] / 2**30:5.1f} GiB"
+    return (
+        f"  {r['variant']:13s} b{r['batch']:<4d} {r['dtype']:9s} "
+        f"{1000 * r['step_s']:9.1f} ms/step  {r['images_per_s']:9.1f} img/s{extra}"
+    )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
+    p.add_argument("what", choices=["train", "eval", "loader", "predict", "all"])
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+    p.add_argument(
+        "--geometry",
+        choices=sorted(GEOMETRY_CONFIGS),
+        default=None,
+        help="paper = 398/224 (GPU/TPU default); demo = CPU-sized (CPU default)",
+    )
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--batch-sizes", default=None, help="default 32,128 on GPU/TPU, 8,32 on CPU")
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-workers", type=int, default=None)
+    p.add_argument("--work", default="", help="scratch dir for shards/videos (default: a temp dir)")
+    args = p.parse_args(argv)
+    on_cpu = jax.devices()[0].platform == "cpu"
+    args.geometry = args.geometry or ("demo" if on_cpu else "paper")
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    args.batch_sizes = [
+        int(b) for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
+    ]
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
+    print("machine:", json.dumps(results["machine"]))
+    work = args.work or tempfile.mkdtemp(prefix="ldattn_bench_")
+    what = ["train", "eval", "loader", "predict"] if args.what == "all" else [args.what]
+    if "train" in what:
+        print(f"train ({args.geometry} geometry):")
+        results["train"] = _grid(
+            args, lambda v, **kw: train_step_measurement(v, repeats=args.repeats, **kw)
+        )
+    if "eval" in what:
+        print(f"eval ({args.geometry} geometry):")
+        results["eval"] = _grid(
+            args, lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)
+        )
+    if "loader" in what:
+        print("loader (four-frame 398x398 stacks):")
+        results["loader"] = loader_measurement(work=work, max_workers=args.max_workers)
+        for r in results["loader"]:
+            print(
+                f"  {r['encoding']:5s} workers {r['workers']}: {r['stacks_per_s']:8.1f} stacks/s "
+                f"({r['stacks_per_s_per_core']:7.1f}/core; source alone "
+                f"{r['source_one_core_stacks_per_s']:7.1f}/s on one core)"
+            )
+    if "predict" in what:
+        print("predict (10-s 1080p video):")
+        r = predict_measurement(work=work, geometry=args.geometry)
+        results["predict"] = r
+        print(
+            f"  {r['total_s']:.2f} s/video = decode {r['decode_s']:.2f} + faces {r['faces_s']:.2f} "
+            f"+ model {r['model_s']:.2f} ({r['stacks_scored']} stacks)"
+        )
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print("wrote", args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

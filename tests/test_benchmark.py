@@ -1,0 +1,57 @@
+"""The benchmark CLI produces complete, self-consistent records (numbers are not asserted:
+speed is measured by benchmarks, not tests)."""
+
+import json
+
+import pytest
+
+from ldattn_jax import bench_utils, benchmark
+
+
+def test_train_and_eval_records_are_complete_and_consistent(tmp_path):
+    out = tmp_path / "bench.json"
+    rc = benchmark.main(
+        ["train", "--variants", "lda_st", "--batch-sizes", "8", "--dtypes", "float32",
+         "--repeats", "1", "--geometry", "demo", "--json", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert res["machine"]["device_count"] >= 1 and res["machine"]["jax"]
+    (row,) = res["train"]
+    assert "error" not in row, row
+    assert row["variant"] == "lda_st" and row["batch"] == 8 and row["geometry"] == "62/56"
+    assert row["images_per_s"] == pytest.approx(8 / row["step_s"])
+    assert row["step_s_min"] <= row["step_s"] <= row["step_s_max"]
+    # XLA's cost analysis of a train step of a real model: far more than zero flops.
+    assert row["flops_per_step"] > 1e8
+    assert row["achieved_flops_per_s"] == pytest.approx(row["flops_per_step"] / row["step_s"])
+
+    ev = benchmark.eval_measurement("xception", batch=8, geometry="demo", repeats=1)
+    assert ev["images_per_s"] == pytest.approx(8 / ev["step_s"])
+
+
+def test_failures_are_recorded_not_raised(capsys):
+    class Args:
+        variants, dtypes, batch_sizes, geometry = ["xception"], ["float16"], [2], "demo"
+
+    def boom(variant, **kw):
+        raise ValueError(f"dtype={kw['dtype']!r} unsupported")
+
+    (row,) = benchmark._grid(Args, boom)
+    assert row["variant"] == "xception" and "float16" in row["error"]
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_time_fn_and_peak_lookup():
+    calls = []
+    t = bench_utils.time_fn(lambda: calls.append(1) or 0, warmup=2, repeats=3, inner=2)
+    assert len(calls) == 2 + 3 * 2 and t["repeats"] == 3
+    assert t["min_s"] <= t["median_s"] <= t["max_s"]
+    assert bench_utils.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+    assert bench_utils.peak_flops("cpu", "float32") is None
+
+
+def test_unknown_variant_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit):
+        benchmark.main(["train", "--variants", "resnet50"])
+    assert "unknown ['resnet50']" in capsys.readouterr().err
