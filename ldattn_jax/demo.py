@@ -145,10 +145,13 @@ def table(results: dict[str, dict]) -> str:
             )
         lines.append(f"  metrics.json: {r['metrics_json']}")
         lines.append(f"  roc.png:      {r['roc']}")
-        lines.append(
-            f"  attention:    {os.path.join(r['out_dir'], 'attention')}/ "
-            f"({len(r['attention'])} PNGs)"
-        )
+        if r["attention"]:
+            lines.append(
+                f"  attention:    {os.path.join(r['out_dir'], 'attention')}/ "
+                f"({len(r['attention'])} PNGs)"
+            )
+        else:
+            lines.append("  attention:    none (this variant has no attention maps)")
     if len(results) > 1:  # the ablation at a glance (paper Table VIII)
         methods = sorted({m for r in results.values() for m in r["metrics"]["per_method"]})
         lines.append("== ablation: video AUC (paper Table VIII order) ==")
