@@ -34,8 +34,11 @@ def get_config():
     config.data.balance = "loss_weight"
     config.batch_size = 16
     config.num_epochs = 6  # ~70 steps/epoch on the demo set; ~1.2 s/step on 2 cores
-    config.lr = 1e-2  # random init and few steps: the paper's 3e-4 barely moves
-    config.lr_halve_every_epochs = 2
+    # Random init and ~400 steps: SGD (the paper's, 20 epochs of FF++) stays at chance
+    # here; Adam at a constant 1e-3 reaches video AUC 1.0 (docs/evaluation.md).
+    config.optimizer = "adam"
+    config.lr = 1e-3
+    config.lr_halve_every_epochs = 0
     config.log_every = 5
     config.eval_every = -1
     config.checkpoint_every = 20

@@ -49,6 +49,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.total_steps = -1  # -1 = num_epochs * steps_per_epoch; N > 0 caps the run
     c.lr = 3e-4
     c.lr_halve_every_epochs = 5
+    c.optimizer = "sgd"  # the paper's; 'adam' for short runs from random init (demo)
     c.momentum = 0.9
     c.nesterov = False
     c.weight_decay = 0.0  # L2 term wd * w added to the gradient of kernels (ndim > 1)

@@ -67,3 +67,16 @@ def test_schedule_is_jittable_on_the_optimizer_count():
     sched = make_schedule(training_defaults(), steps_per_epoch=3)
     assert float(jax.jit(sched)(jnp.uint32(15))) == pytest.approx(1.5e-4)
     assert isinstance(optax.sgd(sched), optax.GradientTransformation)
+
+
+def test_adam_option_uses_the_same_decaying_schedule():
+    c = training_defaults()
+    c.optimizer = "adam"
+    # Adam's first update of a constant gradient is -lr * sign(grad) (bias-corrected),
+    # so the applied lr reads off directly and must halve at the epoch boundary.
+    lrs = _lr_applied(make_optimizer(c, steps_per_epoch=2), 12)
+    np.testing.assert_allclose(lrs[:10], 3e-4, rtol=1e-4)
+    np.testing.assert_allclose(lrs[10:], 1.5e-4, rtol=1e-4)
+    c.optimizer = "rmsprop"
+    with pytest.raises(ValueError, match="optimizer='rmsprop'"):
+        make_optimizer(c, steps_per_epoch=2)
