@@ -51,41 +51,26 @@ def random_batch(model_config, batch: int = 4, seed: int = 0):
     return jnp.asarray(frames), jnp.asarray(labels)
 
 
-def make_train_step(graphdef, tx):
-    """Plain jax.jit over (params+stats, opt_state): the split/merge pattern training uses."""
-
-    def loss_fn(params, rest, frames, labels):
-        # copy=True: fresh Variables at this (grad) trace level, so BatchNorm may
-        # update its statistics; they are returned as aux.
-        model = nnx.merge(graphdef, params, rest, copy=True)
-        logits, _ = model(frames)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, nnx.state(model, nnx.BatchStat)
-
-    @jax.jit
-    def step(params, rest, opt_state, frames, labels):
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, rest, frames, labels
-        )
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), rest, opt_state, loss
-
-    return step
-
-
 def train_losses(model_config, steps: int = 8, lr: float = 0.05, seed: int = 0) -> list[float]:
-    """Losses of ``steps`` SGD-momentum steps on one fixed batch (train-mode BN)."""
+    """Losses of ``steps`` SGD-momentum steps on one fixed batch (train-mode BN).
+
+    Runs ``ldattn_jax.train.make_train_step``, the step training jits, so the
+    smoke (and the test that the loss goes down) covers the real update.
+    """
+    from ldattn_jax.train import make_train_step
+
     model = build_model(model_config, rngs=nnx.Rngs(seed))
     model.train()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.sgd(lr, momentum=0.9)
-    opt_state = tx.init(params)
-    step = make_train_step(graphdef, tx)
+    graphdef, state = nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))
+    step = jax.jit(make_train_step(graphdef, optax.constant_schedule(lr)), donate_argnums=(0,))
     frames, labels = random_batch(model_config, seed=seed)
+    batch = {"frames": frames, "label": labels.astype(jnp.int32)}
+    class_w = jnp.ones(2, jnp.float32)
     losses = []
     for _ in range(steps):
-        params, rest, opt_state, loss = step(params, rest, opt_state, frames, labels)
-        losses.append(float(loss))
+        state, metrics = step(state, batch, class_w)
+        losses.append(float(metrics["loss"]))
     return losses
 
 
