@@ -120,29 +120,13 @@ def _fmt(x) -> str:
 
 def table(results: dict[str, dict]) -> str:
     """Per variant: overall and per-method frame/video AUC and ACC; defect capture."""
+    from ldattn_jax.evaluate import summary_lines
+
     lines = []
     for variant, r in results.items():
         doc = r["metrics"]
         lines.append(f"== {variant} (step {doc['checkpoint']['step']}) ==")
-        lines.append(
-            f"  {'subset':<22}{'frame AUC':>10}{'frame ACC':>10}{'video AUC':>10}{'video ACC':>10}"
-        )
-        rows = [("all", doc)] + [(f"real+{m}", d) for m, d in doc["per_method"].items()]
-        for name, d in rows:
-            f, v = d["frame"], d["video"]
-            lines.append(
-                f"  {name:<22}{_fmt(f['auc']):>10}{_fmt(f['acc']):>10}"
-                f"{_fmt(v['auc']):>10}{_fmt(v['acc']):>10}"
-            )
-        dc = doc.get("defect_capture") or {}
-        for module, d in (dc.get("modules") or {}).items():
-            a = d["all"]
-            lines.append(
-                f"  defect capture, {module}: attention mass in mask {_fmt(a['mass_share'])} "
-                f"(uniform {_fmt(a['mass_share_uniform'])}), pointing game "
-                f"{_fmt(a['pointing_hit_rate'])} (uniform {_fmt(a['pointing_uniform'])}), "
-                f"map contrast {a['map_contrast']:.2g}"
-            )
+        lines.extend("  " + line for line in summary_lines(doc))
         lines.append(f"  metrics.json: {r['metrics_json']}")
         lines.append(f"  roc.png:      {r['roc']}")
         if r["attention"]:

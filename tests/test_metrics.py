@@ -248,3 +248,25 @@ def test_shards_fingerprint_tracks_info_and_sizes(tmp_path):
     assert metrics.shards_fingerprint(tmp_path) != fp2
     with pytest.raises(FileNotFoundError, match="does not exist"):
         metrics.shards_fingerprint(tmp_path / "nope")
+
+
+def test_demo_table_shows_every_variant_method_and_the_ablation():
+    from ldattn_jax import demo
+
+    results = {}
+    for variant in ("xception", "lda_st"):
+        doc, _ = metrics.metrics_document(
+            _frame_cols(), dataset="ff", split="test", model=variant, checkpoint_step=7,
+            checkpoint_which="best", config_sha256="0" * 64, shards_sha256="1" * 64,
+        )  # fmt: skip
+        results[variant] = {
+            "metrics": doc, "metrics_json": f"/x/{variant}/metrics.json",
+            "roc": f"/x/{variant}/roc.png", "out_dir": f"/x/{variant}", "attention": [],
+        }  # fmt: skip
+    text = demo.table(results)
+    needles = ["== xception (step 7) ==", "== lda_st (step 7) ==", "real+Deepfakes"]
+    needles += ["real+NeuralTextures", "/x/lda_st/metrics.json", "== ablation: video AUC"]
+    for needle in needles:
+        assert needle in text, needle
+    auc = f"{results['lda_st']['metrics']['video']['auc']:.3f}"
+    assert any(line.split()[:2] == ["lda_st", auc] for line in text.splitlines())
