@@ -206,3 +206,39 @@ def write_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> 
 
     text = json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True) + "\n"
     epath.Path(path).write_text(text)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> list[str]:
+    """Compares `config` with the config.json a workdir was trained with.
+
+    A different model section would restore a checkpoint into another network
+    (or silently reuse a finished run for a new experiment): that is an error
+    naming the keys. Other differences (e.g. a larger total_steps to extend a
+    run) are allowed and returned so the caller can log them.
+    """
+    from etils import epath
+
+    path = epath.Path(path)
+    if not path.exists():
+        return []
+    old = _flat(json.loads(path.read_text()))
+    new = _flat(json.loads(config.to_json()))
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    model = [k for k in changed if k.startswith("model.")]
+    if model:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in model)
+        raise ConfigError(
+            f"{path} was trained with another model ({diffs}); resuming would load its "
+            "checkpoints into a different network. Use a new --workdir, or the old values."
+        )
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]

@@ -32,7 +32,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
-from ldattn_jax.config_utils import ConfigError, load_config, write_config
+from ldattn_jax.config_utils import ConfigError, check_resume_config, load_config, write_config
 from ldattn_jax.logging_utils import MetricWriter, progress_line
 
 __all__ = [
@@ -292,7 +292,14 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     # ---- logging
     workdir_path = epath.Path(workdir)
     is_main = jax.process_index() == 0
+    # Every process checks before anyone overwrites config.json, so a model
+    # mismatch stops all of them (not just process 0, leaving the rest hanging).
+    changed = check_resume_config(config, workdir_path / "config.json")
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("ldattn_jax: config checked")
     if is_main:
+        if changed:
+            log.warning("config differs from the workdir's previous run: %s", "; ".join(changed))
         workdir_path.mkdir(parents=True, exist_ok=True)
         write_config(config, workdir_path / "config.json")
     log.info(

@@ -101,3 +101,18 @@ def test_write_config_round_trips(tmp_path):
         back = json.load(f)
     assert back["seed"] == 7 and back["model"]["image_size"] == c.model.image_size
     assert ml_collections.ConfigDict(back).data.dir == c.data.dir
+
+
+def test_resume_refuses_another_model_but_allows_other_changes(tmp_path):
+    from ldattn_jax.config_utils import check_resume_config, write_config
+
+    path = tmp_path / "config.json"
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"))
+    assert check_resume_config(c, path) == []  # fresh workdir
+    write_config(c, path)
+    assert check_resume_config(c, path) == []
+    longer = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.total_steps=900"])
+    assert check_resume_config(longer, path) == ["total_steps: -1 -> 900"]
+    other = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.model.num_maps=2"])
+    with pytest.raises(ConfigError, match=r"model.num_maps: 4 -> 2.*new --workdir"):
+        check_resume_config(other, path)
