@@ -134,7 +134,7 @@ def _init_worker() -> None:
 
     # N worker processes on N cores: OpenCV's own threads would oversubscribe.
     cv2.setNumThreads(1)
-    faces._models()  # load dlib once per process, not per video
+    faces.load_models()  # load dlib once per process, not per video
 
 
 # ------------------------------------------------------------------ CLI

@@ -6,6 +6,11 @@ of a stack is cut with the same box, so the box comes from the key frame alone.
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import cv2
 import numpy as np
 
@@ -27,20 +32,46 @@ BOX_SCALE = 1.3
 # detection runs on a copy whose longer side is at most this, then maps back.
 DETECT_MAX_SIDE = 640
 
-_MODELS = None  # (detector, predictor), created once per process: dlib objects do not pickle.
+_PREDICTOR = None  # created once per process: dlib objects do not pickle.
+# dlib's HOG detector keeps scratch buffers inside the object, so two threads
+# calling one detector crash (segfault, seen with extract_stacks(workers>1)).
+# Each call borrows a detector from this pool (made on demand, ~0.3 s each, then
+# reused); the shape predictor is read-only when called and is shared.
+_DETECTORS: queue.SimpleQueue = queue.SimpleQueue()
+_PREDICTOR_LOCK = threading.Lock()
 
 
-def _models():
-    global _MODELS
-    if _MODELS is None:
+def _predictor():
+    global _PREDICTOR
+    with _PREDICTOR_LOCK:
+        if _PREDICTOR is None:
+            import dlib
+            import face_recognition_models
+
+            model = face_recognition_models.pose_predictor_model_location()
+            _PREDICTOR = dlib.shape_predictor(model)
+    return _PREDICTOR
+
+
+@contextlib.contextmanager
+def _detector():
+    try:
+        detector = _DETECTORS.get_nowait()
+    except queue.Empty:
         import dlib
-        import face_recognition_models
 
-        _MODELS = (
-            dlib.get_frontal_face_detector(),
-            dlib.shape_predictor(face_recognition_models.pose_predictor_model_location()),
-        )
-    return _MODELS
+        detector = dlib.get_frontal_face_detector()
+    try:
+        yield detector
+    finally:
+        _DETECTORS.put(detector)
+
+
+def load_models() -> None:
+    """Loads dlib's predictor and one detector now (worker start-up), not on the first video."""
+    _predictor()
+    with _detector():
+        pass
 
 
 def detect_face(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -50,7 +81,6 @@ def detect_face(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """
     import dlib
 
-    detector, predictor = _models()
     gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
@@ -59,16 +89,17 @@ def detect_face(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if scale == 1.0
         else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     )
-    rects = detector(small, 0)
-    if len(rects) == 0:
-        # Upsampling once finds faces down to ~40 px at 4x the cost: only as a fallback.
-        rects = detector(small, 1)
+    with _detector() as detector:
+        rects = detector(small, 0)
+        if len(rects) == 0:
+            # Upsampling once finds faces down to ~40 px at 4x the cost: only as a fallback.
+            rects = detector(small, 1)
     if len(rects) == 0:
         return None
     rect = max(rects, key=lambda r: r.width() * r.height())
     box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64) / scale
     full = dlib.rectangle(*(int(round(v)) for v in box))
-    shape = predictor(gray, full)
+    shape = _predictor()(gray, full)
     landmarks = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
     return box, landmarks
 
@@ -113,7 +144,12 @@ def cut(frames: list[np.ndarray], box: np.ndarray, size: int) -> np.ndarray:
 
 
 def extract_stacks(
-    video_path: str, frames_per_video: int = 32, stack: int = 3, size: int = 398
+    video_path: str,
+    frames_per_video: int = 32,
+    stack: int = 3,
+    size: int = 398,
+    *,
+    workers: int = 1,
 ) -> list[dict]:
     """Face crop stacks of a video (see docs/interfaces.md).
 
@@ -121,29 +157,46 @@ def extract_stacks(
     'box' int32 [4] (x0, y0, x1, y1 in the source frame), 'landmarks' float32
     [68, 2] (source-frame x, y of the key frame)}. Key frames without a face are
     skipped; raises VideoError if the video cannot be read or no key frame has a face.
+
+    workers > 1 spreads one video over threads: each key frame's face detection
+    starts as soon as that frame is decoded (dlib and OpenCV release the GIL), so
+    detection overlaps the sequential decode, and the crops run in parallel. The
+    result is identical to workers=1. `data_prep.build` parallelises over videos
+    instead and keeps workers=1; `predict` uses this to cut one video's latency.
     """
-    if frames_per_video < 1 or stack < 0 or size < 8:
+    if frames_per_video < 1 or stack < 0 or size < 8 or workers < 1:
         raise ValueError(
-            f"frames_per_video={frames_per_video}, stack={stack}, size={size}: "
-            "need frames_per_video >= 1, stack >= 0, size >= 8"
+            f"frames_per_video={frames_per_video}, stack={stack}, size={size}, "
+            f"workers={workers}: need frames_per_video >= 1, stack >= 0, size >= 8, workers >= 1"
         )
     video_path = str(video_path)
-    frames, total = read_frames(video_path, frames_per_video, stack)
-    stacks = []
-    for k in key_frame_indices(total, frames_per_video, stack):
-        found = detect_face(frames[k])
-        if found is None:
-            continue
-        face, landmarks = found
-        box = square_box(face, frames[k].shape[:2])
-        stacks.append(
-            {
+    with contextlib.ExitStack() as scope:
+        pool = scope.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
+        detections: dict[int, Future] = {}
+
+        def on_key_frame(index: int, frame: np.ndarray) -> None:
+            detections[index] = pool.submit(detect_face, frame)
+
+        frames, total = read_frames(
+            video_path, frames_per_video, stack, on_key_frame if pool is not None else None
+        )
+
+        def one_stack(k: int) -> dict | None:
+            found = detections[k].result() if k in detections else detect_face(frames[k])
+            if found is None:
+                return None
+            face, landmarks = found
+            box = square_box(face, frames[k].shape[:2])
+            return {
                 "frames": cut([frames[k + j] for j in range(stack + 1)], box, size),
                 "frame_index": k,
                 "box": box,
                 "landmarks": landmarks,
             }
-        )
+
+        keys = key_frame_indices(total, frames_per_video, stack)
+        made = list(pool.map(one_stack, keys)) if pool is not None else map(one_stack, keys)
+        stacks = [s for s in made if s is not None]
     if not stacks:
         raise VideoError(
             "no_face", f"{video_path}: dlib found no face in any key frame ({total} frames)"

@@ -7,6 +7,7 @@ Only the frames a stack needs are kept: a FF++ video at 1080p has ~500 frames
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -79,12 +80,22 @@ def _open(path: str) -> cv2.VideoCapture:
     return cap
 
 
-def read_frames(path: str, frames_per_video: int, stack: int) -> tuple[dict[int, np.ndarray], int]:
+def read_frames(
+    path: str,
+    frames_per_video: int,
+    stack: int,
+    on_key_frame: Callable[[int, np.ndarray], None] | None = None,
+) -> tuple[dict[int, np.ndarray], int]:
     """Decodes the frames of every stack: ({frame index: RGB uint8 [H, W, 3]}, T).
 
     Decodes sequentially (seeking in mp4 is not frame-exact) and keeps only the
     needed frames. If the stream is slightly shorter than its header says (common
     in the wild), the key frames are re-planned on the true length.
+
+    `on_key_frame(index, frame)` is called as each planned key frame is decoded,
+    so face detection can start while decoding goes on (`extract_stacks` with
+    workers > 1). After a re-plan it is called again for the new plan's key
+    frames; callers look up the final plan with `key_frame_indices(T, ...)`.
     """
     cap = _open(path)
     try:
@@ -96,7 +107,8 @@ def read_frames(path: str, frames_per_video: int, stack: int) -> tuple[dict[int,
                 "bad_resolution",
                 f"{path} is {width}x{height}; sides must lie in [{MIN_SIDE}, {MAX_SIDE}]",
             )
-        frames, total = _decode(cap, _wanted(declared, frames_per_video, stack))
+        keys = set(key_frame_indices(declared, frames_per_video, stack))
+        frames, total = _decode(cap, _wanted(declared, frames_per_video, stack), keys, on_key_frame)
     finally:
         cap.release()
     if total == 0:
@@ -109,8 +121,9 @@ def read_frames(path: str, frames_per_video: int, stack: int) -> tuple[dict[int,
     if not needed.issubset(frames):
         # Header over-counted: plan on the true length, decode again.
         cap = _open(path)
+        keys = set(key_frame_indices(total, frames_per_video, stack))
         try:
-            frames, _ = _decode(cap, needed)
+            frames, _ = _decode(cap, needed, keys, on_key_frame)
         finally:
             cap.release()
     return {i: frames[i] for i in sorted(needed)}, total
@@ -124,7 +137,9 @@ def _wanted(num_frames: int, frames_per_video: int, stack: int) -> set[int]:
     }
 
 
-def _decode(cap: cv2.VideoCapture, wanted: set[int]) -> tuple[dict[int, np.ndarray], int]:
+def _decode(
+    cap: cv2.VideoCapture, wanted: set[int], keys: set[int] = frozenset(), on_key_frame=None
+) -> tuple[dict[int, np.ndarray], int]:
     frames: dict[int, np.ndarray] = {}
     index = 0
     while cap.grab():
@@ -132,5 +147,7 @@ def _decode(cap: cv2.VideoCapture, wanted: set[int]) -> tuple[dict[int, np.ndarr
             ok, bgr = cap.retrieve()
             if ok:
                 frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+                if on_key_frame is not None and index in keys:
+                    on_key_frame(index, frames[index])
         index += 1
     return frames, index

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -46,8 +47,14 @@ def predict_videos(
     heatmaps: bool = False,
     threshold: float = DEFAULT_THRESHOLD,
     batch_size: int | None = None,
+    workers: int | None = None,
 ) -> dict:
-    """Scores each video; returns (and writes to OUT/predictions.json) the report."""
+    """Scores each video; returns (and writes to OUT/predictions.json) the report.
+
+    Face extraction is CPU work (decode + dlib): each video is spread over
+    `workers` threads (default: all cores), and the next video is extracted
+    while the model scores the current one.
+    """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
     from ldattn_jax.checkpointing import restore_for_inference
@@ -57,17 +64,32 @@ def predict_videos(
     model, step = restore_for_inference(config, workdir, checkpoint)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
+    workers = workers or os.cpu_count() or 1
+
+    def extract(video):
+        return extract_stacks(
+            video, frames_per_video=frames_per_video, stack=stack, size=size, workers=workers
+        )
+
     results = []
-    for video in videos:
+    # One video of look-ahead: its decode + detection overlap the model on this one
+    # (holds at most two videos' frames in memory).
+    lookahead = ThreadPoolExecutor(1)
+    pending = lookahead.submit(extract, videos[0]) if videos else None
+    for i, video in enumerate(videos):
         entry = {"video": video, "status": "error", "reason": None, "message": None}
+        current, pending = (
+            pending,
+            (lookahead.submit(extract, videos[i + 1]) if i + 1 < len(videos) else None),
+        )
         try:
-            stacks = extract_stacks(
-                video, frames_per_video=frames_per_video, stack=stack, size=size
-            )
+            stacks = current.result()
         except VideoError as e:
             entry.update(reason=e.reason, message=e.message)
         except OSError as e:  # missing file, permission: the reader may not wrap these
             entry.update(reason="unreadable", message=f"{video}: {e}")
+        except Exception as e:  # noqa: BLE001 -- one odd file must not stop a batch of thousands
+            entry.update(reason="failed", message=f"{video}: {type(e).__name__}: {e}")
         if entry["reason"] is not None:
             results.append(entry)
             continue
@@ -102,6 +124,7 @@ def predict_videos(
                 for i in picks
             ]
         results.append(entry)
+    lookahead.shutdown()
     report = to_jsonable(
         {
             "workdir": workdir,
@@ -146,6 +169,9 @@ def main(argv=None) -> int:
     p.add_argument("--frames_per_video", type=int, default=32)
     p.add_argument("--heatmaps", action="store_true", help="write attention overlays (PNG)")
     p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument(
+        "--workers", type=int, default=None, help="threads for decode + dlib (default: all cores)"
+    )
     args = p.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
     config = load_run_config(args.workdir)
@@ -158,6 +184,7 @@ def main(argv=None) -> int:
         frames_per_video=args.frames_per_video,
         heatmaps=args.heatmaps,
         batch_size=args.batch_size,
+        workers=args.workers,
     )
     print(format_table(report))
     print(f"per-frame scores: {report['json']}")

@@ -55,3 +55,16 @@ def test_unknown_variant_is_a_clear_error(capsys):
     with pytest.raises(SystemExit):
         benchmark.main(["train", "--variants", "resnet50"])
     assert "unknown ['resnet50']" in capsys.readouterr().err
+
+
+def test_predict_records_per_thread_count(tmp_path):
+    rows = benchmark.predict_measurement(
+        work=str(tmp_path), geometry="demo", frames_per_video=2, repeats=1,
+        workers=[1, 2], seconds=1.0,
+    )  # fmt: skip
+    assert [r["workers"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["stacks_scored"] == 2  # the clip's face is found in both key frames
+        assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
+        assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
+        assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0

@@ -1,4 +1,5 @@
-"""Faces: dlib on a real photo, key-frame planning, one box per stack, mask alignment."""
+"""Faces: dlib on a real photo, key-frame planning, one box per stack, mask alignment,
+threaded extraction equal to serial."""
 
 import cv2
 import numpy as np
@@ -6,7 +7,7 @@ import pytest
 import skimage.data
 
 from data_prep import faces
-from data_prep.video import VideoError, key_frame_indices
+from data_prep.video import VideoError, key_frame_indices, read_frames
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,35 @@ def test_extract_stacks_rejects_bad_arguments(tmp_path):
     with pytest.raises(VideoError) as e:
         faces.extract_stacks(tmp_path / "missing.mp4")
     assert e.value.reason == "unreadable" and "missing.mp4" in str(e.value)
+
+
+def test_extract_stacks_threaded_equals_serial(tmp_path, astronaut):
+    # workers > 1 overlaps detection with decoding; the stacks must not change, also
+    # when some key frames have no face (skipped in both) and in the same order.
+    base = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    noface = rng.integers(0, 255, base.shape, np.uint8)
+    frames = [noface if 5 <= i < 15 else np.roll(base, 2 * i, axis=1) for i in range(40)]
+    path = tmp_path / "mixed.mp4"
+    _write_video(path, frames)
+    serial = faces.extract_stacks(path, frames_per_video=8, stack=3, size=40)
+    threaded = faces.extract_stacks(path, frames_per_video=8, stack=3, size=40, workers=3)
+    assert [s["frame_index"] for s in serial] == [0, 15, 20, 25, 30, 35]  # 5, 10: no face
+    assert [s["frame_index"] for s in threaded] == [s["frame_index"] for s in serial]
+    for a, b in zip(serial, threaded, strict=True):
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+        np.testing.assert_array_equal(a["box"], b["box"])
+        np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+    with pytest.raises(ValueError, match="workers"):
+        faces.extract_stacks(path, workers=0)
+
+
+def test_read_frames_reports_each_key_frame_as_decoded(tmp_path, astronaut):
+    frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(20)]
+    path = tmp_path / "v.mp4"
+    _write_video(path, frames)
+    seen = []
+    decoded, total = read_frames(str(path), 4, 3, on_key_frame=lambda k, f: seen.append((k, f)))
+    assert total == 20 and [k for k, _ in seen] == key_frame_indices(20, 4, 3)
+    for k, f in seen:
+        np.testing.assert_array_equal(f, decoded[k])

@@ -125,3 +125,39 @@ def test_predict_scores_good_videos_and_names_bad_ones(run, tmp_path, capsys):
     assert "not scored" in table and os.path.basename(real) in table
     # Nothing scorable → non-zero exit.
     assert predict.main(["--workdir", wd, "--out", str(out), str(bogus)]) == 1
+
+
+@pytest.mark.slow
+def test_predict_threads_change_nothing_and_odd_failures_stay_per_video(run, tmp_path, monkeypatch):
+    from data_prep import faces
+
+    wd = str(run["workdir"])
+    videos = sorted(
+        p
+        for p in glob.glob(str(run["videos"] / "**" / "*.*"), recursive=True)
+        if not p.endswith((".npz", ".json", ".done"))
+    )[:3]
+    serial = predict.main(["--workdir", wd, "--out", str(tmp_path / "w1"), "--workers", "1",
+                           "--frames_per_video", "2", *videos])  # fmt: skip
+    threaded = predict.main(["--workdir", wd, "--out", str(tmp_path / "w3"), "--workers", "3",
+                             "--frames_per_video", "2", *videos])  # fmt: skip
+    assert serial == threaded == 0
+    reports = [json.loads((tmp_path / w / "predictions.json").read_text()) for w in ("w1", "w3")]
+    assert reports[0]["videos"] == reports[1]["videos"]
+
+    # An unexpected error inside one video's extraction is reported for that video only.
+    real_extract = faces.extract_stacks
+
+    def broken_on_second(path, **kw):
+        if path == videos[1]:
+            raise RuntimeError("decoder exploded")
+        return real_extract(path, **kw)
+
+    monkeypatch.setattr(faces, "extract_stacks", broken_on_second)
+    out = tmp_path / "odd"
+    assert predict.main(["--workdir", wd, "--out", str(out), "--frames_per_video", "2",
+                         *videos]) == 0  # fmt: skip
+    rep = json.loads((out / "predictions.json").read_text())
+    assert [v["status"] for v in rep["videos"]] == ["ok", "error", "ok"]
+    assert rep["videos"][1]["reason"] == "failed"
+    assert "RuntimeError: decoder exploded" in rep["videos"][1]["message"]
