@@ -2,10 +2,12 @@
 
 Run:
   python -m ldattn_jax.evaluate --workdir runs/ffpp [--config configs/ffpp.py] \
-      [--checkpoint best|latest|STEP] [--split test] [--data DIR]
+      [--checkpoint best|latest|STEP] [--split test|val|train|all|test+val] [--data DIR]
 
 ``--data`` points at another build (cross-dataset: trained on FF++, tested on
-Celeb-DF). Writes ``WORKDIR/eval/<dataset>_<split>_<step>/``:
+Celeb-DF). ``--split`` may pool splits (``test+val``; ``all`` = every split of
+the build): for a held-out build no split was trained on, so all of it is test
+data, and more test videos mean less noisy AUCs. Writes ``WORKDIR/eval/<dataset>_<split>_<step>/``:
 metrics.json (schema in docs/evaluation.md), scores.csv (per frame),
 video_scores.csv (per video), roc.png and attention/*.png.
 
@@ -157,12 +159,16 @@ class _EvalRecord:
 
 
 def iterate_batches(source, config, batch_size: int):
-    """Ordered, unshuffled batches of every record (grain; the last batch is partial)."""
+    """Ordered, unshuffled batches of every record (grain; the last batch is partial).
+
+    `source` is one random-access source or a list of them (read one after another).
+    """
     import grain
 
     from ldattn_jax.models.lda import required_frames
 
-    ds = grain.MapDataset.source(source)
+    sources = source if isinstance(source, list | tuple) else [source]
+    ds = grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources])
     ds = ds.map(_EvalRecord(required_frames(config.model), int(config.model.image_size)))
     ds = ds.batch(batch_size, drop_remainder=False)
     threads = int(config.data.get("read_threads", 4))
@@ -183,6 +189,27 @@ def _write_csv(path: str, cols: dict, names: list[str]) -> None:
             w.writerow([f"{v:.6f}" if isinstance(v, float | np.floating) else v for v in row])
 
 
+def resolve_splits(data_dir: str, split: str) -> list[str]:
+    """'test' -> ['test']; 'test+val' -> ['test', 'val']; 'all' -> every split of the build."""
+    from data_prep import shards
+
+    if split == "all":
+        counts = shards.read_info(data_dir)["splits"]
+        # A split whose every video failed has counts but no records (not written).
+        names = sorted(
+            name
+            for name, c in counts.items()
+            if sum(v.get("records", 0) for v in c.get("by_label", {}).values()) > 0
+        )
+        if not names:
+            raise ValueError(f"{data_dir}: the build lists no splits; pass --split NAME")
+        return names
+    names = [s.strip() for s in split.split("+")]
+    if not all(names) or len(set(names)) != len(names):
+        raise ValueError(f"--split {split!r}: expected NAME, NAME+NAME (no repeats) or 'all'")
+    return names
+
+
 def evaluate(
     config,
     workdir: str,
@@ -194,7 +221,7 @@ def evaluate(
     figures_per_class: int = 2,
     progress: bool = True,
 ) -> dict:
-    """Evaluates one checkpoint on one split.
+    """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'attention': [png paths]}``.
@@ -211,8 +238,11 @@ def evaluate(
             f"shard dir {data_dir!r} not found: pass --data DIR (the --out of data_prep.build) "
             "or set config.data.dir"
         )
-    source = shards.open_split(data_dir, split)
-    if len(source) == 0:
+    splits = resolve_splits(data_dir, split)
+    source = [shards.open_split(data_dir, s) for s in splits]
+    split = "+".join(splits)
+    n_records = sum(len(s) for s in source)
+    if n_records == 0:
         raise ValueError(f"split {split!r} of {data_dir} has no records; nothing to evaluate")
     model, step = restore_for_inference(config, workdir, checkpoint)
     predictor = Predictor(model, config, batch_size)
@@ -221,7 +251,7 @@ def evaluate(
     capture = DefectCapture()
     samples: dict[str, list] = defaultdict(list)  # method -> [(record fields, maps)]
     seen_videos: set[str] = set()
-    n_batches = -(-len(source) // predictor.batch_size)
+    n_batches = -(-n_records // predictor.batch_size)
     batches = iterate_batches(source, config, predictor.batch_size)
     for batch in tqdm(batches, total=n_batches, desc=f"eval {split}", disable=not progress):
         probs, maps = predictor(batch["frames"])
@@ -335,7 +365,7 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", required=True, help="training workdir (checkpoints/, config.json)")
     p.add_argument("--config", default=None, help="config file; default WORKDIR/config.json")
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="test | val | train | NAME+NAME (pooled) | all")
     p.add_argument("--data", default=None, help="shard dir; default config.data.dir")
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--no_progress", action="store_true")

@@ -95,6 +95,21 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_pools_splits(run):
+    # A held-out build is all test data: --split all reads every split once.
+    wd = str(run["workdir"])
+    assert evaluate.main(["--workdir", wd, "--split", "all", "--no_progress"]) == 0
+    (out_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_test+train+val_*"))
+    with open(os.path.join(out_dir, "metrics.json")) as f:
+        doc = json.load(f)
+    assert doc["split"] == "test+train+val"
+    # 6 real videos (3 pairs) + 4 methods x 6 fakes, every one once, 2 key frames each.
+    assert doc["video"]["counts"] == {"real": 6, "fake": 24} and doc["num_frames"] == 60
+    with pytest.raises(ValueError, match="no repeats"):
+        evaluate.resolve_splits(str(run["shards"]), "test+test")
+
+
+@pytest.mark.slow
 def test_predict_scores_good_videos_and_names_bad_ones(run, tmp_path, capsys):
     wd = str(run["workdir"])
     real = sorted(
