@@ -44,7 +44,13 @@ from ldattn_jax.metrics import binary_metrics
 # Methods of the synthetic set whose single frames are unchanged in kind
 # (data_prep/synthesize.py): a frame-only model cannot separate them from reals.
 TEMPORAL_ONLY = ("TemporalJitter",)
-PAPER_ORDER = ("xception", "lda_temporal", "lda_spatial", "lda_st")  # Table VIII, worst to best
+# Paper Table VIII (FF++ HQ, frame level): AUC and ACC per variant. By AUC the order
+# is xception < spatial < temporal < spatial-temporal; by ACC spatial and temporal
+# swap (99.11 vs 98.80). The paper's own claims are the robust part: both modules
+# beat the backbone by >= 3 points, and the combination is best.
+PAPER_AUC = {"xception": 0.9630, "lda_spatial": 0.9976, "lda_temporal": 0.9985, "lda_st": 0.9988}
+PAPER_ACC = {"xception": 0.9573, "lda_spatial": 0.9911, "lda_temporal": 0.9880, "lda_st": 0.9951}
+PAPER_ORDER = tuple(sorted(PAPER_AUC, key=PAPER_AUC.get))  # by AUC, worst to best
 HELDOUT_SEED = 1000  # synthesize seed of the held-out build (the demo's is 0)
 
 
@@ -100,14 +106,33 @@ def _is_num(x) -> bool:
 
 
 def order_check(agg: dict, key: str) -> dict:
-    """Whether mean `key` rises along the paper's order (only over variants that ran)."""
+    """Mean `key` against Table VIII's AUC order (over the variants that ran).
+
+    `reproduced`: the full order. `claims`: the paper's two stated conclusions,
+    each None when a variant it needs did not run -- every attention variant
+    beats the backbone, and lda_st beats each single module.
+    """
     present = [v for v in PAPER_ORDER if v in agg and key in agg[v]]
-    means = [agg[v][key]["mean"] for v in present]
-    ranked = [v for _, v in sorted(zip(means, present, strict=True))]
+    mean = {v: agg[v][key]["mean"] for v in present}
+    ranked = sorted(present, key=lambda v: (mean[v], PAPER_ORDER.index(v)))
+    attention = [v for v in present if v != "xception"]
+    singles = [v for v in ("lda_spatial", "lda_temporal") if v in present]
     return {
         "paper_order": present,
         "measured_order": ranked,
         "reproduced": len(present) > 1 and ranked == present,
+        "claims": {
+            "modules_beat_backbone": (
+                all(mean[v] > mean["xception"] for v in attention)
+                if "xception" in present and attention
+                else None
+            ),
+            "combination_best": (
+                all(mean["lda_st"] > mean[v] for v in singles)
+                if "lda_st" in present and singles
+                else None
+            ),
+        },
     }
 
 
@@ -148,13 +173,28 @@ def markdown(agg: dict, heldout: dict) -> str:
     if uniform:
         lines.append("")
         lines.append(f"Pointing game of a uniform map (chance): {np.mean(uniform):.3f}.")
+    lines.append(
+        "Paper Table VIII (FF++ HQ) AUC: "
+        + ", ".join(f"{v} {PAPER_AUC[v]:.4f}" for v in PAPER_ORDER)
+        + "."
+    )
     for key, name in COLUMNS[:2]:
         chk = order_check(agg, key)
+        verdict = (
+            "reproduced"
+            if chk["reproduced"]
+            else f"not reproduced (measured: {' < '.join(chk['measured_order'])})"
+        )
+        claims = ", ".join(
+            f"{claim} {'yes' if ok else 'no'}"
+            for claim, ok in chk["claims"].items()
+            if ok is not None
+        )
         lines.append(
-            f"Paper order on '{name}' ({' < '.join(chk['paper_order'])}): "
-            + ("reproduced" if chk["reproduced"] else f"not reproduced (measured: "
-               f"{' < '.join(chk['measured_order'])})")
-        )  # fmt: skip
+            f"On '{name}': order {' < '.join(chk['paper_order'])} {verdict}"
+            + (f"; {claims}" if claims else "")
+            + "."
+        )
     return "\n".join(lines)
 
 
