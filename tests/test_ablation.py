@@ -73,6 +73,16 @@ def test_aggregate_and_order_check():
     md = ablation.markdown(agg, {"videos": 10, "real": 2, "fake": 8, "records": 40})
     assert "| lda_spatial | 2 | 0.750 ± 0.000 (0.75–0.75) | –" in md
     assert "On 'all': order xception < lda_spatial < lda_temporal < lda_st reproduced" in md
+    # Seed by seed: spatial beat xception in 2 of 2 seeds, st beat temporal in the 1 seed both ran.
+    steps = ablation.paper_steps(runs, "video_auc_all")
+    assert [(st["lower"], st["higher"], st["seeds_agreeing"], st["seeds"]) for st in steps] == [
+        ("xception", "lda_spatial", 2, 2),
+        ("lda_spatial", "lda_temporal", 2, 2),
+        ("lda_temporal", "lda_st", 1, 1),
+    ]
+    assert steps[0]["mean_diff"] == pytest.approx(0.1)
+    md = ablation.markdown(agg, {"videos": 10, "real": 2, "fake": 8, "records": 40}, runs)
+    assert "xception -> lda_spatial +0.100, higher in 2/2 seeds" in md
     # The paper's claims fail where the numbers say so, and are None where a variant is missing.
     runs["lda_spatial"][0]["video_auc_all"] = runs["lda_spatial"][1]["video_auc_all"] = 0.6
     del runs["lda_st"]
