@@ -9,6 +9,7 @@ merges four different fakes into one "video".
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -213,51 +214,98 @@ def read_celebdf(root: str, dataset: str = "celebdf") -> list[VideoItem]:
 # ---------------------------------------------------------------- DFDC
 
 
-def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
-    """DFDC: every folder under root with a metadata.json ({file: {label, original, split?}}).
+def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None]]:
+    """metadata.json of the train parts: {file: {label: REAL|FAKE, original?, split?}}."""
+    try:
+        with open(meta) as f:
+            entries = json.load(f)
+        out = []
+        for name in sorted(entries):
+            e = entries[name]
+            label = {"REAL": 0, "FAKE": 1}[str(e["label"]).upper()]
+            split = e.get("split")
+            out.append((name, label, {"validation": "val"}.get(split, split)))
+        return out
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DatasetError(
+            f"{meta}: bad entry ({e}); expected {{file: {{label: REAL|FAKE}}}}"
+        ) from e
 
-    Folder names decide the split: one containing 'test' -> test, 'val' ->
-    val, else train (the public train parts are dfdc_train_part_NN; a held-out
-    part can be renamed). Per-file 'split' in metadata wins if present
-    ('train' | 'val' | 'test' | 'validation').
+
+# labels.csv writes 0/1 (some copies 0.0/1.0 after a pandas round trip).
+_CSV_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "REAL": 0, "FAKE": 1}
+
+
+def _dfdc_labels_csv_entries(path: str) -> list[tuple[str, int, str | None]]:
+    """labels.csv of the full release's test/ and validation/ folders: filename,label (1 = fake).
+
+    REAL/FAKE words are accepted too. The file is small (4,000 rows for test),
+    so every row is checked before any work starts.
+    """
+    out = []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        fields = [c.strip().lower() for c in reader.fieldnames or []]
+        if "filename" not in fields or "label" not in fields:
+            raise DatasetError(
+                f"{path}: header {reader.fieldnames} lacks 'filename' and 'label' columns; "
+                "DFDC's labels.csv starts with 'filename,label'"
+            )
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            label = _CSV_LABELS.get(row["label"].upper())
+            if label is None or not row["filename"]:
+                raise DatasetError(
+                    f"{path}:{line}: bad row {row}; expected filename,label with label 0 (real) "
+                    "or 1 (fake)"
+                )
+            out.append((row["filename"], label, None))
+    return out
+
+
+def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
+    """DFDC: every folder under root with a metadata.json or a labels.csv.
+
+    metadata.json ({file: {label: REAL|FAKE, original, split?}}) labels the
+    train parts; labels.csv (filename,label; 1 = fake, 0 = real) labels the
+    full release's test/ and validation/ folders. A folder with both is read
+    from metadata.json. Folder names decide the split: one containing 'test'
+    -> test, 'val' -> val, else train (the public train parts are
+    dfdc_train_part_NN; a held-out part can be renamed). A per-file 'split' in
+    metadata.json wins if present ('train' | 'val' | 'test' | 'validation').
     """
     _need_dir(root, "dataset root")
-    metas = sorted(
-        os.path.join(dp, "metadata.json")
-        for dp, _, files in os.walk(root)
-        if "metadata.json" in files
-    )
-    if not metas:
-        raise DatasetError(f"no metadata.json under {root!r}; check --root")
+    label_files = []
+    for dp, _, files in os.walk(root):
+        if "metadata.json" in files:
+            label_files.append((os.path.join(dp, "metadata.json"), _dfdc_metadata_entries))
+        elif "labels.csv" in files:
+            label_files.append((os.path.join(dp, "labels.csv"), _dfdc_labels_csv_entries))
+    if not label_files:
+        raise DatasetError(
+            f"no metadata.json or labels.csv under {root!r}; check --root (DFDC's train parts "
+            "carry metadata.json, its test/ and validation/ folders labels.csv)"
+        )
     items = []
-    for meta in metas:
-        folder = os.path.dirname(meta)
+    for labels, read_entries in sorted(label_files):
+        folder = os.path.dirname(labels)
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         low = rel_folder.lower()
         folder_split = "test" if "test" in low else "val" if "val" in low else "train"
-        try:
-            with open(meta) as f:
-                entries = json.load(f)
-            for name in sorted(entries):
-                e = entries[name]
-                label = {"REAL": 0, "FAKE": 1}[str(e["label"]).upper()]
-                split = {"validation": "val"}.get(e.get("split"), e.get("split") or folder_split)
-                if split not in ("train", "val", "test"):
-                    raise KeyError(f"split {split!r}")
-                path = os.path.join(folder, name)
-                if not os.path.exists(path):
-                    continue  # listed but not downloaded: not a failure of ours
-                stem = os.path.splitext(name)[0]
-                items.append(
-                    VideoItem(
-                        path, label, dataset, "orig", "real" if label == 0 else "fake",
-                        f"{dataset}/{rel_folder}/{stem}", split,
-                    )
-                )  # fmt: skip
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DatasetError(
-                f"{meta}: bad entry ({e}); expected {{file: {{label: REAL|FAKE}}}}"
-            ) from e
+        for name, label, split in read_entries(labels):
+            split = split or folder_split
+            if split not in ("train", "val", "test"):
+                raise DatasetError(f"{labels}: {name}: split {split!r} is not train/val/test")
+            path = os.path.join(folder, name)
+            if not os.path.exists(path):
+                continue  # listed but not downloaded: not a failure of ours
+            stem = os.path.splitext(name)[0]
+            items.append(
+                VideoItem(
+                    path, label, dataset, "orig", "real" if label == 0 else "fake",
+                    f"{dataset}/{rel_folder}/{stem}", split,
+                )
+            )  # fmt: skip
     return items
 
 

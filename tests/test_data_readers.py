@@ -151,3 +151,36 @@ def test_dfdc_metadata(tmp_path):
     (tmp_path / "dfdc_test/metadata.json").write_text(json.dumps({"ccc.mp4": {"label": "MAYBE"}}))
     with pytest.raises(DatasetError, match="dfdc_test.*metadata.json"):
         read_dfdc(str(tmp_path))
+
+
+def test_dfdc_labels_csv_of_the_full_release(tmp_path):
+    # The full release labels test/ and validation/ with labels.csv (1 = fake),
+    # the train parts with metadata.json; both kinds in one root.
+    for name in ("aaa.mp4", "bbb.mp4"):
+        _touch(tmp_path / "test" / name)
+    (tmp_path / "test/labels.csv").write_text("filename,label\naaa.mp4,1\nbbb.mp4,0\ngone.mp4,1\n")
+    _touch(tmp_path / "validation" / "vvv.mp4")
+    (tmp_path / "validation/labels.csv").write_text("filename,label\nvvv.mp4,1.0\n")
+    _touch(tmp_path / "dfdc_train_part_0" / "aaa.mp4")
+    (tmp_path / "dfdc_train_part_0/metadata.json").write_text(
+        json.dumps({"aaa.mp4": {"label": "REAL"}})
+    )
+    got = {i.video_id: (i.label, i.split, i.method) for i in read_dataset("dfdc", str(tmp_path))}
+    assert got == {
+        "dfdc/test/aaa": (1, "test", "fake"),
+        "dfdc/test/bbb": (0, "test", "real"),
+        "dfdc/validation/vvv": (1, "val", "fake"),
+        "dfdc/dfdc_train_part_0/aaa": (0, "train", "real"),
+    }
+    (tmp_path / "test/labels.csv").write_text("filename,label\naaa.mp4,1\nbbb.mp4,2\n")
+    with pytest.raises(DatasetError, match=r"test/labels.csv:3: bad row"):
+        read_dfdc(str(tmp_path))
+    (tmp_path / "test/labels.csv").write_text("name,is_fake\naaa.mp4,1\n")
+    with pytest.raises(DatasetError, match=r"test/labels.csv: header .* lacks 'filename'"):
+        read_dfdc(str(tmp_path))
+
+
+def test_dfdc_without_any_label_file_is_a_clear_error(tmp_path):
+    _touch(tmp_path / "test" / "aaa.mp4")
+    with pytest.raises(DatasetError, match="no metadata.json or labels.csv"):
+        read_dfdc(str(tmp_path))
