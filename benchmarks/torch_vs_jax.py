@@ -18,22 +18,30 @@ import statistics
 import sys
 import time
 
+# Steps chained per timed sample on both sides (ours: train_step_measurement's inner).
+INNER = 5
 
-def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dict:
+
+def _sync(torch, device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int, device: str) -> dict:
     import timm
     import torch
 
     torch.backends.cudnn.benchmark = True
-    model = timm.create_model("legacy_xception", pretrained=False, num_classes=2).cuda()
+    model = timm.create_model("legacy_xception", pretrained=False, num_classes=2).to(device)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=3e-4, momentum=0.9)
     loss_fn = torch.nn.CrossEntropyLoss()
-    x = torch.randn(batch, 3, size, size, device="cuda").to(memory_format=torch.channels_last)
-    y = torch.randint(0, 2, (batch,), device="cuda")
+    x = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
+    y = torch.randint(0, 2, (batch,), device=device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
@@ -42,18 +50,18 @@ def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dic
     step = torch.compile(step)
     t0 = time.perf_counter()
     step()
-    torch.cuda.synchronize()
+    _sync(torch, device)
     compile_s = time.perf_counter() - t0
     for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    _sync(torch, device)
     samples = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(5):
+        for _ in range(INNER):
             step()
-        torch.cuda.synchronize()
-        samples.append((time.perf_counter() - t0) / 5)
+        _sync(torch, device)
+        samples.append((time.perf_counter() - t0) / INNER)
     med = statistics.median(samples)
     return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s}
 
@@ -62,8 +70,9 @@ def _jax_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dict:
     from ldattn_jax.benchmark import train_step_measurement
 
     r = train_step_measurement(
-        "xception", batch=batch, dtype="bfloat16", image_size=size, repeats=repeats, warmup=warmup
-    )
+        "xception", batch=batch, dtype="bfloat16", image_size=size, repeats=repeats,
+        warmup=warmup, inner=INNER,
+    )  # fmt: skip
     return {"step_s": r["step_s"], "images_per_s": r["images_per_s"], "compile_s": r["compile_s"]}
 
 
@@ -74,6 +83,11 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--json", default="")
+    p.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run on the CPU where no GPU is visible: only to check this script, not a result",
+    )
     args = p.parse_args(argv)
     try:
         import timm  # noqa: F401
@@ -81,8 +95,9 @@ def main(argv=None) -> int:
     except ImportError as e:
         print(f"skipped: {e.name} is not installed (this comparison needs torch + timm on a GPU)")
         return 0
-    if not torch.cuda.is_available():
-        print("skipped: no CUDA GPU visible to torch")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.allow_cpu:
+        print("skipped: no CUDA GPU visible to torch (--allow-cpu runs it anyway, as a check)")
         return 0
     import jax
 
@@ -90,8 +105,9 @@ def main(argv=None) -> int:
 
     rows = []
     for b in [int(x) for x in args.batch_sizes.split(",")]:
-        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup)
-        torch.cuda.empty_cache()
+        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup, device)
+        if device == "cuda":
+            torch.cuda.empty_cache()
         j = _jax_images_per_s(b, args.size, args.repeats, args.warmup)
         rows.append(
             {"batch": b, "timm": t, "ours": j, "ratio": j["images_per_s"] / t["images_per_s"]}
@@ -103,7 +119,9 @@ def main(argv=None) -> int:
     out = {
         "machine": machine_info(),
         "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0),
+        "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+        "torch_device": device,
+        "steps_per_sample": INNER,
         "jax_devices": [d.device_kind for d in jax.devices()],
         "size": args.size,
         "rows": rows,

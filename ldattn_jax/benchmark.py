@@ -4,6 +4,7 @@ Run:
   python -m ldattn_jax.benchmark {train,eval,loader,predict,all} [--json OUT]
       [--geometry paper|demo] [--variants xception,lda_st] [--batch-sizes 32,128]
       [--dtypes float32,bfloat16] [--repeats 5] [--max-workers N]
+      [--threads 1,8,16] [--trace DIR]
 
 Prints the machine (device kind and count, CPU cores, jax/flax versions) and,
 per measurement, the median of ``--repeats`` timed runs after warm-up:
@@ -88,9 +89,17 @@ def train_step_measurement(
     geometry: str = "paper",
     repeats: int = 5,
     warmup: int = 2,
+    inner: int | None = None,
+    trace_dir: str = "",
     **model,
 ) -> dict:
-    """Times ``ldattn_jax.train``'s jitted train step for one setting."""
+    """Times ``ldattn_jax.train``'s jitted train step for one setting.
+
+    ``inner`` steps are chained per timed sample (default 5 on an accelerator,
+    where one step is milliseconds and a sync per step would time the launch
+    gap too; 1 on CPU). ``trace_dir``: also write a ``jax.profiler`` trace of
+    three steps there (open with TensorBoard's profile plugin or Perfetto).
+    """
     from ldattn_jax.models.lda import build_model, required_frames
     from ldattn_jax.train import make_train_step
 
@@ -121,7 +130,13 @@ def train_step_measurement(
         holder["state"], metrics = compiled(holder["state"], batch_arr, class_w)
         return metrics["loss"]
 
-    t = bench_utils.time_fn(run, warmup=warmup, repeats=repeats)
+    if inner is None:
+        inner = 1 if jax.devices()[0].platform == "cpu" else 5
+    t = bench_utils.time_fn(run, warmup=warmup, repeats=repeats, inner=inner)
+    if trace_dir:
+        with jax.profiler.trace(trace_dir):
+            for _ in range(3):
+                jax.block_until_ready(run())
     return {
         "variant": variant,
         "batch": batch,
@@ -130,6 +145,7 @@ def train_step_measurement(
         "step_s": t["median_s"],
         "step_s_min": t["min_s"],
         "step_s_max": t["max_s"],
+        "steps_per_sample": inner,
         "images_per_s": batch / t["median_s"],
         "compile_s": compile_s,
         **_compiled_stats(compiled, t["median_s"], dtype),
@@ -310,8 +326,7 @@ def predict_measurement(
 # --------------------------------------------------------------------------- CLI
 
 
-def _grid(args, fn):
-    rows = []
+def _grid(args, fn, rows: list, save) -> list:
     for variant in args.variants:
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
@@ -321,6 +336,7 @@ def _grid(args, fn):
                     r = {"variant": variant, "batch": batch, "dtype": dtype, "error": repr(e)[:300]}
                 rows.append(r)
                 print(_row_text(r), flush=True)
+                save()  # a run killed at a time limit keeps every finished row
     return rows
 
 
@@ -357,6 +373,10 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-workers", type=int, default=None)
+    p.add_argument(
+        "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
+    )
+    p.add_argument("--trace", default="", help="train: also write a jax.profiler trace here")
     p.add_argument("--work", default="", help="scratch dir for shards/videos (default: a temp dir)")
     args = p.parse_args(argv)
     on_cpu = jax.devices()[0].platform == "cpu"
@@ -371,18 +391,26 @@ def main(argv=None) -> int:
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
     print("machine:", json.dumps(results["machine"]))
+
+    def save():
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(json.dumps(results, indent=2))
+            tmp.replace(args.json)  # atomic: a reader never sees half a file
+
     work = args.work or tempfile.mkdtemp(prefix="ldattn_bench_")
     what = ["train", "eval", "loader", "predict"] if args.what == "all" else [args.what]
     if "train" in what:
         print(f"train ({args.geometry} geometry):")
-        results["train"] = _grid(
-            args, lambda v, **kw: train_step_measurement(v, repeats=args.repeats, **kw)
+        train_fn = lambda v, **kw: train_step_measurement(
+            v, repeats=args.repeats, trace_dir=args.trace, **kw
         )
+        _grid(args, train_fn, results.setdefault("train", []), save)
     if "eval" in what:
         print(f"eval ({args.geometry} geometry):")
-        results["eval"] = _grid(
-            args, lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)
-        )
+        eval_fn = lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)
+        _grid(args, eval_fn, results.setdefault("eval", []), save)
     if "loader" in what:
         print("loader (four-frame 398x398 stacks):")
         results["loader"] = loader_measurement(work=work, max_workers=args.max_workers)
@@ -392,9 +420,13 @@ def main(argv=None) -> int:
                 f"({r['stacks_per_s_per_core']:7.1f}/core; source alone "
                 f"{r['source_one_core_stacks_per_s']:7.1f}/s on one core)"
             )
+        save()
     if "predict" in what:
         print("predict (10-s 1080p video):")
-        rows = predict_measurement(work=work, geometry=args.geometry, repeats=args.repeats)
+        threads = [int(t) for t in args.threads.split(",") if t] or None
+        rows = predict_measurement(
+            work=work, geometry=args.geometry, repeats=args.repeats, workers=threads
+        )
         results["predict"] = rows
         for r in rows:
             print(
@@ -402,9 +434,8 @@ def main(argv=None) -> int:
                 f"{r['extract_s']:.2f} (decode alone {r['decode_s']:.2f}) + model "
                 f"{r['model_s']:.2f} ({r['stacks_scored']} stacks)"
             )
+        save()
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
         print("wrote", args.json)
     return 0
 

@@ -30,16 +30,44 @@ def test_train_and_eval_records_are_complete_and_consistent(tmp_path):
     assert ev["images_per_s"] == pytest.approx(8 / ev["step_s"])
 
 
-def test_failures_are_recorded_not_raised(capsys):
+def test_failures_are_recorded_not_raised_and_each_row_is_saved(capsys):
     class Args:
-        variants, dtypes, batch_sizes, geometry = ["xception"], ["float16"], [2], "demo"
+        variants, dtypes, batch_sizes, geometry = ["xception"], ["float32", "float16"], [2], "demo"
+
+    saved = []
 
     def boom(variant, **kw):
-        raise ValueError(f"dtype={kw['dtype']!r} unsupported")
+        if kw["dtype"] == "float16":
+            raise ValueError(f"dtype={kw['dtype']!r} unsupported")
+        return {"variant": variant, "batch": 2, "dtype": kw["dtype"], "step_s": 1.0,
+                "images_per_s": 2.0}  # fmt: skip
 
-    (row,) = benchmark._grid(Args, boom)
-    assert row["variant"] == "xception" and "float16" in row["error"]
+    rows = []
+    benchmark._grid(Args, boom, rows, lambda: saved.append(len(rows)))
+    ok, bad = rows
+    assert "error" not in ok and bad["variant"] == "xception" and "float16" in bad["error"]
     assert "FAILED" in capsys.readouterr().out
+    # Saved after every row, so a run killed by a time limit keeps what it measured.
+    assert saved == [1, 2]
+
+
+def test_json_is_written_as_rows_finish(tmp_path, monkeypatch):
+    out = tmp_path / "bench.json"
+    seen = []
+
+    def fake_measure(variant, **kw):
+        if out.exists():  # the previous row is already on disk when the next one starts
+            seen.append(len(json.loads(out.read_text())["train"]))
+        return {"variant": variant, "batch": kw["batch"], "dtype": kw["dtype"], "step_s": 1.0,
+                "images_per_s": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(benchmark, "train_step_measurement", fake_measure)
+    rc = benchmark.main(
+        ["train", "--variants", "xception,lda_st", "--batch-sizes", "2", "--dtypes", "float32",
+         "--geometry", "demo", "--json", str(out)]
+    )  # fmt: skip
+    assert rc == 0 and seen == [1]
+    assert [r["variant"] for r in json.loads(out.read_text())["train"]] == ["xception", "lda_st"]
 
 
 def test_time_fn_and_peak_lookup():
