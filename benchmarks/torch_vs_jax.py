@@ -1,10 +1,12 @@
 """Side by side, same GPU, same run: timm's PyTorch ``legacy_xception`` vs our Flax ``xception``.
 
 Both train one SGD(momentum 0.9) step on 398x398 inputs with a 2-way head, bf16
-compute (torch: autocast + channels_last + torch.compile; ours: dtype=bfloat16,
-fp32 params). Reports images/s per batch size and the ratio ours / timm.
+compute by default (torch: autocast + channels_last + torch.compile; ours:
+dtype=bfloat16, fp32 params). Reports images/s per batch size, the ratio ours /
+timm, and both parameter counts (equal: 20,811,050 — the same network).
 
-    python benchmarks/torch_vs_jax.py [--batch-sizes 32,128] [--json OUT]
+    python benchmarks/torch_vs_jax.py [--batch-sizes 32,128] [--dtype bfloat16|float32]
+        [--json OUT] [--allow-cpu]
 
 Skips cleanly (exit 0, a line saying why) where torch, timm or a GPU is absent,
 so it can sit in any environment. Never run by the test suite.
@@ -27,7 +29,9 @@ def _sync(torch, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int, device: str) -> dict:
+def _torch_images_per_s(
+    batch: int, size: int, repeats: int, warmup: int, device: str, dtype: str
+) -> dict:
     import timm
     import torch
 
@@ -41,7 +45,7 @@ def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int, device
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast(device, dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
             loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
@@ -63,17 +67,35 @@ def _torch_images_per_s(batch: int, size: int, repeats: int, warmup: int, device
         _sync(torch, device)
         samples.append((time.perf_counter() - t0) / INNER)
     med = statistics.median(samples)
-    return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s}
+    params = sum(p.numel() for p in model.parameters())
+    return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s, "params": params}
 
 
-def _jax_images_per_s(batch: int, size: int, repeats: int, warmup: int) -> dict:
+def _our_param_count(size: int) -> int:
+    import jax
+    from flax import nnx
+
+    from ldattn_jax.benchmark import bench_config
+    from ldattn_jax.models.lda import build_model
+
+    config = bench_config("xception", image_size=size)
+    model = build_model(config.model, rngs=nnx.Rngs(0))
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def _jax_images_per_s(batch: int, size: int, repeats: int, warmup: int, dtype: str) -> dict:
     from ldattn_jax.benchmark import train_step_measurement
 
     r = train_step_measurement(
-        "xception", batch=batch, dtype="bfloat16", image_size=size, repeats=repeats,
+        "xception", batch=batch, dtype=dtype, image_size=size, repeats=repeats,
         warmup=warmup, inner=INNER,
     )  # fmt: skip
-    return {"step_s": r["step_s"], "images_per_s": r["images_per_s"], "compile_s": r["compile_s"]}
+    return {
+        "step_s": r["step_s"],
+        "images_per_s": r["images_per_s"],
+        "compile_s": r["compile_s"],
+        "params": _our_param_count(size),
+    }
 
 
 def main(argv=None) -> int:
@@ -82,6 +104,12 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=398)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument(
+        "--dtype",
+        choices=["bfloat16", "float32"],
+        default="bfloat16",
+        help="compute dtype (torch: autocast on/off); params stay fp32 on both sides",
+    )
     p.add_argument("--json", default="")
     p.add_argument(
         "--allow-cpu",
@@ -105,13 +133,15 @@ def main(argv=None) -> int:
 
     rows = []
     for b in [int(x) for x in args.batch_sizes.split(",")]:
-        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup, device)
+        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup, device, args.dtype)
         if device == "cuda":
             torch.cuda.empty_cache()
-        j = _jax_images_per_s(b, args.size, args.repeats, args.warmup)
+        j = _jax_images_per_s(b, args.size, args.repeats, args.warmup, args.dtype)
         rows.append(
             {"batch": b, "timm": t, "ours": j, "ratio": j["images_per_s"] / t["images_per_s"]}
         )
+        if t["params"] != j["params"]:  # same network or the ratio means nothing
+            print(f"WARNING: parameter counts differ: timm {t['params']} vs ours {j['params']}")
         print(
             f"batch {b:4d}: timm legacy_xception {t['images_per_s']:8.1f} img/s | "
             f"ours {j['images_per_s']:8.1f} img/s | ratio {rows[-1]['ratio']:.2f}x"
@@ -124,6 +154,7 @@ def main(argv=None) -> int:
         "steps_per_sample": INNER,
         "jax_devices": [d.device_kind for d in jax.devices()],
         "size": args.size,
+        "dtype": args.dtype,
         "rows": rows,
     }
     if args.json:

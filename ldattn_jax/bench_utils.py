@@ -35,6 +35,8 @@ def machine_info() -> dict[str, Any]:
     """What the numbers were measured on: devices, host, library versions."""
     import flax
 
+    from ldattn_jax.models.xception import use_stencils
+
     devices = jax.devices()
     return {
         "platform": devices[0].platform,
@@ -46,6 +48,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "jax": jax.__version__,
         "flax": flax.__version__,
+        # Which form the 3x3 window ops took (LDATTN_STENCILS; models/xception.py).
+        "stencils": use_stencils(),
         "date": time.strftime("%Y-%m-%d"),
     }
 

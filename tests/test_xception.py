@@ -178,3 +178,82 @@ def test_train_eval_switch_batchnorm_mode():
         lambda a, b: not bool(jnp.array_equal(a, b)), before, nnx.state(model, nnx.BatchStat)
     )
     assert all(jax.tree.leaves(changed))
+
+
+def _logits_and_grads(dtype: str, stencils: str, monkeypatch):
+    model = Xception(middle_blocks=1, dtype=dtype, rngs=nnx.Rngs(0))
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, SMALL, SMALL, 3)), jnp.float32)
+
+    def loss(params):
+        logits = nnx.merge(graphdef, params, rest)(x)
+        return jnp.sum(logits.astype(jnp.float32) ** 2), logits
+
+    monkeypatch.setenv("LDATTN_STENCILS", stencils)
+    # A fresh jit per call: the choice is read when tracing.
+    (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    kernels = {
+        "depthwise": grads["block1"]["sepconv1"]["depthwise"]["kernel"],
+        "conv1": grads["conv1"]["conv"]["kernel"],  # the deepest backward path
+    }
+    return np.asarray(logits, np.float32), {
+        k: np.asarray(v[...], np.float32) for k, v in kernels.items()
+    }
+
+
+def _cos(a, b):
+    return float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_stencils_equal_native_window_ops_fp32(monkeypatch):
+    # Stencil and native depthwise conv / max-pool give the same logits and
+    # gradients: the choice is speed only (a checkpoint resumes under either).
+    # SMALL = 71 takes the pools through odd and even input sizes.
+    l_native, g_native = _logits_and_grads("float32", "off", monkeypatch)
+    l_stencil, g_stencil = _logits_and_grads("float32", "on", monkeypatch)
+    assert np.abs(l_native).max() > 1e-3  # logits that depend on something
+    np.testing.assert_allclose(l_stencil, l_native, rtol=1e-5, atol=1e-5 * np.abs(l_native).max())
+    for k, want in g_native.items():
+        assert np.abs(want).max() > 0
+        np.testing.assert_allclose(
+            g_stencil[k], want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=k
+        )
+
+
+def test_stencils_in_bf16_are_as_accurate_as_native_ops(monkeypatch):
+    # bf16 rounds per op, so the two orders of summation differ element by
+    # element; judged against the fp32 result, the stencil path must be no
+    # worse than the native one (it sums its nine taps in fp32).
+    _, g_ref = _logits_and_grads("float32", "off", monkeypatch)
+    l_native, g_native = _logits_and_grads("bfloat16", "off", monkeypatch)
+    l_stencil, g_stencil = _logits_and_grads("bfloat16", "on", monkeypatch)
+    np.testing.assert_allclose(l_stencil, l_native, rtol=5e-2, atol=5e-2 * np.abs(l_native).max())
+    for k, ref in g_ref.items():
+        native, stencil = _cos(g_native[k], ref), _cos(g_stencil[k], ref)
+        assert native > 0.9, (k, native)  # the bf16 net itself is sane
+        assert stencil >= native - 0.01, (k, stencil, native)
+
+
+@pytest.mark.parametrize("size", [6, 7, 98, 49, 25])
+def test_max_pool_stencil_matches_reduce_window(size):
+    from ldattn_jax.models.xception import max_pool3x3s2_stencil
+
+    x = jnp.asarray(
+        np.random.default_rng(size).standard_normal((2, size, size + 1, 3)), jnp.float32
+    )
+    want = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    np.testing.assert_array_equal(max_pool3x3s2_stencil(x), want)
+    g_want = jax.grad(lambda x: jnp.sum(nnx.max_pool(x, (3, 3), (2, 2), "SAME") ** 2))(x)
+    g_got = jax.grad(lambda x: jnp.sum(max_pool3x3s2_stencil(x) ** 2))(x)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-6)
+
+
+def test_unknown_stencil_choice_is_a_clear_error(monkeypatch):
+    from ldattn_jax.models.xception import use_stencils
+
+    monkeypatch.setenv("LDATTN_STENCILS", "winograd")
+    with pytest.raises(ValueError, match="LDATTN_STENCILS='winograd'"):
+        use_stencils()
+    monkeypatch.setenv("LDATTN_STENCILS", "auto")
+    assert use_stencils()  # the suite runs on CPU

@@ -20,6 +20,7 @@ long-distance attention maps multiply the conv2 / block1 features).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 
 import jax
@@ -59,10 +60,73 @@ class BatchNorm(nnx.BatchNorm):
         return y.astype(self.compute_dtype)
 
 
+# How the two 3x3 window ops of Xception run. Native: XLA's grouped
+# convolution (feature_group_count = C) and reduce_window max-pool. Stencil:
+# the same results written as nine shifted (strided) slices combined
+# elementwise, which XLA fuses into one loop, backward included. Results are
+# equal (tests/test_xception.py; a max-pool tie may split its gradient between
+# the tied inputs where reduce_window's backward gives it to one). Speed is
+# not: on XLA:CPU the native forward+backward is 4-7x slower for the depthwise
+# conv and 5-13x for the max-pool (benchmarks/README.md), which made a CPU train
+# step 2.2x slower. 'auto' uses stencils on CPU and the native ops elsewhere
+# until GPU/TPU measurements decide; LDATTN_STENCILS=on|off overrides (the
+# benchmarks compare both). Not a config key: it changes no parameter and no
+# result, so a checkpoint resumes under either.
+STENCIL_CHOICES = ("auto", "on", "off")
+
+
+def use_stencils() -> bool:
+    """Whether this trace writes the 3x3 window ops as stencils."""
+    choice = os.environ.get("LDATTN_STENCILS", "auto")
+    if choice not in STENCIL_CHOICES:
+        raise ValueError(f"LDATTN_STENCILS={choice!r}: choose one of {STENCIL_CHOICES}")
+    if choice == "auto":
+        return jax.default_backend() == "cpu"
+    return choice == "on"
+
+
+def _same_pads(size: int, stride: int, window: int = 3) -> tuple[int, int, int]:
+    """(output size, pad before, pad after) of a 'SAME' window, as XLA computes it."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + window - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def max_pool3x3s2_stencil(x: jax.Array) -> jax.Array:
+    """3x3/2 'SAME' max-pool of NHWC ``x`` as the max of nine strided slices."""
+    (ho, top, bottom), (wo, left, right) = _same_pads(x.shape[1], 2), _same_pads(x.shape[2], 2)
+    xp = jnp.pad(x, [(0, 0), (top, bottom), (left, right), (0, 0)], constant_values=-jnp.inf)
+    out = None
+    for i in range(3):
+        for j in range(3):
+            tap = xp[:, i : i + 2 * ho - 1 : 2, j : j + 2 * wo - 1 : 2, :]
+            out = tap if out is None else jnp.maximum(out, tap)
+    return out
+
+
+def depthwise3x3_shift(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
+    """'SAME'-padded, stride-1 depthwise 3x3 of NHWC ``x`` with a [3, 3, 1, C] kernel.
+
+    Inputs are rounded to ``dtype`` as nnx.Conv rounds them; products and the
+    nine-term sum are float32 (as a convolution accumulates), the result ``dtype``.
+    """
+    x = x.astype(dtype).astype(jnp.float32)
+    k = kernel.astype(dtype).astype(jnp.float32)
+    h, w = x.shape[-3], x.shape[-2]
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(1, 1), (1, 1), (0, 0)])
+    out = xp[..., 0:h, 0:w, :] * k[0, 0, 0]
+    for i in range(3):
+        for j in range(3):
+            if i or j:
+                out = out + xp[..., i : i + h, j : j + w, :] * k[i, j, 0]
+    return out.astype(dtype)
+
+
 class SeparableConv(nnx.Module):
     """Depthwise 3x3 (one filter per channel) followed by pointwise 1x1, no bias."""
 
     def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs):
+        self.dtype = dtype
         self.depthwise = nnx.Conv(
             in_features,
             in_features,
@@ -85,7 +149,11 @@ class SeparableConv(nnx.Module):
         )
 
     def __call__(self, x):
-        return self.pointwise(self.depthwise(x))
+        if use_stencils():
+            x = depthwise3x3_shift(x, self.depthwise.kernel[...], self.dtype)
+        else:
+            x = self.depthwise(x)
+        return self.pointwise(x)
 
 
 class ConvBN(nnx.Module):
@@ -162,7 +230,10 @@ class Block(nnx.Module):
                 x = jax.nn.relu(x)
             x = getattr(self, f"bn{i}")(getattr(self, f"sepconv{i}")(x))
         if self.downsample:
-            x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+            if use_stencils():
+                x = max_pool3x3s2_stencil(x)
+            else:
+                x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
             shortcut = self.skip_bn(self.skip(shortcut))
         return x + shortcut
 
