@@ -249,6 +249,20 @@ def test_max_pool_stencil_matches_reduce_window(size):
     np.testing.assert_allclose(g_got, g_want, rtol=1e-6)
 
 
+def test_max_pool_stencil_in_bf16_is_exact():
+    from ldattn_jax.models.xception import max_pool3x3s2_stencil
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 49, 50, 8)), jnp.bfloat16)
+    got = max_pool3x3s2_stencil(x)
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(got, nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))
+    # bf16 has ties; where they occur the two backward passes share the
+    # gradient out differently, but each output's gradient arrives whole.
+    g = jax.grad(lambda x: jnp.sum(max_pool3x3s2_stencil(x).astype(jnp.float32)))(x)
+    assert g.dtype == jnp.bfloat16
+    np.testing.assert_allclose(float(jnp.sum(g.astype(jnp.float32))), got.size, rtol=1e-3)
+
+
 def test_unknown_stencil_choice_is_a_clear_error(monkeypatch):
     from ldattn_jax.models.xception import use_stencils
 
