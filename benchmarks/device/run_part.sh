@@ -29,6 +29,15 @@ if [ ! -e /tmp/site/.ok ]; then
     touch /tmp/site/.ok
 fi
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
+# Our pinned flax/optax/orbax on the image's (newer) jax: if they do not import
+# together, fall back to the image's own three and say so in the log.
+if ! python3 -c 'import ldattn_jax.train' 2>/tmp/ldattn_import.err; then
+    echo "pinned flax/optax/orbax do not import with this jax; using the image's:"
+    tail -3 /tmp/ldattn_import.err
+    rm -rf /tmp/site/flax /tmp/site/flax-* /tmp/site/optax /tmp/site/optax-* \
+        /tmp/site/orbax /tmp/site/orbax_checkpoint-*
+    python3 -c 'import ldattn_jax.train' || exit 1
+fi
 # XLA's persistent cache: side_by_side and trace reuse train_bf16's compiles
 # (their compile_s is then a cache load; train_bf16's and fp32's are real
 # unless a part is rerun on the same warm machine).
