@@ -1,0 +1,55 @@
+"""The GPU benchmark kit (benchmarks/device) stays in step with the project.
+
+The kit only runs on a lent GPU machine, so what CI can check is that its
+scripts parse, that it carries the versions pyproject.toml pins, and that
+every part its README tells a session to run exists.
+"""
+
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+KIT = Path(__file__).resolve().parent.parent / "benchmarks" / "device"
+PYPROJECT = KIT.parent.parent / "pyproject.toml"
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(lines) -> dict[str, str]:
+    pins = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[_norm(name)] = version.strip()
+    return pins
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+@pytest.mark.parametrize("script", ["prepare.sh", "run_part.sh"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(KIT / script)], check=True)
+
+
+def test_carried_wheels_are_the_pinned_versions():
+    project = _pins(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"])
+    carried = _pins((KIT / "wheels.txt").read_text().splitlines())
+    shared = set(project) & set(carried)
+    # The libraries the benchmark exercises must all travel at our pins.
+    assert {"flax", "optax", "orbax-checkpoint", "grain", "array-record"} <= shared
+    assert {k: carried[k] for k in shared} == {k: project[k] for k in shared}
+
+
+def test_every_part_in_the_readme_exists():
+    readme = (KIT / "README.md").read_text()
+    script = (KIT / "run_part.sh").read_text()
+    parts = re.findall(r"run_part\.sh (\w+)`", readme)
+    assert len(parts) >= 5
+    for part in parts:
+        assert re.search(rf"^\s+{part}\)", script, re.M), f"run_part.sh has no part {part!r}"
