@@ -15,7 +15,6 @@ so it can sit in any environment. Never run by the test suite.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -129,7 +128,7 @@ def main(argv=None) -> int:
         return 0
     import jax
 
-    from ldattn_jax.bench_utils import machine_info
+    from ldattn_jax import bench_utils
 
     rows = []
     for b in [int(x) for x in args.batch_sizes.split(",")]:
@@ -147,7 +146,7 @@ def main(argv=None) -> int:
             f"ours {j['images_per_s']:8.1f} img/s | ratio {rows[-1]['ratio']:.2f}x"
         )
     out = {
-        "machine": machine_info(),
+        "machine": bench_utils.machine_info(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
         "torch_device": device,
@@ -158,8 +157,7 @@ def main(argv=None) -> int:
         "rows": rows,
     }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        bench_utils.write_json(args.json, out)
     return 0
 
 

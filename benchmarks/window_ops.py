@@ -91,8 +91,7 @@ def main(argv=None) -> int:
     print("machine:", json.dumps(out["machine"]))
     out["rows"] = measure(args.batch, args.size, args.dtype, args.repeats)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        bench_utils.write_json(args.json, out)
     return 0
 
 

@@ -54,6 +54,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def write_json(path: str, data: dict) -> None:
+    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    import json
+    from pathlib import Path
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(target)
+
+
 def peak_flops(device_kind: str, dtype: str) -> float | None:
     for key, table in PEAK_FLOPS.items():
         if key.lower() in device_kind.lower():

@@ -394,10 +394,7 @@ def main(argv=None) -> int:
 
     def save():
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(args.json + ".tmp")
-            tmp.write_text(json.dumps(results, indent=2))
-            tmp.replace(args.json)  # atomic: a reader never sees half a file
+            bench_utils.write_json(args.json, results)
 
     work = args.work or tempfile.mkdtemp(prefix="ldattn_bench_")
     what = ["train", "eval", "loader", "predict"] if args.what == "all" else [args.what]
