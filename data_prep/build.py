@@ -260,6 +260,7 @@ def main(argv=None) -> int:
     import tensorflow_datasets as tfds
 
     from data_prep.builder import LdaFaces, LdaFacesConfig, config_name
+    from data_prep.record_index import write_label_index
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS's "custom data configuration" noise
     if a.no_progress:
@@ -329,6 +330,10 @@ def main(argv=None) -> int:
     shutil.rmtree(builder.data_dir, ignore_errors=True)
     builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
     builder.build(a.shards)
+    # Labels in record order, so training starts without decoding every record.
+    for split, videos in splits.items():
+        if any(v["records"] for v in videos):
+            write_label_index(str(builder.data_dir), split, videos)
     print(
         f"wrote {total} records to {builder.data_dir} in {time.time() - t0:.0f} s "
         f"({len(failures)} failed videos: {a.out}/failures.jsonl)",

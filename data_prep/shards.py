@@ -123,6 +123,16 @@ class SplitSource:
     def __getitems__(self, indices) -> list[dict]:
         return [_to_record(ex) for ex in self._open().__getitems__([int(i) for i in indices])]
 
+    def labels(self) -> np.ndarray | None:
+        """Every record's label from the build's index (no record decoded), or None.
+
+        Builds made before the index existed return None; callers then read
+        the labels from the records (``input_pipeline.record_labels``).
+        """
+        from data_prep.record_index import load_label_index
+
+        return load_label_index(self.builder_dir, self.split, self._len)
+
     def __getstate__(self):
         # Open file handles do not cross processes; each worker reopens.
         state = dict(self.__dict__)

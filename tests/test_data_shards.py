@@ -174,6 +174,69 @@ def test_tfds_data_source_and_pickling(built):
     assert len(shards) == min(64, len(open_split(str(built), "train")))
 
 
+def _builder_dir(built):
+    return built / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
+
+
+def _labels_by_reading(src):
+    return np.array([src[i]["label"] for i in range(len(src))])
+
+
+def test_label_index_is_the_labels_in_record_order(built):
+    # Mixed labels in every split, so a misordered index could not pass.
+    for split in ("train", "val", "test"):
+        src = open_split(str(built), split)
+        want = _labels_by_reading(src)
+        assert 0 < want.sum() < len(want)
+        np.testing.assert_array_equal(src.labels(), want)
+    # ...and it came from the computed order (the fast path), not the fallback:
+    # TFDS writes a split sorted by md5(split name + key), as record_index assumes.
+    from data_prep import record_index
+
+    videos = json.loads((built / "manifest.json").read_text())["splits"]["train"]
+    keys, _ = record_index.planned_records(videos)
+    src = open_split(str(built), "train")
+    written = [
+        record_index.record_key(src[i]["video_id"], src[i]["frame_index"]) for i in range(len(src))
+    ]
+    assert written == [keys[i] for i in record_index._tfds_order("train", keys)]
+
+
+def test_training_reads_labels_from_the_index_without_decoding(built, monkeypatch):
+    from data_prep.shards import SplitSource
+    from ldattn_jax.input_pipeline import record_labels
+
+    src = open_split(str(built), "train")
+    want = _labels_by_reading(src)
+
+    def no_decoding(self, *a):
+        raise AssertionError("a record was decoded to learn its label")
+
+    monkeypatch.setattr(SplitSource, "__getitem__", no_decoding)
+    monkeypatch.setattr(SplitSource, "__getitems__", no_decoding)
+    np.testing.assert_array_equal(record_labels(src), want)
+
+
+def test_label_index_checks_the_order_and_falls_back(built, tmp_path, monkeypatch, caplog):
+    import shutil
+
+    from data_prep import record_index
+
+    copy = tmp_path / "copy"
+    shutil.copytree(_builder_dir(built), copy)
+    videos = json.loads((built / "manifest.json").read_text())["splits"]["train"]
+    want = _labels_by_reading(open_split(str(copy), "train"))
+    # A TFDS that ordered records by another rule: the check must notice.
+    monkeypatch.setattr(record_index, "_tfds_order", lambda split, keys: np.arange(len(keys)))
+    with caplog.at_level("WARNING"):
+        record_index.write_label_index(str(copy), "train", videos)
+    assert "not in the order TFDS used" in caplog.text
+    np.testing.assert_array_equal(open_split(str(copy), "train").labels(), want)
+    # A build from before the index: no labels offered, records are read instead.
+    os.remove(copy / "labels.train.npy")
+    assert open_split(str(copy), "train").labels() is None
+
+
 def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path):
     out = tmp_path / "resumed"
     cmd = [
