@@ -15,9 +15,14 @@ so it can sit in any environment. Never run by the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+
+# JAX would otherwise take 75% of the GPU at its first call, leaving timm's
+# larger batches to fail for lack of memory rather than for being slow.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # Steps chained per timed sample on both sides (ours: train_step_measurement's inner).
 INNER = 5
@@ -130,12 +135,19 @@ def main(argv=None) -> int:
 
     from ldattn_jax import bench_utils
 
+    # Every torch run first, its cache emptied, then every JAX run: two
+    # allocators that each keep what they took must not share the GPU's memory
+    # (JAX's preallocation is off for the same reason, see the top).
+    batches = [int(x) for x in args.batch_sizes.split(",")]
+    timm_rows = {
+        b: _torch_images_per_s(b, args.size, args.repeats, args.warmup, device, args.dtype)
+        for b in batches
+    }
+    if device == "cuda":
+        torch.cuda.empty_cache()
     rows = []
-    for b in [int(x) for x in args.batch_sizes.split(",")]:
-        t = _torch_images_per_s(b, args.size, args.repeats, args.warmup, device, args.dtype)
-        if device == "cuda":
-            torch.cuda.empty_cache()
-        j = _jax_images_per_s(b, args.size, args.repeats, args.warmup, args.dtype)
+    for b in batches:
+        t, j = timm_rows[b], _jax_images_per_s(b, args.size, args.repeats, args.warmup, args.dtype)
         rows.append(
             {"batch": b, "timm": t, "ours": j, "ratio": j["images_per_s"] / t["images_per_s"]}
         )
