@@ -110,6 +110,12 @@ def compiled_flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
+def device_memory_limit_bytes() -> int | None:
+    """Bytes the allocator may use on device 0 (None on backends without stats, e.g. CPU)."""
+    stats = jax.devices()[0].memory_stats()
+    return int(stats["bytes_limit"]) if stats and stats.get("bytes_limit") else None
+
+
 def peak_device_memory_bytes() -> int | None:
     """Peak bytes in use on device 0 since start (None on backends without stats, e.g. CPU)."""
     stats = jax.devices()[0].memory_stats()

@@ -81,6 +81,77 @@ def _compiled_stats(compiled, step_s: float, dtype: str) -> dict:
     }
 
 
+def _jitted_train_step(config):
+    """(mesh, jitted step, host state, state shardings, replicated) as ``train`` builds them."""
+    from ldattn_jax.models.lda import build_model
+    from ldattn_jax.train import make_train_step
+
+    mesh = sharding.make_mesh(config)
+    steps_per_epoch = 1000
+    tx = schedules.make_optimizer(config, steps_per_epoch)
+    model_ = build_model(config.model, rngs=nnx.Rngs(0))
+    model_.train()
+    graphdef, state = nnx.split((model_, nnx.Optimizer(model_, tx, wrt=nnx.Param)))
+    state_sh = sharding.param_shardings(mesh, state, config.fsdp_min_size)
+    repl = sharding.replicated(mesh)
+    step = jax.jit(
+        make_train_step(graphdef, schedules.make_schedule(config, steps_per_epoch)),
+        in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
+        out_shardings=(state_sh, repl),
+        donate_argnums=(0,),
+    )
+    return mesh, step, state, state_sh, repl
+
+
+def train_step_bytes(variant: str, *, batch: int, dtype: str, geometry: str = "paper") -> int:
+    """Device bytes one train step needs at ``batch``, from XLA's memory analysis.
+
+    Compiles only (the batch is abstract, nothing is allocated for it), so a
+    batch far too large for the device is probed safely.
+    """
+    from ldattn_jax.models.lda import required_frames
+
+    config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype)
+    mesh, step, state, state_sh, repl = _jitted_train_step(config)
+    s = config.model.image_size
+    frames = (batch, required_frames(config.model), s, s, 3)
+    batch_spec = {
+        "frames": jax.ShapeDtypeStruct(frames, jnp.uint8, sharding=sharding.batch_sharding(mesh)),
+        "label": jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=sharding.batch_sharding(mesh)),
+    }
+    state_spec = jax.tree.map(
+        lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, state_sh
+    )
+    weights = jax.ShapeDtypeStruct((2,), jnp.float32, sharding=repl)
+    m = step.lower(state_spec, batch_spec, weights).compile().memory_analysis()
+    return int(
+        m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )  # fmt: skip
+
+
+def largest_batch(
+    variant: str, *, dtype: str, geometry: str = "paper", limit_bytes: int | None = None,
+    start: int = 32, headroom: float = 0.9, max_batch: int = 8192,
+) -> int | None:  # fmt: skip
+    """Largest power-of-two batch (>= ``start``) whose train step fits the device.
+
+    ``limit_bytes`` defaults to device 0's memory (``bytes_limit``); None where
+    the backend reports none (CPU: host memory is not the question). A batch
+    fits if XLA's analysis needs at most ``headroom`` of the limit.
+    """
+    limit = limit_bytes or bench_utils.device_memory_limit_bytes()
+    if not limit:
+        return None
+    best, b = None, start
+    while (
+        b <= max_batch
+        and train_step_bytes(variant, batch=b, dtype=dtype, geometry=geometry) <= headroom * limit
+    ):
+        best, b = b, 2 * b
+    return best
+
+
 def train_step_measurement(
     variant: str,
     *,
@@ -100,24 +171,10 @@ def train_step_measurement(
     gap too; 1 on CPU). ``trace_dir``: also write a ``jax.profiler`` trace of
     three steps there (open with TensorBoard's profile plugin or Perfetto).
     """
-    from ldattn_jax.models.lda import build_model, required_frames
-    from ldattn_jax.train import make_train_step
+    from ldattn_jax.models.lda import required_frames
 
     config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype, **model)
-    mesh = sharding.make_mesh(config)
-    steps_per_epoch = 1000
-    tx = schedules.make_optimizer(config, steps_per_epoch)
-    model_ = build_model(config.model, rngs=nnx.Rngs(0))
-    model_.train()
-    graphdef, state = nnx.split((model_, nnx.Optimizer(model_, tx, wrt=nnx.Param)))
-    state_sh = sharding.param_shardings(mesh, state, config.fsdp_min_size)
-    repl = sharding.replicated(mesh)
-    step = jax.jit(
-        make_train_step(graphdef, schedules.make_schedule(config, steps_per_epoch)),
-        in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
-        out_shardings=(state_sh, repl),
-        donate_argnums=(0,),
-    )
+    mesh, step, state, state_sh, repl = _jitted_train_step(config)
     state = jax.device_put(state, state_sh)
     batch_arr = sharding.shard_batch(mesh, _random_batch(config, required_frames(config.model)))
     class_w = jax.device_put(jnp.ones(2, jnp.float32), repl)
@@ -326,12 +383,28 @@ def predict_measurement(
 # --------------------------------------------------------------------------- CLI
 
 
-def _grid(args, fn, rows: list, save) -> list:
+def _grid(args, fn, rows: list, save, find_max=None) -> list:
+    """Runs ``fn`` over variants x dtypes x batch sizes; batch 'max' asks ``find_max``."""
     for variant in args.variants:
         for dtype in args.dtypes:
             for batch in args.batch_sizes:
                 try:
-                    r = fn(variant, batch=batch, dtype=dtype, geometry=args.geometry)
+                    largest = batch == "max"
+                    if largest:
+                        if find_max is None:
+                            continue  # only training asks for its largest batch
+                        found = find_max(
+                            variant, dtype=dtype, geometry=args.geometry,
+                            start=getattr(args, "max_start", 32),
+                        )  # fmt: skip
+                        if found is None:
+                            raise RuntimeError(
+                                "batch 'max' needs a device memory limit; this backend "
+                                "reports none (CPU)"
+                            )
+                    r = fn(variant, batch=found if largest else batch, dtype=dtype,
+                           geometry=args.geometry)  # fmt: skip
+                    r["largest_that_fits"] = largest
                 except Exception as e:  # e.g. out of memory at a large batch: record, go on
                     r = {"variant": variant, "batch": batch, "dtype": dtype, "error": repr(e)[:300]}
                 rows.append(r)
@@ -342,7 +415,7 @@ def _grid(args, fn, rows: list, save) -> list:
 
 def _row_text(r: dict) -> str:
     if "error" in r:
-        return f"  {r['variant']:13s} b{r['batch']:<4d} {r['dtype']:9s} FAILED {r['error']}"
+        return f"  {r['variant']:13s} b{str(r['batch']):<4s} {r['dtype']:9s} FAILED {r['error']}"
     extra = ""
     if r.get("compile_s") is not None:
         extra += f"  compile {r['compile_s']:6.1f}s"
@@ -353,7 +426,7 @@ def _row_text(r: dict) -> str:
     if r.get("peak_device_memory_bytes"):
         extra += f"  peak mem {r['peak_device_memory_bytes'] / 2**30:5.1f} GiB"
     return (
-        f"  {r['variant']:13s} b{r['batch']:<4d} {r['dtype']:9s} "
+        f"  {r['variant']:13s} b{str(r['batch']):<4s} {r['dtype']:9s} "
         f"{1000 * r['step_s']:9.1f} ms/step  {r['images_per_s']:9.1f} img/s{extra}"
     )
 
@@ -369,7 +442,15 @@ def main(argv=None) -> int:
         help="paper = 398/224 (GPU/TPU default); demo = CPU-sized (CPU default)",
     )
     p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--batch-sizes", default=None, help="default 32,128 on GPU/TPU, 8,32 on CPU")
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="default 32,128 on GPU/TPU, 8,32 on CPU; 'max' (train) = the largest "
+        "power of two >= 32 whose step fits device memory by XLA's memory analysis",
+    )
+    p.add_argument(
+        "--max-start", type=int, default=32, help="batch 'max': first power of two probed"
+    )
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-workers", type=int, default=None)
@@ -386,7 +467,8 @@ def main(argv=None) -> int:
     if unknown:
         p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
     args.batch_sizes = [
-        int(b) for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
+        b if b == "max" else int(b)
+        for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
     ]
     args.dtypes = [d for d in args.dtypes.split(",") if d]
     results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
@@ -403,7 +485,7 @@ def main(argv=None) -> int:
         train_fn = lambda v, **kw: train_step_measurement(
             v, repeats=args.repeats, trace_dir=args.trace, **kw
         )
-        _grid(args, train_fn, results.setdefault("train", []), save)
+        _grid(args, train_fn, results.setdefault("train", []), save, find_max=largest_batch)
     if "eval" in what:
         print(f"eval ({args.geometry} geometry):")
         eval_fn = lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)

@@ -97,3 +97,30 @@ def test_predict_records_per_thread_count(tmp_path):
         assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
         assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
         assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0
+
+
+def test_largest_batch_follows_xla_memory_analysis(monkeypatch):
+    # XLA's analysis of a real compile grows with the batch; the search keeps
+    # the largest power of two under the limit, and None without a limit.
+    # (Batches are multiples of the 8 simulated devices the suite runs on.)
+    b16 = benchmark.train_step_bytes("xception", batch=16, dtype="float32", geometry="demo")
+    b32 = benchmark.train_step_bytes("xception", batch=32, dtype="float32", geometry="demo")
+    assert b32 > b16 > 1e6
+    limit = int((b16 + b32) / 2 / 0.9)  # 8 and 16 fit, 32 does not
+    got = benchmark.largest_batch(
+        "xception", dtype="float32", geometry="demo", limit_bytes=limit, start=8
+    )
+    assert got == 16
+    monkeypatch.setattr(bench_utils, "device_memory_limit_bytes", lambda: None)
+    assert benchmark.largest_batch("xception", dtype="float32", geometry="demo") is None
+
+
+def test_batch_max_on_cpu_is_a_recorded_explanation(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = benchmark.main(
+        ["train", "--variants", "xception", "--batch-sizes", "max", "--dtypes", "float32",
+         "--geometry", "demo", "--json", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (row,) = json.loads(out.read_text())["train"]
+    assert row["batch"] == "max" and "reports none (CPU)" in row["error"]

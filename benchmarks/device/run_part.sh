@@ -14,7 +14,8 @@
 #   stencils      LDATTN_STENCILS=on: xception + lda_st bf16 with the 3x3 window
 #                 ops as stencils (2.2x faster on CPU), and the ops alone
 #                 (benchmarks/window_ops.py): decides the GPU default
-#   fp32          train fp32 batch 32,128 + bf16 batch 256 (largest that fits)
+#   fp32          train fp32 batch 32,128 + bf16 at the largest power-of-two
+#                 batch that fits (XLA memory analysis, `--batch-sizes max`)
 #   trace         jax.profiler trace of lda_st bf16 batch 128 (tar in $OUT)
 # SMOKE=1 shrinks every part (demo geometry, batch 2) to check this script on
 # a CPU machine: benchmarks/device/README.md.
@@ -72,7 +73,7 @@ if [ "${SMOKE:-0}" = 1 ]; then
     predict=(--geometry demo --repeats 1 --threads 1,2); loader=(--max-workers 1)
     ops=(--size 62 --batch 2 --repeats 1)
 else
-    geo=(--geometry paper --repeats 5); b=32,128; b2=128; b3=256; side=(--batch-sizes 32,128)
+    geo=(--geometry paper --repeats 5); b=32,128; b2=128; b3=max; side=(--batch-sizes 32,128)
     predict=(--geometry paper --repeats 3 --threads 1,8,16); loader=(--max-workers 8)
     ops=(--batch 32)
 fi
@@ -94,8 +95,9 @@ bench=(timeout 560 python3 -m ldattn_jax.benchmark)
             LDATTN_STENCILS=on timeout 420 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b --variants xception,lda_st --json "$OUT/$tag.json"
             timeout 120 python3 benchmarks/window_ops.py "${ops[@]}" --dtype bfloat16 --json "$OUT/${tag}_ops.json" ;;
         fp32)
-            "${bench[@]}" train "${geo[@]}" --dtypes float32 --batch-sizes $b --variants xception,lda_st,lda_spatial,lda_temporal --json "$OUT/$tag.json"
-            timeout 200 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b3 --variants xception,lda_st --json "$OUT/${tag}_b$b3.json" ;;
+            # Largest batch first: each probe is one compile (XLA's memory analysis).
+            timeout 280 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b3 --max-start 128 --variants xception,lda_st --json "$OUT/${tag}_largest.json"
+            timeout 290 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes float32 --batch-sizes $b --variants xception,lda_st,lda_spatial,lda_temporal --json "$OUT/$tag.json" ;;
         trace)
             "${bench[@]}" train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b2 --variants lda_st --trace /tmp/ldattn_trace --json "$OUT/$tag.json"
             tar -C /tmp -czf "$OUT/${tag}_trace.tgz" ldattn_trace ;;
