@@ -66,9 +66,9 @@ class BatchNorm(nnx.BatchNorm):
 # elementwise, which XLA fuses into one loop, backward included. Results are
 # equal (tests/test_xception.py; a max-pool tie may split its gradient between
 # the tied inputs where reduce_window's backward gives it to one). Speed is
-# not: on XLA:CPU the native forward+backward is 4-7x slower for the depthwise
+# not: on XLA:CPU the native forward+backward is 7-27x slower for the depthwise
 # conv and 5-13x for the max-pool (benchmarks/README.md), which made a CPU train
-# step 2.2x slower. 'auto' uses stencils on CPU and the native ops elsewhere
+# step 2.5x slower. 'auto' uses stencils on CPU and the native ops elsewhere
 # until GPU/TPU measurements decide; LDATTN_STENCILS=on|off overrides (the
 # benchmarks compare both). Not a config key: it changes no parameter and no
 # result, so a checkpoint resumes under either.
