@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from data_prep.shards import SplitSource
+from data_prep.shards import SplitSource, read_labels
 
 FILE = "labels.{split}.npy"
 # Records read back to check the computed order (plus the first and the last).
@@ -56,15 +56,6 @@ def planned_records(videos: list[dict]) -> tuple[list[str], np.ndarray]:
     return keys, np.asarray(labels, np.int8)
 
 
-def _read_all_labels(source: SplitSource) -> np.ndarray:
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(8) as pool:
-        return np.fromiter(
-            pool.map(lambda i: int(source[i]["label"]), range(len(source))), np.int8, len(source)
-        )
-
-
 def write_label_index(builder_dir: str, split: str, videos: list[dict], *, seed: int = 0) -> str:
     """Writes ``labels.<split>.npy`` (int8, record order) and returns its path."""
     source = SplitSource(builder_dir, split)
@@ -72,10 +63,10 @@ def write_label_index(builder_dir: str, split: str, videos: list[dict], *, seed:
     order = _tfds_order(split, keys)
     if len(order) == len(source):
         rng = np.random.default_rng(seed)
-        check = {0, len(order) - 1, *rng.integers(0, len(order), CHECK_SAMPLE).tolist()}
+        check = sorted({0, len(order) - 1, *rng.integers(0, len(order), CHECK_SAMPLE).tolist()})
         ok = all(
             record_key(r["video_id"], r["frame_index"]) == keys[order[i]]
-            for i, r in zip(sorted(check), source.__getitems__(sorted(check)), strict=True)
+            for i, r in zip(check, source.__getitems__(check), strict=True)
         )
     else:
         ok = False
@@ -88,7 +79,7 @@ def write_label_index(builder_dir: str, split: str, videos: list[dict], *, seed:
             builder_dir,
             split,
         )
-        index = _read_all_labels(source)
+        index = read_labels(source).astype(np.int8)
     path = os.path.join(builder_dir, FILE.format(split=split))
     tmp = path + ".tmp.npy"
     np.save(tmp, index)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -141,6 +142,19 @@ class SplitSource:
 
     def __repr__(self) -> str:
         return f"SplitSource({self.builder_dir!r}, {self.split!r}, len={self._len})"
+
+
+def read_labels(source) -> np.ndarray:
+    """Every record's label by reading the records (threads: the reads are I/O-bound).
+
+    The slow way, for builds without a label index (``SplitSource.labels``).
+    """
+    with ThreadPoolExecutor(8) as pool:
+        return np.fromiter(
+            pool.map(lambda i: int(source[i]["label"]), range(len(source))),
+            dtype=np.int64,
+            count=len(source),
+        )
 
 
 def open_split(data_dir: str, split: str) -> SplitSource:

@@ -7,11 +7,13 @@ we report the median of several repeats together with min/max.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -56,9 +58,6 @@ def machine_info() -> dict[str, Any]:
 
 def write_json(path: str, data: dict) -> None:
     """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
-    import json
-    from pathlib import Path
-
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")

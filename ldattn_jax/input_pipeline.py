@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import grain
@@ -66,13 +65,10 @@ def record_labels(source) -> np.ndarray:
         labels = labels()
     if labels is not None:
         return np.asarray(labels, dtype=np.int64)
+    from data_prep.shards import read_labels
+
     logging.info("reading the label of %d records (the source has no .labels)", len(source))
-    with ThreadPoolExecutor(8) as pool:
-        return np.fromiter(
-            pool.map(lambda i: int(source[i]["label"]), range(len(source))),
-            dtype=np.int64,
-            count=len(source),
-        )
+    return read_labels(source)
 
 
 def class_counts(labels: np.ndarray) -> ClassCounts:

@@ -172,7 +172,6 @@ class SeparableConv(nnx.Module):
     """Depthwise 3x3 (one filter per channel) followed by pointwise 1x1, no bias."""
 
     def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs):
-        self.dtype = dtype
         self.depthwise = nnx.Conv(
             in_features,
             in_features,
@@ -196,7 +195,7 @@ class SeparableConv(nnx.Module):
 
     def __call__(self, x):
         if use_stencils():
-            x = depthwise3x3_shift(x, self.depthwise.kernel[...], self.dtype)
+            x = depthwise3x3_shift(x, self.depthwise.kernel[...], self.depthwise.dtype)
         else:
             x = self.depthwise(x)
         return self.pointwise(x)
