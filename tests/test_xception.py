@@ -195,6 +195,9 @@ def _logits_and_grads(dtype: str, stencils: str, monkeypatch):
     (_, logits), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     kernels = {
         "depthwise": grads["block1"]["sepconv1"]["depthwise"]["kernel"],
+        "pointwise": grads["block2"]["sepconv2"]["pointwise"]["kernel"],
+        "skip": grads["block3"]["skip"]["kernel"],  # stride 2 at an odd size (SMALL=71)
+        "conv2": grads["conv2"]["conv"]["kernel"],
         "conv1": grads["conv1"]["conv"]["kernel"],  # the deepest backward path
     }
     return np.asarray(logits, np.float32), {
@@ -233,6 +236,50 @@ def test_stencils_in_bf16_are_as_accurate_as_native_ops(monkeypatch):
         native, stencil = _cos(g_native[k], ref), _cos(g_stencil[k], ref)
         assert native > 0.9, (k, native)  # the bf16 net itself is sane
         assert stencil >= native - 0.01, (k, stencil, native)
+
+
+@pytest.mark.parametrize("size", [6, 7, 25])
+@pytest.mark.parametrize("stride", [1, 2])  # the shortcut convs are 1x1/2 'SAME'
+def test_pointwise_matmul_matches_1x1_conv(size, stride):
+    from ldattn_jax.models.xception import pointwise_matmul
+
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 1, 5)), jnp.float32)
+    conv = nnx.Conv(5, 3, (1, 1), strides=stride, padding="SAME", use_bias=False, rngs=nnx.Rngs(0))
+    k = conv.kernel[...]
+    np.testing.assert_allclose(
+        pointwise_matmul(x, k, jnp.float32, stride), conv(x), rtol=1e-5, atol=1e-5
+    )
+    g_want = jax.grad(lambda k: jnp.sum(jnp.sin(_conv1x1(x, k, stride))))(k)
+    g_got = jax.grad(lambda k: jnp.sum(jnp.sin(pointwise_matmul(x, k, jnp.float32, stride))))(k)
+    np.testing.assert_allclose(g_got, g_want, rtol=1e-5, atol=1e-5 * np.abs(g_want).max())
+
+
+def _conv1x1(x, k, stride):
+    dn = ("NHWC", "HWIO", "NHWC")
+    return jax.lax.conv_general_dilated(x, k, (stride, stride), "SAME", dimension_numbers=dn)
+
+
+@pytest.mark.parametrize(("size", "stride"), [(9, 1), (10, 2), (11, 2)])
+def test_im2col_conv_matches_valid_conv(size, stride):
+    from ldattn_jax.models.xception import conv3x3_valid_im2col
+
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.standard_normal((2, size, size + 2, 4)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((3, 3, 4, 6)), jnp.float32)
+
+    def native(x, k):
+        dn = ("NHWC", "HWIO", "NHWC")
+        return jax.lax.conv_general_dilated(x, k, (stride, stride), "VALID", dimension_numbers=dn)
+
+    def ours(x, k):
+        return conv3x3_valid_im2col(x, k, jnp.float32, stride)
+
+    np.testing.assert_allclose(ours(x, k), native(x, k), rtol=1e-5, atol=1e-5)
+    g_got = jax.grad(lambda x, k: jnp.sum(jnp.sin(ours(x, k))), argnums=(0, 1))(x, k)
+    g_want = jax.grad(lambda x, k: jnp.sum(jnp.sin(native(x, k))), argnums=(0, 1))(x, k)
+    for a, b in zip(g_got, g_want, strict=True):  # input and kernel gradients
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("size", [6, 7, 98, 49, 25])

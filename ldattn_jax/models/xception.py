@@ -60,18 +60,21 @@ class BatchNorm(nnx.BatchNorm):
         return y.astype(self.compute_dtype)
 
 
-# How the two 3x3 window ops of Xception run. Native: XLA's grouped
-# convolution (feature_group_count = C) and reduce_window max-pool. Stencil:
-# the same results written as nine shifted (strided) slices combined
-# elementwise, which XLA fuses into one loop, backward included. Results are
-# equal (tests/test_xception.py; a max-pool tie may split its gradient between
-# the tied inputs where reduce_window's backward gives it to one). Speed is
-# not: on XLA:CPU the native forward+backward is 7-27x slower for the depthwise
-# conv and 5-13x for the max-pool (benchmarks/README.md), which made a CPU train
-# step 2.5x slower. 'auto' uses stencils on CPU and the native ops elsewhere
-# until GPU/TPU measurements decide; LDATTN_STENCILS=on|off overrides (the
-# benchmarks compare both). Not a config key: it changes no parameter and no
-# result, so a checkpoint resumes under either.
+# How Xception's convolutions and pools run. Native: XLA's convolution
+# (grouped, feature_group_count = C, for the depthwise 3x3) and reduce_window
+# max-pool. Stencil: the same results as slices and matmuls -- the depthwise
+# 3x3 and the max-pool as nine shifted (strided) slices combined elementwise,
+# which XLA fuses, backward included; the 1x1 convs as one matmul; conv1/conv2
+# as one matmul over their nine concatenated taps (im2col). Results are equal
+# (tests/test_xception.py; a max-pool tie may split its gradient between the
+# tied inputs where reduce_window's backward gives it to one). Speed is not:
+# XLA:CPU's native depthwise fwd+bwd is 7-27x slower, its pool 5-13x, and it
+# computes every conv's kernel gradient as a convolution with a whole-map
+# window at ~5 GFLOP/s; a 398-px train step is 4.7x faster with stencils
+# (benchmarks/README.md). 'auto' uses stencils on CPU and the native ops
+# elsewhere until GPU/TPU measurements decide; LDATTN_STENCILS=on|off
+# overrides (the benchmarks compare both). Not a config key: it changes no
+# parameter and no result, so a checkpoint resumes under either.
 STENCIL_CHOICES = ("auto", "on", "off")
 
 
@@ -144,17 +147,62 @@ def _depthwise3x3_bwd(res, g):
     # The kernel gradient is nine sums of tap * g over every position. Written
     # as nine reductions XLA:CPU reads x and g nine times; one variadic reduce
     # computes all nine in a single pass (1.8-5.4x faster, benchmarks/README.md).
+    # It reduces along rows (W) first and sums the small [..., H, C] partials
+    # after: reducing N, H and W at once, XLA:CPU's loop ran scalar on one core
+    # (3-3.5x slower at 196x196x128, measured).
     h, w = x.shape[-3], x.shape[-2]
-    sums = jax.lax.reduce(
+    row_sums = jax.lax.reduce(
         [tap * g for tap in _taps(_pad1(x), h, w)],
         [jnp.zeros((), g.dtype)] * 9,
         lambda a, b: [u + v for u, v in zip(a, b, strict=True)],
-        tuple(range(g.ndim - 1)),
+        (g.ndim - 2,),
     )
+    sums = [jnp.sum(r, axis=tuple(range(r.ndim - 1))) for r in row_sums]
     return dx, jnp.stack(sums).reshape(k.shape)
 
 
 _depthwise3x3_f32.defvjp(_depthwise3x3_fwd, _depthwise3x3_bwd)
+
+
+def pointwise_matmul(x: jax.Array, kernel: jax.Array, dtype, stride: int = 1) -> jax.Array:
+    """A 1x1 convolution (kernel [1, 1, C, D]) of NHWC ``x`` as one [N*H*W, C] @ [C, D] matmul.
+
+    XLA:CPU lowers the 1x1 conv's *kernel gradient* as a convolution whose
+    window is the whole feature map (196x196 in block1), which ran at ~5
+    GFLOP/s and took 60% of a 398-px train step; as a matmul its gradient is
+    the plain x^T @ g, 7-18x faster (benchmarks/README.md). ``stride`` 2 (the
+    shortcut convs, 'SAME'): a 1x1 window needs no padding, so it is every
+    other row and column. Inputs are rounded to ``dtype`` as nnx.Conv rounds them.
+    """
+    if stride != 1:
+        x = x[:, ::stride, ::stride, :]
+    n, h, w, c = x.shape
+    k = kernel.reshape(c, -1).astype(dtype)
+    return (x.astype(dtype).reshape(n * h * w, c) @ k).reshape(n, h, w, -1)
+
+
+def conv3x3_valid_im2col(x: jax.Array, kernel: jax.Array, dtype, stride: int) -> jax.Array:
+    """A 3x3 'VALID' convolution of NHWC ``x`` as one matmul over the nine taps (im2col).
+
+    The taps are concatenated in the kernel's (row, column, channel) order, so
+    the [3, 3, C, D] kernel is simply reshaped to [9C, D]. conv1 and conv2 run
+    2-2.5x faster this way on XLA:CPU, whose conv kernel gradient has the
+    same whole-map window as ``pointwise_matmul``'s.
+    """
+    x = x.astype(dtype)
+    n, h, w, c = x.shape
+    ho, wo = (h - 3) // stride + 1, (w - 3) // stride + 1
+    span_h, span_w = (ho - 1) * stride + 1, (wo - 1) * stride + 1
+    cols = jnp.concatenate(
+        [
+            x[:, i : i + span_h : stride, j : j + span_w : stride, :]
+            for i in range(3)
+            for j in range(3)
+        ],
+        axis=-1,
+    )
+    k = kernel.reshape(9 * c, -1).astype(dtype)
+    return (cols.reshape(n * ho * wo, 9 * c) @ k).reshape(n, ho, wo, -1)
 
 
 def depthwise3x3_shift(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
@@ -194,17 +242,17 @@ class SeparableConv(nnx.Module):
         )
 
     def __call__(self, x):
-        if use_stencils():
-            x = depthwise3x3_shift(x, self.depthwise.kernel[...], self.depthwise.dtype)
-        else:
-            x = self.depthwise(x)
-        return self.pointwise(x)
+        if not use_stencils():
+            return self.pointwise(self.depthwise(x))
+        x = depthwise3x3_shift(x, self.depthwise.kernel[...], self.depthwise.dtype)
+        return pointwise_matmul(x, self.pointwise.kernel[...], self.pointwise.dtype)
 
 
 class ConvBN(nnx.Module):
     """Plain conv (no bias) + BN + ReLU, used for conv1 and conv2."""
 
     def __init__(self, cin, cout, stride, *, dtype, rngs):
+        self.stride = stride
         self.conv = nnx.Conv(
             cin,
             cout,
@@ -219,7 +267,11 @@ class ConvBN(nnx.Module):
         self.bn = BatchNorm(cout, compute_dtype=dtype, rngs=rngs)
 
     def __call__(self, x):
-        return jax.nn.relu(self.bn(self.conv(x)))
+        if use_stencils():
+            x = conv3x3_valid_im2col(x, self.conv.kernel[...], self.conv.dtype, self.stride)
+        else:
+            x = self.conv(x)
+        return jax.nn.relu(self.bn(x))
 
 
 class SepConvBN(nnx.Module):
@@ -277,9 +329,11 @@ class Block(nnx.Module):
         if self.downsample:
             if use_stencils():
                 x = max_pool3x3s2_stencil(x)
+                shortcut = pointwise_matmul(shortcut, self.skip.kernel[...], self.skip.dtype, 2)
             else:
                 x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
-            shortcut = self.skip_bn(self.skip(shortcut))
+                shortcut = self.skip(shortcut)
+            shortcut = self.skip_bn(shortcut)
         return x + shortcut
 
 
