@@ -11,9 +11,9 @@
 #   host          loader 0..8 grain workers; predict with 1/8/16     (goals 4, 5)
 #                 extraction threads (needs both shape-predictor halves:
 #                 the calls of the first two parts carry one each)
-#   stencils      LDATTN_STENCILS=on: xception + lda_st bf16 with the 3x3 window
-#                 ops as stencils (2.2x faster on CPU), and the ops alone
-#                 (benchmarks/window_ops.py): decides the GPU default
+#   stencils      LDATTN_STENCILS=on: xception + lda_st bf16 with the convs and
+#                 pools in stencil/matmul form (4.5x faster on CPU), and each
+#                 op alone (benchmarks/xception_ops.py): decides the GPU default
 #   fp32          train fp32 batch 32,128 + bf16 at the largest power-of-two
 #                 batch that fits (XLA memory analysis, `--batch-sizes max`)
 #   trace         jax.profiler trace of lda_st bf16 batch 128 (tar in $OUT)
@@ -93,7 +93,7 @@ bench=(timeout 560 python3 -m ldattn_jax.benchmark)
             timeout 250 python3 -m ldattn_jax.benchmark predict "${predict[@]}" --json "$OUT/${tag}_predict.json" ;;
         stencils)
             LDATTN_STENCILS=on timeout 420 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b --variants xception,lda_st --json "$OUT/$tag.json"
-            timeout 120 python3 benchmarks/window_ops.py "${ops[@]}" --dtype bfloat16 --json "$OUT/${tag}_ops.json" ;;
+            timeout 120 python3 benchmarks/xception_ops.py "${ops[@]}" --dtype bfloat16 --json "$OUT/${tag}_ops.json" ;;
         fp32)
             # Largest batch first: each probe is one compile (XLA's memory analysis).
             timeout 280 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b3 --max-start 128 --variants xception,lda_st --json "$OUT/${tag}_largest.json"
