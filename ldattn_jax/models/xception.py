@@ -68,9 +68,9 @@ class BatchNorm(nnx.BatchNorm):
 # as one matmul over their nine concatenated taps (im2col). Results are equal
 # (tests/test_xception.py; a max-pool tie may split its gradient between the
 # tied inputs where reduce_window's backward gives it to one). Speed is not:
-# XLA:CPU's native depthwise fwd+bwd is 7-27x slower, its pool 5-13x, and it
+# XLA:CPU's native depthwise fwd+bwd is 14-24x slower, its pool 5-11x, and it
 # computes every conv's kernel gradient as a convolution with a whole-map
-# window at ~5 GFLOP/s; a 398-px train step is 4.5x faster with stencils
+# window at ~5 GFLOP/s; a 398-px train step is 4.5-4.7x faster with stencils
 # (benchmarks/README.md). 'auto' uses stencils on CPU and the native ops
 # elsewhere until GPU/TPU measurements decide; LDATTN_STENCILS=on|off
 # overrides (the benchmarks compare both). Not a config key: it changes no
