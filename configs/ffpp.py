@@ -33,6 +33,7 @@ def get_model_config() -> ml_collections.ConfigDict:
     m.vit_init = ""  # ViT-B/16 .npz (Google layout); '' = random init
     m.backbone_init = ""  # Keras Xception .keras/.weights.h5; '' = random (the paper's choice)
     m.residual_scale = 1.0  # multiplies the motion residuals before patch embedding
+    m.template_init_std = 0.02  # random forgery templates' std (ViT's); unused with vit_init
     m.bn_momentum = 0.99  # Keras's BatchNorm momentum; short runs (demo) want ~0.9
     return m
 

@@ -46,6 +46,24 @@ def test_maps_have_mean_one_at_init(slots):
     assert float(jnp.std(maps)) > 0  # not a constant map
 
 
+def test_template_init_std_sets_how_peaked_the_initial_maps_are():
+    # config.model.template_init_std: ViT's 0.02 starts every map near uniform;
+    # a larger std starts them peaked (lower entropy), mean still 1.
+    x = jax.random.normal(jax.random.key(1), (2, 1, 16, 16, 3))
+
+    def entropy(std):
+        module = LongDistanceAttention(slots=1, **TINY, template_init_std=std, rngs=nnx.Rngs(0))
+        a = module.activations(x)
+        np.testing.assert_allclose(module(x).mean(axis=(-2, -1)), 1.0, rtol=1e-5)
+        return float(-(a * jnp.log(a)).sum(axis=(-2, -1)).mean())
+
+    uniform = np.log(16)  # 4x4 grid
+    assert uniform - entropy(0.02) < 1e-3
+    assert uniform - entropy(3.0) > 0.1
+    with pytest.raises(ValueError, match="template_init_std=-1"):
+        LongDistanceAttention(slots=1, **TINY, template_init_std=-1.0, rngs=nnx.Rngs(0))
+
+
 def _fake_vit_npz(path, module, seed=0):
     rng = np.random.default_rng(seed)
     arrays = {

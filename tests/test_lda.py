@@ -213,3 +213,15 @@ def test_bn_momentum_reaches_every_batchnorm_and_changes_running_stats():
         cfg = tiny_model_config("xception")
         cfg.bn_momentum = 1.5
         build_model(cfg, rngs=nnx.Rngs(0))
+
+
+def test_template_init_std_reaches_both_attention_modules():
+    def template_std(std):
+        cfg = tiny_model_config("lda_st")
+        cfg.template_init_std = std
+        model = build_model(cfg, rngs=nnx.Rngs(0))
+        return [float(jnp.std(m.templates[...])) for m in (model.spatial, model.temporal)]
+
+    default, wide = template_std(0.02), template_std(2.0)
+    for d, w in zip(default, wide, strict=True):
+        assert 0.005 < d < 0.05 and 0.5 < w < 5.0

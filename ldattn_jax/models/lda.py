@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = dict(
     vit_init="",
     backbone_init="",
     residual_scale=1.0,
+    template_init_std=0.02,
     bn_momentum=0.99,
 )
 
@@ -90,6 +91,7 @@ class LDAModel(nnx.Module):
         temporal_stage: str = "block1",
         dtype: str = "float32",
         residual_scale: float = 1.0,
+        template_init_std: float = 0.02,
         rngs: nnx.Rngs,
     ):
         self.name = _check_name(name)
@@ -113,6 +115,7 @@ class LDAModel(nnx.Module):
             embed_dim=embed_dim,
             num_templates=num_templates,
             num_maps=num_maps,
+            template_init_std=template_init_std,
             dtype=compute,
             rngs=rngs,
         )

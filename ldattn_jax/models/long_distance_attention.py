@@ -61,6 +61,7 @@ class LongDistanceAttention(nnx.Module):
       embed_dim: D (768 for ViT-B).
       num_templates: number of templates / heads (12); head dim d = D / num_templates.
       num_maps: m, maps after the 1x1 combination (4).
+      template_init_std: std of the random templates (when no ViT weights load).
       dtype: compute dtype of the projections; softmax and maps are float32.
     """
 
@@ -73,12 +74,18 @@ class LongDistanceAttention(nnx.Module):
         embed_dim: int = 768,
         num_templates: int = 12,
         num_maps: int = 4,
+        template_init_std: float = 0.02,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         if image_size % patch_size:
             raise ValueError(
                 f"attention_size {image_size} is not a multiple of patch_size {patch_size}"
+            )
+        if not template_init_std >= 0:
+            raise ValueError(
+                f"config.model.template_init_std={template_init_std} must be >= 0 "
+                "(0.02 = ViT's init; larger gives peaked maps from the first step)"
             )
         if embed_dim % num_templates:
             raise ValueError(
@@ -105,10 +112,14 @@ class LongDistanceAttention(nnx.Module):
                 rngs.params(), (embed_dim, num_templates, self.head_dim)
             )
         )
-        # Small random templates give near-uniform maps (every region weighted
-        # ~1 after the combination) while still receiving gradient.
+        # Small random templates (ViT's 0.02) give near-uniform maps (every
+        # region weighted ~1 after the combination) while still receiving
+        # gradient. Larger ones start the maps peaked, as pretrained ViT
+        # weights would (an experiment knob: docs/evaluation.md).
         self.templates = nnx.Param(
-            nnx.initializers.normal(0.02)(rngs.params(), (num_templates, self.head_dim))
+            nnx.initializers.normal(template_init_std)(
+                rngs.params(), (num_templates, self.head_dim)
+            )
         )
         # Combination of the 12 maps into m (VI-B). Weights 1/12, bias 0: a mean
         # of softmax maps, so N * map has mean exactly 1 over the regions.
