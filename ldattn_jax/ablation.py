@@ -1,7 +1,7 @@
 """Paper Table VIII on the synthetic set: variants x seeds, scored on a held-out build.
 
 Run:
-  python -m ldattn_jax.ablation        # 4 variants x seeds 0,1: ~80 min on 2 cores
+  python -m ldattn_jax.ablation        # 4 variants x seeds 0,1 (3 seeds: 35 min on 2 cores)
   python -m ldattn_jax.ablation --variants xception,lda_st --seeds 0,1,2 --heldout-videos 60
 
 Why not just the demo's test split: it holds 6 real and 24 fake videos, so one

@@ -1,7 +1,7 @@
 """`make demo`: synthesize → build shards → train → evaluate, end to end on a CPU.
 
 Run:
-  python -m ldattn_jax.demo                      # lda_st, ~15 min on 2 CPU cores
+  python -m ldattn_jax.demo                      # lda_st, ~4 min on 2 CPU cores
   python -m ldattn_jax.demo --variants xception,lda_spatial,lda_temporal,lda_st
 
 Everything goes under ``demo_out/`` (gitignored). Stages already done are
