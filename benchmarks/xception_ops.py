@@ -70,7 +70,7 @@ def _pool(x):
 
 
 def _forms(op: str, c_in: int, stride: int):
-    """(native, stencil) functions of (x[, kernel]) and the kernel shape (None: no kernel)."""
+    """(native, stencil) functions of (x[, kernel]) and the kernel size (None: no kernel)."""
     if op == "conv3x3":
         ours = lambda x, k: xception.conv3x3_valid_im2col(x, k, x.dtype, stride)
         return _conv(stride, "VALID"), ours, 3
