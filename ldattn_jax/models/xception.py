@@ -251,8 +251,7 @@ class SeparableConv(nnx.Module):
 class ConvBN(nnx.Module):
     """Plain conv (no bias) + BN + ReLU, used for conv1 and conv2."""
 
-    def __init__(self, cin, cout, stride, *, dtype, rngs):
-        self.stride = stride
+    def __init__(self, cin, cout, stride: int, *, dtype, rngs):
         self.conv = nnx.Conv(
             cin,
             cout,
@@ -268,7 +267,7 @@ class ConvBN(nnx.Module):
 
     def __call__(self, x):
         if use_stencils():
-            x = conv3x3_valid_im2col(x, self.conv.kernel[...], self.conv.dtype, self.stride)
+            x = conv3x3_valid_im2col(x, self.conv.kernel[...], self.conv.dtype, self.conv.strides)
         else:
             x = self.conv(x)
         return jax.nn.relu(self.bn(x))
