@@ -29,6 +29,18 @@ def test_detects_face_and_landmarks_on_real_photo(astronaut):
     assert lms[36:42, 0].mean() < lms[42:48, 0].mean()
 
 
+def test_bgr_frames_give_the_same_face(astronaut):
+    # extract_stacks keeps OpenCV's BGR frames and converts only the crops.
+    bgr = np.ascontiguousarray(astronaut[..., ::-1])
+    (box, lms), (box_bgr, lms_bgr) = faces.detect_face(astronaut), faces.detect_face(bgr, bgr=True)
+    np.testing.assert_array_equal(box, box_bgr)
+    np.testing.assert_array_equal(lms, lms_bgr)
+    box = faces.square_box(box, astronaut.shape[:2])
+    np.testing.assert_array_equal(
+        faces.cut([bgr, bgr], box, 40, bgr=True), faces.cut([astronaut, astronaut], box, 40)
+    )
+
+
 def test_no_face_in_texture():
     assert faces.detect_face(np.dstack([skimage.data.brick()] * 3)) is None
 
@@ -154,3 +166,7 @@ def test_read_frames_reports_each_key_frame_as_decoded(tmp_path, astronaut):
     assert total == 20 and [k for k, _ in seen] == key_frame_indices(20, 4, 3)
     for k, f in seen:
         np.testing.assert_array_equal(f, decoded[k])
+    as_decoded, _ = read_frames(str(path), 4, 3, rgb=False)  # OpenCV's BGR order
+    assert as_decoded.keys() == decoded.keys()
+    for k, f in as_decoded.items():
+        np.testing.assert_array_equal(f[..., ::-1], decoded[k])
