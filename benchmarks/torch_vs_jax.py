@@ -33,13 +33,20 @@ def _sync(torch, device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _torch_images_per_s(
+def timm_train_step(
     batch: int, size: int, repeats: int, warmup: int, device: str, dtype: str
 ) -> dict:
+    """timm ``legacy_xception``'s training step: step_s (median), images/s, compile_s, params."""
     import timm
     import torch
 
     torch.backends.cudnn.benchmark = True
+    # Dynamo caches compiled code per Python code object, and `step` below is
+    # the same code object for every batch size: the second batch size would
+    # hit that cache, and Dynamo's automatic-dynamic rule would recompile it
+    # with a symbolic batch dimension (slower kernels). Each batch size gets a
+    # fresh, static compile instead, as a user training at one batch size has.
+    torch._dynamo.reset()
     model = timm.create_model("legacy_xception", pretrained=False, num_classes=2).to(device)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=3e-4, momentum=0.9)
@@ -55,7 +62,7 @@ def _torch_images_per_s(
         opt.step()
         return loss
 
-    step = torch.compile(step)
+    step = torch.compile(step, dynamic=False)
     t0 = time.perf_counter()
     step()
     _sync(torch, device)
@@ -75,7 +82,7 @@ def _torch_images_per_s(
     return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s, "params": params}
 
 
-def _our_param_count(size: int) -> int:
+def our_param_count(size: int) -> int:
     import jax
     from flax import nnx
 
@@ -98,8 +105,26 @@ def _jax_images_per_s(batch: int, size: int, repeats: int, warmup: int, dtype: s
         "step_s": r["step_s"],
         "images_per_s": r["images_per_s"],
         "compile_s": r["compile_s"],
-        "params": _our_param_count(size),
+        "params": our_param_count(size),
     }
+
+
+def side_by_side_row(batch: int, timm_row: dict, ours: dict) -> dict:
+    """One comparison row (ratio = ours / timm images/s), printed as it is made."""
+    row = {
+        "batch": batch,
+        "timm": timm_row,
+        "ours": ours,
+        "ratio": ours["images_per_s"] / timm_row["images_per_s"],
+    }
+    if timm_row["params"] != ours["params"]:  # same network or the ratio means nothing
+        print(f"WARNING: parameter counts differ: timm {timm_row['params']}, ours {ours['params']}")
+    print(
+        f"batch {batch:4d}: timm legacy_xception {timm_row['images_per_s']:8.1f} img/s | "
+        f"ours {ours['images_per_s']:8.1f} img/s | ratio {row['ratio']:.2f}x",
+        flush=True,
+    )
+    return row
 
 
 def main(argv=None) -> int:
@@ -140,23 +165,17 @@ def main(argv=None) -> int:
     # (JAX's preallocation is off for the same reason, see the top).
     batches = [int(x) for x in args.batch_sizes.split(",")]
     timm_rows = {
-        b: _torch_images_per_s(b, args.size, args.repeats, args.warmup, device, args.dtype)
+        b: timm_train_step(b, args.size, args.repeats, args.warmup, device, args.dtype)
         for b in batches
     }
     if device == "cuda":
         torch.cuda.empty_cache()
-    rows = []
-    for b in batches:
-        t, j = timm_rows[b], _jax_images_per_s(b, args.size, args.repeats, args.warmup, args.dtype)
-        rows.append(
-            {"batch": b, "timm": t, "ours": j, "ratio": j["images_per_s"] / t["images_per_s"]}
+    rows = [
+        side_by_side_row(
+            b, timm_rows[b], _jax_images_per_s(b, args.size, args.repeats, args.warmup, args.dtype)
         )
-        if t["params"] != j["params"]:  # same network or the ratio means nothing
-            print(f"WARNING: parameter counts differ: timm {t['params']} vs ours {j['params']}")
-        print(
-            f"batch {b:4d}: timm legacy_xception {t['images_per_s']:8.1f} img/s | "
-            f"ours {j['images_per_s']:8.1f} img/s | ratio {rows[-1]['ratio']:.2f}x"
-        )
+        for b in batches
+    ]
     out = {
         "machine": bench_utils.machine_info(),
         "torch": torch.__version__,

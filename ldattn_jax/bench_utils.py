@@ -109,6 +109,19 @@ def compiled_flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
+def compiled_memory_bytes(compiled) -> int | None:
+    """Device bytes one call of ``compiled`` needs by XLA's memory analysis:
+    arguments + outputs - donated (aliased) buffers + temporaries. None where
+    the backend gives no analysis."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return int(
+        m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+        + m.temp_size_in_bytes
+    )  # fmt: skip
+
+
 def device_memory_limit_bytes() -> int | None:
     """Bytes the allocator may use on device 0 (None on backends without stats, e.g. CPU)."""
     stats = jax.devices()[0].memory_stats()

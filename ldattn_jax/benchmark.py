@@ -77,6 +77,9 @@ def _compiled_stats(compiled, step_s: float, dtype: str) -> dict:
         "flops_per_step": flops,
         "achieved_flops_per_s": achieved,
         "fraction_of_peak": achieved / (peak * jax.device_count()) if achieved and peak else None,
+        # This step's own need (XLA's memory analysis), whatever ran before it in
+        # the process; the allocator's peak below is the process's high-water mark.
+        "step_memory_bytes": bench_utils.compiled_memory_bytes(compiled),
         "peak_device_memory_bytes": bench_utils.peak_device_memory_bytes(),
     }
 
@@ -123,11 +126,7 @@ def train_step_bytes(variant: str, *, batch: int, dtype: str, geometry: str = "p
         lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), state, state_sh
     )
     weights = jax.ShapeDtypeStruct((2,), jnp.float32, sharding=repl)
-    m = step.lower(state_spec, batch_spec, weights).compile().memory_analysis()
-    return int(
-        m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-        + m.temp_size_in_bytes
-    )  # fmt: skip
+    return bench_utils.compiled_memory_bytes(step.lower(state_spec, batch_spec, weights).compile())
 
 
 def largest_batch(
@@ -172,6 +171,7 @@ def train_step_measurement(
     three steps there (open with TensorBoard's profile plugin or Perfetto).
     """
     from ldattn_jax.models.lda import required_frames
+    from ldattn_jax.models.xception import use_stencils
 
     config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype, **model)
     mesh, step, state, state_sh, repl = _jitted_train_step(config)
@@ -205,6 +205,7 @@ def train_step_measurement(
         "steps_per_sample": inner,
         "images_per_s": batch / t["median_s"],
         "compile_s": compile_s,
+        "stencils": use_stencils(),  # read at trace time: LDATTN_STENCILS may change per row
         **_compiled_stats(compiled, t["median_s"], dtype),
     }
 
@@ -255,13 +256,16 @@ def _build_shards(root: str, out: str, size: int, encoding: str, videos: int) ->
 
 def loader_measurement(
     *, work: str, size: int = 398, encodings=("raw", "zstd"), max_workers: int | None = None,
-    videos: int = 6, seconds: float = 3.0,
+    videos: int = 6, seconds: float = 3.0, workers: list[int] | None = None,
 ) -> list[dict]:  # fmt: skip
-    """Decoded stacks/s per encoding: the data source on one core, and grain with 0..N workers."""
+    """Decoded stacks/s per encoding: the data source on one core, and grain with
+    each of ``workers`` worker processes (default 0..``max_workers``; 0 = read
+    threads in the consuming process)."""
     from data_prep.shards import benchmark_read, open_split
     from ldattn_jax import input_pipeline
 
-    max_workers = max_workers or os.cpu_count() or 1
+    if workers is None:
+        workers = range((max_workers or os.cpu_count() or 1) + 1)
     root = os.path.join(work, "synthetic")
     rows = []
     for enc in encodings:
@@ -269,9 +273,9 @@ def loader_measurement(
         _build_shards(root, out, size, enc, videos)
         one = benchmark_read(out, "train", seconds=seconds)
         src = open_split(out, "train")
-        for workers in range(0, max_workers + 1):
+        for count in workers:
             config = bench_config("lda_st", geometry="paper", batch=8, image_size=size)
-            config.data.worker_count = workers
+            config.data.worker_count = count
             it = input_pipeline.make_train_iterator(
                 src, config, num_frames=4, indices=np.arange(len(src))
             )
@@ -283,9 +287,9 @@ def loader_measurement(
             rows.append(
                 {
                     "encoding": enc,
-                    "workers": workers,
+                    "workers": count,
                     "stacks_per_s": rate,
-                    "stacks_per_s_per_core": rate / max(workers, 1),
+                    "stacks_per_s_per_core": rate / max(count, 1),
                     "source_one_core_stacks_per_s": one["records_per_s"],
                     "frames_shape": one["frames_shape"],
                 }
@@ -356,7 +360,8 @@ def predict_measurement(
             samples.append(time.perf_counter() - t0)
         return float(np.median(samples)), out
 
-    decode_s, _ = timed(lambda: read_frames(video, frames_per_video, stack))
+    # BGR, as extract_stacks decodes (it converts only the crops to RGB).
+    decode_s, _ = timed(lambda: read_frames(video, frames_per_video, stack, rgb=False))
     model_s, _ = timed(lambda: jax.block_until_ready(score_stacks(predictor, stacks)))
     rows = []
     for w in workers:
@@ -423,8 +428,10 @@ def _row_text(r: dict) -> str:
         extra += f"  {r['achieved_flops_per_s'] / 1e9:8.1f} GFLOP/s"
     if r.get("fraction_of_peak"):
         extra += f"  {100 * r['fraction_of_peak']:5.1f}% of peak"
-    if r.get("peak_device_memory_bytes"):
-        extra += f"  peak mem {r['peak_device_memory_bytes'] / 2**30:5.1f} GiB"
+    if r.get("step_memory_bytes"):
+        extra += f"  step needs {r['step_memory_bytes'] / 2**30:5.1f} GiB"
+    if r.get("stencils"):
+        extra += "  (stencils)"
     return (
         f"  {r['variant']:13s} b{str(r['batch']):<4s} {r['dtype']:9s} "
         f"{1000 * r['step_s']:9.1f} ms/step  {r['images_per_s']:9.1f} img/s{extra}"

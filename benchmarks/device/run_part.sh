@@ -1,26 +1,25 @@
 #!/usr/bin/env bash
 # Run THERE (the device tool's GPU machine), from the repository root:
-#   bash benchmarks/device/run_part.sh PART
-# One PART per device-tool call, each sized to end inside the 10-minute limit
-# of one call (the train/eval JSON is saved after every row, so a part cut
-# short keeps what it measured). Results go to $OUT (the tool brings them
-# back): <gpu>_<date>_<PART>.json and <PART>.log. Order of importance:
-#   train_bf16    train step, 4 variants x batch 32,128, bf16       (goals 1, 3)
-#   side_by_side  timm legacy_xception vs ours, same GPU, bf16      (goal 2)
-#                 + eval (inference) bf16 batch 128
-#   host          loader 0..8 grain workers; predict with 1/8/16     (goals 4, 5)
-#                 extraction threads (needs both shape-predictor halves:
-#                 the calls of the first two parts carry one each)
-#   stencils      LDATTN_STENCILS=on: xception + lda_st bf16 with the convs and
-#                 pools in stencil/matmul form (4.5x faster on CPU), and each
-#                 op alone (benchmarks/xception_ops.py): decides the GPU default
-#   fp32          train fp32 batch 32,128 + bf16 at the largest power-of-two
-#                 batch that fits (XLA memory analysis, `--batch-sizes max`)
-#   trace         jax.profiler trace of lda_st bf16 batch 128 (tar in $OUT)
-# SMOKE=1 shrinks every part (demo geometry, batch 2) to check this script on
-# a CPU machine: benchmarks/device/README.md.
+#   bash benchmarks/device/run_part.sh PART [BUDGET_S]
+# A lent GPU comes with 15 minutes of device time per task, start-up and idle
+# time included, so the kit is two calls, back to back (README.md beside this):
+#   gpu    train bf16 398/224 lda_st + xception at batch 128, timm's
+#          legacy_xception beside it in the same process, then batch 32, then
+#          the other variants, the stencil forms and eval     (goals 1, 2, 3)
+#   host   predict with 8/16/1 extraction threads, loader 0..8 grain workers
+#          (goals 5, 4; needs both shape-predictor halves: the gpu call
+#          carries one, this call the other)
+# and, only where a session has device time left:
+#   extra  largest bf16 batch that fits, fp32 steps, each conv/pool op alone
+#   trace  jax.profiler trace of lda_st bf16 batch 128 (tgz in $OUT)
+# Each part runs benchmarks/device/plan.py: steps in order of importance, one
+# process, skipped (and listed) once BUDGET_S would not hold the next one, the
+# JSON rewritten after every step. Results go to $OUT: <gpu>_<date>_<PART>.json
+# and <PART>.log. SMOKE=1 shrinks every step (demo geometry, batch 2) to check
+# this script on a CPU machine.
 set -uo pipefail
-part=${1:?usage: run_part.sh train_bf16|side_by_side|host|stencils|fp32|trace}
+part=${1:?usage: run_part.sh gpu|host|extra|trace [BUDGET_S]}
+budget=${2:-}
 OUT=${OUT:-/tmp/ldattn_out}
 mkdir -p "$OUT"
 # Wheels of what the image lacks, once per warm machine.
@@ -39,9 +38,8 @@ if ! python3 -c 'import ldattn_jax.train' 2>/tmp/ldattn_import.err; then
         /tmp/site/orbax /tmp/site/orbax_checkpoint-*
     python3 -c 'import ldattn_jax.train' || exit 1
 fi
-# XLA's persistent cache: side_by_side and trace reuse train_bf16's compiles
-# (their compile_s is then a cache load; train_bf16's and fp32's are real
-# unless a part is rerun on the same warm machine).
+# XLA's persistent cache: a rerun on the same warm machine (or trace after
+# gpu) loads compiles instead of repeating them (compile_s is then a load).
 export JAX_COMPILATION_CACHE_DIR=/root/ldattn_xla_cache
 # The halves of the shape predictor (prepare.sh) arrive one per call: keep them
 # beside the machine's copy of the repo, which lives while the machine is warm.
@@ -60,46 +58,37 @@ if [ ! -s $models/models/shape_predictor_68_face_landmarks.dat ] \
         '    return os.path.join(os.path.dirname(__file__), "models", "shape_predictor_68_face_landmarks.dat")' \
         > $models/__init__.py
 fi
-allow=()
 if [ "$part" = host ] && [ ! -s $models/models/shape_predictor_68_face_landmarks.dat ]; then
     echo "host: dlib's shape predictor is not assembled here: carry .devcache/sp68.xz.parta in one" \
          "call and .devcache/sp68.xz.partb in the next, on the same warm machine" \
          "(benchmarks/device/README.md), then run host again" | tee "$OUT/host.log"
     exit 3
 fi
-if [ "${SMOKE:-0}" = 1 ]; then
-    allow=(--allow-cpu)
-    geo=(--geometry demo --repeats 1); b=2; b2=2; b3=4; side=(--size 62 --batch-sizes 2 --repeats 1 --warmup 1)
-    predict=(--geometry demo --repeats 1 --threads 1,2); loader=(--max-workers 1)
-    ops=(--size 62 --batch 2 --repeats 1)
-else
-    geo=(--geometry paper --repeats 5); b=32,128; b2=128; b3=max; side=(--batch-sizes 32,128)
-    predict=(--geometry paper --repeats 3 --threads 1,8,16); loader=(--max-workers 8)
-    ops=(--batch 32)
-fi
+smoke=()
+[ "${SMOKE:-0}" = 1 ] && smoke=(--smoke)
+# Seconds for the plan itself: the call's timeout_s less ~40 s of set-up
+# (wheels, imports) and the copy of $OUT back (README.md's call table).
+case $part in
+    gpu) budget=${budget:-360} ;;
+    host) budget=${budget:-170} ;;
+    *) budget=${budget:-500} ;;
+esac
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' _)
 tag=${gpu:-cpu}_$(date +%F)_$part
-bench=(timeout 560 python3 -m ldattn_jax.benchmark)
 {
     nvidia-smi 2>/dev/null | head -15
     python3 -c 'import jax, flax, optax, orbax.checkpoint as o; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__, "orbax", o.__version__, jax.devices())'
     case $part in
-        train_bf16) "${bench[@]}" train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b --json "$OUT/$tag.json" ;;
-        side_by_side)
-            timeout 420 python3 benchmarks/torch_vs_jax.py "${side[@]}" "${allow[@]}" --json "$OUT/${tag}_timm.json"
-            timeout 150 python3 -m ldattn_jax.benchmark eval "${geo[@]}" --dtypes bfloat16 --batch-sizes $b2 --json "$OUT/${tag}_eval.json" ;;
-        host)
-            timeout 300 python3 -m ldattn_jax.benchmark loader "${loader[@]}" --json "$OUT/${tag}_loader.json"
-            timeout 250 python3 -m ldattn_jax.benchmark predict "${predict[@]}" --json "$OUT/${tag}_predict.json" ;;
-        stencils)
-            LDATTN_STENCILS=on timeout 420 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b --variants xception,lda_st --json "$OUT/$tag.json"
-            timeout 120 python3 benchmarks/xception_ops.py "${ops[@]}" --dtype bfloat16 --json "$OUT/${tag}_ops.json" ;;
-        fp32)
-            # Largest batch first: each probe is one compile (XLA's memory analysis).
-            timeout 280 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b3 --max-start 128 --variants xception,lda_st --json "$OUT/${tag}_largest.json"
-            timeout 290 python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes float32 --batch-sizes $b --variants xception,lda_st,lda_spatial,lda_temporal --json "$OUT/$tag.json" ;;
+        gpu|host|extra)
+            # The hard stop is a margin past the budget: the plan skips steps
+            # itself, this only ends a step that hangs.
+            timeout $((${budget%.*} + 60)) python3 benchmarks/device/plan.py "$part" \
+                --budget-s "$budget" --json "$OUT/$tag.json" "${smoke[@]}" ;;
         trace)
-            "${bench[@]}" train "${geo[@]}" --dtypes bfloat16 --batch-sizes $b2 --variants lda_st --trace /tmp/ldattn_trace --json "$OUT/$tag.json"
+            geo=(--geometry paper --repeats 5); b=128
+            [ "${SMOKE:-0}" = 1 ] && { geo=(--geometry demo --repeats 1); b=2; }
+            timeout "$budget" python3 -m ldattn_jax.benchmark train "${geo[@]}" --dtypes bfloat16 \
+                --batch-sizes $b --variants lda_st --trace /tmp/ldattn_trace --json "$OUT/$tag.json"
             tar -C /tmp -czf "$OUT/${tag}_trace.tgz" ldattn_trace ;;
         *) echo "unknown part $part"; exit 2 ;;
     esac
