@@ -85,7 +85,9 @@ def _best(rows: list[tuple[dict, dict]], key: str, high: bool = True):
 
 def _device(doc: dict) -> str:
     m = doc["machine"]
-    return f"{m['device_kind']} x{m['device_count']}" if m["platform"] != "cpu" else "CPU"
+    if m["platform"] == "cpu":
+        return f"CPU ({m.get('host_cpu_model', 'model not recorded')}, {m['host_cpu_cores']} cores)"
+    return f"{m['device_kind']} x{m['device_count']}"
 
 
 def _verdict(doc: dict, ok: bool | None) -> str:

@@ -46,6 +46,10 @@ def machine_info() -> dict[str, Any]:
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "host_cpu_cores": os.cpu_count(),
+        # The "2-core VM" has been an AMD EPYC in some sessions and an Intel
+        # Xeon in others, with loader rates 1.8x apart: CPU numbers compare
+        # only within one model.
+        "host_cpu_model": cpu_model(),
         "host": platform.node(),
         "python": platform.python_version(),
         "jax": jax.__version__,
@@ -54,6 +58,18 @@ def machine_info() -> dict[str, Any]:
         "stencils": use_stencils(),
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def cpu_model() -> str:
+    """The host CPU's model name (Linux: /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_json(path: str, data: dict) -> None:

@@ -83,12 +83,14 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
 
 
 def test_missing_rows_are_not_measured_and_cpu_rows_are_recorded(tmp_path):
-    cpu = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "stencils": True}
+    cpu = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "stencils": True,
+           "host_cpu_cores": 2, "host_cpu_model": "AMD EPYC 7B13"}  # fmt: skip
     predict = {"workers": 2, "total_s": 1.9, "decode_s": 0.9, "model_s": 0.1}
     doc = {"machine": cpu, "train": [_train("lda_st", 32, 20.0, stencils=True)],
            "predict": [predict]}  # fmt: skip
     g = _by_goal(bench_goals.evaluate(bench_goals.load([_write(tmp_path, "cpu.json", doc)])))
     assert g["lda_st train, batch 32"]["verdict"] == "recorded (CPU)"
+    assert g["lda_st train, batch 32"]["device"] == "CPU (AMD EPYC 7B13, 2 cores)"
     assert g["lda_st train, batch 128"]["verdict"] == "not measured"
     assert g["loader (raw shards)"]["verdict"] == "not measured"
     assert g["predict, 10-s 1080p video (8 threads)"]["measured"].startswith("1.90 s (2 threads")

@@ -17,6 +17,7 @@ def test_train_and_eval_records_are_complete_and_consistent(tmp_path):
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["machine"]["device_count"] >= 1 and res["machine"]["jax"]
+    assert res["machine"]["host_cpu_model"]  # CPU rows compare only within one CPU model
     assert res["machine"]["stencils"] is True  # CPU: "auto" writes the window ops as stencils
     (row,) = res["train"]
     assert "error" not in row, row

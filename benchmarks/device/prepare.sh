@@ -5,7 +5,7 @@
 #   .whl/      cp312 wheels of what the GPU image lacks (wheels.txt), ~17 MB
 #   .devcache/ dlib's 68-landmark shape predictor, xz'd and cut in two halves
 #              (~32 MB each): the 100 MB file does not fit one call's 64 MiB,
-#              so the first two calls carry one half each (run_part.sh).
+#              so the gpu and host calls carry one half each (run_part.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
