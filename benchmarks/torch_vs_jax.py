@@ -36,7 +36,8 @@ def _sync(torch, device: str) -> None:
 def timm_train_step(
     batch: int, size: int, repeats: int, warmup: int, device: str, dtype: str
 ) -> dict:
-    """timm ``legacy_xception``'s training step: step_s (median), images/s, compile_s, params."""
+    """timm ``legacy_xception``'s training step: step_s (median), images/s, compile_s,
+    params, peak_memory_bytes (CUDA only)."""
     import timm
     import torch
 
@@ -47,6 +48,8 @@ def timm_train_step(
     # with a symbolic batch dimension (slower kernels). Each batch size gets a
     # fresh, static compile instead, as a user training at one batch size has.
     torch._dynamo.reset()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     model = timm.create_model("legacy_xception", pretrained=False, num_classes=2).to(device)
     model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=3e-4, momentum=0.9)
@@ -79,7 +82,14 @@ def timm_train_step(
         samples.append((time.perf_counter() - t0) / INNER)
     med = statistics.median(samples)
     params = sum(p.numel() for p in model.parameters())
-    return {"step_s": med, "images_per_s": batch / med, "compile_s": compile_s, "params": params}
+    peak = torch.cuda.max_memory_allocated() if device == "cuda" else None
+    return {
+        "step_s": med,
+        "images_per_s": batch / med,
+        "compile_s": compile_s,
+        "params": params,
+        "peak_memory_bytes": peak,  # torch's allocator peak during this batch size
+    }
 
 
 def our_param_count(size: int) -> int:
