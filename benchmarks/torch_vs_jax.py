@@ -43,10 +43,11 @@ def timm_train_step(
 
     torch.backends.cudnn.benchmark = True
     # Dynamo caches compiled code per Python code object, and `step` below is
-    # the same code object for every batch size: the second batch size would
-    # hit that cache, and Dynamo's automatic-dynamic rule would recompile it
-    # with a symbolic batch dimension (slower kernels). Each batch size gets a
-    # fresh, static compile instead, as a user training at one batch size has.
+    # the same code object for every batch size: the second batch size fails
+    # the first compile's guards, and Dynamo's automatic-dynamic rule then
+    # recompiles it with a symbolic batch dimension (seen with
+    # TORCH_LOGS=dynamic). Each batch size gets a fresh, static compile
+    # instead, as a user training at one batch size has.
     torch._dynamo.reset()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()

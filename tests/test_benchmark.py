@@ -125,3 +125,35 @@ def test_batch_max_on_cpu_is_a_recorded_explanation(tmp_path, capsys):
     assert rc == 0
     (row,) = json.loads(out.read_text())["train"]
     assert row["batch"] == "max" and "reports none (CPU)" in row["error"]
+
+
+def test_cpu_seconds_count_the_grain_worker_processes():
+    """A child that burns CPU while this process sleeps shows up in _cpu_seconds."""
+    import subprocess
+    import sys
+    import time
+
+    before = benchmark._cpu_seconds()
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time\nt = time.process_time()\n"
+         "while time.process_time() - t < 1.0: pass\ntime.sleep(30)"]
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)  # the child spins 1 CPU-second, then sleeps (still alive)
+        used = benchmark._cpu_seconds() - before
+    finally:
+        child.kill()
+        child.wait()
+    assert used >= 0.8, used  # this process slept: the CPU time is the child's
+
+
+def test_loader_rows_report_cpu_cost(tmp_path):
+    rows = benchmark.loader_measurement(
+        work=str(tmp_path), size=32, encodings=("raw",), workers=[0, 1], seconds=0.5
+    )
+    assert [(r["encoding"], r["workers"]) for r in rows] == [("raw", 0), ("raw", 1)]
+    for r in rows:
+        assert r["frames_shape"] == [4, 32, 32, 3]
+        assert r["cores_busy"] > 0 and r["stacks_per_s"] > 0
+        # stacks/CPU-second x CPU-seconds/second = stacks/second
+        assert r["stacks_per_cpu_s"] * r["cores_busy"] == pytest.approx(r["stacks_per_s"])

@@ -215,7 +215,8 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
             size=62 if smoke else 398,
         )  # fmt: skip
         for r in rows:
-            print(f"  {r['encoding']} workers {r['workers']}: {r['stacks_per_s']:.0f} stacks/s")
+            print(f"  {r['encoding']} workers {r['workers']}: {r['stacks_per_s']:.0f} stacks/s, "
+                  f"{r['stacks_per_cpu_s']:.0f} per CPU-second")  # fmt: skip
         return {"loader": rows}
 
     def predict(results, threads):
