@@ -53,6 +53,8 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
             # process (600) but used 2 cores (300 per CPU-second).
             _loader("raw", 0, 600.0, 600.0, 300.0), _loader("raw", 2, 1040.0, 520.0, 510.0),
             _loader("zstd", 1, 900.0, 900.0, 880.0),
+            # An old-layout row (rate per worker process only) is not comparable.
+            _loader("raw", 4, 3600.0, 900.0),
         ],
         "predict": [
             {"workers": 8, "total_s": 0.9, "decode_s": 0.5, "model_s": 0.05},
@@ -119,7 +121,12 @@ def test_committed_results_of_every_session_still_load():
     g = _by_goal(bench_goals.evaluate(bench_goals.load(files)))
     # The CPU sessions measured the loader and predict; both are shown as records.
     assert g["loader (raw shards)"]["verdict"] == "recorded (CPU)"
-    assert "per worker process" in g["loader (raw shards)"]["measured"]  # before session 5
+    # Since session 5 rows carry stacks per CPU-second; older ones only a rate
+    # per worker process, which does not beat them.
+    assert "per CPU-second" in g["loader (raw shards)"]["measured"]
+    old = [f for f in files if "session5" not in f]
+    g = _by_goal(bench_goals.evaluate(bench_goals.load(old)))
+    assert "per worker process" in g["loader (raw shards)"]["measured"]
     assert g["predict, 10-s 1080p video (8 threads)"]["verdict"] == "recorded (CPU)"
 
 
