@@ -99,11 +99,11 @@ def _verdict(doc: dict, ok: bool | None) -> str:
     return "met" if ok else "MISSED"
 
 
-def _row(goal: str, target: str, found, measured, ok) -> dict:
-    if found is None:
+def _row(goal: str, target: str, doc, measured, ok) -> dict:
+    """A goal's table row; ``doc`` is the file the number came from (None: no row)."""
+    if doc is None:
         return {"goal": goal, "target": target, "measured": "-", "verdict": "not measured",
                 "device": "-", "file": "-"}  # fmt: skip
-    doc = found
     return {
         "goal": goal,
         "target": target,
