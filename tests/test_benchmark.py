@@ -128,23 +128,30 @@ def test_batch_max_on_cpu_is_a_recorded_explanation(tmp_path, capsys):
 
 
 def test_cpu_seconds_count_the_grain_worker_processes():
-    """A child that burns CPU while this process sleeps shows up in _cpu_seconds."""
+    """A child that burns CPU while this process waits shows up in _cpu_seconds."""
+    import select
     import subprocess
     import sys
-    import time
 
     before = benchmark._cpu_seconds()
+    # The child says when it has spun its CPU-second. Waiting on wall time
+    # instead failed on CI: with the other xdist worker busy on 2 cores, 2 s
+    # of wall time gave the child only 0.77 CPU-seconds.
     child = subprocess.Popen(
         [sys.executable, "-c", "import time\nt = time.process_time()\n"
-         "while time.process_time() - t < 1.0: pass\ntime.sleep(30)"]
+         "while time.process_time() - t < 1.0: pass\nprint('spun', flush=True)\n"
+         "time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        time.sleep(2.0)  # the child spins 1 CPU-second, then sleeps (still alive)
-        used = benchmark._cpu_seconds() - before
+        ready, _, _ = select.select([child.stdout], [], [], 120.0)
+        assert ready and child.stdout.readline().strip() == "spun"
+        used = benchmark._cpu_seconds() - before  # child still alive, asleep
     finally:
         child.kill()
         child.wait()
-    assert used >= 0.8, used  # this process slept: the CPU time is the child's
+    # This process only waited: >= 1 CPU-second here is the child's.
+    assert used >= 0.95, used
 
 
 def test_loader_rows_report_cpu_cost(tmp_path):
