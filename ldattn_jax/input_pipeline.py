@@ -17,7 +17,7 @@ examples on 1 CPU and on a pod. The iterator's state (grain
 
 The source is anything with `__len__` and `__getitem__` returning the dicts
 of docs/interfaces.md (`data_prep.shards.open_split`, or a list in tests); it
-must be picklable when `worker_count > 0`.
+must be picklable when `worker_count > 0`. Only the RECORD_FIELDS are read.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from absl import flags
 
 __all__ = [
     "BALANCE_MODES",
+    "RECORD_FIELDS",
     "ClassCounts",
     "class_counts",
     "class_weights",
@@ -42,6 +43,10 @@ __all__ = [
 ]
 
 BALANCE_MODES = ("none", "sample", "loss_weight")
+
+# The record fields LoadRecord reads: open training and validation sources
+# with `open_split(..., features=RECORD_FIELDS)` so nothing else is decoded.
+RECORD_FIELDS = ("frames", "label")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -136,11 +136,12 @@ def _open_data(config):
             "`python -m data_prep.build --out DIR ...` and pass --config.data.dir=DIR"
         )
     info = shards.read_info(data_dir)
-    train = shards.open_split(data_dir, config.data.train_split)
+    fields = input_pipeline.RECORD_FIELDS  # decode nothing the step does not use
+    train = shards.open_split(data_dir, config.data.train_split, fields)
     val = None
     if config.data.val_split:
         try:
-            val = shards.open_split(data_dir, config.data.val_split)
+            val = shards.open_split(data_dir, config.data.val_split, fields)
         except KeyError:
             log.warning(
                 "no %r split in %s: validation and best-checkpoint selection are off",

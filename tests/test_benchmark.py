@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from ldattn_jax import bench_utils, benchmark
+from ldattn_jax import bench_utils, benchmark, input_pipeline
 
 
 def test_train_and_eval_records_are_complete_and_consistent(tmp_path):
@@ -164,3 +164,6 @@ def test_loader_rows_report_cpu_cost(tmp_path):
         assert r["cores_busy"] > 0 and r["stacks_per_s"] > 0
         # stacks/CPU-second x CPU-seconds/second = stacks/second
         assert r["stacks_per_cpu_s"] * r["cores_busy"] == pytest.approx(r["stacks_per_s"])
+        # Timed as training reads: only the step's fields, over a real-sized epoch.
+        assert r["source_features"] == sorted(input_pipeline.RECORD_FIELDS)
+        assert r["epoch_records"] == benchmark.EPOCH_RECORDS

@@ -174,6 +174,44 @@ def test_tfds_data_source_and_pickling(built):
     assert len(shards) == min(64, len(open_split(str(built), "train")))
 
 
+def test_a_feature_subset_decodes_only_those_fields(built, monkeypatch):
+    from ldattn_jax.input_pipeline import RECORD_FIELDS
+
+    full = open_split(str(built), "train")
+    sub = open_split(str(built), "train", RECORD_FIELDS)
+    assert "features=('frames', 'label')" in repr(sub)
+    for i in (0, len(full) - 1):
+        a, b = full[i], sub[i]
+        assert sorted(b) == sorted(RECORD_FIELDS)
+        np.testing.assert_array_equal(b["frames"], a["frames"])
+        assert b["label"] == a["label"] and isinstance(b["label"], int)
+    batch = sub.__getitems__([2, 0])
+    assert [sorted(r) for r in batch] == [sorted(RECORD_FIELDS)] * 2
+    np.testing.assert_array_equal(batch[0]["frames"], full[2]["frames"])
+    clone = pickle.loads(pickle.dumps(sub))  # grain workers get the subset too
+    assert sorted(clone[1]) == sorted(RECORD_FIELDS)
+    # The mask (the one zlib feature) is never inflated for the subset.
+    import tensorflow_datasets as tfds
+
+    decode, want = tfds.features.Tensor.decode_example_np, full[1]["frames"]
+
+    def no_zlib(self, *a, **k):
+        assert self._encoding != tfds.features.Encoding.ZLIB, "the mask was decoded"
+        return decode(self, *a, **k)
+
+    monkeypatch.setattr(tfds.features.Tensor, "decode_example_np", no_zlib)
+    np.testing.assert_array_equal(open_split(str(built), "train", RECORD_FIELDS)[1]["frames"], want)
+    with pytest.raises(AssertionError, match="mask was decoded"):
+        open_split(str(built), "train")[1]
+
+
+def test_an_unknown_feature_name_is_named(built):
+    with pytest.raises(ValueError, match=r"\['lable'\] not in the build.*choose from \['box'"):
+        open_split(str(built), "train", ("frames", "lable"))
+    with pytest.raises(ValueError, match="none"):
+        open_split(str(built), "train", ())
+
+
 def _builder_dir(built):
     return built / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
 
