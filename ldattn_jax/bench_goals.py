@@ -177,7 +177,8 @@ def evaluate(docs: list[dict]) -> list[dict]:
         d, r = best
         rate = r["per_core"]
         unit = "per CPU-second" if r.get("stacks_per_cpu_s") else "per worker process"
-        text = f"{rate:.0f} /s {unit} ({r['workers']} grain workers)"
+        threads = f" x {r['read_threads']} read threads" if r.get("read_threads") else ""
+        text = f"{rate:.0f} /s {unit} ({r['workers']} grain workers{threads})"
         if 128 in lda_rate:  # what the goal is for: cores to keep the GPU fed
             text += f"; {lda_rate[128] / rate:.1f} cores feed lda_st b128"
         out.append(_row("loader (raw shards)", target, d, text, rate >= LOADER_PER_CORE))

@@ -4,7 +4,7 @@ Run:
   python -m ldattn_jax.benchmark {train,eval,loader,predict,all} [--json OUT]
       [--geometry paper|demo] [--variants xception,lda_st] [--batch-sizes 32,128]
       [--dtypes float32,bfloat16] [--repeats 5] [--max-workers N]
-      [--threads 1,8,16] [--trace DIR]
+      [--threads 1,8,16] [--read-threads 4,16] [--trace DIR]
 
 Prints the machine (device kind and count, CPU cores, jax/flax versions) and,
 per measurement, the median of ``--repeats`` timed runs after warm-up:
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -276,10 +277,12 @@ EPOCH_RECORDS = 100_000
 def loader_measurement(
     *, work: str, size: int = 398, encodings=("raw", "zstd"), max_workers: int | None = None,
     videos: int = 6, seconds: float = 3.0, workers: list[int] | None = None,
+    read_threads: list[int] | None = None,
 ) -> list[dict]:  # fmt: skip
     """Decoded stacks/s per encoding: the data source on one core, and grain with
     each of ``workers`` worker processes (default 0..``max_workers``; 0 = read
-    threads in the consuming process)."""
+    threads in the consuming process) x each of ``read_threads`` (default: the
+    config's) read threads per process."""
     from data_prep.shards import benchmark_read, open_split
     from ldattn_jax import input_pipeline
 
@@ -297,9 +300,12 @@ def loader_measurement(
         # per index over 60 records, 185 over 180, 32 over 1e5 (measured), so
         # the bare synthetic epoch would time the shuffle, not the loader.
         indices = np.resize(np.arange(len(src)), max(len(src), EPOCH_RECORDS))
-        for count in workers:
+        for count, threads in itertools.product(workers, read_threads or [None]):
             config = bench_config("lda_st", geometry="paper", batch=8, image_size=size)
             config.data.worker_count = count
+            if threads is not None:
+                config.data.read_threads = threads
+                config.data.prefetch = max(config.data.prefetch, threads)
             it = input_pipeline.make_train_iterator(src, config, num_frames=4, indices=indices)
             next(it)  # start workers outside the timing
             n, t0, cpu0 = 0, time.perf_counter(), _cpu_seconds()
@@ -311,6 +317,7 @@ def loader_measurement(
                 {
                     "encoding": enc,
                     "workers": count,
+                    "read_threads": config.data.read_threads,
                     "stacks_per_s": rate,
                     # Rate per worker process (0 workers counted as 1): the
                     # figure sessions 1-4 reported. It ignores grain's read
@@ -471,6 +478,11 @@ def _row_text(r: dict) -> str:
     )
 
 
+def _ints(text: str) -> list[int] | None:
+    """'1,8,16' -> [1, 8, 16]; '' -> None (the default)."""
+    return [int(t) for t in text.split(",") if t.strip()] or None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
     p.add_argument("what", choices=["train", "eval", "loader", "predict", "all"])
@@ -494,6 +506,9 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-workers", type=int, default=None)
+    p.add_argument(
+        "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
+    )
     p.add_argument(
         "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
     )
@@ -532,17 +547,20 @@ def main(argv=None) -> int:
         _grid(args, eval_fn, results.setdefault("eval", []), save)
     if "loader" in what:
         print("loader (four-frame 398x398 stacks):")
-        results["loader"] = loader_measurement(work=work, max_workers=args.max_workers)
+        results["loader"] = loader_measurement(
+            work=work, max_workers=args.max_workers, read_threads=_ints(args.read_threads)
+        )
         for r in results["loader"]:
             print(
-                f"  {r['encoding']:5s} workers {r['workers']}: {r['stacks_per_s']:8.1f} stacks/s "
+                f"  {r['encoding']:5s} workers {r['workers']} x {r['read_threads']} threads: "
+                f"{r['stacks_per_s']:8.1f} stacks/s "
                 f"({r['stacks_per_cpu_s']:7.1f} per CPU-second, {r['cores_busy']:.2f} cores busy; "
                 f"source alone {r['source_one_core_stacks_per_s']:7.1f}/s on one core)"
             )
         save()
     if "predict" in what:
         print("predict (10-s 1080p video):")
-        threads = [int(t) for t in args.threads.split(",") if t] or None
+        threads = _ints(args.threads)
         rows = predict_measurement(
             work=work, geometry=args.geometry, repeats=args.repeats, workers=threads
         )

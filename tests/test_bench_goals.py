@@ -16,9 +16,11 @@ def _train(variant, batch, img_s, *, stencils=False, dtype="bfloat16", geometry=
             "step_s": batch / img_s, "images_per_s": img_s, "stencils": stencils}  # fmt: skip
 
 
-def _loader(encoding, workers, rate, per_core, per_cpu_s=None):
+def _loader(encoding, workers, rate, per_core, per_cpu_s=None, read_threads=None):
     row = {"encoding": encoding, "workers": workers, "stacks_per_s": rate,
            "stacks_per_s_per_core": per_core}  # fmt: skip
+    if read_threads is not None:  # since session 6
+        row["read_threads"] = read_threads
     if per_cpu_s is not None:  # since session 5: stacks per CPU-second used
         row["stacks_per_cpu_s"] = per_cpu_s
     return row
@@ -51,7 +53,7 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
         "loader": [
             # Judged by stacks per CPU-second: 0 workers looks best per worker
             # process (600) but used 2 cores (300 per CPU-second).
-            _loader("raw", 0, 600.0, 600.0, 300.0), _loader("raw", 2, 1040.0, 520.0, 510.0),
+            _loader("raw", 0, 600.0, 600.0, 300.0), _loader("raw", 2, 1040.0, 520.0, 510.0, 4),
             _loader("zstd", 1, 900.0, 900.0, 880.0),
             # An old-layout row (rate per worker process only) is not comparable.
             _loader("raw", 4, 3600.0, 900.0),
@@ -81,7 +83,7 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
     assert g["lda_st step / xception step, batch 32"]["verdict"] == "MISSED"  # 900/650 = 1.38
     loader = g["loader (raw shards)"]
     assert loader["verdict"] == "met"
-    assert loader["measured"].startswith("510 /s per CPU-second (2 grain workers)")
+    assert loader["measured"].startswith("510 /s per CPU-second (2 grain workers x 4 read threads)")
     assert f"{1100 / 510:.1f} cores feed lda_st b128" in loader["measured"]  # zstd row not used
     predict = g["predict, 10-s 1080p video (8 threads)"]
     assert predict["verdict"] == "met" and predict["measured"].startswith("0.90 s (8 threads")
@@ -124,7 +126,7 @@ def test_committed_results_of_every_session_still_load():
     # Since session 5 rows carry stacks per CPU-second; older ones only a rate
     # per worker process, which does not beat them.
     assert "per CPU-second" in g["loader (raw shards)"]["measured"]
-    old = [f for f in files if "session5" not in f]
+    old = [f for f in files if "session5" not in f and "session6" not in f]
     g = _by_goal(bench_goals.evaluate(bench_goals.load(old)))
     assert "per worker process" in g["loader (raw shards)"]["measured"]
     assert g["predict, 10-s 1080p video (8 threads)"]["verdict"] == "recorded (CPU)"

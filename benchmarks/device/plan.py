@@ -93,6 +93,9 @@ def plan_steps(name: str, smoke: bool = False) -> list[Step]:
         return [
             Step("predict", dict(threads=(1, 2) if smoke else (8, 16, 1))),
             Step("loader", dict(encodings=("raw",), workers=(0, 1) if smoke else (0, 1, 2, 4, 8))),
+            # Threads alone (no worker processes: no shared-memory copy per
+            # batch) with more cores than the 2 of CI: can they feed the GPU?
+            Step("loader", dict(encodings=("raw",), workers=(0,), read_threads=(8, 16))),
             Step("loader", dict(encodings=("zstd",), workers=(0,) if smoke else (0, 2, 4))),
         ]
     if name == "extra":
@@ -209,14 +212,16 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
             "largest": [{"variant": variant, "dtype": dtype, "batch": found}]
         }
 
-    def loader(results, encodings, workers):
+    def loader(results, encodings, workers, read_threads=None):
         rows = benchmark.loader_measurement(
             work=work, encodings=encodings, workers=list(workers), seconds=1.0 if smoke else 3.0,
-            size=62 if smoke else 398,
+            size=62 if smoke else 398, read_threads=read_threads and list(read_threads),
         )  # fmt: skip
         for r in rows:
-            print(f"  {r['encoding']} workers {r['workers']}: {r['stacks_per_s']:.0f} stacks/s, "
-                  f"{r['stacks_per_cpu_s']:.0f} per CPU-second")  # fmt: skip
+            print(
+                f"  {r['encoding']} workers {r['workers']} x {r['read_threads']} threads: "
+                f"{r['stacks_per_s']:.0f} stacks/s, {r['stacks_per_cpu_s']:.0f} per CPU-second"
+            )
         return {"loader": rows}
 
     def predict(results, threads):
