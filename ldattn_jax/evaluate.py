@@ -35,6 +35,8 @@ from ldattn_jax.defect_capture import DefectCapture
 
 # Record fields evaluation needs (frames are sliced to what the model reads).
 META_FIELDS = ("label", "dataset", "compression", "method", "video_id", "frame_index")
+# What _EvalRecord reads; the shards' box and landmarks are never decoded.
+EVAL_FIELDS = (*META_FIELDS, "frames", "mask", "has_mask")
 
 
 def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
@@ -162,9 +164,12 @@ def iterate_batches(source, config, batch_size: int):
     """Ordered, unshuffled batches of every record (grain; the last batch is partial).
 
     `source` is one random-access source or a list of them (read one after another).
+    Read by config.data.read_threads threads in each of config.data.worker_count
+    processes (0 = this one), as in training.
     """
     import grain
 
+    from ldattn_jax import input_pipeline
     from ldattn_jax.models.lda import required_frames
 
     sources = source if isinstance(source, list | tuple) else [source]
@@ -174,7 +179,7 @@ def iterate_batches(source, config, batch_size: int):
     threads = int(config.data.get("read_threads", 4))
     # The buffer counts batches: as small as the threads allow (stacks are large).
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))
-    return ds.to_iter_dataset(options)
+    return input_pipeline.in_worker_processes(ds.to_iter_dataset(options), config)
 
 
 def _safe(name: str) -> str:
@@ -239,7 +244,7 @@ def evaluate(
             "or set config.data.dir"
         )
     splits = resolve_splits(data_dir, split)
-    source = [shards.open_split(data_dir, s) for s in splits]
+    source = [shards.open_split(data_dir, s, EVAL_FIELDS) for s in splits]
     split = "+".join(splits)
     n_records = sum(len(s) for s in source)
     if n_records == 0:

@@ -95,6 +95,34 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
 
 
 @pytest.mark.slow
+def test_evaluate_in_worker_processes_scores_the_same_records_in_order(run, monkeypatch):
+    import grain
+
+    wd = str(run["workdir"])
+    started = []
+    prefetch = grain.IterDataset.mp_prefetch
+
+    def spy(self, options, *a, **k):
+        started.append(options.num_workers)
+        return prefetch(self, options, *a, **k)
+
+    monkeypatch.setattr(grain.IterDataset, "mp_prefetch", spy)
+
+    def scores(*overrides):
+        assert evaluate.main(["--workdir", wd, "--split", "val", "--no_progress", *overrides]) == 0
+        (out_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_val_*"))
+        with open(os.path.join(out_dir, "scores.csv")) as f:
+            return f.read()
+
+    threads = scores()
+    assert started == []  # the demo config reads with threads only
+    # 2 workers, batch 4: each worker reads alternate batches, the last one partial.
+    workers = scores("--config.data.worker_count=2", "--batch_size=4")
+    assert started == [2]
+    assert workers == threads and workers.count("\n") == 1 + 20
+
+
+@pytest.mark.slow
 def test_evaluate_pools_splits(run):
     # A held-out build is all test data: --split all reads every split once.
     wd = str(run["workdir"])
