@@ -94,10 +94,36 @@ def test_predict_records_per_thread_count(tmp_path):
     )  # fmt: skip
     assert [r["workers"] for r in rows] == [1, 2]
     for r in rows:
+        # OpenCV writes mp4v; FFmpeg names that codec tag FMP4 when reading.
+        assert r["video"] == "clip_1080p_1s.mp4: 1 s, 1920x1080, 30 fps, FMP4"
         assert r["stacks_scored"] == 2  # the clip's face is found in both key frames
         assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
         assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
         assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0
+
+
+def test_predict_times_a_given_video_and_names_it(tmp_path, capsys):
+    import cv2
+
+    video = str(tmp_path / "suspect.mkv")  # another container and codec than the clip
+    benchmark.write_test_video(str(tmp_path / "clip.mp4"), seconds=0.5, hw=(720, 1280))
+    cap, out = cv2.VideoCapture(str(tmp_path / "clip.mp4")), None
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        out = out or cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"VP80"), 25, (1280, 720))
+        out.write(frame)
+    out.release()
+    assert benchmark.describe_video(video) == "suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80"
+    rc = benchmark.main(["predict", "--geometry", "demo", "--repeats", "1", "--threads", "1",
+                         "--video", video, "--work", str(tmp_path)])  # fmt: skip
+    assert (
+        rc == 0
+        and "predict (suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80):" in capsys.readouterr().out
+    )
+    with pytest.raises(FileNotFoundError, match="missing.mp4: OpenCV cannot open"):
+        benchmark.describe_video(str(tmp_path / "missing.mp4"))
 
 
 def test_largest_batch_follows_xla_memory_analysis(monkeypatch):
