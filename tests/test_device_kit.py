@@ -46,6 +46,19 @@ def test_carried_wheels_are_the_pinned_versions():
     assert {k: carried[k] for k in shared} == {k: project[k] for k in shared}
 
 
+def test_a_compat_flax_travels_for_a_newer_image_jax():
+    # The image's jax (0.11.2 when last read) does not import our flax pin;
+    # prepare.sh fetches the compat flax and run_part.sh falls back to it.
+    project = _pins(tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"])
+    compat = _pins((KIT / "wheels_compat.txt").read_text().splitlines())
+    assert set(compat) == {"flax"} and compat["flax"] != project["flax"]
+    assert "benchmarks/device/wheels_compat.txt" in (KIT / "prepare.sh").read_text()
+    script = (KIT / "run_part.sh").read_text()
+    pinned, carried, image = (script.index(s) for s in (
+        "pinned flax does not import", ".whl/compat/flax-*.whl", "using the image's"))  # fmt: skip
+    assert pinned < carried < image
+
+
 def test_every_part_in_the_readme_exists():
     readme = (KIT / "README.md").read_text()
     script = (KIT / "run_part.sh").read_text()

@@ -2,7 +2,8 @@
 # Run HERE (the development machine, after `make setup`), once, before the GPU
 # benchmark calls of the device tool. Fills two git-ignored folders that the
 # calls carry (the device machine reaches no network):
-#   .whl/      cp312 wheels of what the GPU image lacks (wheels.txt), ~17 MB
+#   .whl/      cp312 wheels of what the GPU image lacks (wheels.txt), ~17 MB,
+#              and in .whl/compat/ a flax for a newer image jax (wheels_compat.txt)
 #   .devcache/ dlib's 68-landmark shape predictor, xz'd and cut in two halves
 #              (~32 MB each): the 100 MB file does not fit one call's 64 MiB,
 #              so the gpu and host calls carry one half each (run_part.sh).
@@ -19,6 +20,11 @@ grep -v '^#' benchmarks/device/wheels.txt | grep -v '^promise' | grep . > .whl/w
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp "${plat[@]}" -d .whl -r .whl/want.txt
 python3 -m pip wheel -q --no-deps -w .whl "$(grep '^promise' benchmarks/device/wheels.txt)"
+# A flax for a newer image jax than our pin (wheels_compat.txt; run_part.sh).
+mkdir -p .whl/compat
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp "${plat[@]}" -d .whl/compat \
+    $(grep -v '^#' benchmarks/device/wheels_compat.txt | grep .)
 rm .whl/want.txt
 if [ ! -s .devcache/sp68.xz.partb ]; then
     dat=$("$PY" -c 'import face_recognition_models as m; print(m.pose_predictor_model_location())')

@@ -29,15 +29,26 @@ if [ ! -e /tmp/site/.ok ]; then
     touch /tmp/site/.ok
 fi
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1
-# Our pinned flax/optax/orbax on the image's (newer) jax: if they do not import
-# together, fall back to the image's own three and say so in the log.
+# Our pinned flax/optax/orbax on the image's (newer) jax. If they do not import
+# together: the carried compat flax (wheels_compat.txt; flax 0.12.8 fails on
+# jax 0.11.2), then the image's own three. The log says which; every JSON
+# records the versions that ran.
 if ! python3 -c 'import ldattn_jax.train' 2>/tmp/ldattn_import.err; then
-    echo "pinned flax/optax/orbax do not import with this jax; using the image's:"
-    tail -3 /tmp/ldattn_import.err
-    rm -rf /tmp/site/flax /tmp/site/flax-* /tmp/site/optax /tmp/site/optax-* \
-        /tmp/site/orbax /tmp/site/orbax_checkpoint-*
-    python3 -c 'import ldattn_jax.train' || exit 1
+    echo "pinned flax does not import with this jax; trying the carried compat flax:"
+    tail -1 /tmp/ldattn_import.err
+    rm -rf /tmp/site/flax /tmp/site/flax-*
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/compat/flax-*.whl
+    if ! python3 -c 'import ldattn_jax.train' 2>/tmp/ldattn_import.err; then
+        echo "nor the compat flax; using the image's flax/optax/orbax:"
+        tail -1 /tmp/ldattn_import.err
+        rm -rf /tmp/site/flax /tmp/site/flax-* /tmp/site/optax /tmp/site/optax-* \
+            /tmp/site/orbax /tmp/site/orbax_checkpoint-*
+        python3 -c 'import ldattn_jax.train' || exit 1
+    fi
 fi
+python3 -c 'import jax, flax, optax; print("jax", jax.__version__, "flax", flax.__version__, "optax", optax.__version__)'
+
 # XLA's persistent cache: a rerun on the same warm machine (or trace after
 # gpu) loads compiles instead of repeating them (compile_s is then a load).
 export JAX_COMPILATION_CACHE_DIR=/root/ldattn_xla_cache
