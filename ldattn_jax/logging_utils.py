@@ -72,12 +72,15 @@ def _duration(seconds: float) -> str:
 
 
 def progress_line(step: int, total_steps: int, steps_per_epoch: int, m: dict) -> str:
-    """'step 120/6000 (2%) epoch 0.48 | loss 0.6931 acc 0.500 lr 3.0e-04 | 85.3 img/s ETA 1h02m'."""
+    """'step 120/6000 (2%) epoch 0.48 | loss 0.6931 acc 0.500 lr 3.0e-04 | 85.3 img/s ETA 1h02m
+    | input wait 3%' (the share of the time the loop waited for the next batch)."""
     speed = ""
     if m.get("images_per_s"):
         speed = f" | {m['images_per_s']:.1f} img/s"
     if m.get("seconds_per_step"):
         speed += f" ETA {_duration((total_steps - step) * m['seconds_per_step'])}"
+    if m.get("input_wait_fraction") is not None:
+        speed += f" | input wait {100 * m['input_wait_fraction']:.0f}%"
     return (
         f"step {step}/{total_steps} ({100 * step / total_steps:.0f}%) "
         f"epoch {step / steps_per_epoch:.2f} | loss {m['loss']:.4f} acc {m['acc']:.3f} "

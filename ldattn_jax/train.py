@@ -432,12 +432,14 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             )
         return m
 
-    step = start
+    step, input_wait = start, 0.0
     try:
         with _Preemption() as preemption:
             while step < total_steps:
+                t_input = time.time()
                 batch = next(train_iter)
                 batch = sharding.shard_batch(mesh, batch)
+                input_wait += time.time() - t_input
                 state, metrics = train_step(state, batch, class_w_dev)
                 if pending is not None:
                     check(*pending)
@@ -449,7 +451,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     pending = None
                     took = time.time() - t_log
                     log.info("step %d (with compilation) took %.1f s", step, took)
-                    t_log, step_log = time.time(), step
+                    t_log, step_log, input_wait = time.time(), step, 0.0
 
                 do_log = step % config.log_every == 0 or step == total_steps
                 do_eval = (
@@ -468,7 +470,12 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                         sec = max(now - t_log, 1e-9) / (step - step_log)
                         last["images_per_s"] = config.batch_size / sec
                         last["seconds_per_step"] = sec
-                    t_log, step_log = now, step
+                        # Share of the time spent waiting for the next batch (grain,
+                        # then host -> device): ~0 while the accelerator is the
+                        # bottleneck (steps dispatch asynchronously, the loader reads
+                        # ahead); large when the loader stalls it.
+                        last["input_wait_fraction"] = min(1.0, input_wait / max(now - t_log, 1e-9))
+                    t_log, step_log, input_wait = now, step, 0.0
                     last["epoch"] = step / steps_per_epoch
                     writer.write(step, last)
                     if is_main:

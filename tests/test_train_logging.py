@@ -16,6 +16,9 @@ def test_progress_line_has_step_epoch_loss_acc_lr_speed_and_eta():
     # The compiling first step has no speed yet: no made-up img/s or ETA.
     assert "img/s" not in progress_line(1, 6000, 250, dict(loss=0.7, acc=0.5, lr=3e-4))
     assert "ETA 1h02m" in progress_line(0, 3720, 10, dict(m, seconds_per_step=1.0))
+    # A starved accelerator shows: the share of the time spent waiting for input.
+    stalled = progress_line(120, 6000, 250, dict(m, input_wait_fraction=0.634))
+    assert stalled.endswith("85.3 img/s ETA 36m45s | input wait 63%")
 
 
 def test_metric_writer_appends_jsonl_and_tensorboard(tmp_path):

@@ -77,6 +77,7 @@ def test_reference_run_reports_and_checkpoints(reference):
         assert r["lr"] == pytest.approx(0.01)
         # Speed excludes the compiling first step.
         assert (r["step"] == 1) != (r.get("images_per_s", 0) > 0), r
+        assert (r["step"] == 1) != (0.0 <= r.get("input_wait_fraction", -1) <= 1.0), r
     val = [r for r in rows if "val_auc" in r]
     assert [r["step"] for r in val] == [STEPS] and 0.0 <= val[0]["val_auc"] <= 1.0
     assert val[0]["val_n"] == 40  # every validation record, padding excluded
@@ -174,6 +175,26 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(reference, tmp
     manager = checkpointing.make_manager(workdir, read_only=True, async_save=False)
     assert manager.latest_step() == 4
     manager.close()
+
+
+def test_a_slow_loader_shows_as_input_wait(reference, tmp_path, monkeypatch):
+    _, ref_dir, _ = reference
+    workdir = str(tmp_path / "stall")
+    shutil.copytree(ref_dir, workdir)
+    shard_batch = train.sharding.shard_batch
+
+    def slow(*a, **k):  # a loader that needs 1 s per batch (a tiny step here: ~1 s)
+        time.sleep(1.0)
+        return shard_batch(*a, **k)
+
+    monkeypatch.setattr(train.sharding, "shard_batch", slow)
+    config = tiny_config(reference[0].data.dir, *REF, "--config.total_steps=7")
+    train.train_and_evaluate(config, workdir)  # resumes at 4; step 5 compiles
+    waits = {r["step"]: r["input_wait_fraction"] for r in _metrics(workdir)
+             if "input_wait_fraction" in r}  # fmt: skip
+    assert [s for s in waits if s > 5] == [6, 7] and min(waits[6], waits[7]) > 0.35, waits
+    ref_waits = [r["input_wait_fraction"] for r in _metrics(ref_dir) if "input_wait_fraction" in r]
+    assert ref_waits and 10 * max(ref_waits) < min(waits[6], waits[7])
 
 
 @pytest.mark.parametrize(
