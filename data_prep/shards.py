@@ -95,12 +95,12 @@ _FIELD_TYPES = {
 }
 
 
-def _to_record(ex: dict) -> dict:
-    return {k: _FIELD_TYPES.get(k, _same)(v) for k, v in ex.items()}
-
-
 def _same(v):
     return v
+
+
+def _to_record(ex: dict) -> dict:
+    return {k: _FIELD_TYPES.get(k, _same)(v) for k, v in ex.items()}
 
 
 class SplitSource:
