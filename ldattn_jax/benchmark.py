@@ -1,7 +1,7 @@
 """Speed and memory, measured: training, inference, loading and prediction.
 
 Run:
-  python -m ldattn_jax.benchmark {train,eval,loader,predict,all} [--json OUT]
+  python -m ldattn_jax.benchmark {train,eval,loader,predict,loop,all} [--json OUT]
       [--geometry paper|demo] [--variants xception,lda_st] [--batch-sizes 32,128]
       [--dtypes float32,bfloat16] [--repeats 5] [--max-workers N]
       [--threads 1,8,16] [--read-threads 4,16] [--video PATH] [--trace DIR]
@@ -15,7 +15,10 @@ per measurement, the median of ``--repeats`` timed runs after warm-up:
           synthetic set) per encoding: one core through the data source, and
           through grain with 0..N worker processes;
   predict seconds per 10-second 1080p video end to end, split into decode,
-          face detection + cropping, and the model.
+          face detection + cropping, and the model;
+  loop    (not in 'all') a real ``train_and_evaluate`` run per variant x
+          batch on synthetic shards: images/s with grain feeding the step and
+          the share of the time spent waiting for input.
 
 The train/eval steps are the ones ``ldattn_jax.train`` runs (same step
 function, optimizer, shardings), on random uint8 frames. ``--geometry paper``
@@ -338,6 +341,47 @@ def loader_measurement(
     return rows
 
 
+def train_loop_measurement(
+    *, work: str, variant: str = "lda_st", batch: int = 32, dtype: str = "bfloat16",
+    geometry: str = "paper", steps: int = 40, worker_count: int | None = None, videos: int = 6,
+) -> dict:  # fmt: skip
+    """A real ``train_and_evaluate`` run on raw shards built here: images/s with
+    grain feeding the step, and the share of the time the loop waited for input.
+
+    The train step measurement above feeds one cached random batch; this one
+    includes the loader, the host -> device copy and the logging. The compiling
+    step and the first logged interval (warm-up) are left out.
+    """
+    from ldattn_jax.train import train_and_evaluate
+
+    config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype)
+    size = config.model.image_size
+    data = os.path.join(work, f"shards_raw_{size}")
+    _build_shards(os.path.join(work, "synthetic"), data, size, "raw", videos)
+    log_every = max(1, steps // 4)
+    config.data.dir = data
+    config.data.val_split = ""  # no validation inside the timing
+    if worker_count is not None:
+        config.data.worker_count = worker_count
+    config.total_steps, config.log_every = steps, log_every
+    config.checkpoint_every, config.async_checkpointing = steps, False
+    workdir = tempfile.mkdtemp(prefix="loop_", dir=work)
+    train_and_evaluate(config, workdir)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f]
+    timed = [r for r in logged if r.get("images_per_s") and r["step"] > log_every]
+    if not timed:
+        raise RuntimeError(f"{steps} steps logged no interval after the warm-up; raise steps")
+    return {
+        "variant": variant, "batch": batch, "dtype": dtype, "geometry": geometry,
+        "steps": steps, "timed_steps": steps - log_every,
+        "worker_count": int(config.data.worker_count),
+        "read_threads": int(config.data.read_threads),
+        "images_per_s": float(np.median([r["images_per_s"] for r in timed])),
+        "input_wait_fraction": float(np.mean([r["input_wait_fraction"] for r in timed])),
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------- predict
 
 
@@ -509,7 +553,7 @@ def _ints(text: str) -> list[int] | None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
-    p.add_argument("what", choices=["train", "eval", "loader", "predict", "all"])
+    p.add_argument("what", choices=["train", "eval", "loader", "predict", "loop", "all"])
     p.add_argument("--json", default="", help="also write the results as JSON here")
     p.add_argument(
         "--geometry",
@@ -530,6 +574,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", default="float32,bfloat16")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-workers", type=int, default=None)
+    p.add_argument("--loop-steps", type=int, default=40, help="loop: steps per training run")
     p.add_argument(
         "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
     )
@@ -568,6 +613,21 @@ def main(argv=None) -> int:
             v, repeats=args.repeats, trace_dir=args.trace, **kw
         )
         _grid(args, train_fn, results.setdefault("train", []), save, find_max=largest_batch)
+    if "loop" in what:  # not part of 'all': one real training run per variant x batch
+        print(f"loop (train_and_evaluate on synthetic shards, {args.geometry} geometry):")
+        for variant in args.variants:
+            for batch in [b for b in args.batch_sizes if b != "max"]:
+                row = train_loop_measurement(
+                    work=work, variant=variant, batch=batch, dtype=args.dtypes[0],
+                    geometry=args.geometry, steps=args.loop_steps,
+                )  # fmt: skip
+                results.setdefault("loop", []).append(row)
+                print(
+                    f"  {variant} b{batch} {row['dtype']}: {row['images_per_s']:.1f} img/s, "
+                    f"input wait {100 * row['input_wait_fraction']:.0f}% "
+                    f"({row['worker_count']} grain workers x {row['read_threads']} threads)"
+                )
+                save()
     if "eval" in what:
         print(f"eval ({args.geometry} geometry):")
         eval_fn = lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)

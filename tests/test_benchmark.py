@@ -196,3 +196,16 @@ def test_loader_rows_report_cpu_cost(tmp_path):
         # Timed as training reads: only the step's fields, over a real-sized epoch.
         assert r["source_features"] == sorted(input_pipeline.RECORD_FIELDS)
         assert r["epoch_records"] == benchmark.EPOCH_RECORDS
+
+
+def test_loop_runs_real_training_with_the_loader(tmp_path, capsys):
+    out = tmp_path / "loop.json"
+    argv = ["loop", "--geometry", "demo", "--variants", "xception", "--batch-sizes", "8",
+            "--dtypes", "float32", "--loop-steps", "8", "--work", str(tmp_path),
+            "--json", str(out)]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    (row,) = json.loads(out.read_text())["loop"]
+    assert (row["variant"], row["batch"], row["steps"], row["timed_steps"]) == ("xception", 8, 8, 6)
+    assert row["images_per_s"] > 0 and 0.0 <= row["input_wait_fraction"] <= 1.0
+    assert row["worker_count"] == 0  # the demo config's
+    assert "xception b8 float32:" in capsys.readouterr().out

@@ -13,7 +13,8 @@ cached in memory) and goes down its steps most important first:
          the convs (decides ``use_stencils()``'s GPU default) and eval.
   host   predict (8/16/1 extraction threads), then the loader (grain workers
          0..8, raw then zstd) (goals 5, 4); needs dlib's shape predictor.
-  extra  fp32 steps, the largest bf16 batch that fits, each op alone.
+  extra  a real training run (grain feeding lda_st b32: img/s, input wait),
+         fp32 steps, the largest bf16 batch that fits, each op alone.
 
 A step starts only if the budget still holds what a step of its kind took
 (or a default guess before the first one); otherwise it is listed under
@@ -52,6 +53,7 @@ DEFAULT_NEEDS_S = {
     "loader": 60.0,
     "predict": 60.0,
     "ops": 60.0,
+    "loop": 120.0,  # shards, a fresh compile (the schedule differs), 40 steps
 }
 
 
@@ -100,6 +102,8 @@ def plan_steps(name: str, smoke: bool = False) -> list[Step]:
         ]
     if name == "extra":
         return [
+            # A real training run (grain feeding the step): img/s and input wait.
+            Step("loop", dict(variant="lda_st", batch=small)),
             Step("largest", dict(variant="lda_st", dtype="bfloat16")),
             train("lda_st", large, "float32"),
             train("xception", large, "float32"),
@@ -233,6 +237,15 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
             print(f"  {r['workers']} thread(s): {r['total_s']:.2f} s/video")
         return {"predict": rows}
 
+    def loop(results, variant, batch):
+        row = benchmark.train_loop_measurement(
+            work=work, variant=variant, batch=batch, dtype="bfloat16", geometry=geometry,
+            steps=8 if smoke else 40,
+        )  # fmt: skip
+        print(f"  {variant} b{batch}: {row['images_per_s']:.1f} img/s, "
+              f"input wait {100 * row['input_wait_fraction']:.0f}%", flush=True)  # fmt: skip
+        return {"loop": [row]}
+
     def ops(results, batch, dtype):
         import xception_ops
 
@@ -242,7 +255,7 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
 
     return {
         "train": train, "timm": timm, "eval": evaluate, "largest": largest,
-        "loader": loader, "predict": predict, "ops": ops,
+        "loader": loader, "predict": predict, "ops": ops, "loop": loop,
     }  # fmt: skip
 
 

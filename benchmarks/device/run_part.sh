@@ -10,7 +10,8 @@
 #          (goals 5, 4; needs both shape-predictor halves: the gpu call
 #          carries one, this call the other)
 # and, only where a session has device time left:
-#   extra  largest bf16 batch that fits, fp32 steps, each conv/pool op alone
+#   extra  a real training run (img/s, input wait), largest bf16 batch that
+#          fits, fp32 steps, each conv/pool op alone
 #   trace  jax.profiler trace of lda_st bf16 batch 128 (tgz in $OUT)
 # Each part runs benchmarks/device/plan.py: steps in order of importance, one
 # process, skipped (and listed) once BUDGET_S would not hold the next one, the
