@@ -343,14 +343,15 @@ def loader_measurement(
 
 def train_loop_measurement(
     *, work: str, variant: str = "lda_st", batch: int = 32, dtype: str = "bfloat16",
-    geometry: str = "paper", steps: int = 40, worker_count: int | None = None, videos: int = 6,
+    geometry: str = "paper", steps: int = 40, videos: int = 6,
 ) -> dict:  # fmt: skip
     """A real ``train_and_evaluate`` run on raw shards built here: images/s with
     grain feeding the step, and the share of the time the loop waited for input.
 
     The train step measurement above feeds one cached random batch; this one
-    includes the loader, the host -> device copy and the logging. The compiling
-    step and the first logged interval (warm-up) are left out.
+    includes the loader (the geometry config's workers and threads), the host ->
+    device copy and the logging. The compiling step and the first logged
+    interval (warm-up) are left out.
     """
     from ldattn_jax.train import train_and_evaluate
 
@@ -361,8 +362,6 @@ def train_loop_measurement(
     log_every = max(1, steps // 4)
     config.data.dir = data
     config.data.val_split = ""  # no validation inside the timing
-    if worker_count is not None:
-        config.data.worker_count = worker_count
     config.total_steps, config.log_every = steps, log_every
     config.checkpoint_every, config.async_checkpointing = steps, False
     workdir = tempfile.mkdtemp(prefix="loop_", dir=work)
