@@ -31,6 +31,19 @@ BOX_SCALE = 1.3
 # dlib's HOG pyramid costs ~quadratic in pixels; faces in video are large, so
 # detection runs on a copy whose longer side is at most this, then maps back.
 DETECT_MAX_SIDE = 640
+# A face too small for that scan (under ~240 px in a 1080p frame: most faces of
+# FF++'s 480p-1080p videos) used to cost a whole-frame scan upsampled 2x, ~4x the
+# pixels: 124 of a 1080p key frame's 128 ms on the CI VM. Faces barely move
+# between key frames, so a key frame first looks near the face found
+# TRACK_STRIDE key frames earlier: a square NEAR_SPAN x that face's side, scaled
+# so that face is NEAR_FACE_PX wide (dlib's window is 80 px: faces 0.67-3x its
+# size are found), ~10 ms. The upsampled whole-frame scan runs only when that
+# fails too. A stride, not the previous key frame: TRACK_STRIDE chains of key
+# frames run in parallel (predict's latency), and the result does not depend on
+# how many threads ran them.
+TRACK_STRIDE = 4
+NEAR_SPAN = 3.0
+NEAR_FACE_PX = 120
 
 _PREDICTOR = None  # created once per process: dlib objects do not pickle.
 # dlib's HOG detector keeps scratch buffers inside the object, so two threads
@@ -74,11 +87,17 @@ def load_models() -> None:
         pass
 
 
-def detect_face(frame: np.ndarray, *, bgr: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+def detect_face(
+    frame: np.ndarray, *, bgr: bool = False, near: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Largest frontal face in an RGB frame: (dlib box [l, t, r, b] float, landmarks [68, 2]).
 
     Coordinates are in the frame's pixels (x, y). None if no face is found.
     ``bgr=True``: the frame is in OpenCV's BGR order (same result).
+    ``near``: a face box [l, t, r, b] found in an earlier frame of the same video.
+    When the DETECT_MAX_SIDE scan finds no face, the search looks around ``near``
+    before scanning the whole frame upsampled (see TRACK_STRIDE); a face that
+    scan finds is still preferred, so a large face is never passed over.
     """
     import dlib
 
@@ -91,18 +110,48 @@ def detect_face(frame: np.ndarray, *, bgr: bool = False) -> tuple[np.ndarray, np
         else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     )
     with _detector() as detector:
-        rects = detector(small, 0)
-        if len(rects) == 0:
-            # Upsampling once finds faces down to ~40 px at 4x the cost: only as a fallback.
-            rects = detector(small, 1)
-    if len(rects) == 0:
+        box = _largest(detector(small, 0), scale)
+        if box is None and near is not None:
+            box = _search_near(detector, gray, near)
+        if box is None:
+            # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
+            box = _largest(detector(small, 1), scale)
+    if box is None:
         return None
-    rect = max(rects, key=lambda r: r.width() * r.height())
-    box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64) / scale
     full = dlib.rectangle(*(int(round(v)) for v in box))
     shape = _predictor()(gray, full)
     landmarks = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
     return box, landmarks
+
+
+def _largest(rects, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray | None:
+    """The largest dlib rectangle as a float box in frame pixels (image: frame[origin:] x scale)."""
+    if len(rects) == 0:
+        return None
+    rect = max(rects, key=lambda r: r.width() * r.height())
+    x, y = origin
+    box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64)
+    return box / scale + np.array([x, y, x, y], np.float64)
+
+
+def _search_near(detector, gray: np.ndarray, near: np.ndarray) -> np.ndarray | None:
+    """The largest face in a NEAR_SPAN x square around box ``near``, scanned at NEAR_FACE_PX."""
+    left, top, right, bottom = (float(v) for v in near)
+    side = max(right - left, bottom - top)
+    if not side > 0:
+        return None
+    h, w = gray.shape
+    half, cx, cy = NEAR_SPAN * side / 2, (left + right) / 2, (top + bottom) / 2
+    x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+    x1, y1 = min(w, int(cx + half)), min(h, int(cy + half))
+    if x1 - x0 < 8 or y1 - y0 < 8:  # the earlier face lies outside this frame
+        return None
+    s = NEAR_FACE_PX / side
+    region = cv2.resize(
+        gray[y0:y1, x0:x1], None, fx=s, fy=s,
+        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+    )  # fmt: skip
+    return _largest(detector(region, 0), s, (x0, y0))
 
 
 def square_box(face: np.ndarray, frame_hw: tuple[int, int], scale: float = BOX_SCALE) -> np.ndarray:
@@ -181,19 +230,23 @@ def extract_stacks(
     video_path = str(video_path)
     with contextlib.ExitStack() as scope:
         pool = scope.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
-        detections: dict[int, Future] = {}
-
-        def on_key_frame(index: int, frame: np.ndarray) -> None:
-            detections[index] = pool.submit(detect_face, frame, bgr=True)
+        track = _KeyFrameTrack(pool.submit if pool is not None else _now)
 
         # Frames stay in OpenCV's BGR order: only the crops are converted (cut).
         frames, total = read_frames(
-            video_path, frames_per_video, stack, on_key_frame if pool is not None else None,
+            video_path, frames_per_video, stack, track.add if pool is not None else None,
             rgb=False,
         )  # fmt: skip
+        keys = key_frame_indices(total, frames_per_video, stack)
+        if track.keys != keys:
+            # Serial run, or the decode's plan was not the final one: detect in order now.
+            track = _KeyFrameTrack(_now)
+            for k in keys:
+                track.add(k, frames[k])
+        detections = dict(zip(track.keys, track.found, strict=True))
 
         def one_stack(k: int) -> dict | None:
-            found = detections[k].result() if k in detections else detect_face(frames[k], bgr=True)
+            found = detections[k].result()
             if found is None:
                 return None
             face, landmarks = found
@@ -205,7 +258,6 @@ def extract_stacks(
                 "landmarks": landmarks,
             }
 
-        keys = key_frame_indices(total, frames_per_video, stack)
         made = list(pool.map(one_stack, keys)) if pool is not None else map(one_stack, keys)
         stacks = [s for s in made if s is not None]
     if not stacks:
@@ -213,3 +265,37 @@ def extract_stacks(
             "no_face", f"{video_path}: dlib found no face in any key frame ({total} frames)"
         )
     return stacks
+
+
+def _now(fn, *args) -> Future:
+    """Runs ``fn`` here and now, as a finished Future (the serial stand-in for pool.submit)."""
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
+
+
+class _KeyFrameTrack:
+    """A video's key-frame detections in order; each searches near the face found
+    TRACK_STRIDE key frames before it (detect_face's ``near``).
+
+    ``run(fn, *args) -> Future`` runs a detection: ``pool.submit`` to detect while
+    decoding goes on (a task waits only for the task TRACK_STRIDE before it, which a
+    FIFO pool has already started), or ``_now``. Either way the result is the same.
+    """
+
+    def __init__(self, run):
+        self._run = run
+        self.keys: list[int] = []
+        self.found: list[Future] = []
+
+    def add(self, index: int, frame: np.ndarray) -> None:
+        if self.keys and index <= self.keys[-1]:  # read_frames re-planned: a new pass
+            self.keys, self.found = [], []
+        earlier = self.found[-TRACK_STRIDE] if len(self.found) >= TRACK_STRIDE else None
+        self.keys.append(index)
+        self.found.append(self._run(_detect_key_frame, frame, earlier))
+
+
+def _detect_key_frame(frame: np.ndarray, earlier: Future | None):
+    found = earlier.result() if earlier is not None else None
+    return detect_face(frame, bgr=True, near=None if found is None else found[0])

@@ -170,3 +170,117 @@ def test_read_frames_reports_each_key_frame_as_decoded(tmp_path, astronaut):
     assert as_decoded.keys() == decoded.keys()
     for k, f in as_decoded.items():
         np.testing.assert_array_equal(f[..., ::-1], decoded[k])
+
+
+# --------------------------------------------------------------- small faces: search near
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@pytest.fixture
+def scans(monkeypatch):
+    """Records every dlib detector call as (image height, image width, upsample)."""
+    import contextlib
+    import threading
+
+    import dlib
+
+    calls = []
+    local = threading.local()  # one dlib detector per thread, as faces._detector lends them
+
+    @contextlib.contextmanager
+    def spying():
+        if not hasattr(local, "real"):
+            local.real = dlib.get_frontal_face_detector()
+        real = local.real
+
+        def detector(image, upsample):
+            calls.append((*image.shape[:2], upsample))
+            return real(image, upsample)
+
+        yield detector
+
+    monkeypatch.setattr(faces, "_detector", spying)
+    return calls
+
+
+def _small_face_frame(astronaut, x: int, hw=(720, 1280)) -> np.ndarray:
+    """The astronaut at 360 px (face ~60 px) on a grey 720p frame: too small for the
+    DETECT_MAX_SIDE scan (~30 px there), found by the 2x scan and near its box."""
+    frame = np.full((*hw, 3), 70, np.uint8)
+    frame[200:560, x : x + 360] = cv2.resize(astronaut, (360, 360), interpolation=cv2.INTER_AREA)
+    return frame
+
+
+def test_small_face_is_found_near_an_earlier_face_without_the_upsampled_scan(astronaut, scans):
+    frame = _small_face_frame(astronaut, 400)
+    box, lms = faces.detect_face(frame)
+    assert [c[2] for c in scans] == [0, 1]  # the 640 px scan fails, the 2x scan finds it
+    assert 40 < box[2] - box[0] < 100
+
+    # The face moved 30 px since the earlier frame whose box is `box`.
+    moved = _small_face_frame(astronaut, 430)
+    reference, reference_lms = faces.detect_face(moved)
+    scans.clear()
+    near, near_lms = faces.detect_face(moved, near=box)
+    assert [c[2] for c in scans] == [0, 0], "found near the earlier face, no 2x scan"
+    h, w, _ = scans[1]  # NEAR_SPAN x the earlier side, scaled to put that side at NEAR_FACE_PX
+    assert abs(w - faces.NEAR_SPAN * faces.NEAR_FACE_PX) <= 2 and h == w
+    # The same face as the whole-frame scan finds (the box in frame pixels, 30 px on).
+    assert (
+        _iou(near, reference) > 0.6
+        and abs((near[0] + near[2]) / 2 - (box[0] + box[2]) / 2 - 30) < 8
+    )
+    assert np.abs(near_lms - reference_lms).mean() < 4
+
+    # An earlier face where there is none now: the 2x scan still runs and finds it.
+    scans.clear()
+    wrong = np.array([1000.0, 20, 1060, 80])
+    found, _ = faces.detect_face(moved, near=wrong)
+    assert [c[2] for c in scans] == [0, 0, 1]
+    np.testing.assert_array_equal(found, reference)
+    # A box outside the frame is ignored, not an error.
+    scans.clear()
+    found, _ = faces.detect_face(moved, near=np.array([5000.0, 5000, 5060, 5060]))
+    assert [c[2] for c in scans] == [0, 1]
+    np.testing.assert_array_equal(found, reference)
+
+
+def test_a_face_the_640_scan_sees_wins_over_the_earlier_one(astronaut, scans):
+    # A large face needs no help: `near` (elsewhere) is not even looked at.
+    big = cv2.resize(astronaut, (1024, 1024), interpolation=cv2.INTER_AREA)
+    box, _ = faces.detect_face(big)
+    scans.clear()
+    found, _ = faces.detect_face(big, near=np.array([10.0, 10, 60, 60]))
+    assert [c[2] for c in scans] == [0]
+    np.testing.assert_array_equal(found, box)
+
+
+def test_extract_stacks_tracks_small_faces_the_same_threaded_or_not(tmp_path, astronaut, scans):
+    frames = [
+        cv2.cvtColor(_small_face_frame(astronaut, 300 + 4 * i), cv2.COLOR_BGR2RGB)
+        for i in range(24)
+    ]
+    path = tmp_path / "small_face_720p.mkv"
+    _write_video(path, frames)
+    serial = faces.extract_stacks(path, frames_per_video=12, stack=1, size=32)
+    upsampled = [c for c in scans if c[2] == 1]
+    # Only the first TRACK_STRIDE key frames have no earlier face to search near.
+    assert len(serial) == 12 and len(upsampled) == faces.TRACK_STRIDE
+    scans.clear()
+    threaded = faces.extract_stacks(path, frames_per_video=12, stack=1, size=32, workers=3)
+    assert len([c for c in scans if c[2] == 1]) == faces.TRACK_STRIDE
+    for a, b in zip(serial, threaded, strict=True):
+        assert a["frame_index"] == b["frame_index"]
+        np.testing.assert_array_equal(a["box"], b["box"])
+        np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+    # Each tracked box sits on the face the whole-frame scan finds in that key frame.
+    for s in serial:
+        reference, _ = faces.detect_face(frames[s["frame_index"]])
+        assert _iou(faces.square_box(reference, (720, 1280)), s["box"]) > 0.6
