@@ -384,24 +384,65 @@ def train_loop_measurement(
 # --------------------------------------------------------------------------- predict
 
 
-def write_test_video(path: str, *, seconds: float = 10.0, fps: int = 30, hw=(1080, 1920)) -> str:
-    """A 1080p clip of a real face photo moving slowly over a noisy background."""
+# FF++'s 'c23' is x264 at constant rate factor 23; Celeb-DF and DFDC are H.264 too.
+H264_CRF = 23
+
+
+def h264_available() -> bool:
+    """Whether PyAV (the `bench` extra) is here to write H.264: OpenCV's wheel cannot."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "libx264" in av.codecs_available
+
+
+def write_test_video(
+    path: str, *, seconds: float = 10.0, fps: int = 30, hw=(1080, 1920), codec: str = "mp4v"
+) -> str:
+    """A clip of a real face photo moving slowly over a noisy background.
+
+    codec 'h264': x264 at CRF H264_CRF through PyAV, as the datasets are encoded
+    (FFmpeg's decode threads speed H.264 up; measured, they did not speed mp4v);
+    'mp4v': MPEG-4 Part 2 through OpenCV, which needs nothing beyond the pins.
+    """
     import cv2
     import skimage.data
 
+    if codec not in ("h264", "mp4v"):
+        raise ValueError(f"codec={codec!r}: choose 'h264' or 'mp4v'")
+    if codec == "h264" and not h264_available():
+        raise RuntimeError(
+            "codec='h264' needs PyAV with libx264: pip install -e '.[bench]' (or use 'mp4v')"
+        )
     face = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
     face = cv2.resize(face, (600, 600), interpolation=cv2.INTER_AREA)
     h, w = hw
     rng = np.random.default_rng(0)
     bg = rng.integers(40, 90, (h, w, 3), np.uint8)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    for i in range(int(seconds * fps)):
-        frame = bg.copy()
-        x = int(w / 2 - 300 + 80 * np.sin(i / 40))
-        y = int(h / 2 - 300 + 30 * np.cos(i / 50))
-        frame[y : y + 600, x : x + 600] = face
-        writer.write(frame)
-    writer.release()
+
+    def frames():
+        for i in range(int(seconds * fps)):
+            frame = bg.copy()
+            x = int(w / 2 - 300 + 80 * np.sin(i / 40))
+            y = int(h / 2 - 300 + 30 * np.cos(i / 50))
+            frame[y : y + 600, x : x + 600] = face
+            yield frame
+
+    if codec == "mp4v":
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+        for frame in frames():
+            writer.write(frame)
+        writer.release()
+        return path
+    import av
+
+    with av.open(path, "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"crf": str(H264_CRF)})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for frame in frames():
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
+        out.mux(stream.encode())  # flush the encoder's delayed frames
     return path
 
 
@@ -426,13 +467,14 @@ def describe_video(path: str) -> str:
 def predict_measurement(
     *, work: str, variant: str = "lda_st", dtype: str = "float32", geometry: str = "paper",
     frames_per_video: int = 32, repeats: int = 3, workers: list[int] | None = None,
-    seconds: float = 10.0, video: str | None = None,
+    seconds: float = 10.0, video: str | None = None, codec: str | None = None,
 ) -> list[dict]:  # fmt: skip
     """Seconds per 1080p video (10 s by default), per number of extraction threads.
 
-    The clip is written here with OpenCV, whose wheel has no H.264 encoder, so
-    it is MPEG-4 Part 2 (mp4v); FF++, Celeb-DF and DFDC are H.264. ``video``
-    times a real file instead (each row describes the video it timed).
+    The clip is written here (write_test_video) as H.264 at CRF 23 like FF++
+    c23 when PyAV is installed (the `bench` extra), else as mp4v; ``codec``
+    forces one. ``video`` times a real file instead. Each row describes the
+    video it timed (codec tag included).
 
     decode_s: OpenCV decode alone (sequential, as every run needs); extract_s:
     decode + dlib detection/landmarks + crops (with workers > 1 the detection
@@ -451,9 +493,12 @@ def predict_measurement(
     config = bench_config(variant, geometry=geometry, batch=frames_per_video, dtype=dtype)
     size, stack = config.model.image_size, config.model.stack
     if video is None:
-        video = os.path.join(work, f"clip_1080p_{seconds:g}s.mp4")
+        codec = codec or ("h264" if h264_available() else "mp4v")
+        if codec == "mp4v":
+            print("predict: PyAV is not installed, so the clip is mp4v, not the datasets' H.264")
+        video = os.path.join(work, f"clip_1080p_{seconds:g}s_{codec}.mp4")
         if not os.path.exists(video):
-            write_test_video(video, seconds=seconds)
+            write_test_video(video, seconds=seconds, codec=codec)
     described = describe_video(video)
     predictor = Predictor(build_model(config.model, rngs=nnx.Rngs(0)), config)
     stacks = extract_stacks(video, frames_per_video, stack, size)  # loads dlib, warms caches
@@ -582,8 +627,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--trace", default="", help="train: also write a jax.profiler trace here")
     p.add_argument(
-        "--video", default="", help="predict: time this video instead of the synthetic mp4v clip"
+        "--video", default="", help="predict: time this video instead of the synthetic clip"
     )
+    p.add_argument(
+        "--clip-codec", choices=["h264", "mp4v"], default=None,
+        help="predict: the synthetic clip's codec (default h264 if PyAV is installed, else mp4v)",
+    )  # fmt: skip
     p.add_argument("--work", default="", help="scratch dir for shards/videos (default: a temp dir)")
     args = p.parse_args(argv)
     on_cpu = jax.devices()[0].platform == "cpu"
@@ -648,7 +697,7 @@ def main(argv=None) -> int:
         threads = _ints(args.threads)
         rows = predict_measurement(
             work=work, geometry=args.geometry, repeats=args.repeats, workers=threads,
-            video=args.video or None,
+            video=args.video or None, codec=args.clip_codec,
         )  # fmt: skip
         results["predict"] = rows
         print(f"predict ({rows[0]['video']}):")

@@ -94,12 +94,46 @@ def test_predict_records_per_thread_count(tmp_path):
     )  # fmt: skip
     assert [r["workers"] for r in rows] == [1, 2]
     for r in rows:
-        # OpenCV writes mp4v; FFmpeg names that codec tag FMP4 when reading.
-        assert r["video"] == "clip_1080p_1s.mp4: 1 s, 1920x1080, 30 fps, FMP4"
+        # The datasets' codec: PyAV is installed with the test extra.
+        assert r["video"] == "clip_1080p_1s_h264.mp4: 1 s, 1920x1080, 30 fps, h264"
         assert r["stacks_scored"] == 2  # the clip's face is found in both key frames
         assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
         assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
         assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0
+
+
+@pytest.mark.parametrize("codec,tag", [("h264", "h264"), ("mp4v", "FMP4")])
+def test_test_video_codecs_decode_frame_exact_with_the_face(tmp_path, codec, tag):
+    import cv2
+
+    from data_prep.faces import detect_face
+
+    path = benchmark.write_test_video(
+        str(tmp_path / f"c.{codec}.mp4"), seconds=1.0, hw=(720, 1280), codec=codec
+    )
+    # FFmpeg names OpenCV's mp4v tag FMP4 when reading.
+    assert benchmark.describe_video(path) == f"c.{codec}.mp4: 1 s, 1280x720, 30 fps, {tag}"
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    assert len(frames) == 30  # x264's delayed frames are flushed, none dropped
+    found = detect_face(frames[-1], bgr=True)
+    assert found is not None  # the astronaut, ~ (600 px photo) centred and moving
+    with pytest.raises(ValueError, match="'h265'"):
+        benchmark.write_test_video(str(tmp_path / "x.mp4"), codec="h265")
+
+
+def test_predict_falls_back_to_mp4v_without_pyav(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(benchmark, "h264_available", lambda: False)
+    with pytest.raises(RuntimeError, match=r"pip install -e '\.\[bench\]'"):
+        benchmark.write_test_video(str(tmp_path / "x.mp4"), codec="h264")
+    rows = benchmark.predict_measurement(
+        work=str(tmp_path), geometry="demo", frames_per_video=1, repeats=1, workers=[1],
+        seconds=0.5,
+    )  # fmt: skip
+    assert rows[0]["video"] == "clip_1080p_0.5s_mp4v.mp4: 0.5 s, 1920x1080, 30 fps, FMP4"
+    assert "PyAV is not installed, so the clip is mp4v" in capsys.readouterr().out
 
 
 def test_predict_times_a_given_video_and_names_it(tmp_path, capsys):

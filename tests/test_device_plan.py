@@ -106,3 +106,29 @@ def test_train_step_runs_the_asked_conv_form_and_restores_it(plan, monkeypatch):
     # timm is compared only with our bf16 row of the same batch: none here.
     with pytest.raises(RuntimeError, match="no bf16 xception train row at batch 8"):
         measure["timm"](out, 8)
+
+
+def test_host_predict_times_the_carried_h264_clip(plan, monkeypatch, tmp_path):
+    # prepare.sh writes the clip, the host call carries it, predict times it.
+    (step,) = [s for s in plan.plan_steps("host") if s.kind == "predict"]
+    clip = step.kwargs["video"]
+    kit = PLAN.parent
+    assert clip in (kit / "prepare.sh").read_text()
+    assert f"`{clip}`" in (kit / "README.md").read_text().split("run_part.sh host`")[1]
+    seen = {}
+    from ldattn_jax import benchmark
+
+    monkeypatch.setattr(
+        benchmark,
+        "predict_measurement",
+        lambda **kw: seen.update(kw) or [{"workers": 1, "total_s": 1.0}],
+    )
+    monkeypatch.setattr(plan, "HERE", Path("/nonexistent/benchmarks/device"))
+    plan.measurements(smoke=False, repeats=1, work="/w")["predict"]({}, (8,), clip)
+    assert seen["video"] is None  # not prepared here: the synthetic clip, which says so
+    fake_repo = tmp_path / "repo"
+    (fake_repo / ".devcache").mkdir(parents=True)
+    (fake_repo / clip).write_bytes(b"x")
+    monkeypatch.setattr(plan, "HERE", fake_repo / "benchmarks" / "device")
+    plan.measurements(smoke=False, repeats=1, work="/w")["predict"]({}, (8,), clip)
+    assert seen["video"] == str(fake_repo / clip) and seen["workers"] == [8]

@@ -43,6 +43,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repository (ldattn_jax, data_prep)
 sys.path.insert(1, str(HERE.parent))  # benchmarks/ (torch_vs_jax)
 
+# predict's clip, H.264 like the datasets, written by prepare.sh (the device
+# has no PyAV); without it predict times an mp4v clip and says so.
+CLIP = ".devcache/clip_1080p_10s_h264.mp4"  # in the repository
+
 # What a step of each kind is guessed to need before one has run (seconds; a
 # GPU train step's compile is most of it). After that, the longest seen.
 DEFAULT_NEEDS_S = {
@@ -93,7 +97,7 @@ def plan_steps(name: str, smoke: bool = False) -> list[Step]:
         # Predict first: it needs the GPU host's cores and GPU together, while
         # the loader's per-core rate is CPU work already measured on 2 cores.
         return [
-            Step("predict", dict(threads=(1, 2) if smoke else (8, 16, 1))),
+            Step("predict", dict(threads=(1, 2) if smoke else (8, 16, 1), video=CLIP)),
             Step("loader", dict(encodings=("raw",), workers=(0, 1) if smoke else (0, 1, 2, 4, 8))),
             # Threads alone (no worker processes: no shared-memory copy per
             # batch) with more cores than the 2 of CI: can they feed the GPU?
@@ -228,10 +232,12 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
             )
         return {"loader": rows}
 
-    def predict(results, threads):
+    def predict(results, threads, video):
+        video = HERE.parent.parent / video
+        video = None if smoke or not video.exists() else str(video)  # smoke: a 2-s clip
         rows = benchmark.predict_measurement(
             work=work, geometry=geometry, repeats=1 if smoke else 3, workers=list(threads),
-            seconds=2.0 if smoke else 10.0,
+            seconds=2.0 if smoke else 10.0, video=video,
         )  # fmt: skip
         for r in rows:
             print(f"  {r['workers']} thread(s): {r['total_s']:.2f} s/video")

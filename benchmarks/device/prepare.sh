@@ -6,7 +6,8 @@
 #              and in .whl/compat/ a flax for a newer image jax (wheels_compat.txt)
 #   .devcache/ dlib's 68-landmark shape predictor, xz'd and cut in two halves
 #              (~32 MB each): the 100 MB file does not fit one call's 64 MiB,
-#              so the gpu and host calls carry one half each (run_part.sh).
+#              so the gpu and host calls carry one half each (run_part.sh);
+#              and predict's 10-s 1080p H.264 clip (the host call carries it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -33,4 +34,8 @@ if [ ! -s .devcache/sp68.xz.partb ]; then
     split -n 2 -a 1 .devcache/sp68.xz .devcache/sp68.xz.part
     rm .devcache/sp68.xz
 fi
-du -sh .whl .devcache/sp68.xz.part*
+# predict's clip as the datasets are encoded (H.264, CRF 23): the device has no
+# PyAV to write it and OpenCV's wheel no H.264 encoder. ~2.4 MB, ~15 s.
+clip=.devcache/clip_1080p_10s_h264.mp4
+[ -s $clip ] || "$PY" -c "from ldattn_jax.benchmark import write_test_video as w; w('$clip', codec='h264')"
+du -sh .whl .devcache/sp68.xz.part* $clip
