@@ -190,8 +190,10 @@ def evaluate(docs: list[dict]) -> list[dict]:
         out.append(_row(goal, f"<= {PREDICT_S:.0f} s", None, None, None))
     else:
         d, r = best
+        # The codec decides the decode cost; rows name their video ('..., 30 fps, h264').
+        codec = f", {r['video'].rsplit(', ', 1)[-1]}" if r.get("video") else ""
         text = (
-            f"{r['total_s']:.2f} s ({r['workers']} threads; decode {r['decode_s']:.2f}, "
+            f"{r['total_s']:.2f} s ({r['workers']} threads{codec}; decode {r['decode_s']:.2f}, "
             f"model {r['model_s']:.2f})"
         )
         # With fewer threads than the goal's host has, the row says nothing either way.

@@ -59,7 +59,8 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
             _loader("raw", 4, 3600.0, 900.0),
         ],
         "predict": [
-            {"workers": 8, "total_s": 0.9, "decode_s": 0.5, "model_s": 0.05},
+            {"workers": 8, "total_s": 0.9, "decode_s": 0.5, "model_s": 0.05,
+             "video": "clip_1080p_10s_h264.mp4: 10 s, 1920x1080, 30 fps, h264"},
             {"workers": 16, "total_s": 0.7, "decode_s": 0.5, "model_s": 0.05},
         ],
     }  # fmt: skip
@@ -86,7 +87,9 @@ def test_gpu_run_is_judged_goal_by_goal(tmp_path):
     assert loader["measured"].startswith("510 /s per CPU-second (2 grain workers x 4 read threads)")
     assert f"{1100 / 510:.1f} cores feed lda_st b128" in loader["measured"]  # zstd row not used
     predict = g["predict, 10-s 1080p video (8 threads)"]
-    assert predict["verdict"] == "met" and predict["measured"].startswith("0.90 s (8 threads")
+    assert predict["verdict"] == "met" and predict["measured"].startswith(
+        "0.90 s (8 threads, h264;"
+    )
     assert {r["device"] for r in rows} == {"NVIDIA H200 x1"}
     table = bench_goals.markdown(rows)
     assert table.count("\n") == len(rows) + 1 and "| MISSED |" in table
