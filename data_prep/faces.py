@@ -215,6 +215,8 @@ def extract_stacks(
     'box' int32 [4] (x0, y0, x1, y1 in the source frame), 'landmarks' float32
     [68, 2] (source-frame x, y of the key frame)}. Key frames without a face are
     skipped; raises VideoError if the video cannot be read or no key frame has a face.
+    A face too small for the DETECT_MAX_SIDE scan is looked for near the face
+    found TRACK_STRIDE key frames earlier before the whole frame is scanned at 2x.
 
     workers > 1 spreads one video over threads: each key frame's face detection
     starts as soon as that frame is decoded (dlib and OpenCV release the GIL), so
