@@ -52,6 +52,26 @@ def _atomic_write(path: str, write) -> None:
         raise
 
 
+def cache_params(frames_per_video: int, stack: int, size: int) -> str:
+    """The cache folder of one build's parameters, face-finder version included."""
+    from data_prep.faces import FACES_VERSION
+
+    return f"f{frames_per_video}_n{stack}_s{size}_faces{FACES_VERSION}"
+
+
+def stale_caches(out: str, params: str) -> list[str]:
+    """OUT/cache folders of the same parameters made by another face-finder version
+    (version 1 had no suffix)."""
+    base = params.rsplit("_faces", 1)[0]
+    root = os.path.join(out, "cache")
+    names = os.listdir(root) if os.path.isdir(root) else []
+    return sorted(
+        os.path.join(root, n)
+        for n in names
+        if n != params and (n == base or n.startswith(base + "_faces"))
+    )
+
+
 def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
     """(stacks .npz, done-marker .json) of a video.
 
@@ -267,9 +287,16 @@ def main(argv=None) -> int:
         tfds.disable_progress_bar()
 
     os.makedirs(a.out, exist_ok=True)
-    params = f"f{a.frames_per_video}_n{a.stack}_s{a.size}"
+    params = cache_params(a.frames_per_video, a.stack, a.size)
     cache_dir = os.path.join(a.out, "cache", params)
     os.makedirs(cache_dir, exist_ok=True)
+    for stale in stale_caches(a.out, params):
+        print(
+            f"note: {stale} holds crops of the same videos from another face-finder version "
+            f"(data_prep.faces.FACES_VERSION); they are not reused, so the shards come from one "
+            f"finder. Delete that folder to free its space.",
+            file=sys.stderr,
+        )
 
     todo = [it for it in items if not os.path.exists(cache_paths(cache_dir, it)[1])]
     print(

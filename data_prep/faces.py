@@ -44,6 +44,10 @@ DETECT_MAX_SIDE = 640
 TRACK_STRIDE = 4
 NEAR_SPAN = 3.0
 NEAR_FACE_PX = 120
+# Bump when a change alters which face or box extract_stacks returns: build
+# caches are kept per version, so a resumed build never mixes two face finders.
+# 1: whole-frame scans only; 2: small faces searched near the earlier face.
+FACES_VERSION = 2
 
 _PREDICTOR = None  # created once per process: dlib objects do not pickle.
 # dlib's HOG detector keeps scratch buffers inside the object, so two threads

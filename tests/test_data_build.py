@@ -238,3 +238,28 @@ def test_argument_spellings_and_bounds(capsys):
     with pytest.raises(SystemExit):
         build.parse_args([*base, "--size", "4"])
     assert "--size must be >= 8" in capsys.readouterr().err
+
+
+def test_caches_of_another_face_finder_are_not_reused(faulty_tree, tmp_path, capsys):
+    from data_prep import faces
+
+    out = tmp_path / "out"
+    argv = ["--dataset", "ffpp", "--root", str(faulty_tree), "--out", str(out),
+            "--methods", "Deepfakes", *ARGS]  # fmt: skip
+    assert build.main(argv) == 0
+    current = out / "cache" / f"f3_n3_s32_faces{faces.FACES_VERSION}"
+    assert build.cache_params(3, 3, 32) == current.name and current.is_dir()
+    # Make it look like version 1's cache (no suffix), whose every video "had no face".
+    old = out / "cache" / "f3_n3_s32"
+    current.rename(old)
+    for marker in old.glob("*.json"):
+        marker.write_text(json.dumps({**json.loads(marker.read_text()), "reason": "no_face"}))
+    (out / "cache" / "f3_n3_s320_faces1").mkdir()  # other parameters: none of our business
+    capsys.readouterr()
+    assert build.main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"note: {old} holds crops of the same videos from another face-finder version" in err
+    assert "s320" not in err
+    assert build.stale_caches(str(out), current.name) == [str(old)]
+    summary = json.loads((out / "summary.json").read_text())["counts"]
+    assert summary["train"]["records"] == 6  # extracted again, not read from the old cache

@@ -294,7 +294,7 @@ def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
-    cache = out / "cache" / "f4_n3_s40"
+    cache = out / "cache" / build.cache_params(4, 3, 40)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if cache.is_dir() and len(list(cache.glob("*.json"))) >= 3:
