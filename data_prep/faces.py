@@ -33,14 +33,15 @@ BOX_SCALE = 1.3
 DETECT_MAX_SIDE = 640
 # A face too small for that scan (under ~240 px in a 1080p frame: most faces of
 # FF++'s 480p-1080p videos) used to cost a whole-frame scan upsampled 2x, ~4x the
-# pixels: 124 of a 1080p key frame's 128 ms on the CI VM. Faces barely move
-# between key frames, so a key frame first looks near the face found
-# TRACK_STRIDE key frames earlier: a square NEAR_SPAN x that face's side, scaled
-# so that face is NEAR_FACE_PX wide (dlib's window is 80 px: faces 0.67-3x its
-# size are found), ~10 ms. The upsampled whole-frame scan runs only when that
-# fails too. A stride, not the previous key frame: TRACK_STRIDE chains of key
-# frames run in parallel (predict's latency), and the result does not depend on
-# how many threads ran them.
+# pixels: ~124 ms per 1080p key frame on the CI VM (~32 of them in the 640 px
+# scan that finds nothing). Faces barely move between key frames, so a key
+# frame first looks near the face found TRACK_STRIDE key frames earlier (key
+# frames 1..TRACK_STRIDE-1: key frame 0's): a square NEAR_SPAN x that face's
+# side, scaled so that face is NEAR_FACE_PX wide (dlib's window is 80 px: faces
+# 0.67-3x its size are found), ~10 ms. The upsampled whole-frame scan runs only
+# when that fails too. A stride, not the previous key frame: TRACK_STRIDE chains
+# of key frames run in parallel (predict's latency), and the result does not
+# depend on how many threads ran them.
 TRACK_STRIDE = 4
 NEAR_SPAN = 3.0
 NEAR_FACE_PX = 120
@@ -282,7 +283,7 @@ def _now(fn, *args) -> Future:
 
 class _KeyFrameTrack:
     """A video's key-frame detections in order; each searches near the face found
-    TRACK_STRIDE key frames before it (detect_face's ``near``).
+    TRACK_STRIDE key frames before it, or in key frame 0 (detect_face's ``near``).
 
     ``run(fn, *args) -> Future`` runs a detection: ``pool.submit`` to detect while
     decoding goes on (a task waits only for the task TRACK_STRIDE before it, which a
@@ -297,7 +298,11 @@ class _KeyFrameTrack:
     def add(self, index: int, frame: np.ndarray) -> None:
         if self.keys and index <= self.keys[-1]:  # read_frames re-planned: a new pass
             self.keys, self.found = [], []
-        earlier = self.found[-TRACK_STRIDE] if len(self.found) >= TRACK_STRIDE else None
+        # Key frames 1..TRACK_STRIDE-1 start from key frame 0 (none before it).
+        n = len(self.found)
+        earlier = (
+            self.found[n - TRACK_STRIDE] if n >= TRACK_STRIDE else self.found[0] if n else None
+        )
         self.keys.append(index)
         self.found.append(self._run(_detect_key_frame, frame, earlier))
 

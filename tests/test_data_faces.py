@@ -270,11 +270,11 @@ def test_extract_stacks_tracks_small_faces_the_same_threaded_or_not(tmp_path, as
     _write_video(path, frames)
     serial = faces.extract_stacks(path, frames_per_video=12, stack=1, size=32)
     upsampled = [c for c in scans if c[2] == 1]
-    # Only the first TRACK_STRIDE key frames have no earlier face to search near.
-    assert len(serial) == 12 and len(upsampled) == faces.TRACK_STRIDE
+    # Only key frame 0 has no earlier face to search near.
+    assert len(serial) == 12 and len(upsampled) == 1
     scans.clear()
     threaded = faces.extract_stacks(path, frames_per_video=12, stack=1, size=32, workers=3)
-    assert len([c for c in scans if c[2] == 1]) == faces.TRACK_STRIDE
+    assert len([c for c in scans if c[2] == 1]) == 1
     for a, b in zip(serial, threaded, strict=True):
         assert a["frame_index"] == b["frame_index"]
         np.testing.assert_array_equal(a["box"], b["box"])
