@@ -100,19 +100,31 @@ def test_eight_devices_match_one_device(reference, shards, tmp_path):
     one = train.train_and_evaluate(config, str(tmp_path))
     ref_losses, one_losses = _losses(ref_dir), _losses(str(tmp_path))
     # fp32 tolerance: the 8-way sharded reductions add in another order (~1e-7
-    # relative); one SGD step through ~30 BatchNorm layers at batch 8 amplifies
-    # that to ~1e-6 in the params and up to ~1e-4 relative in the next loss.
+    # relative). The first loss (same init, same batch) agrees to that; the
+    # gradients through ~30 BatchNorm layers at batch 8 amplify it, so the
+    # next loss differs up to ~1e-4 relative.
     np.testing.assert_allclose(one_losses[1], ref_losses[1], rtol=1e-5)
     np.testing.assert_allclose(one_losses[2], ref_losses[2], rtol=1e-3)
     ref_model, step = checkpointing.restore_for_inference(config, ref_dir, 2)
     assert step == 2
     from flax import nnx
 
+    from ldattn_jax.models.lda import build_model
+
     ref_p = flat_params(nnx.state(ref_model, nnx.Param))
     one_p = flat_params(nnx.state(one.state[0], nnx.Param))
-    assert ref_p.keys() == one_p.keys()
+    init = flat_params(nnx.state(build_model(config.model, rngs=nnx.Rngs(config.seed)), nnx.Param))
+    assert ref_p.keys() == one_p.keys() == init.keys()
+    # What two steps changed must agree, tensor by tensor, to 2% of the change:
+    # measured 0.25-0.75% (a single element of a near-cancelling gradient, e.g. a
+    # BatchNorm bias, can differ by a few %, so an elementwise bound on the
+    # parameters either fails on the data or is too loose for the large kernels).
+    # A real sharding bug moves every tensor by far more: per-device BatchNorm
+    # statistics at one sample per device, a gradient summed instead of averaged
+    # over the 8 devices (8x), a dropped shard.
     for k in ref_p:
-        np.testing.assert_allclose(one_p[k], ref_p[k], rtol=1e-3, atol=2e-5, err_msg=k)
+        change = np.linalg.norm(ref_p[k] - init[k])
+        assert np.linalg.norm(one_p[k] - ref_p[k]) <= 0.02 * change + 1e-8, k
 
 
 def test_sigterm_then_resume_is_bit_identical(reference, shards, tmp_path):
