@@ -237,15 +237,15 @@ def extract_stacks(
     video_path = str(video_path)
     with contextlib.ExitStack() as scope:
         pool = scope.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
-        track = _KeyFrameTrack(pool.submit if pool is not None else _now)
+        # Threaded: detect each key frame as it is decoded.
+        track = _KeyFrameTrack(pool.submit) if pool is not None else None
 
         # Frames stay in OpenCV's BGR order: only the crops are converted (cut).
         frames, total = read_frames(
-            video_path, frames_per_video, stack, track.add if pool is not None else None,
-            rgb=False,
-        )  # fmt: skip
+            video_path, frames_per_video, stack, track and track.add, rgb=False
+        )
         keys = key_frame_indices(total, frames_per_video, stack)
-        if track.keys != keys:
+        if track is None or track.keys != keys:
             # Serial run, or the decode's plan was not the final one: detect in order now.
             track = _KeyFrameTrack(_now)
             for k in keys:
