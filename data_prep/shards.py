@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_prep.builder import NAME, VERSION
+from data_prep.record_view import RecordFormatError, RecordView
 
 SPLITS = ("train", "val", "test")
 
@@ -107,9 +108,10 @@ class SplitSource:
     """Random-access, picklable view of one split; __getitem__ decodes one record.
 
     ``features`` names the fields to decode (default: all). Training needs only
-    ('frames', 'label'): TFDS then skips parsing the landmarks and inflating
-    the zlib mask, 0.64 -> 0.44 ms of a ~2 ms record read (measured,
-    benchmarks/README.md).
+    ('frames', 'label'): those are read straight off the record's bytes
+    (data_prep.record_view, no copy of the frames) when the build stores them
+    raw, and by TFDS's parser otherwise, which then skips the landmarks and
+    the zlib mask (measured, benchmarks/README.md).
     """
 
     def __init__(self, builder_dir: str, split: str, features: tuple[str, ...] | None = None):
@@ -142,15 +144,40 @@ class SplitSource:
 
             _tune_malloc()
             builder = tfds.builder_from_directory(self.builder_dir)
-            decoder = builder.info.features
-            if self.features is not None:
-                # TFDS's own parser, given only these specs, parses only them.
-                decoder = tfds.features.FeaturesDict({k: decoder[k] for k in self.features})
-            self._decode = decoder.deserialize_example_np
+            self._decode = self._zero_copy_decoder()
+            if self._decode is None:
+                decoder = builder.info.features
+                if self.features is not None:
+                    # TFDS's own parser, given only these specs, parses only them.
+                    decoder = tfds.features.FeaturesDict({k: decoder[k] for k in self.features})
+                self._decode = decoder.deserialize_example_np
             self._source = builder.as_data_source(
                 self.split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
             )
         return self._source
+
+    def _zero_copy_decoder(self) -> RecordView | None:
+        # Only for a chosen subset (training's frames + label): evaluation reads
+        # every field, text and floats included, through TFDS.
+        if self.features is None:
+            return None
+        with open(os.path.join(self.builder_dir, "features.json")) as f:
+            return RecordView.for_features(json.load(f), self.features)
+
+    @property
+    def decoder(self) -> str:
+        """'zero_copy' (data_prep.record_view) or 'tfds': who decodes the records."""
+        self._open()
+        return "zero_copy" if isinstance(self._decode, RecordView) else "tfds"
+
+    def _decoded(self, raw, index) -> dict:
+        try:
+            return _to_record(self._decode(raw))
+        except RecordFormatError as e:
+            raise RecordFormatError(
+                f"record {index} of split {self.split!r} in {self.builder_dir!r}: {e}; "
+                "the shard is damaged or was not written by data_prep.build: rebuild it"
+            ) from e
 
     def __len__(self) -> int:
         return self._len
@@ -160,11 +187,12 @@ class SplitSource:
         if not -self._len <= index < self._len:
             raise IndexError(f"record {index} out of range for split {self.split!r} ({self._len})")
         raw = self._open()[index % self._len]
-        return _to_record(self._decode(raw))
+        return self._decoded(raw, index)
 
     def __getitems__(self, indices) -> list[dict]:
-        raws = self._open().__getitems__([int(i) for i in indices])
-        return [_to_record(self._decode(raw)) for raw in raws]
+        indices = [int(i) for i in indices]
+        raws = self._open().__getitems__(indices)
+        return [self._decoded(raw, i) for raw, i in zip(raws, indices, strict=True)]
 
     def labels(self) -> np.ndarray | None:
         """Every record's label from the build's index (no record decoded), or None.

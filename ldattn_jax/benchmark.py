@@ -333,6 +333,8 @@ def loader_measurement(
                     "cores_busy": cpu / wall,
                     "source_one_core_stacks_per_s": one["records_per_s"],
                     "source_features": one["features"],
+                    # 'zero_copy' (data_prep.record_view) or 'tfds' (its parser).
+                    "decoder": src.decoder,
                     "epoch_records": len(indices),
                     "frames_shape": one["frames_shape"],
                 }

@@ -229,6 +229,7 @@ def test_loader_rows_report_cpu_cost(tmp_path):
         assert r["stacks_per_cpu_s"] * r["cores_busy"] == pytest.approx(r["stacks_per_s"])
         # Timed as training reads: only the step's fields, over a real-sized epoch.
         assert r["source_features"] == sorted(input_pipeline.RECORD_FIELDS)
+        assert r["decoder"] == "zero_copy"  # raw shards: frames viewed, not copied
         assert r["epoch_records"] == benchmark.EPOCH_RECORDS
 
 

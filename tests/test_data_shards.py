@@ -190,19 +190,43 @@ def test_a_feature_subset_decodes_only_those_fields(built, monkeypatch):
     np.testing.assert_array_equal(batch[0]["frames"], full[2]["frames"])
     clone = pickle.loads(pickle.dumps(sub))  # grain workers get the subset too
     assert sorted(clone[1]) == sorted(RECORD_FIELDS)
-    # The mask (the one zlib feature) is never inflated for the subset.
+    # A subset TFDS parses (text is not read zero-copy) never inflates the mask,
+    # the one zlib feature.
     import tensorflow_datasets as tfds
 
-    decode, want = tfds.features.Tensor.decode_example_np, full[1]["frames"]
+    decode, want = tfds.features.Tensor.decode_example_np, full[1]
+    with_text = open_split(str(built), "train", ("frames", "video_id"))
+    assert with_text.decoder == "tfds" and sub.decoder == "zero_copy"
 
     def no_zlib(self, *a, **k):
         assert self._encoding != tfds.features.Encoding.ZLIB, "the mask was decoded"
         return decode(self, *a, **k)
 
     monkeypatch.setattr(tfds.features.Tensor, "decode_example_np", no_zlib)
-    np.testing.assert_array_equal(open_split(str(built), "train", RECORD_FIELDS)[1]["frames"], want)
+    got = with_text[1]
+    np.testing.assert_array_equal(got["frames"], want["frames"])
+    assert got["video_id"] == want["video_id"]
     with pytest.raises(AssertionError, match="mask was decoded"):
         open_split(str(built), "train")[1]
+
+
+def test_training_fields_read_zero_copy_equal_tfds_on_every_record(built):
+    from data_prep.record_view import RecordFormatError
+    from ldattn_jax.input_pipeline import RECORD_FIELDS
+
+    full = open_split(str(built), "train")
+    sub = open_split(str(built), "train", RECORD_FIELDS)
+    assert sub.decoder == "zero_copy" and full.decoder == "tfds"
+    for i in range(len(sub)):
+        a, b = full[i], sub[i]
+        np.testing.assert_array_equal(b["frames"], a["frames"])
+        assert b["frames"].dtype == np.uint8 and b["frames"].shape == a["frames"].shape
+        assert b["label"] == a["label"]
+    # A damaged record names itself, its split and build, and what to do.
+    raw = sub._source[3]
+    sub._source = {3: raw[: len(raw) // 2]}
+    with pytest.raises(RecordFormatError, match=r"record 3 of split 'train' in .*rebuild it"):
+        sub[3]
 
 
 def test_an_unknown_feature_name_is_named(built):
