@@ -9,10 +9,11 @@ value, before `np.frombuffer` views it. Those two copies of every stack were
 format is walked directly and the frames come back as a read-only numpy view
 of the record's own bytes: no copy at all.
 
-Only what training needs is handled: `Tensor` features stored as BYTES (raw
-`tobytes()`, static shape) and integer scalars (`ClassLabel`, `Scalar`).
-`RecordView.for_features` returns None for anything else (zlib frames, text,
-floats), and the caller keeps TFDS's parser. The layout read here is the
+Only what training and evaluation read is handled: `Tensor` features stored
+as BYTES (raw `tobytes()`) or ZLIB, static shape; integer and bool scalars
+(`ClassLabel`, `Scalar`); `Text`. `RecordView.for_features` returns None for
+anything else (float or integer arrays, dynamic shapes), and the caller keeps
+TFDS's parser. The layout read here is the
 protobuf encoding of tensorflow/core/example/{example,feature}.proto:
 
     Example  { Features features = 1; }
@@ -25,6 +26,7 @@ protobuf encoding of tensorflow/core/example/{example,feature}.proto:
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 
@@ -127,21 +129,30 @@ _INT_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "ui
 
 
 def _spec(feature: dict):
-    """('bytes', dtype, shape) | ('int', None, None) | None (not handled here)."""
+    """(kind, dtype, shape) of a features.json entry, or None (not handled here).
+
+    kinds: 'tensor' (raw bytes), 'zlib' (zlib of raw bytes), 'scalar' (one
+    int64_list value), 'text' (one bytes_list value, returned as bytes).
+    """
     if "classLabel" in feature:
-        return ("int", None, None)
+        return ("scalar", np.dtype(np.int64), ())
+    if "text" in feature:
+        return ("text", None, None)
     tensor = feature.get("tensor")
     if tensor is None:
         return None
     dims = tensor.get("shape", {}).get("dimensions", [])
     if any(int(d) < 0 for d in dims):
         return None  # dynamic shape: TFDS stores the shape beside the value
+    dtype, shape = np.dtype(tensor["dtype"]), tuple(int(d) for d in dims)
     encoding = tensor.get("encoding", "none")
     if encoding == "bytes":
-        return ("bytes", np.dtype(tensor["dtype"]), tuple(int(d) for d in dims))
-    if encoding == "none" and not dims and tensor.get("dtype") in _INT_DTYPES:
-        return ("int", None, None)
-    return None
+        return ("tensor", dtype, shape)
+    if encoding == "zlib":
+        return ("zlib", dtype, shape)
+    if encoding == "none" and not shape and dtype.name in _INT_DTYPES:
+        return ("scalar", dtype, shape)
+    return None  # floats and int arrays: packed lists TFDS reads well enough
 
 
 class RecordView:
@@ -171,16 +182,21 @@ class RecordView:
             raise RecordFormatError(f"record has no feature(s) {missing}")
         out = {}
         for key, (kind, dtype, shape) in self.specs.items():
-            if kind == "int":
-                out[key] = _one_value(buf, found[key], _INT64_LIST, key)
+            if kind == "scalar":
+                out[key] = dtype.type(_one_value(buf, found[key], _INT64_LIST, key)).item()
                 continue
             start, end = _one_value(buf, found[key], _BYTES_LIST, key)
+            if kind == "text":
+                out[key] = bytes(buf[start:end])  # as TFDS gives Text: utf-8 bytes
+                continue
+            # A read-only view of the record's bytes, as TFDS's np.frombuffer gives;
+            # zlib tensors are inflated first (a copy, as in TFDS).
+            data = buf[start:end] if kind == "tensor" else zlib.decompress(buf[start:end])
             expected = dtype.itemsize * math.prod(shape)
-            if end - start != expected:
+            if len(data) != expected:
                 raise RecordFormatError(
-                    f"feature {key!r} holds {end - start} bytes; {dtype}{list(shape)} needs "
+                    f"feature {key!r} holds {len(data)} bytes; {dtype}{list(shape)} needs "
                     f"{expected}"
                 )
-            # A read-only view of the record's bytes (as TFDS's np.frombuffer gives).
-            out[key] = np.frombuffer(buf[start:end], dtype).reshape(shape)
+            out[key] = np.frombuffer(data, dtype).reshape(shape)
         return out

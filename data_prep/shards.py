@@ -107,11 +107,12 @@ def _to_record(ex: dict) -> dict:
 class SplitSource:
     """Random-access, picklable view of one split; __getitem__ decodes one record.
 
-    ``features`` names the fields to decode (default: all). Training needs only
-    ('frames', 'label'): those are read straight off the record's bytes
-    (data_prep.record_view, no copy of the frames) when the build stores them
-    raw, and by TFDS's parser otherwise, which then skips the landmarks and
-    the zlib mask (measured, benchmarks/README.md).
+    ``features`` names the fields to decode (default: all). Training reads
+    ('frames', 'label'), evaluation its EVAL_FIELDS: such subsets are read
+    straight off the record's bytes (data_prep.record_view; raw frames are not
+    copied). Subsets with the box or landmarks, and every field, go through
+    TFDS's parser, which also parses only the named fields (measured,
+    benchmarks/README.md).
     """
 
     def __init__(self, builder_dir: str, split: str, features: tuple[str, ...] | None = None):
@@ -157,12 +158,12 @@ class SplitSource:
         return self._source
 
     def _zero_copy_decoder(self) -> RecordView | None:
-        # Only for a chosen subset (training's frames + label): evaluation reads
-        # every field, text and floats included, through TFDS.
-        if self.features is None:
-            return None
+        # None when a field is one RecordView leaves to TFDS (box, landmarks:
+        # small number arrays), e.g. when every field is read.
         with open(os.path.join(self.builder_dir, "features.json")) as f:
-            return RecordView.for_features(json.load(f), self.features)
+            features_json = json.load(f)
+        keys = self.features or tuple(features_json["featuresDict"]["features"])
+        return RecordView.for_features(features_json, keys)
 
     @property
     def decoder(self) -> str:

@@ -57,16 +57,29 @@ def test_unpacked_int64_lists_decode_too():
     assert _view(label=LABEL)(packed)["label"] == 5
 
 
+def test_text_zlib_tensors_and_bool_scalars_decode_as_tfds_gives_them():
+    import zlib
+
+    mask = np.eye(3, dtype=np.uint8)
+    dims = {"dimensions": ["3", "3"]}
+    zlib_spec = {"tensor": {"dtype": "uint8", "encoding": "zlib", "shape": dims}}
+    flag = {"tensor": {"dtype": "bool", "encoding": "none", "shape": {}}}
+    view = _view(mask=zlib_spec, video_id={"text": {}}, has_mask=flag)
+    got = view(_example(mask=zlib.compress(mask.tobytes()), video_id="ffpp/ä".encode(), has_mask=1))
+    np.testing.assert_array_equal(got["mask"], mask)
+    assert got["video_id"] == "ffpp/ä".encode() and got["has_mask"] is True
+
+
 @pytest.mark.parametrize(
     "spec",
     [
-        {"tensor": {"dtype": "uint8", "encoding": "zlib", "shape": {"dimensions": ["2"]}}},
+        {"tensor": {"dtype": "float32", "encoding": "none", "shape": {"dimensions": ["68", "2"]}}},
+        {"tensor": {"dtype": "int32", "encoding": "none", "shape": {"dimensions": ["4"]}}},
         {"tensor": {"dtype": "float32", "encoding": "none", "shape": {}}},
         {"tensor": {"dtype": "uint8", "encoding": "bytes", "shape": {"dimensions": ["-1"]}}},
-        {"text": {}},
         {},
     ],
-    ids=["zlib", "float", "dynamic-shape", "text", "unknown-key"],
+    ids=["float-array", "int-array", "float-scalar", "dynamic-shape", "unknown-key"],
 )
 def test_features_it_does_not_handle_are_left_to_tfds(spec):
     assert RecordView.for_features(_features_json(frames=spec), ["frames"]) is None

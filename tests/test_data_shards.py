@@ -190,12 +190,12 @@ def test_a_feature_subset_decodes_only_those_fields(built, monkeypatch):
     np.testing.assert_array_equal(batch[0]["frames"], full[2]["frames"])
     clone = pickle.loads(pickle.dumps(sub))  # grain workers get the subset too
     assert sorted(clone[1]) == sorted(RECORD_FIELDS)
-    # A subset TFDS parses (text is not read zero-copy) never inflates the mask,
+    # A subset TFDS parses (landmarks are left to it) never inflates the mask,
     # the one zlib feature.
     import tensorflow_datasets as tfds
 
     decode, want = tfds.features.Tensor.decode_example_np, full[1]
-    with_text = open_split(str(built), "train", ("frames", "video_id"))
+    with_text = open_split(str(built), "train", ("frames", "video_id", "landmarks"))
     assert with_text.decoder == "tfds" and sub.decoder == "zero_copy"
 
     def no_zlib(self, *a, **k):
@@ -210,18 +210,24 @@ def test_a_feature_subset_decodes_only_those_fields(built, monkeypatch):
         open_split(str(built), "train")[1]
 
 
-def test_training_fields_read_zero_copy_equal_tfds_on_every_record(built):
+@pytest.mark.parametrize("purpose", ["train", "eval"])
+def test_fields_read_zero_copy_equal_tfds_on_every_record(built, purpose):
     from data_prep.record_view import RecordFormatError
+    from ldattn_jax.evaluate import EVAL_FIELDS
     from ldattn_jax.input_pipeline import RECORD_FIELDS
 
+    fields = RECORD_FIELDS if purpose == "train" else EVAL_FIELDS
     full = open_split(str(built), "train")
-    sub = open_split(str(built), "train", RECORD_FIELDS)
+    sub = open_split(str(built), "train", fields)
     assert sub.decoder == "zero_copy" and full.decoder == "tfds"
     for i in range(len(sub)):
         a, b = full[i], sub[i]
-        np.testing.assert_array_equal(b["frames"], a["frames"])
-        assert b["frames"].dtype == np.uint8 and b["frames"].shape == a["frames"].shape
-        assert b["label"] == a["label"]
+        assert sorted(b) == sorted(fields)
+        for key in fields:
+            assert type(b[key]) is type(a[key]), key
+            np.testing.assert_array_equal(b[key], a[key])
+            if isinstance(a[key], np.ndarray):
+                assert (b[key].dtype, b[key].shape) == (a[key].dtype, a[key].shape)
     # A damaged record names itself, its split and build, and what to do.
     raw = sub._source[3]
     sub._source = {3: raw[: len(raw) // 2]}
