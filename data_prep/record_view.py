@@ -114,8 +114,10 @@ def _one_value(buf: memoryview, feature: tuple[int, int], kind: int, key: str):
                 while pos < end:
                     x, pos = _varint(buf, pos, end)
                     values.append(x)
-            else:
+            elif w == (_VARINT if kind == _INT64_LIST else _LEN):
                 values.append(v)
+            else:
+                raise RecordFormatError(f"feature {key!r}: value of wire type {w}")
     if len(values) != 1:
         raise RecordFormatError(f"feature {key!r} holds {len(values)} values, expected 1")
     value = values[0]
