@@ -333,8 +333,11 @@ def loader_measurement(
                     "cores_busy": cpu / wall,
                     "source_one_core_stacks_per_s": one["records_per_s"],
                     "source_features": one["features"],
-                    # 'zero_copy' (data_prep.record_view) or 'tfds' (its parser).
-                    "decoder": src.decoder,
+                    # Per record on one core: ArrayRecord's read, then the decode
+                    # by 'zero_copy' (data_prep.record_view) or 'tfds' (its parser).
+                    "source_read_ms": one["read_ms"],
+                    "source_decode_ms": one["decode_ms"],
+                    "decoder": one["decoder"],
                     "epoch_records": len(indices),
                     "frames_shape": one["frames_shape"],
                 }
@@ -692,7 +695,9 @@ def main(argv=None) -> int:
                 f"  {r['encoding']:5s} workers {r['workers']} x {r['read_threads']} threads: "
                 f"{r['stacks_per_s']:8.1f} stacks/s "
                 f"({r['stacks_per_cpu_s']:7.1f} per CPU-second, {r['cores_busy']:.2f} cores busy; "
-                f"source alone {r['source_one_core_stacks_per_s']:7.1f}/s on one core)"
+                f"source alone {r['source_one_core_stacks_per_s']:7.1f}/s on one core: read "
+                f"{r['source_read_ms']:.2f} ms + {r['decoder']} decode "
+                f"{r['source_decode_ms']:.2f} ms per record)"
             )
         save()
     if "predict" in what:

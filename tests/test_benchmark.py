@@ -230,6 +230,10 @@ def test_loader_rows_report_cpu_cost(tmp_path):
         # Timed as training reads: only the step's fields, over a real-sized epoch.
         assert r["source_features"] == sorted(input_pipeline.RECORD_FIELDS)
         assert r["decoder"] == "zero_copy"  # raw shards: frames viewed, not copied
+        # The source's two stages fit inside its time per record.
+        stages = r["source_read_ms"] + r["source_decode_ms"]
+        assert 0 < stages < 1e3 / r["source_one_core_stacks_per_s"]
+        assert r["source_read_ms"] > 0 and r["source_decode_ms"] > 0
         assert r["epoch_records"] == benchmark.EPOCH_RECORDS
 
 
