@@ -195,3 +195,21 @@ def test_eval_batches_cover_every_record_once_with_padding():
     assert real == list(range(21))  # global order, padding excluded
     it, n = ip.make_eval_batches(src, c, num_frames=1, max_batches=1)
     assert n == 1 and len(list(it)) == 1
+
+
+def test_stack_batch_flips_only_the_stacks_that_drew_a_flip_from_read_only_views():
+    # Shard records are read-only views of the record bytes (data_prep.record_view).
+    stacks = [ListSource()[i]["frames"] for i in range(3)]
+    for s in stacks:
+        s.flags.writeable = False
+    elements = [
+        {"frames": stacks[0], "label": 1, "flip": True},
+        {"frames": stacks[1], "label": 0, "flip": False},
+        {"frames": stacks[2], "label": 1},  # flip disabled in the config: no key
+    ]
+    batch = ip.stack_batch(elements)
+    assert sorted(batch) == ["frames", "label"] and batch["frames"].flags.writeable
+    np.testing.assert_array_equal(batch["frames"][0], stacks[0][:, :, ::-1])
+    np.testing.assert_array_equal(batch["frames"][1:], np.stack(stacks[1:]))
+    np.testing.assert_array_equal(batch["label"], [1, 0, 1])
+    assert batch["label"].dtype == np.int32
