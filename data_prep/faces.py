@@ -14,13 +14,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import cv2
 import numpy as np
 
-from data_prep.video import VideoError, key_frame_indices, read_frames
+from data_prep.video import VideoError, decode_stacks
 
 __all__ = [
     "VideoError",
     "crop_box",
     "crop_mask",
     "cut",
+    "cut_frame",
     "detect_face",
     "extract_stacks",
     "square_box",
@@ -200,10 +201,13 @@ def cut(frames: list[np.ndarray], box: np.ndarray, size: int, *, bgr: bool = Fal
     to RGB after the resize (exact: the area resize treats channels alike), on
     ~15x fewer pixels than a 1080p frame.
     """
-    crops = [crop_box(f, box, size) for f in frames]
-    if bgr:
-        crops = [cv2.cvtColor(c, cv2.COLOR_BGR2RGB) for c in crops]
-    return np.stack(crops)
+    return np.stack([cut_frame(f, box, size, bgr=bgr) for f in frames])
+
+
+def cut_frame(frame: np.ndarray, box: np.ndarray, size: int, *, bgr: bool = False) -> np.ndarray:
+    """One frame of ``cut``: uint8 RGB [size, size, 3]."""
+    crop = crop_box(frame, box, size)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if bgr else crop
 
 
 def extract_stacks(
@@ -223,6 +227,8 @@ def extract_stacks(
     A face too small for the DETECT_MAX_SIDE scan is looked for near the face
     found TRACK_STRIDE key frames earlier before the whole frame is scanned at 2x.
 
+    Each frame is cut as soon as its key frame's face is known and then dropped
+    (``_StackCutter``), so a video never holds more than a few decoded frames.
     workers > 1 spreads one video over threads: each key frame's face detection
     starts as soon as that frame is decoded (dlib and OpenCV release the GIL), so
     detection overlaps the sequential decode, and the crops run in parallel. The
@@ -235,38 +241,11 @@ def extract_stacks(
             f"workers={workers}: need frames_per_video >= 1, stack >= 0, size >= 8, workers >= 1"
         )
     video_path = str(video_path)
-    with contextlib.ExitStack() as scope:
-        pool = scope.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
-        # Threaded: detect each key frame as it is decoded.
-        track = _KeyFrameTrack(pool.submit) if pool is not None else None
-
-        # Frames stay in OpenCV's BGR order: only the crops are converted (cut).
-        frames, total = read_frames(
-            video_path, frames_per_video, stack, track and track.add, rgb=False
-        )
-        keys = key_frame_indices(total, frames_per_video, stack)
-        if track is None or track.keys != keys:
-            # Serial run, or the decode's plan was not the final one: detect in order now.
-            track = _KeyFrameTrack(_now)
-            for k in keys:
-                track.add(k, frames[k])
-        detections = dict(zip(track.keys, track.found, strict=True))
-
-        def one_stack(k: int) -> dict | None:
-            found = detections[k].result()
-            if found is None:
-                return None
-            face, landmarks = found
-            box = square_box(face, frames[k].shape[:2])
-            return {
-                "frames": cut([frames[k + j] for j in range(stack + 1)], box, size, bgr=True),
-                "frame_index": k,
-                "box": box,
-                "landmarks": landmarks,
-            }
-
-        made = list(pool.map(one_stack, keys)) if pool is not None else map(one_stack, keys)
-        stacks = [s for s in made if s is not None]
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        cutter = _StackCutter(pool.submit if pool is not None else _now, stack, size)
+        # Frames stay in OpenCV's BGR order: only the crops are converted (cut_frame).
+        total = decode_stacks(video_path, frames_per_video, stack, cutter, rgb=False)
+        stacks = cutter.stacks()
     if not stacks:
         raise VideoError(
             "no_face", f"{video_path}: dlib found no face in any key frame ({total} frames)"
@@ -281,6 +260,56 @@ def _now(fn, *args) -> Future:
     return done
 
 
+class _StackCutter:
+    """A ``video.FrameSink`` that turns decoded frames into stacks as they arrive.
+
+    A key frame starts its detection (``_KeyFrameTrack``); every frame of a stack
+    (the key frame too) is cut by a task that waits for that detection, so the
+    frame lives only until its face is known. ``run(fn, *args) -> Future`` is
+    ``pool.submit`` or ``_now``. With a FIFO pool a task waits only for tasks
+    submitted before it, which have already started: no deadlock.
+    """
+
+    def __init__(self, run, stack: int, size: int):
+        self._run, self._stack, self._size = run, stack, size
+
+    def begin(self, keys: list[int]) -> None:
+        self._track = _KeyFrameTrack(self._run)
+        self._crops: dict[int, dict[int, Future]] = {k: {} for k in keys}
+
+    def frame(self, index: int, frame: np.ndarray) -> None:
+        if index in self._crops:
+            self._track.add(index, frame)
+        for j in range(self._stack + 1):
+            # Stacks may overlap in short videos; a key frame that did not convert has none.
+            found = self._track.found.get(index - j)
+            if found is not None:
+                self._crops[index - j][j] = self._run(_cut_when_found, frame, found, self._size)
+
+    def stacks(self) -> list[dict]:
+        """The final pass's stacks, in key-frame order: those with a face and every frame."""
+        stacks = []
+        for k, crops in self._crops.items():
+            found = self._track.found[k].result() if len(crops) == self._stack + 1 else None
+            if found is None:
+                continue
+            box, crop = crops[0].result()
+            frames = [crop] + [crops[j].result()[1] for j in range(1, self._stack + 1)]
+            stacks.append(
+                {"frames": np.stack(frames), "frame_index": k, "box": box, "landmarks": found[1]}
+            )
+        return stacks
+
+
+def _cut_when_found(frame: np.ndarray, found: Future, size: int):
+    """(box, crop) of a frame once its key frame's detection is done; None without a face."""
+    face = found.result()
+    if face is None:
+        return None
+    box = square_box(face[0], frame.shape[:2])
+    return box, cut_frame(frame, box, size, bgr=True)
+
+
 class _KeyFrameTrack:
     """A video's key-frame detections in order; each searches near the face found
     TRACK_STRIDE key frames before it, or in key frame 0 (detect_face's ``near``).
@@ -288,23 +317,22 @@ class _KeyFrameTrack:
     ``run(fn, *args) -> Future`` runs a detection: ``pool.submit`` to detect while
     decoding goes on (a task waits only for the task TRACK_STRIDE before it, which a
     FIFO pool has already started), or ``_now``. Either way the result is the same.
+    ``found`` maps each key frame added so far to its detection.
     """
 
     def __init__(self, run):
         self._run = run
-        self.keys: list[int] = []
-        self.found: list[Future] = []
+        self._chain: list[Future] = []
+        self.found: dict[int, Future] = {}
 
     def add(self, index: int, frame: np.ndarray) -> None:
-        if self.keys and index <= self.keys[-1]:  # read_frames re-planned: a new pass
-            self.keys, self.found = [], []
         # Key frames 1..TRACK_STRIDE-1 start from key frame 0 (none before it).
-        n = len(self.found)
+        n = len(self._chain)
         earlier = (
-            self.found[n - TRACK_STRIDE] if n >= TRACK_STRIDE else self.found[0] if n else None
+            self._chain[n - TRACK_STRIDE] if n >= TRACK_STRIDE else self._chain[0] if n else None
         )
-        self.keys.append(index)
-        self.found.append(self._run(_detect_key_frame, frame, earlier))
+        self._chain.append(self._run(_detect_key_frame, frame, earlier))
+        self.found[index] = self._chain[-1]
 
 
 def _detect_key_frame(frame: np.ndarray, earlier: Future | None):

@@ -1,13 +1,14 @@
 """Video decoding and key-frame selection (OpenCV), with failures named.
 
-Only the frames a stack needs are kept: a FF++ video at 1080p has ~500 frames
-(3 GB decoded), a key frame plus its next n frames times 32 is a few hundred MB.
+Only the frames a stack needs are converted, and they are streamed to a
+``FrameSink`` as they are decoded rather than collected: a FF++ video at 1080p
+has ~500 frames (3 GB decoded), its 32 stacks of 4 frames are still 800 MB.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -80,28 +81,37 @@ def _open(path: str) -> cv2.VideoCapture:
     return cap
 
 
-def read_frames(
-    path: str,
-    frames_per_video: int,
-    stack: int,
-    on_key_frame: Callable[[int, np.ndarray], None] | None = None,
-    *,
-    rgb: bool = True,
-) -> tuple[dict[int, np.ndarray], int]:
-    """Decodes the frames of every stack: ({frame index: RGB uint8 [H, W, 3]}, T).
+class FrameSink(Protocol):
+    """Receives a video's stack frames from ``decode_stacks`` as they are decoded."""
+
+    def begin(self, keys: list[int]) -> None:
+        """A decoding pass starts with these key frames; it replaces any earlier pass."""
+
+    def frame(self, index: int, frame: np.ndarray) -> None:
+        """Frame ``index`` of some stack, in decode order. The sink keeps it only as
+        long as it needs it: a 1080p frame is 6 MB."""
+
+
+def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink, *,
+                  rgb: bool = True) -> int:  # fmt: skip
+    """Decodes the frames of every stack into ``sink`` and returns T, the frame count.
+
+    Only frames that some stack needs are converted from FFmpeg's YUV (OpenCV's
+    ``retrieve``), and none is kept here. Keeping them costs more than it
+    seems: a fresh 6 MB array per 1080p frame page-faults in on first write,
+    and retrieving 128 frames into live arrays took 6.6-7.6 ms each on the CI
+    VM against 2.1-3.0 ms when the memory is reused (benchmarks/README.md,
+    session 9); 128 live 1080p frames are also 800 MB.
 
     ``rgb=False`` keeps OpenCV's BGR order: converting every kept 1080p frame
-    costs ~2 ms each (about a third of the decode on 2 cores), while a caller
-    that only crops (``faces.extract_stacks``) converts the small crops instead.
+    costs ~2 ms each, while a caller that only crops (``faces.extract_stacks``)
+    converts the small crops instead.
 
-    Decodes sequentially (seeking in mp4 is not frame-exact) and keeps only the
-    needed frames. If the stream is slightly shorter than its header says (common
-    in the wild), the key frames are re-planned on the true length.
-
-    `on_key_frame(index, frame)` is called as each planned key frame is decoded,
-    so face detection can start while decoding goes on (`extract_stacks` with
-    workers > 1). After a re-plan it is called again for the new plan's key
-    frames; callers look up the final plan with `key_frame_indices(T, ...)`.
+    Decodes sequentially (seeking in mp4 is not frame-exact). If the stream is
+    shorter (or longer) than its header says, which is common in the wild, the
+    key frames are re-planned on the true length and decoded again: the sink
+    sees a second ``begin`` and the final pass's plan is
+    ``key_frame_indices(T, frames_per_video, stack)``.
     """
     cap = _open(path)
     try:
@@ -113,9 +123,8 @@ def read_frames(
                 "bad_resolution",
                 f"{path} is {width}x{height}; sides must lie in [{MIN_SIDE}, {MAX_SIDE}]",
             )
-        keys = set(key_frame_indices(declared, frames_per_video, stack))
-        wanted = _wanted(declared, frames_per_video, stack)
-        frames, total = _decode(cap, wanted, keys, on_key_frame, rgb)
+        keys = key_frame_indices(declared, frames_per_video, stack)
+        total = _decode(cap, keys, stack, sink, rgb)
     finally:
         cap.release()
     if total == 0:
@@ -124,41 +133,46 @@ def read_frames(
         raise VideoError("truncated", f"{path}: decoded {total} of {declared} declared frames")
     if total < stack + 1:
         raise VideoError("too_short", f"{path}: {total} frames, a stack needs {stack + 1}")
-    needed = _wanted(total, frames_per_video, stack)
-    if not needed.issubset(frames):
-        # Header over-counted: plan on the true length, decode again.
+    final = key_frame_indices(total, frames_per_video, stack)
+    if final != keys:
+        # The header miscounted: plan on the true length, decode again.
         cap = _open(path)
-        keys = set(key_frame_indices(total, frames_per_video, stack))
         try:
-            frames, _ = _decode(cap, needed, keys, on_key_frame, rgb)
+            _decode(cap, final, stack, sink, rgb)
         finally:
             cap.release()
-    return {i: frames[i] for i in sorted(needed)}, total
+    return total
 
 
-def _wanted(num_frames: int, frames_per_video: int, stack: int) -> set[int]:
-    return {
-        k + j
-        for k in key_frame_indices(num_frames, frames_per_video, stack)
-        for j in range(stack + 1)
-    }
-
-
-def _decode(
-    cap: cv2.VideoCapture,
-    wanted: set[int],
-    keys: set[int] = frozenset(),
-    on_key_frame=None,
-    rgb: bool = True,
-) -> tuple[dict[int, np.ndarray], int]:
-    frames: dict[int, np.ndarray] = {}
+def _decode(cap: cv2.VideoCapture, keys: list[int], stack: int, sink: FrameSink, rgb: bool) -> int:
+    wanted = {k + j for k in keys for j in range(stack + 1)}
+    sink.begin(keys)
     index = 0
     while cap.grab():
         if index in wanted:
             ok, bgr = cap.retrieve()
-            if ok:
-                frames[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if rgb else bgr
-                if on_key_frame is not None and index in keys:
-                    on_key_frame(index, frames[index])
+            if ok:  # a frame that will not convert is left out; its stacks are dropped
+                sink.frame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if rgb else bgr)
         index += 1
-    return frames, index
+    return index
+
+
+class _Collect:
+    def begin(self, keys: list[int]) -> None:
+        self.frames: dict[int, np.ndarray] = {}
+
+    def frame(self, index: int, frame: np.ndarray) -> None:
+        self.frames[index] = frame
+
+
+def read_frames(
+    path: str, frames_per_video: int, stack: int, *, rgb: bool = True
+) -> tuple[dict[int, np.ndarray], int]:
+    """Every stack's frames at once: ({frame index: RGB uint8 [H, W, 3]}, T).
+
+    Holds all of them (800 MB for a 1080p video's 32 stacks of 4): for tests and
+    small videos; ``faces.extract_stacks`` streams with ``decode_stacks`` instead.
+    """
+    collect = _Collect()
+    total = decode_stacks(path, frames_per_video, stack, collect, rgb=rgb)
+    return collect.frames, total

@@ -488,7 +488,7 @@ def predict_measurement(
     video's latency (predict also extracts the next video while the model runs).
     """
     from data_prep.faces import extract_stacks
-    from data_prep.video import read_frames
+    from data_prep.video import decode_stacks
     from ldattn_jax.evaluate import Predictor
     from ldattn_jax.models.lda import build_model
     from ldattn_jax.predict import score_stacks
@@ -517,8 +517,11 @@ def predict_measurement(
             samples.append(time.perf_counter() - t0)
         return float(np.median(samples)), out
 
-    # BGR, as extract_stacks decodes (it converts only the crops to RGB).
-    decode_s, _ = timed(lambda: read_frames(video, frames_per_video, stack, rgb=False))
+    # BGR and streamed, as extract_stacks decodes (it converts only the crops to
+    # RGB, and frees each frame once it is cut): the decode's own cost.
+    decode_s, _ = timed(
+        lambda: decode_stacks(video, frames_per_video, stack, _DropFrames(), rgb=False)
+    )
     model_s, _ = timed(lambda: jax.block_until_ready(score_stacks(predictor, stacks)))
     rows = []
     for w in workers:
@@ -540,6 +543,16 @@ def predict_measurement(
             }
         )
     return rows
+
+
+class _DropFrames:
+    """A data_prep.video.FrameSink that lets every frame go."""
+
+    def begin(self, keys):
+        pass
+
+    def frame(self, index, frame):
+        pass
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,13 +1,15 @@
 """Faces: dlib on a real photo, key-frame planning, one box per stack, mask alignment,
 threaded extraction equal to serial."""
 
+import weakref
+
 import cv2
 import numpy as np
 import pytest
 import skimage.data
 
-from data_prep import faces
-from data_prep.video import VideoError, key_frame_indices, read_frames
+from data_prep import faces, video
+from data_prep.video import VideoError, key_frame_indices
 
 
 @pytest.fixture(scope="module")
@@ -157,19 +159,136 @@ def test_extract_stacks_threaded_equals_serial(tmp_path, astronaut):
         faces.extract_stacks(path, workers=0)
 
 
-def test_read_frames_reports_each_key_frame_as_decoded(tmp_path, astronaut):
+class _Record:
+    """A FrameSink that records what decode_stacks hands it."""
+
+    def __init__(self):
+        self.passes, self.frames = [], {}
+
+    def begin(self, keys):
+        self.passes.append(list(keys))
+        self.frames = {}
+
+    def frame(self, index, frame):
+        assert index not in self.frames and all(i < index for i in self.frames)  # decode order
+        self.frames[index] = frame
+
+
+def test_decode_stacks_streams_each_stack_frame_once_in_order(tmp_path, astronaut):
     frames = [np.roll(astronaut[::4, ::4], i, axis=1) for i in range(20)]
     path = tmp_path / "v.mp4"
     _write_video(path, frames)
-    seen = []
-    decoded, total = read_frames(str(path), 4, 3, on_key_frame=lambda k, f: seen.append((k, f)))
-    assert total == 20 and [k for k, _ in seen] == key_frame_indices(20, 4, 3)
-    for k, f in seen:
-        np.testing.assert_array_equal(f, decoded[k])
-    as_decoded, _ = read_frames(str(path), 4, 3, rgb=False)  # OpenCV's BGR order
-    assert as_decoded.keys() == decoded.keys()
-    for k, f in as_decoded.items():
-        np.testing.assert_array_equal(f[..., ::-1], decoded[k])
+    sink = _Record()
+    assert video.decode_stacks(str(path), 4, 2, sink) == 20
+    keys = key_frame_indices(20, 4, 2)
+    assert sink.passes == [keys]  # the header's count was right: one pass
+    assert sorted(sink.frames) == sorted({k + j for k in keys for j in range(3)})
+    for i, f in sink.frames.items():
+        np.testing.assert_array_equal(f, frames[i])  # FFV1 is lossless; RGB by default
+    as_decoded, total = video.read_frames(str(path), 4, 2, rgb=False)  # OpenCV's BGR order
+    assert total == 20 and as_decoded.keys() == sink.frames.keys()
+    for i, f in as_decoded.items():
+        np.testing.assert_array_equal(f[..., ::-1], frames[i])
+
+
+class _Capture:
+    """cv2.VideoCapture whose header claims ``declared`` frames and whose frame
+    ``broken`` will not convert (retrieve fails)."""
+
+    def __init__(self, cap, declared=None, broken=None):
+        self._cap, self._declared, self._broken, self._index = cap, declared, broken, -1
+
+    def get(self, prop):
+        if prop == cv2.CAP_PROP_FRAME_COUNT and self._declared is not None:
+            return float(self._declared)
+        return self._cap.get(prop)
+
+    def grab(self):
+        self._index += 1
+        return self._cap.grab()
+
+    def retrieve(self):
+        return (False, None) if self._index == self._broken else self._cap.retrieve()
+
+    def release(self):
+        self._cap.release()
+
+
+def _drifting_face(tmp_path, astronaut, n: int):
+    """An n-frame lossless video of the astronaut's face drifting right 1 px per frame."""
+    base = cv2.resize(astronaut, (320, 320), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "drift.mp4"
+    _write_video(path, [np.roll(base, i, axis=1) for i in range(n)])
+    return path
+
+
+def _patch_capture(monkeypatch, **kw):
+    real_open = video._open
+    monkeypatch.setattr(video, "_open", lambda path: _Capture(real_open(path), **kw))
+
+
+@pytest.mark.parametrize("declared", [22, 0])  # over-counted; unknown (some containers)
+def test_a_miscounted_header_is_decoded_again_on_the_true_plan(
+    tmp_path, astronaut, monkeypatch, declared
+):
+    path = _drifting_face(tmp_path, astronaut, 20)
+    right = faces.extract_stacks(path, frames_per_video=5, stack=3, size=32)
+    _patch_capture(monkeypatch, declared=declared)
+    sink = _Record()
+    assert video.decode_stacks(str(path), 5, 3, sink) == 20
+    assert len(sink.passes) == 2
+    assert sink.passes[0] == key_frame_indices(declared, 5, 3) != sink.passes[1]
+    assert sink.passes[1] == key_frame_indices(20, 5, 3)
+    for threads in (1, 3):
+        again = faces.extract_stacks(path, frames_per_video=5, stack=3, size=32, workers=threads)
+        assert [s["frame_index"] for s in again] == [s["frame_index"] for s in right]
+        for a, b in zip(right, again, strict=True):
+            np.testing.assert_array_equal(a["frames"], b["frames"])
+            np.testing.assert_array_equal(a["box"], b["box"])
+
+
+@pytest.mark.parametrize("broken", [7, 5])  # in key frame 5's stack; key frame 5 itself
+def test_a_frame_that_will_not_convert_drops_only_its_stack(
+    tmp_path, astronaut, monkeypatch, broken
+):
+    path = _drifting_face(tmp_path, astronaut, 20)
+    whole = faces.extract_stacks(path, frames_per_video=4, stack=3, size=32)
+    assert [s["frame_index"] for s in whole] == [0, 5, 10, 15]
+    _patch_capture(monkeypatch, broken=broken)
+    for threads in (1, 3):
+        left = faces.extract_stacks(path, frames_per_video=4, stack=3, size=32, workers=threads)
+        assert [s["frame_index"] for s in left] == [0, 10, 15]
+        for s in left:
+            np.testing.assert_array_equal(s["frames"], whole[s["frame_index"] // 5]["frames"])
+
+
+def test_extract_stacks_keeps_no_decoded_frame_once_it_is_cut(tmp_path, astronaut, monkeypatch):
+    # A 1080p video's 128 stack frames are 800 MB, and fresh memory for each made
+    # OpenCV's retrieve 2-3x slower: each frame must be freed once it is cut.
+    path = _drifting_face(tmp_path, astronaut, 24)
+    alive_at_each_frame, handed = [], []
+    real_decode = faces.decode_stacks
+
+    class Watch:
+        def __init__(self, sink):
+            self.sink = sink
+
+        def begin(self, keys):
+            self.sink.begin(keys)
+
+        def frame(self, index, frame):
+            alive_at_each_frame.append(sum(ref() is not None for ref in handed))
+            handed.append(weakref.ref(frame))
+            self.sink.frame(index, frame)
+
+    def watched(path, n, stack, sink, **kw):
+        return real_decode(path, n, stack, Watch(sink), **kw)
+
+    monkeypatch.setattr(faces, "decode_stacks", watched)
+    stacks = faces.extract_stacks(path, frames_per_video=6, stack=3, size=32)
+    assert len(stacks) == 6 and len(handed) == 24
+    # Serial: each frame is cut (its key frame's face is known) before the next arrives.
+    assert alive_at_each_frame == [0] * 24
 
 
 # --------------------------------------------------------------- small faces: search near
