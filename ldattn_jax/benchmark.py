@@ -4,7 +4,8 @@ Run:
   python -m ldattn_jax.benchmark {train,eval,loader,predict,loop,all} [--json OUT]
       [--geometry paper|demo] [--variants xception,lda_st] [--batch-sizes 32,128]
       [--dtypes float32,bfloat16] [--repeats 5] [--max-workers N]
-      [--threads 1,8,16] [--read-threads 4,16] [--video PATH] [--trace DIR]
+      [--threads 1,8,16] [--read-threads 4,16] [--loader-batch 32] [--video PATH]
+      [--trace DIR]
 
 Prints the machine (device kind and count, CPU cores, jax/flax versions) and,
 per measurement, the median of ``--repeats`` timed runs after warm-up:
@@ -280,12 +281,13 @@ EPOCH_RECORDS = 100_000
 def loader_measurement(
     *, work: str, size: int = 398, encodings=("raw", "zstd"), max_workers: int | None = None,
     videos: int = 6, seconds: float = 3.0, workers: list[int] | None = None,
-    read_threads: list[int] | None = None,
+    read_threads: list[int] | None = None, batch: int = 32,
 ) -> list[dict]:  # fmt: skip
     """Decoded stacks/s per encoding: the data source on one core, and grain with
     each of ``workers`` worker processes (default 0..``max_workers``; 0 = read
     threads in the consuming process) x each of ``read_threads`` (default: the
-    config's) read threads per process."""
+    config's) read threads per process, in host batches of ``batch`` stacks
+    (32: the configs' global batch; sessions 1-8 timed 8)."""
     from data_prep.shards import benchmark_read, open_split
     from ldattn_jax import input_pipeline
 
@@ -304,13 +306,16 @@ def loader_measurement(
         # the bare synthetic epoch would time the shuffle, not the loader.
         indices = np.resize(np.arange(len(src)), max(len(src), EPOCH_RECORDS))
         for count, threads in itertools.product(workers, read_threads or [None]):
-            config = bench_config("lda_st", geometry="paper", batch=8, image_size=size)
+            config = bench_config("lda_st", geometry="paper", batch=batch, image_size=size)
             config.data.worker_count = count
             if threads is not None:
                 config.data.read_threads = threads
                 config.data.prefetch = max(config.data.prefetch, threads)
             it = input_pipeline.make_train_iterator(src, config, num_frames=4, indices=indices)
-            next(it)  # start workers outside the timing
+            # Outside the timing: start the workers, and fill every batch buffer
+            # in flight once (its memory is then recycled: input_pipeline.StackBatch).
+            for _ in range(config.data.prefetch + config.data.read_threads + 2):
+                next(it)
             n, t0, cpu0 = 0, time.perf_counter(), _cpu_seconds()
             while time.perf_counter() - t0 < seconds:
                 n += next(it)["frames"].shape[0]
@@ -319,6 +324,7 @@ def loader_measurement(
             rows.append(
                 {
                     "encoding": enc,
+                    "batch": batch,
                     "workers": count,
                     "read_threads": config.data.read_threads,
                     "stacks_per_s": rate,
@@ -640,6 +646,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
     )
+    p.add_argument("--loader-batch", type=int, default=32, help="loader: stacks per host batch")
     p.add_argument(
         "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
     )
@@ -699,9 +706,12 @@ def main(argv=None) -> int:
         eval_fn = lambda v, **kw: eval_measurement(v, repeats=args.repeats, **kw)
         _grid(args, eval_fn, results.setdefault("eval", []), save)
     if "loader" in what:
-        print("loader (four-frame 398x398 stacks):")
+        print(f"loader (four-frame 398x398 stacks, host batch {args.loader_batch}):")
         results["loader"] = loader_measurement(
-            work=work, max_workers=args.max_workers, read_threads=_ints(args.read_threads)
+            work=work,
+            max_workers=args.max_workers,
+            read_threads=_ints(args.read_threads),
+            batch=args.loader_batch,
         )
         for r in results["loader"]:
             print(

@@ -217,13 +217,13 @@ def test_cpu_seconds_count_the_grain_worker_processes():
 def test_loader_rows_report_cpu_cost(tmp_path):
     rows = benchmark.loader_measurement(
         work=str(tmp_path), size=32, encodings=("raw",), workers=[0, 1], read_threads=[1, 2],
-        seconds=0.5,
+        seconds=0.5, batch=4,
     )  # fmt: skip
     assert [(r["encoding"], r["workers"], r["read_threads"]) for r in rows] == [
         ("raw", 0, 1), ("raw", 0, 2), ("raw", 1, 1), ("raw", 1, 2)
     ]  # fmt: skip
     for r in rows:
-        assert r["frames_shape"] == [4, 32, 32, 3]
+        assert r["frames_shape"] == [4, 32, 32, 3] and r["batch"] == 4
         assert r["cores_busy"] > 0 and r["stacks_per_s"] > 0
         # stacks/CPU-second x CPU-seconds/second = stacks/second
         assert r["stacks_per_cpu_s"] * r["cores_busy"] == pytest.approx(r["stacks_per_s"])

@@ -207,7 +207,7 @@ def test_stack_batch_flips_only_the_stacks_that_drew_a_flip_from_read_only_views
         {"frames": stacks[1], "label": 0, "flip": False},
         {"frames": stacks[2], "label": 1},  # flip disabled in the config: no key
     ]
-    batch = ip.stack_batch(elements)
+    batch = ip.StackBatch()(elements)
     assert sorted(batch) == ["frames", "label"] and batch["frames"].flags.writeable
     np.testing.assert_array_equal(batch["frames"][0], stacks[0][:, :, ::-1])
     np.testing.assert_array_equal(batch["frames"][1:], np.stack(stacks[1:]))
