@@ -175,7 +175,7 @@ def iterate_batches(source, config, batch_size: int):
     sources = source if isinstance(source, list | tuple) else [source]
     ds = grain.MapDataset.concatenate([grain.MapDataset.source(s) for s in sources])
     ds = ds.map(_EvalRecord(required_frames(config.model), int(config.model.image_size)))
-    ds = ds.batch(batch_size, drop_remainder=False)
+    ds = ds.batch(batch_size, drop_remainder=False, batch_fn=input_pipeline.StackBatch())
     threads = int(config.data.get("read_threads", 4))
     # The buffer counts batches: as small as the threads allow (stacks are large).
     options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=max(2, threads))

@@ -203,9 +203,9 @@ def test_stack_batch_flips_only_the_stacks_that_drew_a_flip_from_read_only_views
     for s in stacks:
         s.flags.writeable = False
     elements = [
-        {"frames": stacks[0], "label": 1, "flip": True},
-        {"frames": stacks[1], "label": 0, "flip": False},
-        {"frames": stacks[2], "label": 1},  # flip disabled in the config: no key
+        {"frames": stacks[0], "label": np.int32(1), "flip": True},  # as LoadRecord gives
+        {"frames": stacks[1], "label": np.int32(0), "flip": False},
+        {"frames": stacks[2], "label": np.int32(1)},  # flip disabled in the config: no key
     ]
     batch = ip.StackBatch()(elements)
     assert sorted(batch) == ["frames", "label"] and batch["frames"].flags.writeable
