@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep import build, encoding, synthesize
+from data_prep import build, encoding, shards, synthesize
 from data_prep.readers import SYNTHETIC_METHODS
 from data_prep.shards import open_split, read_info
 
@@ -366,3 +366,20 @@ def test_encoding_benchmark_reports_every_choice():
     # zlib really compresses; raw stores at least the payload.
     assert out["results"]["raw"]["bytes"] >= 4 * 96 * 96 * 3
     assert out["results"]["zlib"]["bytes"] < out["results"]["raw"]["bytes"]
+
+
+def test_malloc_tuning_falls_back_where_glibc_refuses_a_64_mb_threshold(monkeypatch):
+    import ctypes
+
+    calls = []
+
+    class OldGlibc:  # glibc's mallopt before 2.36: M_MMAP_THRESHOLD at most 32 MB
+        def mallopt(self, param, value):
+            calls.append((param, value >> 20))
+            return int(not (param == shards._M_MMAP_THRESHOLD and value > 32 << 20))
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: OldGlibc())
+    monkeypatch.setattr(shards, "_malloc_tuned", False)
+    shards._tune_malloc()
+    mmap, trim = shards._M_MMAP_THRESHOLD, shards._M_TRIM_THRESHOLD
+    assert calls == [(mmap, 64), (mmap, 32), (trim, 256)]
