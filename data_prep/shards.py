@@ -54,11 +54,11 @@ def _tune_malloc() -> None:
     ~3 ms per record (280 instead of 2000 raw reads/s on one core). Raising
     the mmap and trim thresholds reuses the memory instead; the price is that
     a reading process keeps up to 256 MB of freed heap. The mmap threshold is
-    64 MB where glibc takes it (2.36 here: the loader ran 432-444 stacks per
-    CPU-second at batch 128 against 363-378 with 32 MB, measured, cause not
-    pinned down); older glibc (the 2.2x series at least) refuses more than
-    32 MB (``HEAP_MAX_SIZE / 2``),
-    and a refused call changes nothing, so 32 MB is the fallback.
+    64 MB where glibc takes it (2.36 does); older glibc (the 2.2x series at
+    least) refuses more than 32 MB (``HEAP_MAX_SIZE / 2``) and a refused call
+    changes nothing, so 32 MB is the fallback. Both are far above a record's
+    size; at batch 128 they measured within noise of each other here
+    (benchmarks/README.md, session 9).
     """
     global _malloc_tuned
     if _malloc_tuned:
