@@ -2,8 +2,8 @@
 
 Why: a host batch of 128 398-px four-frame stacks is 243 MB. A fresh numpy
 array per batch is freshly mapped memory, which the kernel faults in and
-zeroes on first write, batch after batch; at batch 128 that cost the training
-loader 9-17% of its CPU per stack (302-328 -> 354-356 stacks per CPU-second,
+zeroes on first write, batch after batch. Recycling it gave the training
+loader 6-25% more stacks per CPU-second at batch 128 (six interleaved pairs,
 benchmarks/README.md, session 9). Memory handed back here is already mapped.
 
 Safety rests on numpy's view rule: every view of an array that does not own
