@@ -2,6 +2,7 @@
 
 import gc
 import pickle
+from pathlib import Path
 
 import numpy as np
 
@@ -76,3 +77,26 @@ def test_stack_batch_recycles_a_batch_only_once_it_is_dropped():
     gc.collect()
     np.testing.assert_array_equal(three["frames"], np.stack(stacks) + 10)
     pickle.loads(pickle.dumps(batcher))  # grain sends the batch_fn to worker processes
+
+
+def test_jax_arrays_made_from_a_batch_survive_its_reuse():
+    # What training does with a host batch: device_put / global arrays. On the
+    # CPU backend jax may alias numpy memory; it must then keep the array alive.
+    import jax
+
+    from ldattn_jax import sharding
+    from ldattn_jax.config_utils import load_config
+
+    config = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "demo.py"))
+
+    memory = BatchMemory()
+    a = memory.empty((8, 16, 16, 3), np.uint8)
+    a[...] = 5
+    put = jax.device_put(a)
+    mesh = sharding.make_mesh(config)
+    sharded = sharding.shard_batch(mesh, {"frames": a})["frames"]
+    del a
+    gc.collect()
+    for _ in range(3):  # whatever block comes back is overwritten
+        memory.empty((8, 16, 16, 3), np.uint8)[...] = 0
+    assert int(np.asarray(put).min()) == 5 and int(np.asarray(sharded).min()) == 5
