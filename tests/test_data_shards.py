@@ -373,7 +373,7 @@ def test_malloc_tuning_falls_back_where_glibc_refuses_a_64_mb_threshold(monkeypa
 
     calls = []
 
-    class OldGlibc:  # glibc's mallopt before 2.36: M_MMAP_THRESHOLD at most 32 MB
+    class OldGlibc:  # an older glibc's mallopt: M_MMAP_THRESHOLD at most 32 MB
         def mallopt(self, param, value):
             calls.append((param, value >> 20))
             return int(not (param == shards._M_MMAP_THRESHOLD and value > 32 << 20))
