@@ -155,24 +155,3 @@ def _decode(cap: cv2.VideoCapture, keys: list[int], stack: int, sink: FrameSink,
                 sink.frame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if rgb else bgr)
         index += 1
     return index
-
-
-class _Collect:
-    def begin(self, keys: list[int]) -> None:
-        self.frames: dict[int, np.ndarray] = {}
-
-    def frame(self, index: int, frame: np.ndarray) -> None:
-        self.frames[index] = frame
-
-
-def read_frames(
-    path: str, frames_per_video: int, stack: int, *, rgb: bool = True
-) -> tuple[dict[int, np.ndarray], int]:
-    """Every stack's frames at once: ({frame index: RGB uint8 [H, W, 3]}, T).
-
-    Holds all of them (800 MB for a 1080p video's 32 stacks of 4): for tests and
-    small videos; ``faces.extract_stacks`` streams with ``decode_stacks`` instead.
-    """
-    collect = _Collect()
-    total = decode_stacks(path, frames_per_video, stack, collect, rgb=rgb)
-    return collect.frames, total

@@ -185,9 +185,10 @@ def test_decode_stacks_streams_each_stack_frame_once_in_order(tmp_path, astronau
     assert sorted(sink.frames) == sorted({k + j for k in keys for j in range(3)})
     for i, f in sink.frames.items():
         np.testing.assert_array_equal(f, frames[i])  # FFV1 is lossless; RGB by default
-    as_decoded, total = video.read_frames(str(path), 4, 2, rgb=False)  # OpenCV's BGR order
-    assert total == 20 and as_decoded.keys() == sink.frames.keys()
-    for i, f in as_decoded.items():
+    bgr = _Record()
+    assert video.decode_stacks(str(path), 4, 2, bgr, rgb=False) == 20  # OpenCV's BGR order
+    assert bgr.frames.keys() == sink.frames.keys()
+    for i, f in bgr.frames.items():
         np.testing.assert_array_equal(f[..., ::-1], frames[i])
 
 
