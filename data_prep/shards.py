@@ -132,9 +132,10 @@ class SplitSource:
                 f"split {split!r} is not in {builder_dir!r} (has {sorted(splits)}); "
                 "a split with no records (e.g. every video failed) is not written"
             )
+        with open(os.path.join(builder_dir, "features.json")) as f:
+            features_json = json.load(f)
+        known = sorted(features_json["featuresDict"]["features"])
         if self.features is not None:
-            with open(os.path.join(builder_dir, "features.json")) as f:
-                known = sorted(json.load(f)["featuresDict"]["features"])
             unknown = [k for k in self.features if k not in known]
             if unknown or not self.features:
                 raise ValueError(
@@ -142,6 +143,9 @@ class SplitSource:
                     f"{builder_dir!r}; choose from {known}"
                 )
         self._len = sum(int(n) for n in splits[split]["shardLengths"])
+        # None when a field is one RecordView leaves to TFDS (box, landmarks:
+        # small number arrays), e.g. when every field is read.
+        self._view = RecordView.for_features(features_json, self.features or known)
         self._source = None
         self._decode = None
 
@@ -151,7 +155,7 @@ class SplitSource:
 
             _tune_malloc()
             builder = tfds.builder_from_directory(self.builder_dir)
-            self._decode = self._zero_copy_decoder()
+            self._decode = self._view
             if self._decode is None:
                 decoder = builder.info.features
                 if self.features is not None:
@@ -163,19 +167,10 @@ class SplitSource:
             )
         return self._source
 
-    def _zero_copy_decoder(self) -> RecordView | None:
-        # None when a field is one RecordView leaves to TFDS (box, landmarks:
-        # small number arrays), e.g. when every field is read.
-        with open(os.path.join(self.builder_dir, "features.json")) as f:
-            features_json = json.load(f)
-        keys = self.features or tuple(features_json["featuresDict"]["features"])
-        return RecordView.for_features(features_json, keys)
-
     @property
     def decoder(self) -> str:
         """'zero_copy' (data_prep.record_view) or 'tfds': who decodes the records."""
-        self._open()
-        return "zero_copy" if isinstance(self._decode, RecordView) else "tfds"
+        return "tfds" if self._view is None else "zero_copy"
 
     def _decoded(self, raw, index) -> dict:
         try:
