@@ -3,9 +3,12 @@
     src = open_split(data_dir, 'train'); len(src); rec = src[i]
     info = read_info(data_dir)
 
-`data_dir` is the --out of the build. Records are decoded by TFDS's numpy path
-(no TensorFlow). The source holds only paths, so it pickles cheaply into grain
-worker processes; each process opens the ArrayRecord files on first access.
+`data_dir` is the --out of the build. Uncompressed shards are read by
+data_prep.array_record_file (one preadv per record), compressed ones by
+array_record's reader through TFDS; records are decoded by data_prep.record_view
+or TFDS's numpy path (no TensorFlow). The source holds only paths, so it
+pickles cheaply into grain worker processes; each process opens the files on
+first access.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from data_prep.array_record_file import RecordFiles, UnsupportedLayout
 from data_prep.builder import NAME, VERSION
 from data_prep.record_view import RecordFormatError, RecordView
 
 SPLITS = ("train", "val", "test")
+# 'array_record' makes every source read through array_record's own reader,
+# which checks riegeli's hashes (data_prep.array_record_file does not).
+READER_ENV = "LDATTN_RECORD_READER"
 
 
 def find_builder_dir(data_dir: str) -> str:
@@ -162,10 +169,34 @@ class SplitSource:
                     # TFDS's own parser, given only these specs, parses only them.
                     decoder = tfds.features.FeaturesDict({k: decoder[k] for k in self.features})
                 self._decode = decoder.deserialize_example_np
-            self._source = builder.as_data_source(
-                self.split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
-            )
+            self._source = self._direct_files(builder)
+            if self._source is None:
+                self._source = builder.as_data_source(
+                    self.split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+                )
         return self._source
+
+    def _direct_files(self, builder) -> RecordFiles | None:
+        """data_prep.array_record_file's one-copy reader, where the files allow it.
+
+        None (array_record's own, checksummed reader) for compressed builds
+        ('snappy', 'zstd') or with LDATTN_RECORD_READER=array_record.
+        """
+        choice = os.environ.get(READER_ENV, "auto")
+        if choice not in ("auto", "array_record"):
+            raise ValueError(f"{READER_ENV}={choice!r}: use 'auto' (the default) or 'array_record'")
+        if choice == "array_record":
+            return None
+        info = builder.info.splits[self.split]
+        try:
+            return RecordFiles(info.filepaths, info.shard_lengths)
+        except UnsupportedLayout:
+            return None
+
+    @property
+    def reader(self) -> str:
+        """'direct' (data_prep.array_record_file) or 'array_record': who reads the bytes."""
+        return "direct" if isinstance(self._open(), RecordFiles) else "array_record"
 
     @property
     def decoder(self) -> str:
@@ -174,7 +205,8 @@ class SplitSource:
 
     def _decoded(self, raw, index) -> dict:
         try:
-            return _to_record(self._decode(raw))
+            # A memoryview: TFDS's parser takes no numpy array (the direct reader's).
+            return _to_record(self._decode(memoryview(raw)))
         except RecordFormatError as e:
             raise RecordFormatError(
                 f"record {index} of split {self.split!r} in {self.builder_dir!r}: {e}; "
@@ -258,8 +290,9 @@ def benchmark_read(
     data_dir: str, split: str = "train", seconds: float = 2.0, features: tuple | None = None
 ) -> dict:
     """Decoded records/s of open_split in this process (one core), in index order,
-    and the time per record of its two stages: the ArrayRecord read of the
-    bytes and their decoding (``decoder``: 'zero_copy' or 'tfds')."""
+    and the time per record of its two stages: the read of the bytes
+    (``reader``: 'direct' or 'array_record') and their decoding (``decoder``:
+    'zero_copy' or 'tfds')."""
     import time
 
     src = open_split(data_dir, split, features)
@@ -280,6 +313,7 @@ def benchmark_read(
         "records_per_s": n / elapsed,
         "read_ms": 1e3 * read_s / n,
         "decode_ms": 1e3 * decode_s / n,
+        "reader": src.reader,
         "decoder": src.decoder,
         "frames_shape": list(rec["frames"].shape),
         "encoding": read_info(data_dir)["encoding"],

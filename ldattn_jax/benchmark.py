@@ -339,10 +339,13 @@ def loader_measurement(
                     "cores_busy": cpu / wall,
                     "source_one_core_stacks_per_s": one["records_per_s"],
                     "source_features": one["features"],
-                    # Per record on one core: ArrayRecord's read, then the decode
-                    # by 'zero_copy' (data_prep.record_view) or 'tfds' (its parser).
+                    # Per record on one core: the read by 'direct'
+                    # (data_prep.array_record_file) or 'array_record' (its own
+                    # reader), then the decode by 'zero_copy' (data_prep.record_view)
+                    # or 'tfds' (its parser).
                     "source_read_ms": one["read_ms"],
                     "source_decode_ms": one["decode_ms"],
+                    "reader": one["reader"],
                     "decoder": one["decoder"],
                     "epoch_records": len(indices),
                     "frames_shape": one["frames_shape"],

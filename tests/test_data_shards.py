@@ -246,6 +246,77 @@ def _builder_dir(built):
     return built / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
 
 
+def _same_records(src, ref):
+    assert len(src) == len(ref)
+    for i in range(len(src)):
+        assert bytes(src._open()[i]) == bytes(ref._open()[i]), i
+        a, b = src[i], ref[i]
+        assert sorted(a) == sorted(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_raw_builds_are_read_directly_and_equal_array_records_reader(built, monkeypatch):
+    for split in ("train", "val", "test"):
+        src = open_split(str(built), split)
+        assert src.reader == "direct"
+        monkeypatch.setenv(shards.READER_ENV, "array_record")
+        ref = open_split(str(built), split)
+        assert ref.reader == "array_record"
+        monkeypatch.delenv(shards.READER_ENV)
+        _same_records(src, ref)
+    clone = pickle.loads(pickle.dumps(src))  # grain workers reopen the files
+    assert clone._source is None and clone.reader == "direct"
+    np.testing.assert_array_equal(clone[1]["frames"], src[1]["frames"])
+    monkeypatch.setenv(shards.READER_ENV, "riegeli")
+    with pytest.raises(ValueError, match=r"LDATTN_RECORD_READER='riegeli': use 'auto'"):
+        open_split(str(built), "train")[0]
+
+
+def test_verify_finds_the_flipped_bit_the_direct_reader_cannot(built, tmp_path, capsys):
+    import shutil
+
+    from data_prep import verify
+    from data_prep.array_record_file import RecordFile
+
+    assert verify.main([str(built)]) == 0
+    n = sum(len(open_split(str(built), s)) for s in ("train", "val", "test"))
+    assert f"{n} records" in capsys.readouterr().out
+    copy = tmp_path / "copy"
+    shutil.copytree(_builder_dir(built), copy)
+    name = sorted(f for f in os.listdir(copy) if "-val.array_record-" in f)[0]
+    offset = RecordFile(str(copy / name))._chunks[0][0]
+    data = bytearray((copy / name).read_bytes())
+    data[offset + 1000] ^= 1
+    (copy / name).write_bytes(bytes(data))
+    assert verify.main([str(copy), "--splits", "train,val"]) == 1
+    captured = capsys.readouterr()
+    assert f"{name}: record 0: " in captured.err and "hash mismatch" in captured.err
+    assert "1 problem(s)" in captured.out
+
+
+def test_compressed_shards_keep_array_records_reader(built, tmp_path):
+    import shutil
+
+    from array_record.python import array_record_module
+
+    copy = tmp_path / "zstd"
+    shutil.copytree(_builder_dir(built), copy)
+    for name in os.listdir(copy):
+        if ".array_record-" in name:
+            path = str(copy / name)
+            reader = array_record_module.ArrayRecordReader(path)
+            records = reader.read_all()
+            reader.close()
+            writer = array_record_module.ArrayRecordWriter(path, "group_size:1,zstd:3")
+            for r in records:
+                writer.write(r)
+            writer.close()
+    src = open_split(str(copy), "train")
+    assert src.reader == "array_record"
+    _same_records(src, open_split(str(built), "train"))
+
+
 def _labels_by_reading(src):
     return np.array([src[i]["label"] for i in range(len(src))])
 
