@@ -78,8 +78,9 @@ def _simple_prefix(size: int) -> bytes:
     return b"\x00" + _varint_bytes(len(sizes)) + sizes
 
 
-def _skip_block_headers(pos: int, targets) -> list:
-    """preadv buffers that lay `targets` out as the chunk bytes from file position `pos`."""
+def _skip_block_headers(pos: int, targets) -> tuple[list, int]:
+    """preadv buffers that lay `targets` out as the chunk bytes from file position
+    `pos`, and the file position where they end."""
     buffers = []
     for target in targets:
         done, n = 0, len(target)
@@ -91,7 +92,7 @@ def _skip_block_headers(pos: int, targets) -> list:
             buffers.append(target[done : done + take])
             done += take
             pos += take
-    return buffers
+    return buffers, pos
 
 
 def _message(buf, span=None) -> dict:
@@ -126,15 +127,18 @@ class RecordFile:
         )
 
     def _preadv(self, pos: int, targets) -> None:
-        buffers = _skip_block_headers(pos, targets)
-        want = sum(len(b) for b in buffers)
-        got = 0
-        for i in range(0, len(buffers), _IOV_MAX):  # the kernel takes at most IOV_MAX
-            part = buffers[i : i + _IOV_MAX]
-            n = os.preadv(self._fd, part, pos + got)
-            got += n
-            if n < sum(len(b) for b in part):
-                break
+        buffers, end = _skip_block_headers(pos, targets)
+        want = end - pos
+        if len(buffers) <= _IOV_MAX:  # records under ~64 MB: one call
+            got = os.preadv(self._fd, buffers, pos)
+        else:  # the kernel takes at most IOV_MAX buffers per call
+            got = 0
+            for i in range(0, len(buffers), _IOV_MAX):
+                part = buffers[i : i + _IOV_MAX]
+                n = os.preadv(self._fd, part, pos + got)
+                got += n
+                if n < sum(len(b) for b in part):
+                    break  # end of file
         if got != want:
             raise self._error(f"{want} bytes at byte {pos} run past the end of the file")
 
