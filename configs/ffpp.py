@@ -44,6 +44,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model = get_model_config()
     # FF++ c23, all four methods (data_prep.build --dataset ffpp --compression c23).
     config.data.dir = "data/shards/ffpp_c23"
-    # Decode + flip in grain worker processes: a 4x398x398x3 stack is ~1.9 MB raw.
-    config.data.worker_count = 8
+    # Read + flip in 8 threads of the training process, no worker processes. A
+    # worker process costs ~2.5x the CPU per 1.9 MB stack (grain copies every
+    # batch into fresh shared memory): 0 workers x 4 threads gave 666-832 stacks
+    # per CPU-second, 1-2 workers 186-347 (2-vCPU Xeon, benchmarks/README.md,
+    # session 10). The threads held the GIL 50-66% of the time at ~1,500
+    # stacks/s, so one process should top out near 2,300-3,000 stacks/s: room
+    # for the ~1,000 img/s goal. If `input wait` grows, raise data.worker_count.
+    config.data.worker_count = 0
+    config.data.read_threads = 8
+    config.data.prefetch = 8
     return config
