@@ -83,13 +83,17 @@ def benchmark(
     """Bytes per stack and decoded stacks/s (this process, one core) per storage choice.
 
     Storage encodings are timed end to end: an ArrayRecord file written with the
-    production options, read by random access, payload decoded to uint8
+    production options, read by random access with the reader the loader uses
+    for it ('direct': data_prep.array_record_file for uncompressed files, else
+    'array_record'), payload decoded to uint8
     [frames, size, size, 3] (the TFDS proto wrapper is excluded; it is the same for
     all). PNG levels 1..3 are timed as cv2.imdecode of each frame.
-    Returns {'machine': str, 'shape': [...], 'results': {name: {'bytes', 'stacks_per_s'}}}.
+    Returns {'machine': str, 'shape': [...], 'results': {name: {'bytes', 'stacks_per_s',
+    'reader'}}}.
     """
     from array_record.python import array_record_module
 
+    from data_prep.array_record_file import RecordFile, UnsupportedLayout
     from data_prep.shards import _tune_malloc
 
     _tune_malloc()  # as open_split does: the reader side we measure
@@ -111,11 +115,20 @@ def benchmark(
                     writer.write(payload)
                 writer.close()
                 sizes.append(os.path.getsize(path))
-            reader = array_record_module.ArrayRecordReader(path)
+            try:
+                reader, kind = RecordFile(path), "direct"
+                fetch = reader.read
+            except UnsupportedLayout:
+                reader = array_record_module.ArrayRecordReader(path)
+                kind = "array_record"
+
+                def fetch(i, reader=reader):
+                    return reader.read([i])[0]
+
             counter = iter(range(10**12))
 
-            def read(reader=reader, counter=counter, tensor_enc=tensor_enc):
-                (data,) = reader.read([next(counter) % records])
+            def read(fetch=fetch, counter=counter, tensor_enc=tensor_enc):
+                data = fetch(next(counter) % records)
                 if tensor_enc == "zlib":
                     data = zlib.decompress(data)
                 return np.frombuffer(data, np.uint8).reshape(shape)
@@ -123,7 +136,11 @@ def benchmark(
             assert np.array_equal(read(), stack)
             dt = _time_per_call(read, min_time)
             reader.close()
-            results[name] = {"bytes": (sizes[1] - sizes[0]) / records, "stacks_per_s": 1 / dt}
+            results[name] = {
+                "bytes": (sizes[1] - sizes[0]) / records,
+                "stacks_per_s": 1 / dt,
+                "reader": kind,
+            }
     for level in (1, 2, 3):
         pngs = [cv2.imencode(".png", f, [cv2.IMWRITE_PNG_COMPRESSION, level])[1] for f in stack]
 
@@ -157,7 +174,10 @@ def main() -> None:
     out = benchmark(a.size, a.frames, min_time=a.min_time, noise=a.noise)
     print(json.dumps(out, indent=1))
     for name, r in out["results"].items():
-        print(f"{name:8s} {r['bytes'] / 1e6:7.3f} MB/stack {r['stacks_per_s']:8.0f} stacks/s")
+        print(
+            f"{name:8s} {r['bytes'] / 1e6:7.3f} MB/stack {r['stacks_per_s']:8.0f} stacks/s "
+            f"{r.get('reader', '')}"
+        )
 
 
 if __name__ == "__main__":

@@ -437,6 +437,10 @@ def test_encoding_benchmark_reports_every_choice():
     # zlib really compresses; raw stores at least the payload.
     assert out["results"]["raw"]["bytes"] >= 4 * 96 * 96 * 3
     assert out["results"]["zlib"]["bytes"] < out["results"]["raw"]["bytes"]
+    # Each encoding is read as the loader reads it.
+    readers = {name: out["results"][name]["reader"] for name in encoding.ENCODINGS}
+    assert readers == {"raw": "direct", "zlib": "direct", "snappy": "array_record",
+                       "zstd": "array_record"}  # fmt: skip
 
 
 def test_malloc_tuning_falls_back_where_glibc_refuses_a_64_mb_threshold(monkeypatch):
