@@ -180,12 +180,13 @@ class SplitSource:
         """data_prep.array_record_file's one-copy reader, where the files allow it.
 
         None (array_record's own, checksummed reader) for compressed builds
-        ('snappy', 'zstd') or with LDATTN_RECORD_READER=array_record.
+        ('snappy', 'zstd'), with LDATTN_RECORD_READER=array_record, or where
+        the OS has no preadv.
         """
         choice = os.environ.get(READER_ENV, "auto")
         if choice not in ("auto", "array_record"):
             raise ValueError(f"{READER_ENV}={choice!r}: use 'auto' (the default) or 'array_record'")
-        if choice == "array_record":
+        if choice == "array_record" or not hasattr(os, "preadv"):
             return None
         info = builder.info.splits[self.split]
         try:

@@ -268,6 +268,9 @@ def test_raw_builds_are_read_directly_and_equal_array_records_reader(built, monk
     clone = pickle.loads(pickle.dumps(src))  # grain workers reopen the files
     assert clone._source is None and clone.reader == "direct"
     np.testing.assert_array_equal(clone[1]["frames"], src[1]["frames"])
+    monkeypatch.delattr(os, "preadv")  # an OS without it keeps array_record's reader
+    assert open_split(str(built), "test").reader == "array_record"
+    monkeypatch.undo()
     monkeypatch.setenv(shards.READER_ENV, "riegeli")
     with pytest.raises(ValueError, match=r"LDATTN_RECORD_READER='riegeli': use 'auto'"):
         open_split(str(built), "train")[0]
