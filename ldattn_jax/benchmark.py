@@ -541,6 +541,8 @@ def predict_measurement(
             {
                 "video": described,
                 "variant": variant,
+                "geometry": f"{size}/{config.model.attention_size}",
+                "dtype": dtype,
                 "frames_per_video": frames_per_video,
                 "stacks_scored": len(got),
                 "workers": w,

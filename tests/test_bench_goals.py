@@ -39,6 +39,7 @@ def _by_goal(rows):
 def test_gpu_run_is_judged_goal_by_goal(tmp_path):
     plan = {
         "machine": GPU,
+        "geometry": "paper",  # as plan.py writes it; its predict rows take it
         "train": [
             _train("lda_st", 128, 1100.0), _train("xception", 128, 1200.0),
             _train("lda_st", 32, 650.0), _train("xception", 32, 900.0),
@@ -109,6 +110,34 @@ def test_missing_rows_are_not_measured_and_cpu_rows_are_recorded(tmp_path):
     assert g["predict, 10-s 1080p video (8 threads)"]["measured"].startswith("1.90 s (2 threads")
 
 
+def test_train_rows_of_another_setting_are_named_and_never_judged(tmp_path):
+    cpu = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "stencils": True,
+           "host_cpu_cores": 2}  # fmt: skip
+    demo = dict(stencils=True, geometry="62/56")
+    doc = {"machine": cpu, "train": [
+        _train("lda_st", 32, 40.0, dtype="float32", **demo),
+        _train("xception", 32, 48.0, dtype="float32", **demo),
+        _train("lda_st", 32, 45.0, **demo),
+        # The fastest xception ran in bf16: not the fp32 lda_st row's partner.
+        _train("xception", 32, 60.0, **demo),
+    ]}  # fmt: skip
+    g = _by_goal(bench_goals.evaluate(bench_goals.load([_write(tmp_path, "c.json", doc)])))
+    assert g["lda_st train, batch 32"]["measured"] == "45 img/s (62/56, bfloat16)"
+    assert g["lda_st train, batch 32"]["verdict"] == "recorded (CPU)"
+    # Ratios pair equal settings: fp32 48/40 = 1.20, bf16 60/45 = 1.33; the best shown.
+    assert g["lda_st step / xception step, batch 32"]["measured"] == "1.20x (62/56, float32)"
+    # On a GPU, rows of another dtype are shown but leave the goal incomplete,
+    # and say nothing of how many cores feed the GPU.
+    fp32 = {"machine": GPU, "train": [_train("lda_st", 128, 2000.0, dtype="float32"),
+                                      _train("xception", 128, 2100.0, dtype="float32")],
+            "loader": [_loader("raw", 0, 900.0, 900.0, 600.0, 8)]}  # fmt: skip
+    g = _by_goal(bench_goals.evaluate(bench_goals.load([_write(tmp_path, "g.json", fp32)])))
+    rate = g["lda_st train, batch 128"]
+    assert (rate["measured"], rate["verdict"]) == ("2000 img/s (398/224, float32)", "incomplete")
+    assert g["lda_st step / xception step, batch 128"]["verdict"] == "incomplete"
+    assert "cores feed" not in g["loader (raw shards)"]["measured"]
+
+
 def test_on_a_gpu_fewer_threads_than_the_goal_is_incomplete(tmp_path):
     doc = {"machine": GPU, "predict": [{"workers": 1, "total_s": 0.5, "decode_s": 0.3,
                                         "model_s": 0.05}]}  # fmt: skip
@@ -118,6 +147,47 @@ def test_on_a_gpu_fewer_threads_than_the_goal_is_incomplete(tmp_path):
         if r["goal"].startswith("predict")
     ]
     assert row["verdict"] == "incomplete" and "(1 threads" in row["measured"]
+
+
+def _predict(workers, total_s, *, codec="h264", geometry="398/224"):
+    video = f"clip.mp4: 10 s, 1920x1080, 30 fps, {codec}"
+    return {"workers": workers, "total_s": total_s, "decode_s": 0.4, "model_s": 0.05,
+            "geometry": geometry, "video": video}  # fmt: skip
+
+
+def _predict_goal(tmp_path, rows, **doc):
+    doc = {"machine": GPU, "predict": rows, **doc}
+    (row,) = [
+        r
+        for r in bench_goals.evaluate(bench_goals.load([_write(tmp_path, "p.json", doc)]))
+        if r["goal"].startswith("predict")
+    ]
+    return row
+
+
+def test_predict_is_judged_on_the_goals_model_threads_and_codec(tmp_path):
+    # Faster rows that flatter: a smaller model, an mp4v clip (decodes ~2x
+    # faster than the datasets' H.264), fewer threads on a smaller clip.
+    rows = [
+        _predict(8, 0.3, geometry="62/56"),
+        _predict(8, 0.6, codec="mp4v"),
+        _predict(16, 0.8),
+        _predict(8, 1.2),
+    ]
+    row = _predict_goal(tmp_path, rows)
+    assert row["measured"].startswith("1.20 s (8 threads, h264; decode 0.40")
+    assert row["verdict"] == "MISSED"
+    # Without an 8-thread H.264 row the closest setting left is used.
+    row = _predict_goal(tmp_path, rows[:3])
+    assert row["measured"].startswith("0.60 s (8 threads, mp4v;") and row["verdict"] == "met"
+    # Only another model measured: shown with its geometry, never judged.
+    row = _predict_goal(tmp_path, rows[:1])
+    assert row["measured"].startswith("0.30 s (8 threads, h264, 62/56 model;")
+    assert row["verdict"] == "incomplete"
+    # Rows from before predict recorded its geometry take the file's.
+    old = [{k: v for k, v in _predict(8, 0.7).items() if k != "geometry"}]
+    assert _predict_goal(tmp_path, old, geometry="paper")["verdict"] == "met"
+    assert _predict_goal(tmp_path, old, geometry="demo")["verdict"] == "incomplete"
 
 
 def test_committed_results_of_every_session_still_load():
@@ -145,3 +215,22 @@ def test_a_file_that_is_not_a_result_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench_goals.main([str(broken)])
     assert "cut.json: not a readable benchmark JSON" in capsys.readouterr().err
+
+
+def test_the_readme_goal_table_is_what_bench_goals_prints_for_its_files():
+    # benchmarks/README.md's "Where we stand" table must be regenerated when a
+    # result file or the goal logic changes; it names the files it came from.
+    readme = (RESULTS.parent / "README.md").read_text().splitlines()
+    (start,) = [i for i, line in enumerate(readme) if line.startswith("<!-- bench_goals:")]
+    names = readme[start].removeprefix("<!-- bench_goals:").removesuffix("-->").split()
+    assert names, "the marker names no result files"
+    table = []
+    for line in readme[start + 1 :]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    rows = bench_goals.evaluate(bench_goals.load([str(RESULTS / n) for n in names]))
+    assert "\n".join(table) == bench_goals.markdown(rows), (
+        "benchmarks/README.md's goal table is stale: regenerate it with "
+        f"python -m ldattn_jax.bench_goals {' '.join('benchmarks/results/' + n for n in names)}"
+    )

@@ -97,6 +97,8 @@ def test_predict_records_per_thread_count(tmp_path):
         # The datasets' codec: PyAV is installed with the test extra.
         assert r["video"] == "clip_1080p_1s_h264.mp4: 1 s, 1920x1080, 30 fps, h264"
         assert r["stacks_scored"] == 2  # the clip's face is found in both key frames
+        # The model it ran, so bench_goals judges only the paper's (398/224).
+        assert (r["geometry"], r["dtype"]) == ("62/56", "float32")
         assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
         assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
         assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0
