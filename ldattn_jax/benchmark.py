@@ -417,7 +417,11 @@ def write_test_video(
     """A clip of a real face photo moving slowly over a noisy background.
 
     codec 'h264': x264 at CRF H264_CRF through PyAV, as the datasets are encoded
-    (FFmpeg's decode threads speed H.264 up; measured, they did not speed mp4v);
+    (FFmpeg's decode threads speed H.264 up; measured, they did not speed mp4v),
+    with x264's frame threads and so one slice per frame, as FFmpeg's command
+    line encodes (FF++ c23). PyAV's default, slice threads, cut each frame into
+    one slice per core of the encoding machine, which a decoder's slice threads
+    split between cores: a decode parallelism the datasets do not offer;
     'mp4v': MPEG-4 Part 2 through OpenCV, which needs nothing beyond the pins.
     """
     import cv2
@@ -454,6 +458,7 @@ def write_test_video(
     with av.open(path, "w") as out:
         stream = out.add_stream("libx264", rate=fps, options={"crf": str(H264_CRF)})
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.thread_type = "FRAME"  # one slice per frame, like `ffmpeg -c:v libx264`
         for frame in frames():
             out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")))
         out.mux(stream.encode())  # flush the encoder's delayed frames

@@ -2,6 +2,8 @@
 speed is measured by benchmarks, not tests)."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +122,14 @@ def test_test_video_codecs_decode_frame_exact_with_the_face(tmp_path, codec, tag
     while (got := cap.read())[0]:
         frames.append(got[1])
     assert len(frames) == 30  # x264's delayed frames are flushed, none dropped
+    if codec == "h264":
+        # x264 writes its settings into the stream. One slice per frame, as
+        # `ffmpeg -c:v libx264` encodes FF++: PyAV's default (slice threads)
+        # gave one slice per core of the writing machine, which decodes in
+        # parallel slices that the datasets' videos do not have.
+        sei = re.search(rb"x264 - core .*? options: ([^\x00]*)", Path(path).read_bytes())
+        options = dict(o.split("=", 1) for o in sei.group(1).decode().split() if "=" in o)
+        assert options["sliced_threads"] == "0" and "slices" not in options, options
     found = detect_face(frames[-1], bgr=True)
     assert found is not None  # the astronaut, ~ (600 px photo) centred and moving
     with pytest.raises(ValueError, match="'h265'"):

@@ -37,5 +37,8 @@ fi
 # predict's clip as the datasets are encoded (H.264, CRF 23): the device has no
 # PyAV to write it and OpenCV's wheel no H.264 encoder. ~2.4 MB, ~15 s.
 clip=.devcache/clip_1080p_10s_h264.mp4
+# Clips written before session 11 cut frames into slices (PyAV's default);
+# x264's settings in the stream say so. Remake them with one slice per frame.
+if [ -s $clip ] && grep -aq 'sliced_threads=1' $clip; then rm $clip; fi
 [ -s $clip ] || "$PY" -c "from ldattn_jax.benchmark import write_test_video as w; w('$clip', codec='h264')"
 du -sh .whl .devcache/sp68.xz.part* $clip
