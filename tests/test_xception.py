@@ -282,6 +282,37 @@ def test_im2col_conv_matches_valid_conv(size, stride):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
 
 
+def test_bf16_matmul_runs_bf16_dots_accumulated_in_f32_forward_and_backward():
+    import re
+
+    from ldattn_jax.models.xception import matmul_f32_acc
+
+    rng = np.random.default_rng(0)
+    a = jnp.asarray(rng.standard_normal((300, 40)), jnp.bfloat16)
+    b = jnp.asarray(rng.standard_normal((40, 24)), jnp.bfloat16)
+    g = jnp.asarray(rng.standard_normal((300, 24)), jnp.bfloat16)
+    f64 = lambda x: np.asarray(x, np.float64)  # noqa: E731
+    y, pull = jax.vjp(matmul_f32_acc, a, b)
+    da, db = pull(g)
+    # Exact sums of the bf16 values, rounded once to bf16 (half an ulp, 2^-9).
+    for got, want in [(y, f64(a) @ f64(b)), (da, f64(g) @ f64(b).T), (db, f64(a).T @ f64(g))]:
+        assert got.dtype == jnp.bfloat16
+        np.testing.assert_allclose(f64(got), want, rtol=2**-8, atol=1e-6)
+    # The property that makes it fast on a CPU with bf16 units: every dot,
+    # backward included, takes bf16 operands and gives float32 (autodiff of the
+    # forward alone would widen the backward dots' operands to float32).
+    grad = jax.grad(lambda a, b: jnp.sum(matmul_f32_acc(a, b) * g), argnums=(0, 1))
+    hlo = jax.jit(matmul_f32_acc).lower(a, b).as_text() + jax.jit(grad).lower(a, b).as_text()
+    dots = re.findall(r"dot_general.*?: \((tensor<[^>]*>), (tensor<[^>]*>)\) -> (tensor<[^>]*>)",
+                      hlo)  # fmt: skip
+    assert len(dots) == 3, dots  # forward, then the input's and the kernel's gradients
+    for lhs, rhs, out in dots:
+        assert lhs.endswith("bf16>") and rhs.endswith("bf16>") and out.endswith("f32>"), dots
+    # In float32 it is the plain matmul.
+    a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
+    np.testing.assert_array_equal(matmul_f32_acc(a32, b32), a32 @ b32)
+
+
 @pytest.mark.parametrize("size", [6, 7, 98, 49, 25])
 def test_max_pool_stencil_matches_reduce_window(size):
     from ldattn_jax.models.xception import max_pool3x3s2_stencil
