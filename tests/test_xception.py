@@ -313,6 +313,19 @@ def test_bf16_matmul_runs_bf16_dots_accumulated_in_f32_forward_and_backward():
     np.testing.assert_array_equal(matmul_f32_acc(a32, b32), a32 @ b32)
 
 
+@pytest.mark.parametrize(("backend", "out"), [("cpu", "f32"), ("gpu", "bf16")])
+def test_stencil_matmuls_accumulate_explicitly_only_on_cpu(monkeypatch, backend, out):
+    # Measured on XLA:CPU only; a GPU's stencil form keeps the plain bf16 dot.
+    from ldattn_jax.models import xception
+
+    monkeypatch.setattr(xception.jax, "default_backend", lambda: backend)
+    x = jnp.ones((1, 5, 5, 8), jnp.float32)
+    k = jnp.ones((1, 1, 8, 4), jnp.float32)
+    hlo = jax.jit(lambda x, k: xception.pointwise_matmul(x, k, jnp.bfloat16)).lower(x, k)
+    (dot,) = [line for line in hlo.as_text().splitlines() if "dot_general" in line]
+    assert dot.rstrip().endswith(f"x{out}>"), dot
+
+
 @pytest.mark.parametrize("size", [6, 7, 98, 49, 25])
 def test_max_pool_stencil_matches_reduce_window(size):
     from ldattn_jax.models.xception import max_pool3x3s2_stencil

@@ -193,6 +193,13 @@ def _matmul_f32_acc_bwd(res, g):
 matmul_f32_acc.defvjp(_matmul_f32_acc_fwd, _matmul_f32_acc_bwd)
 
 
+def _stencil_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The stencil forms' matmul: ``matmul_f32_acc`` on XLA:CPU, where it was
+    measured; elsewhere the plain dot, so that a GPU's stencil form (timed
+    against the native ops by the device kit) writes no float32 products."""
+    return matmul_f32_acc(a, b) if jax.default_backend() == "cpu" else a @ b
+
+
 def pointwise_matmul(x: jax.Array, kernel: jax.Array, dtype, stride: int = 1) -> jax.Array:
     """A 1x1 convolution (kernel [1, 1, C, D]) of NHWC ``x`` as one [N*H*W, C] @ [C, D] matmul.
 
@@ -207,7 +214,7 @@ def pointwise_matmul(x: jax.Array, kernel: jax.Array, dtype, stride: int = 1) ->
         x = x[:, ::stride, ::stride, :]
     n, h, w, c = x.shape
     k = kernel.reshape(c, -1).astype(dtype)
-    return matmul_f32_acc(x.astype(dtype).reshape(n * h * w, c), k).reshape(n, h, w, -1)
+    return _stencil_matmul(x.astype(dtype).reshape(n * h * w, c), k).reshape(n, h, w, -1)
 
 
 def conv3x3_valid_im2col(x: jax.Array, kernel: jax.Array, dtype, stride: int) -> jax.Array:
@@ -231,7 +238,7 @@ def conv3x3_valid_im2col(x: jax.Array, kernel: jax.Array, dtype, stride: int) ->
         axis=-1,
     )
     k = kernel.reshape(9 * c, -1).astype(dtype)
-    return matmul_f32_acc(cols.reshape(n * ho * wo, 9 * c), k).reshape(n, ho, wo, -1)
+    return _stencil_matmul(cols.reshape(n * ho * wo, 9 * c), k).reshape(n, ho, wo, -1)
 
 
 def depthwise3x3_shift(x: jax.Array, kernel: jax.Array, dtype) -> jax.Array:
