@@ -248,7 +248,9 @@ def _predict_row(docs: list[dict]) -> dict:
         return _row(goal, target, None, None, None)
     d, r = best
     geometry = _predict_geometry(d, r)
-    setting = [f"{r['workers']} threads"] + [x for x in (_codec(r),) if x]
+    setting = [f"{r['workers']} threads"]
+    if _codec(r):
+        setting.append(_codec(r))
     if geometry != GEOMETRY:
         setting.append(f"{geometry or 'unrecorded'} model")
     text = (

@@ -66,6 +66,11 @@ def bench_config(
     return config
 
 
+def _geometry_label(config) -> str:
+    """'398/224': backbone / attention input size, as result rows name a geometry."""
+    return f"{config.model.image_size}/{config.model.attention_size}"
+
+
 def _random_batch(config, num_frames: int, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     s = config.model.image_size
@@ -204,7 +209,7 @@ def train_step_measurement(
         "variant": variant,
         "batch": batch,
         "dtype": dtype,
-        "geometry": f"{config.model.image_size}/{config.model.attention_size}",
+        "geometry": _geometry_label(config),
         "step_s": t["median_s"],
         "step_s_min": t["min_s"],
         "step_s_max": t["max_s"],
@@ -546,7 +551,7 @@ def predict_measurement(
             {
                 "video": described,
                 "variant": variant,
-                "geometry": f"{size}/{config.model.attention_size}",
+                "geometry": _geometry_label(config),
                 "dtype": dtype,
                 "frames_per_video": frames_per_video,
                 "stacks_scored": len(got),
