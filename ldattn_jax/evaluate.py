@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import math
 import os
@@ -62,6 +63,25 @@ def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
         from ldattn_jax.config_utils import apply_overrides
 
         config = apply_overrides(config, overrides)
+    return config
+
+
+def with_compute_dtype(config, dtype: str | None):
+    """The run's config computing in ``dtype`` (None: the dtype it was trained in).
+
+    Only activations change: params and BatchNorm statistics are float32 in
+    every checkpoint, so a float32-trained run restores as is. The scores move
+    slightly (docs/evaluation.md gives the measured AUC change), which is why
+    results of another dtype never overwrite the trained dtype's.
+    """
+    from ldattn_jax.models.lda import COMPUTE_DTYPES
+
+    if dtype is None or dtype == config.model.dtype:
+        return config
+    if dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {', '.join(COMPUTE_DTYPES)}")
+    config = config.copy_and_resolve_references()
+    config.model.dtype = dtype
     return config
 
 
@@ -191,7 +211,10 @@ def _write_csv(path: str, cols: dict, names: list[str]) -> None:
         w = csv.writer(f)
         w.writerow(names)
         for row in zip(*(cols[n] for n in names), strict=True):
-            w.writerow([f"{v:.6f}" if isinstance(v, float | np.floating) else v for v in row])
+            # repr: the shortest text that reads back as the same float. A fixed
+            # 6 decimals rounds every P(fake) > 1 - 5e-7 to 1.000000, so an AUC
+            # recomputed from the CSV would disagree with metrics.json.
+            w.writerow([repr(float(v)) if isinstance(v, float | np.floating) else v for v in row])
 
 
 def resolve_splits(data_dir: str, split: str) -> list[str]:
@@ -225,8 +248,13 @@ def evaluate(
     batch_size: int | None = None,
     figures_per_class: int = 2,
     progress: bool = True,
+    dtype: str | None = None,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
+
+    ``dtype`` computes in another dtype than the run was trained in (see
+    `with_compute_dtype`); its results go to their own directory, suffixed
+    with the dtype.
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'attention': [png paths]}``.
@@ -249,6 +277,8 @@ def evaluate(
     n_records = sum(len(s) for s in source)
     if n_records == 0:
         raise ValueError(f"split {split!r} of {data_dir} has no records; nothing to evaluate")
+    trained_dtype = str(config.model.dtype)
+    config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
     predictor = Predictor(model, config, batch_size)
 
@@ -260,6 +290,12 @@ def evaluate(
     batches = iterate_batches(source, config, predictor.batch_size)
     for batch in tqdm(batches, total=n_batches, desc=f"eval {split}", disable=not progress):
         probs, maps = predictor(batch["frames"])
+        if not np.all(np.isfinite(probs)):  # say so now, not after the whole split
+            bad = sorted(set(np.asarray(batch["video_id"]).astype(str)[~np.isfinite(probs)]))
+            raise ValueError(
+                f"the model gave non-finite scores for videos {bad[:5]} (checkpoint step "
+                f"{step}, compute dtype {config.model.dtype}): the checkpoint is broken"
+            )
         for k in META_FIELDS:
             cols[k].extend(np.asarray(batch[k]).tolist())
         cols["score"].extend(probs.tolist())
@@ -279,7 +315,10 @@ def evaluate(
     frame_cols = {k: np.asarray(v) for k, v in cols.items()}
     datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
     dataset = "+".join(datasets)
-    out_dir = os.path.join(workdir, "eval", f"{_safe(dataset)}_{split}_{step}")
+    run_name = f"{_safe(dataset)}_{split}_{step}"
+    if config.model.dtype != trained_dtype:
+        run_name += f"_{config.model.dtype}"
+    out_dir = os.path.join(workdir, "eval", run_name)
     os.makedirs(out_dir, exist_ok=True)
 
     doc, vcols = metrics_lib.metrics_document(
@@ -289,6 +328,7 @@ def evaluate(
         model=str(config.model.name),
         checkpoint_step=step,
         checkpoint_which=str(checkpoint),
+        compute_dtype=str(config.model.dtype),
         config_sha256=metrics_lib.config_hash(config),
         shards_sha256=metrics_lib.shards_fingerprint(data_dir),
         defect_capture=capture.summary(),
@@ -315,6 +355,10 @@ def evaluate(
         title=f"{config.model.name} on {dataset}/{split} (step {step})",
     )
     attention = []
+    # An earlier evaluation into this directory (another build of the same
+    # dataset name) must not leave its figures beside this one's.
+    for stale in glob.glob(os.path.join(out_dir, "attention", "*.png")):
+        os.remove(stale)
     for method in sorted(samples):
         for rec, prob, maps in samples[method]:
             name = f"{'fake' if rec['label'] else 'real'}_{method}_{rec['video_id']}"
@@ -363,6 +407,18 @@ def _parse_checkpoint(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"--checkpoint {text!r}: use best, latest or a step number")
 
 
+def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
+    from ldattn_jax.models.lda import COMPUTE_DTYPES
+
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=COMPUTE_DTYPES,
+        help="compute dtype (default: the run's config.model.dtype); bfloat16 is faster, "
+        "its scores differ slightly (docs/evaluation.md)",
+    )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ldattn_jax.evaluate", description=__doc__.split("\n")[0]
@@ -374,6 +430,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="shard dir; default config.data.dir")
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--no_progress", action="store_true")
+    add_dtype_argument(p)
     args, overrides = p.parse_known_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
     config = load_run_config(args.workdir, args.config, overrides)
@@ -385,6 +442,7 @@ def main(argv=None) -> int:
         data_dir=args.data,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        dtype=args.dtype,
     )
     print("\n".join(summary_lines(out["metrics"])))
     print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}")

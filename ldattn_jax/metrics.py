@@ -291,6 +291,7 @@ def metrics_document(
     shards_sha256: str,
     defect_capture: Mapping | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    compute_dtype: str = "float32",
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
@@ -306,6 +307,7 @@ def metrics_document(
         "model": model,
         "threshold": threshold,
         "checkpoint": {"step": int(checkpoint_step), "which": str(checkpoint_which)},
+        "compute_dtype": compute_dtype,
         "config_sha256": config_sha256,
         "shards_sha256": shards_sha256,
         "num_frames": int(len(frame_cols["label"])),

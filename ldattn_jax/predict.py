@@ -14,6 +14,7 @@ scored. Exit status is non-zero only if no video could be scored.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -21,7 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ldattn_jax.evaluate import Predictor, _parse_checkpoint, _safe, load_run_config
+from ldattn_jax.evaluate import (
+    Predictor,
+    _parse_checkpoint,
+    _safe,
+    add_dtype_argument,
+    load_run_config,
+    with_compute_dtype,
+)
 from ldattn_jax.metrics import DEFAULT_THRESHOLD, to_jsonable
 
 
@@ -48,12 +56,14 @@ def predict_videos(
     threshold: float = DEFAULT_THRESHOLD,
     batch_size: int | None = None,
     workers: int | None = None,
+    dtype: str | None = None,
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
 
     Face extraction is CPU work (decode + dlib): each video is spread over
     `workers` threads (default: all cores), and the next video is extracted
-    while the model scores the current one.
+    while the model scores the current one. ``dtype`` overrides the compute
+    dtype the run was trained in (`evaluate.with_compute_dtype`).
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
@@ -61,6 +71,7 @@ def predict_videos(
 
     out_dir = out_dir or os.path.join(workdir, "predict")
     os.makedirs(out_dir, exist_ok=True)
+    config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
@@ -94,6 +105,16 @@ def predict_videos(
             results.append(entry)
             continue
         probs, maps = score_stacks(predictor, stacks)
+        if not np.all(np.isfinite(probs)):
+            # NaN > threshold is False: it would read as a confident "real".
+            entry.update(
+                reason="nonfinite_score",
+                message=f"{video}: the model gave non-finite scores for "
+                f"{int(np.sum(~np.isfinite(probs)))} of {len(probs)} frames (compute dtype "
+                f"{config.model.dtype}); the checkpoint or this video's input is broken",
+            )
+            results.append(entry)
+            continue
         video_prob = float(probs.mean())  # the same video score as evaluation
         entry.update(
             status="ok",
@@ -108,15 +129,15 @@ def predict_videos(
         if heatmaps and maps:
             # The most suspicious frame and the first one, overlaid.
             picks = sorted({int(np.argmax(probs)), 0})
+            # FF++'s fakes of four methods share file names (000_003.mp4): the
+            # path's hash keeps their figures apart.
+            digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
+            tag = f"{_safe(os.path.basename(video))}_{digest}"
             entry["heatmaps"] = [
                 figures.attention_overlay(
                     stacks[i]["frames"][0],
                     {k: v[i] for k, v in maps.items()},
-                    os.path.join(
-                        out_dir,
-                        "heatmaps",
-                        f"{_safe(os.path.basename(video))}_f{stacks[i]['frame_index']}.png",
-                    ),
+                    os.path.join(out_dir, "heatmaps", f"{tag}_f{stacks[i]['frame_index']}.png"),
                     title=f"{os.path.basename(video)} frame {stacks[i]['frame_index']}: "
                     f"P(fake) = {probs[i]:.3f}",
                     each_map=True,
@@ -130,6 +151,7 @@ def predict_videos(
             "workdir": workdir,
             "model": str(config.model.name),
             "checkpoint": {"step": int(step), "which": str(checkpoint)},
+            "compute_dtype": str(config.model.dtype),
             "threshold": threshold,
             "frames_per_video": frames_per_video,
             "videos": results,
@@ -172,6 +194,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--workers", type=int, default=None, help="threads for decode + dlib (default: all cores)"
     )
+    add_dtype_argument(p)
     args = p.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
     config = load_run_config(args.workdir)
@@ -185,6 +208,7 @@ def main(argv=None) -> int:
         heatmaps=args.heatmaps,
         batch_size=args.batch_size,
         workers=args.workers,
+        dtype=args.dtype,
     )
     print(format_table(report))
     print(f"per-frame scores: {report['json']}")

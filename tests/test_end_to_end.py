@@ -204,3 +204,101 @@ def test_predict_threads_change_nothing_and_odd_failures_stay_per_video(run, tmp
     assert [v["status"] for v in rep["videos"]] == ["ok", "error", "ok"]
     assert rep["videos"][1]["reason"] == "failed"
     assert "RuntimeError: decoder exploded" in rep["videos"][1]["message"]
+
+
+@pytest.mark.slow
+def test_bfloat16_inference_runs_beside_float32_and_says_so(run, tmp_path, capsys):
+    wd = str(run["workdir"])
+
+    def evaluated(*flags):
+        assert evaluate.main(["--workdir", wd, "--split", "train", "--no_progress", *flags]) == 0
+        out_dir = capsys.readouterr().out.split("metrics: ")[1].split("\n")[0]
+        with open(out_dir) as f:
+            doc = json.load(f)
+        with open(os.path.join(os.path.dirname(out_dir), "scores.csv")) as f:
+            rows = csv.DictReader(f)
+            scores = {(r["video_id"], r["frame_index"]): float(r["score"]) for r in rows}
+        return os.path.dirname(out_dir), doc, scores
+
+    f32_dir, f32, f32_scores = evaluated()
+    bf16_dir, bf16, bf16_scores = evaluated("--dtype", "bfloat16")
+    # The trained dtype's results stay where they were; the other dtype's sit beside them.
+    assert os.path.basename(bf16_dir) == os.path.basename(f32_dir) + "_bfloat16"
+    assert (f32["compute_dtype"], bf16["compute_dtype"]) == ("float32", "bfloat16")
+    assert f32["config_sha256"] != bf16["config_sha256"]
+    # bf16 really ran (scores moved) and moved them only by rounding (this
+    # 2-step model's BatchNorm statistics are raw, so rounding moves it more
+    # than a trained one: 0.013 at most on the demo's test split).
+    diffs = [abs(bf16_scores[k] - f32_scores[k]) for k in f32_scores]
+    assert bf16_scores.keys() == f32_scores.keys() and 0 < max(diffs) < 0.15
+    # Asking for the trained dtype is the default run, not a second directory;
+    # figures of an earlier evaluation there do not survive beside the new ones.
+    stale = os.path.join(f32_dir, "attention", "fake_from_another_build.png")
+    with open(stale, "wb") as f:
+        f.write(b"old")
+    again_dir, again, again_scores = evaluated("--dtype", "float32")
+    assert again_dir == f32_dir and again["compute_dtype"] == "float32"
+    assert again_scores == f32_scores and not os.path.exists(stale)
+
+    video = sorted(glob.glob(str(run["videos"] / "original_sequences" / "**" / "*.mp4"),
+                             recursive=True))[0]  # fmt: skip
+    args = ["--workdir", wd, "--frames_per_video", "2", video]
+    assert predict.main([*args, "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16"]) == 0
+    assert predict.main([*args, "--out", str(tmp_path / "f32")]) == 0
+    reports = [json.loads((tmp_path / d / "predictions.json").read_text()) for d in ("bf16", "f32")]
+    assert [r["compute_dtype"] for r in reports] == ["bfloat16", "float32"]
+    probs = [r["videos"][0]["fake_probability"] for r in reports]
+    assert probs[0] != probs[1] and abs(probs[0] - probs[1]) < 0.15
+
+    with pytest.raises(SystemExit):
+        predict.main([*args, "--dtype", "float16"])
+    assert "invalid choice: 'float16'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predict_keeps_apart_same_named_videos_and_refuses_nan_scores(run, tmp_path, monkeypatch):
+    import shutil
+
+    import numpy as np
+
+    wd = str(run["workdir"])
+    video = sorted(glob.glob(str(run["videos"] / "original_sequences" / "**" / "*.mp4"),
+                             recursive=True))[0]  # fmt: skip
+    # FF++ names the fakes of every method alike (Deepfakes/.../000_003.mp4,
+    # Face2Face/.../000_003.mp4): each must keep its own heatmaps.
+    twins = []
+    for method in ("Deepfakes", "Face2Face"):
+        (tmp_path / method).mkdir()
+        twins.append(str(tmp_path / method / "000_003.mp4"))
+        shutil.copy(video, twins[-1])
+    score_stacks = predict.score_stacks
+
+    def nan_for_face2face(predictor, stacks):
+        probs, maps = score_stacks(predictor, stacks)
+        return (probs * np.nan if stacks is seen["Face2Face"] else probs), maps
+
+    seen = {}
+    from data_prep import faces
+
+    real_extract = faces.extract_stacks
+
+    def remember(path, **kw):
+        stacks = real_extract(path, **kw)
+        seen[os.path.basename(os.path.dirname(path))] = stacks
+        return stacks
+
+    monkeypatch.setattr(faces, "extract_stacks", remember)
+    out = tmp_path / "pred"
+    args = ["--workdir", wd, "--out", str(out), "--frames_per_video", "2", "--heatmaps"]
+    assert predict.main([*args, *twins]) == 0
+    first = json.loads((out / "predictions.json").read_text())["videos"]
+    pngs = [p for v in first for p in v["heatmaps"]]
+    assert len(set(pngs)) == len(pngs) == len(glob.glob(str(out / "heatmaps" / "*.png")))
+
+    monkeypatch.setattr(predict, "score_stacks", nan_for_face2face)
+    assert predict.main([*args, *twins]) == 0
+    ok, broken = json.loads((out / "predictions.json").read_text())["videos"]
+    assert ok["status"] == "ok" and ok["fake_probability"] == first[0]["fake_probability"]
+    # NaN > threshold is False: without the check this read as a verdict of "real".
+    assert broken["status"] == "error" and broken["reason"] == "nonfinite_score"
+    assert "verdict" not in broken and "2 of 2 frames" in broken["message"]

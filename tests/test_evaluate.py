@@ -31,6 +31,20 @@ def test_missing_run_config_says_what_to_pass(tmp_path):
         evaluate.load_run_config(str(tmp_path))
 
 
+def test_score_csvs_read_back_the_exact_scores(tmp_path):
+    # Confident frames sit within 1e-7 of 1: a fixed-decimals CSV ties them and
+    # an AUC recomputed from the file would not be metrics.json's.
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([1 - 3e-7, 1 - 1e-7, 1 - 2e-9, 1 - 1e-9])
+    path = tmp_path / "scores.csv"
+    evaluate._write_csv(str(path), {"label": labels, "score": scores}, ["label", "score"])
+    back = np.loadtxt(path, delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(back[:, 1], scores)
+    assert roc_auc_score(back[:, 0], back[:, 1]) == roc_auc_score(labels, scores)
+
+
 def test_summary_and_prediction_tables():
     from ldattn_jax.metrics import metrics_document
 

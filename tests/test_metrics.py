@@ -144,6 +144,7 @@ TOP = {
     "model",
     "threshold",
     "checkpoint",
+    "compute_dtype",
     "config_sha256",
     "shards_sha256",
     "num_frames",

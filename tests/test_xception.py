@@ -180,6 +180,22 @@ def test_train_eval_switch_batchnorm_mode():
     assert all(jax.tree.leaves(changed))
 
 
+def test_bf16_model_gives_float32_logits_from_a_float32_head():
+    # bf16 logits step by 2^-5 at |l| ~ 5: frame scores would tie and the loss
+    # round. The head alone computes in float32 on the fp32 pooled features.
+    model = Xception(middle_blocks=0, dtype="bfloat16", rngs=nnx.Rngs(0))
+    model.eval()
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, SMALL, SMALL, 3)), jnp.float32)
+    logits = model(x)
+    pooled = jnp.mean(model.features(x).astype(jnp.float32), axis=(1, 2))
+    want = np.asarray(pooled, np.float64) @ np.asarray(model.head.kernel[...], np.float64)
+    want += np.asarray(model.head.bias[...], np.float64)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(logits), want, rtol=1e-5, atol=1e-6)
+    as_bf16 = np.asarray(logits.astype(jnp.bfloat16).astype(jnp.float32))
+    assert not np.array_equal(as_bf16, np.asarray(logits))  # not bf16 values in fp32 clothing
+
+
 def _logits_and_grads(dtype: str, stencils: str, monkeypatch):
     model = Xception(middle_blocks=1, dtype=dtype, rngs=nnx.Rngs(0))
     model.eval()

@@ -28,6 +28,8 @@ VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
 _SPATIAL = ("lda_spatial", "lda_st")
 _TEMPORAL = ("lda_temporal", "lda_st")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# config.model.dtype: the compute dtype; params and BatchNorm statistics stay float32.
+COMPUTE_DTYPES = tuple(_DTYPES)
 
 DEFAULTS: dict[str, Any] = dict(
     name="lda_st",
