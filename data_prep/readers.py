@@ -9,19 +9,26 @@ merges four different fakes into one "video".
 
 from __future__ import annotations
 
+import collections
 import csv
 import dataclasses
 import hashlib
 import json
+import logging
 import os
+import re
 
 FFPP_METHODS = ("Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures")
 # Other manipulated_sequences/ folders of FF++ that may be selected explicitly.
 FFPP_EXTRA_METHODS = ("FaceShifter", "DeepFakeDetection")
+# Google/Jigsaw's DeepFakeDetection set, shipped inside FF++ but outside its split files.
+DFD = "DeepFakeDetection"
 # The synthetic set (data_prep.synthesize), one method per defect class of paper Sec. III.
 SYNTHETIC_METHODS = ("Upsampling", "MismatchedColor", "AbnormalStructure", "TemporalJitter")
 COMPRESSIONS = ("raw", "c23", "c40")
 MASK_SUFFIX = ".masks.npz"
+
+log = logging.getLogger(__name__)
 
 
 class DatasetError(ValueError):
@@ -52,6 +59,77 @@ def _videos_in(folder: str) -> list[str]:
 def _mask_for(video_path: str) -> str | None:
     p = os.path.splitext(video_path)[0] + MASK_SUFFIX
     return p if os.path.isfile(p) else None
+
+
+def _stable_hash(key: str) -> int:
+    # Not Python's salted hash(): the same splits on every machine and run.
+    return int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)
+
+
+def _hold_out(
+    fakes: collections.Counter, with_real: set[str], candidates: list[str], k: int
+) -> frozenset[str]:
+    """k of `candidates` to hold out as one split, chosen so that few fakes are lost.
+
+    `fakes` counts fake videos by the frozenset of identities each one shows
+    (the original's person and the face swapped in). Identity-disjoint splits
+    can keep a fake only if all its identities are on one side, so a fake with
+    one identity held out and one not is dropped. People are swapped with a
+    few others only (Celeb-DF swaps within groups of look-alikes), so k
+    identities drawn by hash drop most fakes touching them and keep few: on a
+    simulated Celeb-DF (62 ids in 5 groups, ~5,100 fakes) 6 hashed ids kept
+    50-75 fakes and dropped ~1,150; this choice kept 200-260 and dropped
+    145-230. A set is grown from each candidate in turn, each step adding the
+    identity sharing the most fakes with the set (then the one with fewest
+    fakes, then hash order); the set dropping the fewest fakes (then keeping
+    the most) wins, among those holding a fake and an identity with a real
+    video. Deterministic for given files; < 0.1 s at Celeb-DF's size.
+    """
+    order = sorted(candidates, key=lambda i: (_stable_hash(i), i))
+    if k <= 0 or k >= len(order):
+        return frozenset(order[: max(k, 0)])
+    rank = {c: n for n, c in enumerate(order)}
+    shared: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    degree: collections.Counter = collections.Counter()
+    for ids, n in fakes.items():
+        for a in ids:
+            degree[a] += n
+            for b in ids - {a}:
+                shared[a][b] += n
+    best, best_score = frozenset(order[:k]), None
+    for seed in order:
+        held = {seed}
+        while len(held) < k:
+            held.add(
+                min(
+                    (c for c in order if c not in held),
+                    key=lambda c: (-sum(shared[c][h] for h in held), degree[c], rank[c]),
+                )
+            )
+        kept = sum(n for ids, n in fakes.items() if ids <= held)
+        lost = sum(n for ids, n in fakes.items() if ids & held and not ids <= held)
+        if kept and held & with_real and (best_score is None or (lost, -kept) < best_score):
+            best, best_score = frozenset(held), (lost, -kept)
+    return best
+
+
+def _warn_if_one_class(name: str, items: list[VideoItem]) -> None:
+    # A split of one class has no ROC AUC: checkpoints cannot be chosen on it.
+    for split in sorted({i.split for i in items}):
+        labels = {i.label for i in items if i.split == split}
+        if len(labels) == 1:
+            log.warning(
+                "%s: split %r holds only %s videos; add videos or check the tree",
+                name, split, "fake" if labels == {1} else "real",
+            )  # fmt: skip
+
+
+def _split_by_identity(ids: frozenset[str], held: dict[str, frozenset[str]]) -> str | None:
+    """'train', a held-out split holding all of ids, or None if ids straddle splits."""
+    for split, members in held.items():
+        if ids <= members:
+            return split
+    return None if any(ids & members for members in held.values()) else "train"
 
 
 # ---------------------------------------------------------------- FaceForensics++
@@ -89,7 +167,9 @@ def read_ffpp(
     original_sequences/youtube/<comp>/videos/NNN.mp4 (real) and
     manipulated_sequences/<Method>/<comp>/videos/TTT_SSS.mp4 (fake). A real video
     takes the split of the pair holding its id, a fake the split of its pair.
-    Videos outside every split are ignored (the official JSONs cover all 1000).
+    Videos outside every split are ignored (the official JSONs cover all 1000),
+    but a selected method without any video in a split is a DatasetError.
+    DeepFakeDetection has its own reals and actor split: _read_dfd.
     """
     known = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS + FFPP_EXTRA_METHODS
     default = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS
@@ -100,25 +180,41 @@ def read_ffpp(
     if compression not in COMPRESSIONS:
         raise DatasetError(f"--compression {compression!r}: choose one of {list(COMPRESSIONS)}")
     _need_dir(root, "dataset root")
-    pairs = read_ffpp_splits(splits_dir or os.path.join(root, "splits"))
-    split_of_id = {i: s for pair, s in pairs.items() for i in pair}
 
     items = []
-    real_dir = os.path.join(root, "original_sequences", "youtube", compression, "videos")
-    _need_dir(real_dir, f"FF++ real videos for {compression}")
-    for f in _videos_in(real_dir):
-        vid = os.path.splitext(f)[0]
-        if vid in split_of_id:
-            items.append(
-                VideoItem(
-                    os.path.join(real_dir, f), 0, dataset, compression, "real",
-                    f"{dataset}/{compression}/real/{vid}", split_of_id[vid],
-                )
-            )  # fmt: skip
+    paired = [m for m in methods if m != DFD]  # the methods FF++'s split files cover
+    # Reals are the originals of the selected fakes: YouTube's for FF++'s
+    # methods, the actors' for DeepFakeDetection. Mixing in the other source's
+    # reals would let a detector tell real from fake by the kind of footage.
+    if paired:
+        splits_dir = splits_dir or os.path.join(root, "splits")
+        pairs = read_ffpp_splits(splits_dir)
+        split_of_id = {i: s for pair, s in pairs.items() for i in pair}
+        real_dir = os.path.join(root, "original_sequences", "youtube", compression, "videos")
+        _need_dir(real_dir, f"FF++ real videos for {compression}")
+        for f in _videos_in(real_dir):
+            vid = os.path.splitext(f)[0]
+            if vid in split_of_id:
+                items.append(
+                    VideoItem(
+                        os.path.join(real_dir, f), 0, dataset, compression, "real",
+                        f"{dataset}/{compression}/real/{vid}", split_of_id[vid],
+                    )
+                )  # fmt: skip
+        if not items:
+            raise DatasetError(
+                f"no real video in {real_dir!r} is named after an id of the split files in "
+                f"{splits_dir!r} (FF++ reals are NNN.mp4, e.g. 000.mp4); check --root, "
+                "--compression and --splits"
+            )
     for method in methods:
         fake_dir = os.path.join(root, "manipulated_sequences", method, compression, "videos")
         _need_dir(fake_dir, f"FF++ {method} videos for {compression}")
-        for f in _videos_in(fake_dir):
+        if method == DFD:
+            items += _read_dfd(root, compression, dataset)
+            continue
+        files, found = _videos_in(fake_dir), 0
+        for f in files:
             stem = os.path.splitext(f)[0]
             split = pairs.get(frozenset(stem.split("_")[:2]))
             if split is None:
@@ -130,6 +226,93 @@ def read_ffpp(
                     f"{dataset}/{compression}/{method}/{stem}", split, _mask_for(path),
                 )
             )  # fmt: skip
+            found += 1
+        # A selected method must never vanish silently: the build would train
+        # on its reals alone and report success.
+        if not found:
+            raise DatasetError(
+                f"--methods {method}: none of the {len(files)} videos in {fake_dir!r} is named "
+                f"after a [target, source] pair of the split files in {splits_dir!r} (FF++ "
+                "fakes are TTT_SSS.mp4, e.g. 000_003.mp4); check --root, --compression and "
+                f"--splits, or leave {method} out of --methods"
+            )
+    return items
+
+
+DFD_HELD_OUT_FRACTION = 0.14  # of the actors, for val and for test: FF++'s 720/140/140
+_DFD_REAL_NAME = re.compile(r"(\d+)__.")  # 01__exit_phone_room.mp4
+_DFD_FAKE_NAME = re.compile(r"(\d+)_(\d+)__.")  # 01_02__exit_phone_room__YVGY8LOK.mp4
+
+
+def _read_dfd(root: str, compression: str, dataset: str) -> list[VideoItem]:
+    """FF++'s DeepFakeDetection: fakes AA_BB__<scene>__<code>.mp4 (actor AA's video
+    with actor BB's face), reals original_sequences/actors/<comp>/videos/AA__<scene>.mp4.
+
+    FF++'s split files do not cover it, so val and test are each ~14 % of the
+    actors (_hold_out: test first, then val from the rest), the rest train; a
+    video goes to a split only if all its actors are in it, so no face is in
+    two splits. Fakes of an actor pair that straddles splits are left out and
+    logged. The actor split depends on the files present (same on every
+    machine for the same tree; the same for c23 and c40 of a full download).
+    """
+    real_dir = os.path.join(root, "original_sequences", "actors", compression, "videos")
+    fake_dir = os.path.join(root, "manipulated_sequences", DFD, compression, "videos")
+    _need_dir(real_dir, f"{DFD} real (actors) videos for {compression}")
+    videos = []  # (folder, file, label, actor ids)
+    for folder, label, pattern, form in (
+        (real_dir, 0, _DFD_REAL_NAME, "AA__<scene>.mp4"),
+        (fake_dir, 1, _DFD_FAKE_NAME, "AA_BB__<scene>__<code>.mp4"),
+    ):
+        files = _videos_in(folder)
+        if not files:
+            raise DatasetError(
+                f"--methods {DFD}: no video files (.mp4/.avi/.mkv) in {folder!r}; check --root "
+                f"and --compression, or leave {DFD} out of --methods"
+            )
+        for f in files:
+            m = pattern.match(f)
+            if m is None:
+                raise DatasetError(
+                    f"{os.path.join(folder, f)!r} is not named like {DFD}'s {form} (its actor "
+                    "ids split the set); move the file out of that folder"
+                )
+            videos.append((folder, f, label, frozenset(m.groups())))
+    actors = sorted({a for v in videos for a in v[3]})
+    k = max(1, round(DFD_HELD_OUT_FRACTION * len(actors)))
+    with_real = {a for v in videos if v[2] == 0 for a in v[3]}
+    fakes = collections.Counter(v[3] for v in videos if v[2] == 1)
+    test = _hold_out(fakes, with_real, actors, k)
+    rest = collections.Counter({ids: n for ids, n in fakes.items() if not ids & test})
+    val = _hold_out(rest, with_real - test, [a for a in actors if a not in test], k)
+    items, dropped = [], 0
+    for folder, f, label, ids in videos:
+        split = _split_by_identity(ids, {"test": test, "val": val})
+        if split is None:
+            dropped += 1
+            continue
+        stem = os.path.splitext(f)[0]
+        method = "real" if label == 0 else DFD
+        path = os.path.join(folder, f)
+        items.append(
+            VideoItem(
+                path, label, dataset, compression, method,
+                f"{dataset}/{compression}/{method}/{stem}", split,
+                _mask_for(path) if label else None,
+            )
+        )  # fmt: skip
+    if not any(i.label for i in items):
+        raise DatasetError(
+            f"--methods {DFD}: each of the {sum(fakes.values())} fakes in {fake_dir!r} pairs "
+            f"actors of two different splits ({len(actors)} actors are too few to split by "
+            f"actor); add the missing videos, or leave {DFD} out of --methods"
+        )
+    if dropped:
+        log.warning(
+            "%s: %d of %d fakes left out: they swap actors of two different splits "
+            "(test actors %s, val actors %s)",
+            DFD, dropped, sum(fakes.values()), sorted(test), sorted(val),
+        )  # fmt: skip
+    _warn_if_one_class(DFD, items)
     return items
 
 
@@ -143,24 +326,41 @@ CELEBDF_FOLDERS = {
 CELEBDF_VAL_FRACTION = 0.1
 
 
-def _celebdf_identity(folder: str, stem: str) -> str:
-    # Celeb-real/id0_0000, Celeb-synthesis/id0_id16_0000 (target first),
-    # YouTube-real/00000 (no celebrity id: its own "identity").
-    return stem.split("_")[0] if folder != "YouTube-real" else f"yt{stem}"
+_CELEBDF_NAME = {
+    "Celeb-real": re.compile(r"(id\d+)_\d+$"),  # id0_0000
+    "Celeb-synthesis": re.compile(r"(id\d+)_(id\d+)_\d+$"),  # id0_id16_0000
+    "YouTube-real": re.compile(r"\d+$"),  # 00000
+}
+
+
+def _celebdf_identities(folder: str, stem: str, path: str) -> frozenset[str]:
+    # A fake id0_id16_0000 is id0's video with id16's face swapped in: both
+    # people are in it. A YouTube-real video has no celebrity id: it counts as
+    # its own identity.
+    m = _CELEBDF_NAME[folder].match(stem)
+    if m is None:
+        raise DatasetError(
+            f"{path!r}: not a Celeb-DF v2 name ({folder}/{_CELEBDF_NAME[folder].pattern}); "
+            "the identities in the name keep val apart from train, so move the file out"
+        )
+    return frozenset(m.groups()) if folder != "YouTube-real" else frozenset({f"yt{stem}"})
 
 
 def _in_val(identity: str) -> bool:
-    # Stable hash (not Python's salted hash): same val split on every machine.
-    h = int(hashlib.sha1(identity.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < CELEBDF_VAL_FRACTION
+    # YouTube-real videos share no face with any fake, so a hash alone picks them.
+    return _stable_hash(identity) / 0xFFFFFFFF < CELEBDF_VAL_FRACTION
 
 
 def read_celebdf(root: str, dataset: str = "celebdf") -> list[VideoItem]:
     """Celeb-DF v2: test from List_of_testing_videos.txt ('<label> <folder>/<file>', 1 = REAL).
 
-    Val is carved from the non-test videos by identity (id0..id61; YouTube-real
-    videos count as their own identity), deterministically, never from test.
-    Every video of a val identity goes to val, so no face is in both train and val.
+    Val is carved from the non-test videos by identity, never from test, and
+    shares no face with train: a video goes to val if all its identities are
+    validation identities, to train if none is; a fake that swaps a validation
+    identity with a training one is left out (logged with its count). The
+    validation identities are ~10 % of the celebrity ids, chosen by _hold_out
+    so that few fakes are left out, plus ~10 % of the YouTube-real videos by
+    stable hash (each its own identity). Deterministic for a given tree.
     """
     _need_dir(root, "dataset root")
     test_list = os.path.join(root, "List_of_testing_videos.txt")
@@ -182,27 +382,48 @@ def read_celebdf(root: str, dataset: str = "celebdf") -> list[VideoItem]:
                 ) from e
             # Celeb-DF's convention is inverted w.r.t. ours: 1 = real, 0 = fake.
             test[rel.replace("\\", "/")] = 1 - flag
-    items = []
+    videos = []  # (folder, file, label, method, identities, 'test' or None)
     for folder, (label, method) in CELEBDF_FOLDERS.items():
         d = os.path.join(root, folder)
         _need_dir(d, f"Celeb-DF folder {folder}")
         for f in _videos_in(d):
             rel = f"{folder}/{f}"
-            stem = os.path.splitext(f)[0]
-            if rel in test:
-                if test[rel] != label:
-                    raise DatasetError(
-                        f"{test_list}: {rel} is listed with the wrong label for its folder"
-                    )
-                split = "test"
-            else:
-                split = "val" if _in_val(_celebdf_identity(folder, stem)) else "train"
-            items.append(
-                VideoItem(
-                    os.path.join(d, f), label, dataset, "orig", "real" if label == 0 else method,
-                    f"{dataset}/{folder}/{stem}", split,
+            ids = _celebdf_identities(folder, os.path.splitext(f)[0], os.path.join(d, f))
+            if rel in test and test[rel] != label:
+                raise DatasetError(
+                    f"{test_list}: {rel} is listed with the wrong label for its folder"
                 )
-            )  # fmt: skip
+            videos.append((folder, f, label, method, ids, "test" if rel in test else None))
+    # The official test list is kept as it is (it shares identities with the
+    # other videos: that is the benchmark's protocol); val is carved from the rest.
+    pool = [v for v in videos if v[5] is None]
+    celebs = sorted({i for v in pool for i in v[4] if not i.startswith("yt")})
+    val = _hold_out(
+        collections.Counter(v[4] for v in pool if v[2] == 1),
+        {i for v in pool if v[2] == 0 for i in v[4]},
+        celebs,
+        max(1, round(CELEBDF_VAL_FRACTION * len(celebs))),
+    ) | {i for v in pool for i in v[4] if i.startswith("yt") and _in_val(i)}
+    items, dropped = [], 0
+    for folder, f, label, method, ids, split in videos:
+        split = split or _split_by_identity(ids, {"val": val})
+        if split is None:
+            dropped += 1
+            continue
+        stem = os.path.splitext(f)[0]
+        items.append(
+            VideoItem(
+                os.path.join(root, folder, f), label, dataset, "orig",
+                "real" if label == 0 else method, f"{dataset}/{folder}/{stem}", split,
+            )
+        )  # fmt: skip
+    if dropped:
+        log.warning(
+            "celebdf: %d of %d non-test fakes left out: each swaps a validation identity "
+            "with a training one (validation identities: %s)",
+            dropped, sum(v[2] for v in pool), ", ".join(sorted(val & set(celebs))),
+        )  # fmt: skip
+    _warn_if_one_class("celebdf", items)
     missing = set(test) - {f"{i.video_id.split('/', 1)[1]}.mp4" for i in items}
     if missing:
         raise DatasetError(
@@ -263,6 +484,26 @@ def _dfdc_labels_csv_entries(path: str) -> list[tuple[str, int, str | None]]:
     return out
 
 
+def _dfdc_split(labels: str, name: str, folder_split: str, file_split: str | None) -> str:
+    """A file's split from its folder's name and its metadata.json 'split', if any."""
+    if file_split not in (None, "train", "val", "test"):
+        raise DatasetError(
+            f"{labels}: {name}: split {file_split!r} is not train/val/test (or validation); "
+            "fix the entry or delete its 'split' key to use the folder's split"
+        )
+    # DFDC's own metadata.json says "split": "train" on every entry, also in a
+    # part renamed to be held out: a test/val folder must win over that "train".
+    if file_split in (None, "train", folder_split):
+        return folder_split
+    if folder_split == "train":
+        return file_split  # a file moved out of a train part by its entry
+    raise DatasetError(
+        f"{labels}: {name}: 'split' {file_split!r} contradicts the split {folder_split!r} "
+        "that the folder's name gives; delete the entry's 'split' or move the file to a "
+        "folder of that split"
+    )
+
+
 def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
     """DFDC: every folder under root with a metadata.json or a labels.csv.
 
@@ -271,8 +512,10 @@ def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
     full release's test/ and validation/ folders. A folder with both is read
     from metadata.json. Folder names decide the split: one containing 'test'
     -> test, 'val' -> val, else train (the public train parts are
-    dfdc_train_part_NN; a held-out part can be renamed). A per-file 'split' in
-    metadata.json wins if present ('train' | 'val' | 'test' | 'validation').
+    dfdc_train_part_NN; to hold one out, rename it, e.g. to val_part_49). A
+    per-file 'split' in metadata.json ('train' | 'val' | 'test' |
+    'validation') moves a file out of a train folder; it cannot move one into
+    train (see _dfdc_split).
     """
     _need_dir(root, "dataset root")
     label_files = []
@@ -292,10 +535,8 @@ def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         low = rel_folder.lower()
         folder_split = "test" if "test" in low else "val" if "val" in low else "train"
-        for name, label, split in read_entries(labels):
-            split = split or folder_split
-            if split not in ("train", "val", "test"):
-                raise DatasetError(f"{labels}: {name}: split {split!r} is not train/val/test")
+        for name, label, file_split in read_entries(labels):
+            split = _dfdc_split(labels, name, folder_split, file_split)
             path = os.path.join(folder, name)
             if not os.path.exists(path):
                 continue  # listed but not downloaded: not a failure of ours

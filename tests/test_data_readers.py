@@ -1,6 +1,9 @@
 """Dataset readers on tiny trees in the official formats (no video is opened here)."""
 
 import json
+import logging
+import random
+import re
 
 import pytest
 
@@ -77,6 +80,127 @@ def test_ffpp_splits_dir_option_and_bad_json(tmp_path):
         read_ffpp(str(tmp_path / "root"), splits_dir=str(tmp_path / "mysplits"))
 
 
+def test_ffpp_selected_method_without_any_video_in_a_split_is_an_error(tmp_path):
+    # Before: the method's fakes were skipped one by one and the build went on
+    # with reals only. Now the error names the method, the folder and the fix.
+    make_ffpp(tmp_path, methods=("Deepfakes", "FaceShifter"))
+    fs = tmp_path / "manipulated_sequences/FaceShifter/c23/videos"
+    for f in fs.iterdir():
+        f.rename(fs / f"x{f.name}")  # no longer an FF++ pair name
+    with pytest.raises(
+        DatasetError,
+        match=r"--methods FaceShifter: none of the 8 videos in .*"
+        r"FaceShifter/c23/videos.*leave FaceShifter out of --methods",
+    ):
+        read_ffpp(str(tmp_path), "c23", ("Deepfakes", "FaceShifter"))
+    for f in fs.iterdir():
+        f.unlink()
+    with pytest.raises(DatasetError, match=r"none of the 0 videos in .*FaceShifter"):
+        read_ffpp(str(tmp_path), "c23", ("FaceShifter",))
+    assert {i.method for i in read_ffpp(str(tmp_path), "c23", ("Deepfakes",))} == {
+        "real",
+        "Deepfakes",
+    }
+
+
+def make_dfd(root, actors=14, scenes=3, seed=0):
+    """FF++'s DeepFakeDetection in its release layout; returns the file names.
+
+    Like the real set (28 actors, 363 reals, 3068 fakes), each actor's scene is
+    faked with several other actors' faces.
+    """
+    rng = random.Random(seed)
+    ids = [f"{a:02d}" for a in range(1, actors + 1)]
+    reals = [f"{a}__scene_{s}.mp4" for a in ids for s in range(scenes)]
+    fakes = [
+        f"{a}_{b}__scene_{s}__{rng.randrange(16**8):08X}.mp4"
+        for a in ids
+        for s in range(scenes)
+        for b in rng.sample([b for b in ids if b != a], 4)
+    ]
+    for n in reals:
+        _touch(root / "original_sequences/actors/c23/videos" / n)
+    for n in fakes:
+        _touch(root / "manipulated_sequences/DeepFakeDetection/c23/videos" / n)
+    return reals, fakes
+
+
+def _dfd_actors(item):
+    return set(re.match(r"(\d+)(?:_(\d+))?__", item.video_id.split("/")[-1]).groups()) - {None}
+
+
+def test_dfd_is_read_with_its_own_reals_and_an_actor_disjoint_split(tmp_path, caplog):
+    # Before: every DFD fake was skipped (its names are no FF++ pair), its reals
+    # never read, and the "DFD" build held FF++'s YouTube reals only.
+    make_ffpp(tmp_path, methods=("Deepfakes",))
+    reals, fakes = make_dfd(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="data_prep.readers"):
+        items = read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",))
+    # Only the actors' reals: YouTube's would be a real-vs-fake shortcut here.
+    assert {i.method for i in items} == {"real", "DeepFakeDetection"}
+    assert sum(i.label == 0 for i in items) == len(reals)
+    assert all("/actors/" in i.path for i in items if i.label == 0)
+    actors = {
+        s: set().union(*(_dfd_actors(i) for i in items if i.split == s))
+        for s in ("train", "val", "test")
+    }
+    assert not (
+        actors["train"] & actors["val"]
+        or actors["train"] & actors["test"]
+        or actors["val"] & actors["test"]
+    )
+    assert [len(actors[s]) for s in ("val", "test")] == [2, 2]  # 14 % of 14 actors each
+    for s in ("train", "val", "test"):  # both classes everywhere: AUC works on each split
+        assert {i.label for i in items if i.split == s} == {0, 1}, s
+    dropped = len(fakes) - sum(i.label for i in items)
+    assert 0 < dropped < len(fakes) / 2
+    assert f"{dropped} of {len(fakes)} fakes left out" in caplog.text
+    assert read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",)) == items
+    # With an FF++ method, YouTube's reals come back for it, split officially.
+    both = read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes", "DeepFakeDetection"))
+    assert sum(i.label == 0 for i in both) == len(reals) + 8
+    assert {i.video_id: i.split for i in both}.items() >= {
+        i.video_id: i.split for i in items
+    }.items()
+
+
+def test_dfd_errors_name_the_folder_and_file(tmp_path):
+    reals, fakes = make_dfd(tmp_path)
+    stray = tmp_path / "manipulated_sequences/DeepFakeDetection/c23/videos/clip.mp4"
+    _touch(stray)
+    with pytest.raises(
+        DatasetError,
+        match=r"clip.mp4.*not named like DeepFakeDetection's "
+        r"AA_BB__<scene>__<code>.mp4",
+    ):
+        read_ffpp(str(tmp_path), "c23", ("DeepFakeDetection",))
+    stray.unlink()
+    for n in reals:
+        (tmp_path / "original_sequences/actors/c23/videos" / n).unlink()
+    with pytest.raises(
+        DatasetError,
+        match=r"DeepFakeDetection: no video files .* in "
+        r".*original_sequences/actors/c23/videos",
+    ):
+        read_ffpp(str(tmp_path), "c23", ("DeepFakeDetection",))
+    (tmp_path / "original_sequences/actors/c23/videos").rmdir()
+    with pytest.raises(DatasetError, match=r"DeepFakeDetection real \(actors\) videos for c23"):
+        read_ffpp(str(tmp_path), "c23", ("DeepFakeDetection",))
+
+
+def test_dfd_with_too_few_actors_is_an_error_not_an_all_real_build(tmp_path):
+    # The audit's tree: 3 actors, both fakes pair actors of two splits.
+    _touch(tmp_path / "original_sequences/actors/c23/videos/01__outside_talking.mp4")
+    for n in ("01_02__outside_talking__YVGY8LOK.mp4", "01_03__hugging_happy__ISF9SP4G.mp4"):
+        _touch(tmp_path / "manipulated_sequences/DeepFakeDetection/c23/videos" / n)
+    with pytest.raises(
+        DatasetError,
+        match=r"each of the 2 fakes in .*DeepFakeDetection/c23/"
+        r"videos.* pairs actors of two different splits",
+    ):
+        read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",))
+
+
 def make_celebdf(root):
     files = {
         "Celeb-real": [f"id{i}_{j:04d}.mp4" for i in range(62) for j in range(2)],
@@ -107,11 +231,89 @@ def test_celebdf_inverted_labels_and_identity_val(tmp_path):
     assert by_id["celebdf/Celeb-synthesis/id5_id6_0001"].label == 1  # listed as 0 = fake
     assert by_id["celebdf/Celeb-synthesis/id5_id6_0001"].split == "test"
     assert sum(i.split == "test" for i in items) == 3
-    # Val: non-empty, from training videos only, whole identities (target id for fakes).
-    val_ids = {i.video_id.split("/")[-1].split("_")[0] for i in items if i.split == "val"}
-    train_ids = {i.video_id.split("/")[-1].split("_")[0] for i in items if i.split == "train"}
+    # Val: non-empty, from training videos only, no identity shared with train.
+    val_ids, train_ids = _celebdf_ids(items, "val"), _celebdf_ids(items, "train")
     assert val_ids and not (val_ids & train_ids)
     assert read_celebdf(str(tmp_path)) == items  # deterministic
+
+
+def _celebdf_ids(items, split):
+    # Every person in a video: id0_id16_0000 shows id0 and id16's face.
+    return {
+        p
+        for i in items
+        if i.split == split
+        for p in re.findall(r"id\d+", i.video_id.split("/")[-1])
+    }
+
+
+# Celeb-DF v2 swaps faces within groups of look-alikes (its test list shows
+# e.g. id7 and id10-id13 swapped only with each other), ~9 fakes per real video.
+CELEBDF_GROUPS = (
+    [0, 1, 2, 3, 4, 5, 6, 8, 9, 14, 15, 16, 17, 18],
+    [7, 10, 11, 12, 13],
+    list(range(19, 39)),
+    list(range(39, 49)),
+    list(range(49, 62)),
+)
+
+
+def make_celebdf_realistic(root, videos=3, seed=0):
+    rng = random.Random(seed)
+    names = {"Celeb-real": [], "Celeb-synthesis": [], "YouTube-real": []}
+    for group in CELEBDF_GROUPS:
+        for a in group:
+            for k in range(videos):
+                names["Celeb-real"].append(f"id{a}_{k:04d}.mp4")
+                for b in rng.sample([b for b in group if b != a], min(len(group) - 1, 8)):
+                    names["Celeb-synthesis"].append(f"id{a}_id{b}_{k:04d}.mp4")
+    names["YouTube-real"] = [f"{k:05d}.mp4" for k in range(40)]
+    for folder, files in names.items():
+        for n in files:
+            _touch(root / folder / n)
+    test = [
+        "1 Celeb-real/id0_0000.mp4",
+        "1 YouTube-real/00003.mp4",
+        "0 Celeb-synthesis/id20_id21_0001.mp4",
+        "0 Celeb-synthesis/id7_id10_0000.mp4",
+    ]
+    (root / "List_of_testing_videos.txt").write_text("\n".join(test) + "\n")
+    return names
+
+
+def test_celebdf_val_shares_no_face_with_train_on_a_realistic_tree(tmp_path, caplog):
+    # Before: a fake idA_idB went to val by idA alone, so idB's face (in
+    # train's real videos) was in val too.
+    names = make_celebdf_realistic(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="data_prep.readers"):
+        items = read_celebdf(str(tmp_path))
+    val_ids, train_ids = _celebdf_ids(items, "val"), _celebdf_ids(items, "train")
+    assert len(val_ids) == 6 and not (val_ids & train_ids)  # 10 % of 62 celebrities
+    assert {i.label for i in items if i.split == "val"} == {0, 1}
+    assert sum(i.label for i in items if i.split == "val") >= 50
+    assert any(i.split == "val" for i in items if "YouTube-real" in i.video_id)
+    # The official test list is kept whole, even where it shares val identities.
+    assert sorted(i.video_id for i in items if i.split == "test") == [
+        "celebdf/Celeb-real/id0_0000",
+        "celebdf/Celeb-synthesis/id20_id21_0001",
+        "celebdf/Celeb-synthesis/id7_id10_0000",
+        "celebdf/YouTube-real/00003",
+    ]
+    # Fakes across the val/train border are left out, few of them, and said so.
+    dropped = len(names["Celeb-synthesis"]) - sum(i.label for i in items)
+    assert 0 < dropped < 0.1 * len(names["Celeb-synthesis"])
+    assert f"celebdf: {dropped} of {len(names['Celeb-synthesis']) - 2} non-test fakes left out" in (
+        caplog.text
+    )
+    assert sum(i.label == 0 for i in items) == len(names["Celeb-real"]) + 40
+    assert read_celebdf(str(tmp_path)) == items  # deterministic
+
+
+def test_celebdf_bad_file_name_is_named(tmp_path):
+    make_celebdf(tmp_path)
+    _touch(tmp_path / "Celeb-synthesis" / "id3_0000.mp4")
+    with pytest.raises(DatasetError, match=r"Celeb-synthesis/id3_0000.mp4.*not a Celeb-DF v2 name"):
+        read_celebdf(str(tmp_path))
 
 
 def test_celebdf_bad_list(tmp_path):
@@ -183,4 +385,42 @@ def test_dfdc_labels_csv_of_the_full_release(tmp_path):
 def test_dfdc_without_any_label_file_is_a_clear_error(tmp_path):
     _touch(tmp_path / "test" / "aaa.mp4")
     with pytest.raises(DatasetError, match="no metadata.json or labels.csv"):
+        read_dfdc(str(tmp_path))
+
+
+def test_dfdc_renamed_held_out_part_leaves_train(tmp_path):
+    # DFDC's own metadata.json says "split": "train" on every entry; before,
+    # that beat the folder name, so a part renamed to be held out stayed train.
+    for part in ("dfdc_train_part_0", "val_part_48", "test_part_49"):
+        meta = {}
+        for k, lab in (("a.mp4", "REAL"), ("b.mp4", "FAKE")):
+            _touch(tmp_path / part / k)
+            meta[k] = {
+                "label": lab,
+                "split": "train",
+                "original": None if lab == "REAL" else "a.mp4",
+            }
+        (tmp_path / part / "metadata.json").write_text(json.dumps(meta))
+    got = {i.video_id: i.split for i in read_dfdc(str(tmp_path))}
+    assert got == {
+        "dfdc/dfdc_train_part_0/a": "train",
+        "dfdc/dfdc_train_part_0/b": "train",
+        "dfdc/val_part_48/a": "val",
+        "dfdc/val_part_48/b": "val",
+        "dfdc/test_part_49/a": "test",
+        "dfdc/test_part_49/b": "test",
+    }
+    # A per-file split that contradicts a held-out folder is an error, not a guess.
+    meta = json.loads((tmp_path / "test_part_49/metadata.json").read_text())
+    meta["b.mp4"]["split"] = "validation"
+    (tmp_path / "test_part_49/metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        DatasetError,
+        match=r"test_part_49/metadata.json: b.mp4: 'split' 'val' "
+        r"contradicts the split 'test'",
+    ):
+        read_dfdc(str(tmp_path))
+    meta["b.mp4"]["split"] = "holdout"
+    (tmp_path / "test_part_49/metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(DatasetError, match=r"b.mp4: split 'holdout' is not train/val/test"):
         read_dfdc(str(tmp_path))
