@@ -8,11 +8,14 @@ Two phases:
  1. faces (parallel over videos): each finished video leaves one file in
     OUT/cache/<params>/ (npz of its stacks, plus a small json "done" marker,
     each written atomically), so a killed run, rerun with the same arguments,
-    skips what is done. A failed video is also "done": its reason is cached.
+    skips what is done. A failed video is also "done": its reason is cached
+    (except 'error' and 'worker_crashed', which a rerun may not meet). A worker
+    process that dies (segfault, OOM kill) costs only the video it was on.
  2. shards (one process): the TFDS builder reads the cache in a fixed order and
     writes OUT/lda_faces/<config>/1.0.0 -- byte-identical for the same cache.
-Failures go to OUT/failures.jsonl and the summary (OUT/summary.json); the exit
-status is non-zero only if no record was written (or the arguments are wrong).
+Failures (and videos kept without their mask) go to OUT/failures.jsonl and the
+summary (OUT/summary.json); the exit status is non-zero only if no record was
+written (or the arguments are wrong, or worker processes cannot start).
 """
 
 from __future__ import annotations
@@ -25,10 +28,13 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -72,6 +78,37 @@ def stale_caches(out: str, params: str) -> list[str]:
     )
 
 
+def _remove_stale_tmp(directory: str) -> None:
+    """Deletes _atomic_write's temp files (only those: '.tmp-' + mkstemp's name)."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        if name.startswith(".tmp-") and os.path.isfile(path) and not os.path.islink(path):
+            os.remove(path)
+
+
+def incomplete_shard_dirs(data_dir: str) -> list[str]:
+    """TFDS's temp folders for `data_dir` (OUT/lda_faces/<config>/<version>) left by a
+    killed run: 'incomplete.<6 letters/digits>_<version>' beside it, nothing else.
+
+    TFDS writes a whole build there and renames it at the end; a kill in between
+    leaves it (as big as the build), and TFDS never removes it.
+    """
+    from tensorflow_datasets.core import constants
+
+    parent, version = os.path.split(os.path.normpath(data_dir))
+    pattern = re.compile(
+        rf"{re.escape(constants.INCOMPLETE_PREFIX)}[A-Z0-9]{{6}}_{re.escape(version)}"
+    )
+    names = os.listdir(parent) if os.path.isdir(parent) else []
+    return sorted(
+        os.path.join(parent, n)
+        for n in names
+        if pattern.fullmatch(n)
+        and os.path.isdir(os.path.join(parent, n))
+        and not os.path.islink(os.path.join(parent, n))
+    )
+
+
 def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
     """(stacks .npz, done-marker .json) of a video.
 
@@ -92,49 +129,112 @@ def _load_masks(path: str):
         return z["masks"]
 
 
+def _frame_hw(video_path: str) -> tuple[int, int]:
+    """(height, width) of the frames OpenCV decodes (rotation applied, as faces saw them)."""
+    import cv2
+
+    cap = cv2.VideoCapture(video_path)
+    try:
+        ok, frame = cap.read()
+        if ok:
+            return frame.shape[:2]
+        return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        cap.release()
+
+
+def _stack_masks(item: VideoItem, stacks: list[dict], size: int):
+    """(mask [N, size, size], has_mask [N], problem or None) of a video's stacks.
+
+    A mask that cannot be read or does not have the video's frame size is
+    dropped, not stretched or cropped out of place: a wrong mask would teach and
+    score attention maps against the wrong pixels, while the video's frames and
+    label are still good, so the video is kept without a mask (has_mask False)
+    and the problem is reported.
+    """
+    from data_prep.faces import crop_mask
+
+    mask_out = np.zeros((len(stacks), size, size), np.uint8)
+    has_mask = np.zeros(len(stacks), bool)
+    if not item.mask_path:
+        return mask_out, has_mask, None
+    try:
+        masks = _load_masks(item.mask_path)
+    except Exception as e:  # noqa: BLE001 -- a broken mask loses the mask, not the video
+        return mask_out, has_mask, f"mask {item.mask_path} unreadable ({type(e).__name__}: {e})"
+    hw = _frame_hw(item.path)
+    if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(hw):
+        return (
+            mask_out,
+            has_mask,
+            f"mask {item.mask_path} has shape {tuple(masks.shape)}, but the frames of "
+            f"{item.path} are {hw[0]}x{hw[1]} (expected [T, {hw[0]}, {hw[1]}])",
+        )
+    for i, s in enumerate(stacks):
+        if s["frame_index"] < len(masks):
+            mask_out[i] = crop_mask(masks[s["frame_index"]], s["box"], size)
+            has_mask[i] = True
+    return mask_out, has_mask, None
+
+
 def process_video(
     item: VideoItem, cache_dir: str, frames_per_video: int, stack: int, size: int
 ) -> dict:
-    """Extracts one video's stacks into the cache; returns its (small) status dict."""
-    from data_prep.faces import VideoError, crop_mask, extract_stacks
+    """Extracts one video's stacks into the cache; returns its (small) status dict.
+
+    Never raises for one video's sake: a build of thousands must not stop on one.
+    """
+    from data_prep.faces import VideoError, extract_stacks
 
     npz_path, json_path = cache_paths(cache_dir, item)
-    status = {"video_id": item.video_id, "records": 0, "reason": None, "message": None}
+    status = {
+        "video_id": item.video_id,
+        "records": 0,
+        "reason": None,
+        "warning": None,
+        "message": None,
+    }
     try:
-        stacks = extract_stacks(item.path, frames_per_video, stack, size)
-    except VideoError as e:
-        status.update(reason=e.reason, message=e.message)
+        try:
+            stacks = extract_stacks(item.path, frames_per_video, stack, size)
+        except VideoError as e:
+            status.update(reason=e.reason, message=e.message)
+        else:
+            mask, has_mask, problem = _stack_masks(item, stacks, size)
+            if problem:
+                status.update(
+                    warning="bad_mask",
+                    message=f"{problem}; the video is kept without a mask (has_mask False). "
+                    f"Fix or remove the mask file, then delete {json_path} and rerun to redo it",
+                )
+            arrays = {
+                "frames": np.stack([s["frames"] for s in stacks]),
+                "frame_index": np.array([s["frame_index"] for s in stacks], np.int32),
+                "box": np.stack([s["box"] for s in stacks]).astype(np.int32),
+                "landmarks": np.stack([s["landmarks"] for s in stacks]).astype(np.float32),
+                "mask": mask,
+                "has_mask": has_mask,
+            }
+            _atomic_write(npz_path, lambda p: np.savez(p, **arrays))
+            status["records"] = len(stacks)
+        # The json marker comes last: its presence means "this video is done".
+        _atomic_write(json_path, lambda p: _write_json(p, status))
     except Exception as e:  # noqa: BLE001 -- one bad video must never stop the run
         # Not a property of the video (maybe memory, a full disk): report it, but
         # leave no marker so that a rerun tries again.
-        status.update(reason="error", message=f"{item.path}: {type(e).__name__}: {e}")
-        return status
-    else:
-        masks = None
-        if item.mask_path:
-            try:
-                masks = _load_masks(item.mask_path)
-            except Exception as e:  # noqa: BLE001 -- a broken mask loses the mask, not the video
-                status["message"] = f"mask {item.mask_path} unreadable ({e}); stored without mask"
-        mask_out = np.zeros((len(stacks), size, size), np.uint8)
-        has_mask = np.zeros(len(stacks), bool)
-        for i, s in enumerate(stacks):
-            if masks is not None and s["frame_index"] < len(masks):
-                mask_out[i] = crop_mask(masks[s["frame_index"]], s["box"], size)
-                has_mask[i] = True
-        arrays = {
-            "frames": np.stack([s["frames"] for s in stacks]),
-            "frame_index": np.array([s["frame_index"] for s in stacks], np.int32),
-            "box": np.stack([s["box"] for s in stacks]).astype(np.int32),
-            "landmarks": np.stack([s["landmarks"] for s in stacks]).astype(np.float32),
-            "mask": mask_out,
-            "has_mask": has_mask,
-        }
-        _atomic_write(npz_path, lambda p: np.savez(p, **arrays))
-        status["records"] = len(stacks)
-    # The json marker comes last: its presence means "this video is done".
-    _atomic_write(json_path, lambda p: _write_json(p, status))
+        return _error_status(item, "error", f"{type(e).__name__}: {e}")
     return status
+
+
+def _error_status(item: VideoItem, reason: str, what: str) -> dict:
+    """Status of a video that failed for a reason a rerun may not meet (not cached)."""
+    return {
+        "video_id": item.video_id,
+        "records": 0,
+        "reason": reason,
+        "warning": None,
+        "message": f"{item.path}: {what}; not cached, so the next run tries it again",
+    }
 
 
 def _write_json(path: str, obj) -> None:
@@ -211,22 +311,141 @@ def _run_faces(todo, cache_dir, a, progress: bool) -> list[dict]:
         bar.update(1)
 
     if a.workers == 1:
+        # In this process: nothing to isolate, but a crash in native code (dlib,
+        # FFmpeg) ends the run here; --workers 2 or more records it instead.
         _init_worker()
         for item in todo:
             done(process_video(item, *args))
     else:
-        # forkserver: dlib/OpenCV state must not be forked from a threaded parent.
-        ctx = multiprocessing.get_context("forkserver")
-        with cf.ProcessPoolExecutor(a.workers, mp_context=ctx, initializer=_init_worker) as pool:
-            futures = [pool.submit(process_video, item, *args) for item in todo]
-            for f in cf.as_completed(futures):
-                done(f.result())
+        _run_pool(todo, args, a.workers, done)
     bar.close()
     return results
 
 
+class WorkerStartError(RuntimeError):
+    """Worker processes cannot start (the initializer fails): no video is to blame."""
+
+
+def _worker_ready() -> bool:
+    return True
+
+
+def _run_pool(todo, args, workers: int, done) -> None:
+    """process_video over `todo` in `workers` processes, surviving processes that die.
+
+    A worker killed by a segfault in dlib/FFmpeg or by the OOM killer breaks the
+    whole pool: every unfinished future fails with BrokenProcessPool and nothing
+    says which video did it. So only a few videos are submitted at a time, those
+    unfinished when the pool broke are rerun one by one in a one-worker pool
+    (``_isolate``: a crash there names its video, innocent ones just finish), and
+    a fresh pool goes on with the rest. What finished before is in the cache.
+    """
+    # forkserver: dlib/OpenCV state must not be forked from a threaded parent.
+    ctx = multiprocessing.get_context("forkserver")
+    pending = collections.deque(todo)
+    while pending:
+        in_flight: dict[cf.Future, VideoItem] = {}
+        broken = False
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+            while (pending or in_flight) and not broken:
+                # workers + 1: every worker busy and one queued, and few suspects.
+                while pending and len(in_flight) <= workers:
+                    item = pending.popleft()
+                    in_flight[pool.submit(process_video, item, *args)] = item
+                finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
+                for f in finished:
+                    try:
+                        status = f.result()
+                    except BrokenProcessPool:
+                        broken = True
+                        continue  # stays in flight: a suspect
+                    except Exception as e:  # noqa: BLE001 -- e.g. a result that does not unpickle
+                        status = _error_status(in_flight[f], "error", f"{type(e).__name__}: {e}")
+                    del in_flight[f]
+                    done(status)
+        if broken:
+            suspects = []
+            for f, item in in_flight.items():
+                if f.exception() is None:  # finished just before the pool broke
+                    done(f.result())
+                else:
+                    suspects.append(item)
+            _isolate(suspects, args, ctx, done)
+
+
+def _isolate(suspects: list[VideoItem], args, ctx, done) -> None:
+    """Reruns the videos in flight when a worker died, each alone in a one-worker pool.
+
+    Only a crash with one video in the process blames that video
+    ('worker_crashed', not cached: an OOM kill may not recur). A suspect that
+    finishes is not blamed, even if none crashes again (then the crash came from
+    running in parallel, e.g. memory, and is only noted).
+    """
+    cache_dir = args[0]
+    crashed = 0
+    pool = None
+    try:
+        for item in suspects:
+            marker = cache_paths(cache_dir, item)[1]
+            if os.path.exists(marker):  # it finished, but its result died with the pool
+                with open(marker) as f:
+                    done(json.load(f))
+                continue
+            if pool is None:
+                pool = cf.ProcessPoolExecutor(1, mp_context=ctx, initializer=_init_worker)
+                try:
+                    pool.submit(_worker_ready).result()
+                except BrokenProcessPool:
+                    raise WorkerStartError(
+                        "worker processes die while starting (loading the face models in "
+                        "data_prep.build._init_worker; its error is printed above): fix that, "
+                        "then rerun with the same arguments (finished videos are cached)"
+                    ) from None
+            try:
+                status = pool.submit(process_video, item, *args).result()
+            except BrokenProcessPool:
+                crashed += 1
+                how = _exit_description(pool)
+                pool.shutdown()
+                pool = None
+                status = _error_status(
+                    item,
+                    "worker_crashed",
+                    f"the worker process died ({how}) while processing this video alone: a "
+                    "crash in native code (dlib, OpenCV/FFmpeg; try re-encoding the video) or the "
+                    "out-of-memory killer (see `dmesg`; try fewer --workers)",
+                )
+            except Exception as e:  # noqa: BLE001
+                status = _error_status(item, "error", f"{type(e).__name__}: {e}")
+            done(status)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if not crashed:
+        print(
+            f"note: a worker process died with {len(suspects)} video(s) in flight; each was "
+            "rerun alone and none crashed (memory pressure from parallel workers? see `dmesg`)",
+            file=sys.stderr,
+        )
+
+
+def _exit_description(pool: cf.ProcessPoolExecutor) -> str:
+    """How the dead worker ended, e.g. 'killed by SIGKILL'; best effort (private API)."""
+    codes = [p.exitcode for p in getattr(pool, "_processes", {}).values()]
+    for code in codes:
+        if code is not None and code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+    for code in codes:
+        if code:
+            return f"exit status {code}"
+    return "no exit status known"
+
+
 def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
-    """{split: {'videos', 'records', 'failed', 'by_label', 'by_method', 'failures'}}."""
+    """{split: {'videos', 'records', 'failed', 'by_label', 'by_method', 'failures', 'warnings'}}."""
 
     def empty():
         return {"videos": 0, "records": 0, "failed": 0}
@@ -236,7 +455,13 @@ def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
         s = status[it.video_id]
         sp = out.setdefault(
             it.split,
-            {**empty(), "by_label": {}, "by_method": {}, "failures": collections.Counter()},
+            {
+                **empty(),
+                "by_label": {},
+                "by_method": {},
+                "failures": collections.Counter(),
+                "warnings": collections.Counter(),
+            },
         )
         for bucket in (
             sp,
@@ -248,8 +473,11 @@ def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
             bucket["failed"] += s["reason"] is not None
         if s["reason"]:
             sp["failures"][s["reason"]] += 1
+        if s.get("warning"):  # markers cached before warnings existed have none
+            sp["warnings"][s["warning"]] += 1
     for sp in out.values():
         sp["failures"] = dict(sorted(sp["failures"].items()))
+        sp["warnings"] = dict(sorted(sp["warnings"].items()))
     return dict(sorted(out.items()))
 
 
@@ -258,7 +486,12 @@ def format_summary(counts: dict) -> str:
     for split, sp in counts.items():
         for label, c in sorted(sp["by_label"].items()):
             rows.append((split, label, c["videos"], c["records"], c["failed"], ""))
-        reasons = ", ".join(f"{k}={v}" for k, v in sp["failures"].items()) or "-"
+        # Kept videos with a problem (e.g. a dropped mask) are not failed, but shown.
+        reasons = ", ".join(
+            [f"{k}={v}" for k, v in sp["failures"].items()]
+            + [f"kept with {k}={v}" for k, v in sp.get("warnings", {}).items()]
+        )
+        reasons = reasons or "-"
         rows.append((split, "all", sp["videos"], sp["records"], sp["failed"], reasons))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
@@ -290,6 +523,10 @@ def main(argv=None) -> int:
     params = cache_params(a.frames_per_video, a.stack, a.size)
     cache_dir = os.path.join(a.out, "cache", params)
     os.makedirs(cache_dir, exist_ok=True)
+    # A run killed mid-write leaves _atomic_write's temp files (a whole video's
+    # stacks each); nothing reads them, so they are only lost space.
+    for d in (a.out, cache_dir):
+        _remove_stale_tmp(d)
     for stale in stale_caches(a.out, params):
         print(
             f"note: {stale} holds crops of the same videos from another face-finder version "
@@ -304,7 +541,12 @@ def main(argv=None) -> int:
         f"{a.workers} worker(s) -> {a.out}",
         file=sys.stderr,
     )
-    status = {s["video_id"]: s for s in _run_faces(todo, cache_dir, a, not a.no_progress)}
+    try:
+        results = _run_faces(todo, cache_dir, a, not a.no_progress)
+    except WorkerStartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    status = {s["video_id"]: s for s in results}
     for it in items:
         json_path = cache_paths(cache_dir, it)[1]
         if os.path.exists(json_path):
@@ -316,7 +558,7 @@ def main(argv=None) -> int:
             **status[it.video_id],
         }
         for it in items
-        if status[it.video_id]["reason"]
+        if status[it.video_id]["reason"] or status[it.video_id].get("warning")
     ]
     _atomic_write(os.path.join(a.out, "failures.jsonl"), lambda p: _write_jsonl(p, failures))
     counts = _counts(items, status)
@@ -340,6 +582,7 @@ def main(argv=None) -> int:
         lambda p: _write_json(p, {"args": vars(a), "counts": counts}),
     )
     total = sum(sp["records"] for sp in counts.values())
+    failed = sum(sp["failed"] for sp in counts.values())
     print(format_summary(counts), file=sys.stderr)
     if total == 0:
         print(f"error: no record written; see {a.out}/failures.jsonl", file=sys.stderr)
@@ -355,6 +598,9 @@ def main(argv=None) -> int:
     builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
     # The cache is the source of truth: always rewrite the shards from it.
     shutil.rmtree(builder.data_dir, ignore_errors=True)
+    for stale in incomplete_shard_dirs(str(builder.data_dir)):
+        print(f"note: removing {stale}, shards of a killed earlier run", file=sys.stderr)
+        shutil.rmtree(stale, ignore_errors=True)
     builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
     builder.build(a.shards)
     # Labels in record order, so training starts without decoding every record.
@@ -363,7 +609,8 @@ def main(argv=None) -> int:
             write_label_index(str(builder.data_dir), split, videos)
     print(
         f"wrote {total} records to {builder.data_dir} in {time.time() - t0:.0f} s "
-        f"({len(failures)} failed videos: {a.out}/failures.jsonl)",
+        f"({failed} failed videos, {len(failures) - failed} kept with a warning: "
+        f"{a.out}/failures.jsonl)",
         file=sys.stderr,
     )
     return 0

@@ -1,6 +1,7 @@
 """build CLI: every failure kind lands in failures.jsonl, bad arguments fail before work."""
 
 import json
+import os
 import shutil
 
 import cv2
@@ -263,3 +264,178 @@ def test_caches_of_another_face_finder_are_not_reused(faulty_tree, tmp_path, cap
     assert build.stale_caches(str(out), current.name) == [str(old)]
     summary = json.loads((out / "summary.json").read_text())["counts"]
     assert summary["train"]["records"] == 6  # extracted again, not read from the old cache
+
+
+# ------------------------------------------------- one bad video never stops a run
+
+
+@pytest.fixture(scope="module")
+def three_fakes_tree(faulty_tree, tmp_path_factory):
+    """Good FF++ tree: reals 000, 001 and fake 000_001 of three methods (masks fit)."""
+    root = tmp_path_factory.mktemp("ffpp3")
+    real = root / "original_sequences/youtube/c23/videos"
+    real.mkdir(parents=True)
+    good_real = faulty_tree / "original_sequences/youtube/c23/videos/000.mp4"
+    for name in ("000", "001"):
+        shutil.copy(good_real, real / f"{name}.mp4")
+    fake = faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001"
+    for method in ("Deepfakes", "Face2Face", "FaceSwap"):
+        d = root / "manipulated_sequences" / method / "c23/videos"
+        d.mkdir(parents=True)
+        shutil.copy(fake.with_suffix(".mp4"), d / "000_001.mp4")
+        shutil.copy(f"{fake}.masks.npz", d / "000_001.masks.npz")
+    shutil.copytree(faulty_tree / "splits", root / "splits")
+    return root
+
+
+def _argv(root, out, *extra):
+    return ["--dataset", "ffpp", "--root", str(root), "--out", str(out),
+            "--methods", "Deepfakes,Face2Face,FaceSwap", *ARGS, *extra]  # fmt: skip
+
+
+def _failures(out):
+    rows = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    return {r["video_id"].split("/", 2)[2]: r for r in rows}
+
+
+def _records_by_video(out):
+    from data_prep.shards import open_split
+
+    src = open_split(str(out), "train")
+    recs = [src[i] for i in range(len(src))]
+    by = {}
+    for r in recs:
+        by.setdefault(r["video_id"].split("/", 2)[2], []).append(r)
+    return by
+
+
+def test_a_mask_of_another_size_is_dropped_not_stretched(three_fakes_tree, tmp_path, capsys):
+    root = tmp_path / "ffpp"
+    shutil.copytree(three_fakes_tree, root)
+    mask = root / "manipulated_sequences/{}/c23/videos/000_001.masks.npz"
+    masks = np.load(str(mask).format("FaceSwap"))["masks"]  # [12, 220, 220]: fits
+    np.savez(str(mask).format("Deepfakes"), masks=masks[:, ::2, ::2])  # half size
+    np.savez(str(mask).format("Face2Face"), masks=masks.repeat(2, 1).repeat(2, 2))  # double
+    out = tmp_path / "out"
+    assert build.main(_argv(root, out)) == 0
+    failures = _failures(out)
+    assert sorted(failures) == ["Deepfakes/000_001", "Face2Face/000_001"]
+    for name, shape in (("Deepfakes", "(12, 110, 110)"), ("Face2Face", "(12, 440, 440)")):
+        row = failures[f"{name}/000_001"]
+        assert row["reason"] is None and row["warning"] == "bad_mask" and row["records"] == 3
+        assert f"{str(mask).format(name)} has shape {shape}" in row["message"]
+        assert "220x220" in row["message"] and "kept without a mask" in row["message"]
+    by = _records_by_video(out)
+    for name in ("Deepfakes", "Face2Face"):  # kept, without any mask
+        assert len(by[f"{name}/000_001"]) == 3
+        assert all(not r["has_mask"] and not r["mask"].any() for r in by[f"{name}/000_001"])
+    assert all(r["has_mask"] and r["mask"].any() for r in by["FaceSwap/000_001"])
+    counts = json.loads((out / "summary.json").read_text())["counts"]["train"]
+    assert counts["failed"] == 0 and counts["warnings"] == {"bad_mask": 2}
+    assert "kept with bad_mask=2" in capsys.readouterr().err
+
+
+def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_path, monkeypatch):
+    real_write = build._atomic_write
+    target = build.cache_paths(
+        str(tmp_path / "out/cache" / build.cache_params(3, 3, 32)),
+        build.VideoItem(
+            path=str(three_fakes_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"),
+            label=1, dataset="ffpp", compression="c23", method="Deepfakes",
+            video_id="ffpp/c23/Deepfakes/000_001", split="train",
+        ),
+    )[0]  # fmt: skip
+
+    def full_disk(path, write):
+        if path == target:
+            raise OSError(28, "No space left on device")
+        real_write(path, write)
+
+    monkeypatch.setattr(build, "_atomic_write", full_disk)
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out)) == 0
+    failures = _failures(out)
+    assert list(failures) == ["Deepfakes/000_001"]
+    row = failures["Deepfakes/000_001"]
+    assert row["reason"] == "error" and "No space left on device" in row["message"]
+    assert row["path"] in row["message"] and "next run tries it again" in row["message"]
+    assert sorted(_records_by_video(out)) == [
+        "Face2Face/000_001", "FaceSwap/000_001", "real/000", "real/001"]  # fmt: skip
+    assert not os.path.exists(target[: -len(".npz")] + ".json")  # retried on the next run
+
+
+def test_a_worker_that_dies_costs_only_its_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
+    import functools
+
+    import _build_crash  # importable by the workers too (tests/ is on their sys.path)
+
+    # Dies on Deepfakes/000_001 every time, with other videos in flight beside it.
+    monkeypatch.setattr(
+        build, "_init_worker", functools.partial(_build_crash.die_on, "Deepfakes/c23/videos")
+    )
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out, "--workers", "2")) == 0
+    failures = _failures(out)
+    assert list(failures) == ["Deepfakes/000_001"]  # no innocent video blamed
+    row = failures["Deepfakes/000_001"]
+    assert row["reason"] == "worker_crashed" and row["records"] == 0
+    assert row["path"] in row["message"] and "killed by SIGKILL" in row["message"]
+    by = _records_by_video(out)
+    assert sorted(by) == ["Face2Face/000_001", "FaceSwap/000_001", "real/000", "real/001"]
+    assert all(len(v) == 3 for v in by.values())
+    counts = json.loads((out / "summary.json").read_text())["counts"]["train"]
+    assert counts["failed"] == 1 and counts["failures"] == {"worker_crashed": 1}
+    assert "worker_crashed=1" in capsys.readouterr().err
+
+
+def test_a_crash_that_does_not_recur_blames_no_video(
+    three_fakes_tree, tmp_path, monkeypatch, capsys
+):
+    import functools
+
+    import _build_crash
+
+    flag = tmp_path / "crashed-once"
+    monkeypatch.setattr(
+        build, "_init_worker",
+        functools.partial(_build_crash.die_on, "Face2Face/c23/videos", str(flag)),
+    )  # fmt: skip
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out, "--workers", "2")) == 0
+    assert flag.exists()  # it did crash
+    assert _failures(out) == {}
+    assert len(_records_by_video(out)) == 5
+    assert "none crashed" in capsys.readouterr().err
+
+
+def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(three_fakes_tree, tmp_path):
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    cache = out / "cache" / build.cache_params(3, 3, 32)
+    config = out / "lda_faces" / "ffpp_n3_s32"
+    # Killed in phase 1 (mid _atomic_write) and in phase 2 (TFDS writing its temp dir).
+    leftovers = [cache / ".tmp-k3j2h1.npz", out / ".tmp-9x8y7z.jsonl"]
+    (config / "incomplete.AB12CD_1.0.0").mkdir()
+    (config / "incomplete.AB12CD_1.0.0" / "lda_faces-train.array_record-00000-of-00001").touch()
+    leftovers.append(config / "incomplete.AB12CD_1.0.0")
+    keep = [cache / "notes.txt", config / "incomplete.AB12CD_2.0.0", config / "incomplete.x_1.0.0",
+            out / "lda_faces" / "ffpp_n3_s64" / "incomplete.AB12CD_1.0.0"]  # fmt: skip
+    for p in leftovers[:2] + keep[:1]:
+        p.write_bytes(b"x")
+    for p in keep[1:]:
+        p.mkdir(parents=True)
+    assert build.main(argv) == 0
+    assert [p for p in leftovers if p.exists()] == []
+    assert all(p.exists() for p in keep)
+    assert (config / "1.0.0" / "dataset_info.json").exists()
+
+
+def test_workers_that_cannot_start_blame_no_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
+    import _build_crash
+
+    monkeypatch.setattr(build, "_init_worker", _build_crash.fail_to_start)
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out, "--workers", "2")) == 1
+    assert "error: worker processes die while starting" in capsys.readouterr().err
+    assert not (out / "failures.jsonl").exists()  # no video was failed for it

@@ -461,3 +461,48 @@ def test_malloc_tuning_falls_back_where_glibc_refuses_a_64_mb_threshold(monkeypa
     shards._tune_malloc()
     mmap, trim = shards._M_MMAP_THRESHOLD, shards._M_TRIM_THRESHOLD
     assert calls == [(mmap, 64), (mmap, 32), (trim, 256)]
+
+
+def test_verify_names_truncated_and_missing_shards_and_checks_the_rest(built, tmp_path, capsys):
+    import shutil
+
+    from array_record.python import array_record_module
+
+    from data_prep import verify
+
+    copy = tmp_path / "copy"
+    shutil.copytree(_builder_dir(built), copy)
+    names = sorted(f for f in os.listdir(copy) if ".array_record-" in f)
+
+    def count(name):
+        reader = array_record_module.ArrayRecordReader(str(copy / name))
+        n = reader.num_records()
+        reader.close()
+        return n
+
+    total = sum(count(n) for n in names)
+    truncated = next(n for n in names if "-train." in n)
+    deleted = next(n for n in names if "-val." in n)
+    lost = count(truncated) + count(deleted)
+    data = (copy / truncated).read_bytes()
+    (copy / truncated).write_bytes(data[: len(data) // 2])  # an interrupted copy
+    os.remove(copy / deleted)
+    capsys.readouterr()
+    assert verify.main([str(copy), "--threads", "1"]) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    bad = [line for line in lines if line.startswith(str(copy / truncated))]
+    assert bad and "truncated or damaged" in bad[0] and "rebuild the shards" in bad[0]
+    gone = [line for line in lines if line.startswith(str(copy / deleted))]
+    assert gone and "missing" in gone[0] and "rebuild the shards" in gone[0]
+    # Every other file was still read, record by record.
+    assert f"{len(names)} files, {total - lost} records" in captured.out
+
+
+def test_verify_names_the_splits_a_build_has(built, capsys):
+    from data_prep import verify
+
+    assert verify.main([str(built), "--splits", "train,tset"]) == 2
+    err = capsys.readouterr().err
+    assert "['tset'] not in" in err and "['test', 'train', 'val']" in err
+    assert verify.main([str(built), "--splits", "val"]) == 0
