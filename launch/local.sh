@@ -18,7 +18,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$HERE/.venv/bin/python}"
 
 run() {
-  echo "+ $*"
+  printf '+'; printf ' %q' "$@"; printf '\n'  # shell-quoted: copy-pastable as printed
   if [[ "$DRY_RUN" == 0 ]]; then "$@"; fi
 }
 

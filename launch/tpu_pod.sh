@@ -40,7 +40,7 @@ PROJECT_FLAG=()
 if [[ -n "$PROJECT" ]]; then PROJECT_FLAG=(--project "$PROJECT"); fi
 
 run() {
-  echo "+ $*"
+  printf '+'; printf ' %q' "$@"; printf '\n'  # shell-quoted: copy-pastable as printed
   if [[ "$DRY_RUN" == 0 ]]; then "$@"; fi
 }
 
@@ -62,7 +62,11 @@ run gcloud compute tpus tpu-vm ssh "$NAME" --worker=all --zone "$ZONE" "${PROJEC
   --command "$INSTALL"
 
 # 3. The same train command on every worker (jax.distributed finds the others).
-TRAIN="cd ~/ldattn_jax && .venv/bin/python -m ldattn_jax.train --config $CONFIG --workdir $WORKDIR"
-for o in "${OVERRIDES[@]}"; do TRAIN+=" $(printf '%q' "$o")"; done
+# One string for the remote shell: every argument quoted, so paths and overrides
+# with spaces, quotes or brackets arrive as given.
+TRAIN="cd ~/ldattn_jax && .venv/bin/python -m ldattn_jax.train"
+for a in --config "$CONFIG" --workdir "$WORKDIR" "${OVERRIDES[@]}"; do
+  TRAIN+=" $(printf '%q' "$a")"
+done
 run gcloud compute tpus tpu-vm ssh "$NAME" --worker=all --zone "$ZONE" "${PROJECT_FLAG[@]}" \
   --command "$TRAIN"

@@ -5,7 +5,9 @@ Layout: WORKDIR/checkpoints/<step>/{state, data_iter}/ managed by one
 
 - `state`: the pure-dict nnx state of (model, optimizer) — params, BatchNorm
   statistics, momentum and the optimizer's step count (which drives the lr);
-- `data_iter`: grain's iterator state, one JSON per process.
+- `data_iter`: grain's iterator state, one JSON per process (grain's own
+  handler and file format; restoring carries the position over when
+  `data.worker_count` changed, see `DataIterHandler`).
 
 Retention keeps the last `keep_checkpoints` steps plus the step with the best
 validation AUC (orbax `LatestN` OR `BestN`); the AUC is stored as the
@@ -16,8 +18,11 @@ of the 'best', 'latest' or a numbered step.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+from typing import Any
 
 import grain
 import jax
@@ -26,8 +31,12 @@ from etils import epath
 from flax import nnx
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from ldattn_jax import input_pipeline
+from ldattn_jax.config_utils import ConfigError
+
 __all__ = [
     "BEST_METRIC",
+    "DataIterHandler",
     "checkpoint_dir",
     "make_manager",
     "restore_for_inference",
@@ -45,6 +54,73 @@ class _QuietMissingMetrics(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietMissingMetrics())
+
+
+class DataIterHandler(grain.checkpoint.CheckpointHandler):
+    """grain's iterator handler, restoring across a change of data.worker_count.
+
+    grain's state is shaped by the worker count (a plain next-index without
+    workers, one per worker stream with them) and its set_state fails on the
+    other shape (KeyError: 'exhausted'). Both encode one number, the batches
+    this process has taken, so a state of another shape is rewritten into the
+    target iterator's shape at the same position. Saving is grain's (same file
+    names and JSON), so grain's own handler can still read these checkpoints.
+    """
+
+    def restore(self, directory, item=None, args=None):
+        item = item or args.item
+        if not isinstance(item, grain.DatasetIterator):
+            return super().restore(directory, item=item)
+        process, count = jax.process_index(), jax.process_count()
+        directory = epath.Path(directory)
+        path = directory / f"process_{process}-of-{count}.json"
+        if not path.exists():
+            found = sorted(p.name for p in directory.glob("process_*.json"))
+            raise FileNotFoundError(
+                f"{path} does not exist ({directory} holds {found}): the checkpoint was "
+                f"written by a run with another number of processes than this run's {count}; "
+                "resume with the same number of processes"
+            )
+        saved = json.loads(path.read_text())
+        like = item.get_state()  # a fresh iterator's state: the shape its set_state accepts
+        try:
+            old = input_pipeline.iterator_worker_count(saved)
+            new = input_pipeline.iterator_worker_count(like)
+        except ValueError:
+            old = new = None  # a shape this code does not know: grain's own set_state decides
+        if old != new:
+            try:
+                position = input_pipeline.iterator_position(saved)
+            except ValueError as e:
+                raise ConfigError(
+                    f"{path} was written with data.worker_count={old}, this run has "
+                    f"data.worker_count={new}, and its state cannot be carried over ({e}); "
+                    f"resume with --config.data.worker_count={old}"
+                ) from e
+            logging.warning(
+                "data.worker_count changed from %d to %d: the input pipeline resumes at "
+                "batch %d of this process's stream (from %s)",
+                old,
+                new,
+                position,
+                path,
+            )
+            saved = input_pipeline.iterator_state_at(position, like)
+        item.set_state(saved)
+        item.start_prefetch()  # as grain's handler: overlap the first batches with the rest
+        return item
+
+
+@ocp.args.register_with_handler(DataIterHandler, for_save=True)
+@dataclasses.dataclass
+class _DataIterSave(ocp.args.CheckpointArgs):
+    item: Any
+
+
+@ocp.args.register_with_handler(DataIterHandler, for_restore=True)
+@dataclasses.dataclass
+class _DataIterRestore(ocp.args.CheckpointArgs):
+    item: Any
 
 
 def checkpoint_dir(workdir) -> epath.Path:
@@ -95,7 +171,7 @@ def make_manager(
             "state": ocp.PyTreeCheckpointHandler()
             if for_inference
             else ocp.StandardCheckpointHandler(),
-            "data_iter": grain.checkpoint.CheckpointHandler(),
+            "data_iter": DataIterHandler(),
         },
     )
 
@@ -108,7 +184,7 @@ def save_train_state(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardSave(nnx.to_pure_dict(state)),
-            data_iter=grain.checkpoint.CheckpointSave(data_iter),
+            data_iter=_DataIterSave(data_iter),
         ),
         metrics=metrics,
         force=True,
@@ -132,7 +208,7 @@ def restore_train_state(
         step,
         args=ocp.args.Composite(
             state=ocp.args.StandardRestore(_abstract_pure(abstract_state, shardings)),
-            data_iter=grain.checkpoint.CheckpointRestore(data_iter),
+            data_iter=_DataIterRestore(data_iter),
         ),
     )
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy to fill in

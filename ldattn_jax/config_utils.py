@@ -22,6 +22,7 @@ import ml_collections
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "check_step_counts",
     "flat_keys",
     "load_config",
     "load_config_module",
@@ -55,7 +56,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.weight_decay = 0.0  # L2 term wd * w added to the gradient of kernels (ndim > 1)
     c.grad_clip_norm = 0.0  # 0 = off; > 0 clips the global gradient norm
     c.log_every = 50
-    c.eval_every = -1  # steps between validations; -1 = once per epoch; 0 = never
+    c.eval_every = -1  # steps between validations (and at the end); -1 = once per epoch; 0 = never
     c.eval_max_batches = -1  # -1 = the whole validation split
     c.checkpoint_every = 1000
     c.keep_checkpoints = 3  # the last K, plus the best by validation AUC
@@ -76,6 +77,43 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.data.read_threads = 4  # threads reading records before batching
     c.data.prefetch = 4  # batches read ahead (at least read_threads)
     return c
+
+
+# Step-count keys of training: (key, special values allowed besides N >= 1, meaning,
+# value to suggest). The loop takes `step % key`, so 0 would divide by zero
+# mid-run; other values outside these would silently mean something else.
+_STEP_KEYS = (
+    ("total_steps", {-1: "num_epochs * steps_per_epoch"}, "steps to train", -1),
+    ("log_every", {}, "steps between progress lines", 50),
+    ("eval_every", {-1: "once per epoch", 0: "never"}, "steps between validations", -1),
+    ("eval_max_batches", {-1: "the whole split"}, "validation batches", -1),
+    (
+        "checkpoint_every",
+        {},
+        "steps between periodic checkpoints; validations, the end and SIGTERM save too",
+        1000,
+    ),
+    ("keep_checkpoints", {}, "last checkpoints kept", 3),
+    ("lr_halve_every_epochs", {0: "constant lr"}, "epochs between lr halvings", 5),
+)
+
+
+def check_step_counts(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for a step-count key out of range (e.g. log_every=0)."""
+    keys = [*_STEP_KEYS]
+    if config.total_steps == -1:
+        keys.append(("num_epochs", {}, "epochs to train, as total_steps=-1", 20))
+    for key, special, meaning, example in keys:
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config.{key}={value!r}: expected an integer ({meaning})")
+        if value >= 1 or value in special:
+            continue
+        allowed = "".join(f"{v} ({what}) or " for v, what in special.items())
+        raise ConfigError(
+            f"config.{key}={value} is out of range: use {allowed}N >= 1 ({meaning}), "
+            f"e.g. --config.{key}={example}"
+        )
 
 
 def load_config_module(path: str | os.PathLike):

@@ -41,6 +41,9 @@ __all__ = [
     "class_weights",
     "epoch_indices",
     "in_worker_processes",
+    "iterator_position",
+    "iterator_state_at",
+    "iterator_worker_count",
     "make_eval_batches",
     "make_train_iterator",
     "record_labels",
@@ -244,6 +247,65 @@ def in_worker_processes(it_ds: grain.IterDataset, config) -> grain.IterDataset:
             per_worker_buffer_size=int(config.data.get("worker_buffer_size", 2)),
         )
     )
+
+
+# grain's training-iterator states (grain 0.2.x), by data.worker_count:
+#   0   {"next_index": n}: the threaded iterator over the batches;
+#   w>0 mp_prefetch's interleave over w worker streams, worker i reading batches
+#       i, i + w, ...: {"next_index_in_cycle": n % w, "iterators_in_use_states":
+#       [{"next_index": k_i}, ...], ...}, with sum(k_i) = n (w = 1 reads the whole
+#       stream through one worker, with the same interleave wrapper).
+# Either way the whole position is n, the batches this process has taken, so a
+# run can resume with another worker_count (docs/training.md tells users to
+# raise it when the loader stalls).
+_INTERLEAVE_KEYS = {"next_index_in_cycle", "iterators_in_use_indices", "iterators_in_use_states"}
+
+
+def iterator_worker_count(state) -> int:
+    """data.worker_count that made `state` (0 for the plain iterator)."""
+    if isinstance(state, dict) and set(state) == {"next_index"}:
+        return 0
+    if isinstance(state, dict) and set(state) >= _INTERLEAVE_KEYS:
+        return len(state["iterators_in_use_indices"])
+    raise ValueError(f"not a training-iterator state of this project's pipeline: {state!r:.300}")
+
+
+def iterator_position(state) -> int:
+    """Batches this process's training iterator had taken when it gave `state`."""
+    workers = iterator_worker_count(state)
+    if workers == 0:
+        return int(state["next_index"])
+    inner = state["iterators_in_use_states"]
+    ok = (
+        state["iterators_in_use_indices"] == list(range(workers))
+        and not any(state.get("exhausted", []))  # the stream repeats forever
+        and not state.get("future_states")
+        and all(isinstance(x, dict) and set(x) == {"next_index"} for x in inner)
+    )
+    if not ok:
+        raise ValueError(f"unexpected grain worker state (grain version?): {state!r:.300}")
+    n = sum(int(x["next_index"]) for x in inner)
+    if n % workers != state["next_index_in_cycle"]:
+        raise ValueError(f"inconsistent grain worker state: {state!r:.300}")
+    return n
+
+
+def iterator_state_at(position: int, like) -> dict:
+    """A state in the format of `like` (a fresh iterator's state) after `position` batches."""
+    workers = iterator_worker_count(like)
+    if workers == 0:
+        return {"next_index": int(position)}
+    # Worker i has produced batches i, i + w, ... below `position`.
+    return {
+        "next_index_in_cycle": position % workers,
+        "next_index_in_datasets": workers,
+        "iterators_in_use_indices": list(range(workers)),
+        "iterators_in_use_states": [
+            {"next_index": max(0, -(-(position - i) // workers))} for i in range(workers)
+        ],
+        "exhausted": [0] * workers,
+        "future_states": {},
+    }
 
 
 class _LoadOrPad(grain.transforms.Map):

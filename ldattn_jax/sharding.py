@@ -121,8 +121,14 @@ def shard_batch(mesh: Mesh, local_batch):
     """Builds global arrays from this process's rows of the batch.
 
     Every process passes its own `local_batch` (a pytree of numpy arrays whose
-    leading dimension is the per-process batch); the global batch is their
-    concatenation in process order, split over BATCH_AXES.
+    leading dimension is the per-process batch); its rows land, in order, on
+    this process's devices of the batch axes. The global row order therefore
+    follows the mesh: it is process order only when each process's devices form
+    one contiguous block of the batch axes, which jax.make_mesh does not promise
+    (on TPU pods it interleaves hosts). Arrays that must stay row-aligned (frames,
+    labels, masks) must all go through this function together, and be read back
+    from the global arrays (e.g. multihost_utils.process_allgather(x, tiled=True)),
+    never re-assembled from host-side copies.
     """
     sharding = batch_sharding(mesh)
     n_batch_devices = math.prod(mesh.shape[a] for a in BATCH_AXES)

@@ -32,7 +32,13 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
-from ldattn_jax.config_utils import ConfigError, check_resume_config, load_config, write_config
+from ldattn_jax.config_utils import (
+    ConfigError,
+    check_resume_config,
+    check_step_counts,
+    load_config,
+    write_config,
+)
 from ldattn_jax.logging_utils import MetricWriter, progress_line
 
 __all__ = [
@@ -271,15 +277,22 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
     )
     scores, labels, valid = [], [], []
     for batch in it:
-        frames = sharding.shard_batch(mesh, batch["frames"])
-        p = eval_step(model_state, frames)
-        scores.append(np.asarray(multihost_utils.process_allgather(p, tiled=True)))
-        labels.append(multihost_utils.process_allgather(batch["label"]))
-        valid.append(multihost_utils.process_allgather(batch["valid"]))
+        # Label and padding mask travel with the frames (one shard_batch) and come
+        # back in the scores' gather, so row i of all three is one record. The
+        # global row order follows the mesh's devices, not process order: a host's
+        # devices need not be one block of the batch axes (jax.make_mesh interleaves
+        # the hosts of a TPU pod), so gathering host-side labels would mispair them.
+        g = sharding.shard_batch(
+            mesh, {"frames": batch["frames"], "label": batch["label"], "valid": batch["valid"]}
+        )
+        p = eval_step(model_state, g["frames"])
+        p, label, ok = multihost_utils.process_allgather((p, g["label"], g["valid"]), tiled=True)
+        scores.append(np.asarray(p))
+        labels.append(np.asarray(label))
+        valid.append(np.asarray(ok))
     del n_batches
-    # allgather of host arrays stacks processes first; eval batches are process-major too.
-    labels = np.concatenate([np.reshape(x, -1) for x in labels])
-    valid = np.concatenate([np.reshape(x, -1) for x in valid]).astype(bool)
+    labels = np.concatenate(labels)
+    valid = np.concatenate(valid).astype(bool)
     scores = np.concatenate(scores)
     m = binary_metrics(labels[valid], scores[valid])
     return {"val_auc": m["auc"], "val_acc": m["acc"], "val_n": int(valid.sum())}
@@ -291,6 +304,7 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
 def train_and_evaluate(config, workdir: str) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
     # ---- logging
+    check_step_counts(config)  # e.g. log_every=0 would divide by zero after step 1
     workdir_path = epath.Path(workdir)
     is_main = jax.process_index() == 0
     # Every process checks before anyone overwrites config.json, so a model
@@ -298,11 +312,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     changed = check_resume_config(config, workdir_path / "config.json")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("ldattn_jax: config checked")
-    if is_main:
-        if changed:
-            log.warning("config differs from the workdir's previous run: %s", "; ".join(changed))
-        workdir_path.mkdir(parents=True, exist_ok=True)
-        write_config(config, workdir_path / "config.json")
+    if is_main and changed:
+        log.warning("config differs from the workdir's previous run: %s", "; ".join(changed))
     log.info(
         "process %d/%d, %d local / %d global devices (%s)",
         jax.process_index(),
@@ -406,6 +417,11 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         _, host_state = nnx.split(create())
         state = _place(jax.device_get(host_state), state_sh)
         log.info("initialised %s from seed %d", config.model.name, config.seed)
+    if is_main:
+        # Only now: a config that fails before or during the restore must leave the
+        # workdir's config.json describing the checkpoints that are there.
+        workdir_path.mkdir(parents=True, exist_ok=True)
+        write_config(config, workdir_path / "config.json")
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_model, nnx.Param)))
     log.info("%s: %.2f M parameters", config.model.name, n_params / 1e6)
 

@@ -116,3 +116,39 @@ def test_resume_refuses_another_model_but_allows_other_changes(tmp_path):
     other = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.model.num_maps=2"])
     with pytest.raises(ConfigError, match=r"model.num_maps: 4 -> 2.*new --workdir"):
         check_resume_config(other, path)
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("log_every", 0, r"config\.log_every=0 is out of range: use N >= 1"),
+        ("checkpoint_every", 0, r"config\.checkpoint_every=0 .* --config\.checkpoint_every=1000"),
+        ("eval_every", -2, r"config\.eval_every=-2 .*-1 \(once per epoch\) or 0 \(never\)"),
+        ("total_steps", 0, r"config\.total_steps=0 .*-1 \(num_epochs \* steps_per_epoch\)"),
+        ("eval_max_batches", 0, r"config\.eval_max_batches=0 .*-1 \(the whole split\)"),
+        ("keep_checkpoints", 0, r"config\.keep_checkpoints=0"),
+        ("lr_halve_every_epochs", -1, r"config\.lr_halve_every_epochs=-1 .*0 \(constant lr\)"),
+        ("num_epochs", 0, r"config\.num_epochs=0"),
+    ],
+)
+def test_step_counts_out_of_range_name_the_key_value_and_the_allowed_values(key, value, match):
+    from ldattn_jax.config_utils import check_step_counts
+
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"), [f"--config.{key}={value}"])
+    with pytest.raises(ConfigError, match=match):
+        check_step_counts(c)
+
+
+def test_step_counts_accept_their_documented_special_values():
+    from ldattn_jax.config_utils import check_step_counts
+
+    for overrides in (
+        ["--config.eval_every=0"],
+        ["--config.eval_every=-1"],
+        ["--config.total_steps=-1", "--config.eval_max_batches=-1"],
+        ["--config.total_steps=5", "--config.num_epochs=0"],  # num_epochs unused then
+        ["--config.lr_halve_every_epochs=0", "--config.log_every=1"],
+    ):
+        check_step_counts(load_config(os.path.join(ROOT, "configs", "demo.py"), overrides))
+    for path in CONFIGS:  # and every shipped config passes
+        check_step_counts(load_config(path))

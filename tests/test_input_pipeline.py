@@ -146,6 +146,30 @@ def test_worker_processes_give_the_same_batches():
     assert state  # checkpointable with workers too
 
 
+def test_a_changed_worker_count_resumes_at_the_same_batch():
+    # grain's state differs in shape with the worker count ({'next_index'} vs one
+    # per worker stream), so set_state of another count's state fails (KeyError:
+    # 'exhausted'); carried over as a position, the stream continues exactly.
+    src = ListSource()
+    idx = np.arange(40)
+    ref = _take(ip.make_train_iterator(src, _config(), num_frames=T, indices=idx), 10)
+    state, taken = None, 0
+    for workers, n in [(0, 5), (2, 2), (3, 2), (0, 1)]:  # plain -> 2 -> 3 workers -> plain
+        it = ip.make_train_iterator(src, _config(worker_count=workers), num_frames=T, indices=idx)
+        try:
+            if state is not None:
+                like = it.get_state()
+                assert ip.iterator_worker_count(like) == workers
+                it.set_state(ip.iterator_state_at(ip.iterator_position(state), like))
+            for a in _take(it, n):
+                np.testing.assert_array_equal(a["frames"], ref[taken]["frames"])
+                taken += 1
+            state = it.get_state()
+            assert ip.iterator_position(state) == taken
+        finally:
+            it.close()
+
+
 def test_balance_by_sampling_and_by_loss_weights():
     labels = ip.record_labels(ListSource())  # no .labels attribute: read every record
     counts = ip.class_counts(labels)

@@ -1,12 +1,20 @@
-"""orbax checkpoints: retention (last K + best val AUC), state + grain iterator round trip."""
+"""orbax checkpoints: retention (last K + best val AUC), state + grain iterator round trip,
+resuming with another data.worker_count, and what a failed resume leaves in the workdir."""
+
+import json
+import os
 
 import grain
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
+from test_train_helpers import DEMO_CONFIG
 
-from ldattn_jax import checkpointing
+from ldattn_jax import checkpointing, input_pipeline, train
+from ldattn_jax.config_utils import ConfigError, load_config
 
 
 def _state(seed):
@@ -61,3 +69,142 @@ def test_keeps_last_k_plus_best_and_round_trips_state_and_iterator(tmp_path):
 def test_restore_for_inference_explains_a_missing_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="--workdir of a training run"):
         checkpointing.restore_for_inference(None, str(tmp_path / "none"))
+
+
+# ---- resuming: a tiny model on in-memory records, so a run takes seconds.
+
+
+class _Records:
+    """Picklable (grain workers) records with a .labels index, as data_prep's shards."""
+
+    def __init__(self, n=48, seed=0):
+        rng = np.random.default_rng(seed)
+        self.labels = rng.integers(0, 2, n)
+        noise = rng.integers(0, 100, (n, 1, 4, 4, 3))
+        self.frames = (noise + 100 * self.labels[:, None, None, None, None]).astype(np.uint8)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return {"frames": self.frames[int(i)], "label": int(self.labels[int(i)])}
+
+
+class _Tiny(nnx.Module):
+    def __init__(self, rngs):
+        self.bn = nnx.BatchNorm(3, rngs=rngs)
+        self.lin = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, frames):
+        x = frames.astype(jnp.float32).mean(axis=(1, 2, 3)) / 255.0
+        return self.lin(self.bn(x)), {}
+
+
+@pytest.fixture
+def tiny_run(monkeypatch):
+    import ldattn_jax.models.lda as lda
+
+    monkeypatch.setattr(lda, "build_model", lambda cfg, rngs: _Tiny(rngs))
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), None, None))
+
+    def config(*extra):
+        return load_config(
+            DEMO_CONFIG,
+            [
+                *("--config.model.name=xception", "--config.model.image_size=4"),
+                *("--config.batch_size=8", "--config.optimizer=sgd", "--config.lr=0.1"),
+                *("--config.data.balance=none", "--config.data.read_threads=1"),
+                *("--config.data.prefetch=1", "--config.log_every=1"),
+                *("--config.async_checkpointing=false", "--config.eval_every=0"),
+                *extra,
+            ],
+        )
+
+    return config
+
+
+def _losses(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_resuming_with_another_worker_count_continues_the_same_stream(tiny_run, tmp_path):
+    # docs/training.md says to raise data.worker_count when the loader stalls;
+    # grain's state shape depends on it (KeyError: 'exhausted' on resume).
+    ref = train.train_and_evaluate(tiny_run("--config.total_steps=5"), str(tmp_path / "ref"))
+    run = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_run("--config.total_steps=2"), run)
+    train.train_and_evaluate(
+        tiny_run("--config.total_steps=4", "--config.data.worker_count=2"), run
+    )
+    last = train.train_and_evaluate(tiny_run("--config.total_steps=5"), run)  # and back
+    assert _losses(run) == _losses(str(tmp_path / "ref"))  # same batches, step by step
+    for a, b in zip(jax.tree.leaves(ref.state), jax.tree.leaves(last.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_failed_resume_leaves_config_json_as_it_was(tiny_run, tmp_path, monkeypatch):
+    run = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_run("--config.total_steps=1"), run)
+    before = (tmp_path / "run" / "config.json").read_text()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("restore failed")
+
+    monkeypatch.setattr(checkpointing, "restore_train_state", broken)
+    with pytest.raises(RuntimeError, match="restore failed"):
+        train.train_and_evaluate(
+            tiny_run("--config.total_steps=3", "--config.data.worker_count=1"), run
+        )
+    # config.json still describes the checkpoints in the workdir.
+    assert (tmp_path / "run" / "config.json").read_text() == before
+
+
+def test_a_state_that_cannot_be_carried_over_names_the_key_and_both_values(tmp_path):
+    c = ml_collections.ConfigDict(
+        {"seed": 0, "batch_size": 4, "model": {"image_size": 4}, "data": {"flip": False}}
+    )
+    c.data.update(read_threads=1, prefetch=1, worker_count=0)
+    records = _Records(16)
+    it = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=np.arange(16))
+    next(it)
+    manager = checkpointing.make_manager(tmp_path, async_save=False)
+    checkpointing.save_train_state(manager, 1, _state(0)[1], it)
+    manager.close()
+    # A worker stream marked exhausted (the training stream never ends): no position.
+    path = tmp_path / "checkpoints" / "1" / "data_iter" / "process_0-of-1.json"
+    c.data.worker_count = 2
+    fresh = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=np.arange(16))
+    bad = dict(fresh.get_state(), exhausted=[1, 0])
+    path.write_text(json.dumps(bad))
+    c.data.worker_count = 0
+    target = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=np.arange(16))
+    manager = checkpointing.make_manager(tmp_path, async_save=False)
+    _, abstract = _state(1)
+    with pytest.raises(ConfigError, match=r"data.worker_count=2.*data.worker_count=0.*"
+                       r"--config.data.worker_count=2"):  # fmt: skip
+        checkpointing.restore_train_state(manager, 1, abstract, _shardings(abstract), target)
+    manager.close()
+    fresh.close()
+
+
+@pytest.mark.parametrize(
+    "key, value", [("log_every", 0), ("checkpoint_every", 0), ("eval_every", -2)]
+)
+def test_bad_step_counts_stop_before_anything_is_written(tiny_run, tmp_path, key, value):
+    with pytest.raises(ConfigError, match=rf"config\.{key}={value} is out of range"):
+        train.train_and_evaluate(tiny_run(f"--config.{key}={value}"), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_checkpoint_of_another_process_count_says_so(tmp_path):
+    it = _iterator()
+    next(it)
+    manager = checkpointing.make_manager(tmp_path, async_save=False)
+    checkpointing.save_train_state(manager, 1, _state(0)[1], it)
+    d = tmp_path / "checkpoints" / "1" / "data_iter"
+    (d / "process_0-of-1.json").rename(d / "process_0-of-2.json")  # as if saved by 2 hosts
+    _, abstract = _state(1)
+    with pytest.raises(FileNotFoundError, match=r"process_0-of-2.json.*same number of processes"):
+        checkpointing.restore_train_state(manager, 1, abstract, _shardings(abstract), _iterator())
+    manager.close()
