@@ -251,6 +251,8 @@ def _predict_row(docs: list[dict]) -> dict:
     setting = [f"{r['workers']} threads"]
     if _codec(r):
         setting.append(_codec(r))
+    if r.get("dtype"):  # predict --dtype; the goals assume bf16, any dtype may meet them
+        setting.append(r["dtype"])
     if geometry != GEOMETRY:
         setting.append(f"{geometry or 'unrecorded'} model")
     text = (

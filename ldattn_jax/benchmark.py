@@ -740,15 +740,24 @@ def main(argv=None) -> int:
         save()
     if "predict" in what:
         threads = _ints(args.threads)
-        rows = predict_measurement(
-            work=work, geometry=args.geometry, repeats=args.repeats, workers=threads,
-            video=args.video or None, codec=args.clip_codec,
-        )  # fmt: skip
+        rows = [
+            row
+            for dtype in args.dtypes  # predict --dtype: the model part differs
+            for row in predict_measurement(
+                work=work,
+                geometry=args.geometry,
+                repeats=args.repeats,
+                workers=threads,
+                video=args.video or None,
+                codec=args.clip_codec,
+                dtype=dtype,
+            )
+        ]
         results["predict"] = rows
         print(f"predict ({rows[0]['video']}):")
         for r in rows:
             print(
-                f"  {r['workers']} thread(s): {r['total_s']:.2f} s/video = extract "
+                f"  {r['dtype']}, {r['workers']} thread(s): {r['total_s']:.2f} s/video = extract "
                 f"{r['extract_s']:.2f} (decode alone {r['decode_s']:.2f}) + model "
                 f"{r['model_s']:.2f} ({r['stacks_scored']} stacks)"
             )

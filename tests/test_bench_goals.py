@@ -188,6 +188,12 @@ def test_predict_is_judged_on_the_goals_model_threads_and_codec(tmp_path):
     old = [{k: v for k, v in _predict(8, 0.7).items() if k != "geometry"}]
     assert _predict_goal(tmp_path, old, geometry="paper")["verdict"] == "met"
     assert _predict_goal(tmp_path, old, geometry="demo")["verdict"] == "incomplete"
+    # predict --dtype: the goals assume bf16, so a bf16 row may meet the goal,
+    # and the row says which dtype it ran.
+    rows = [{**_predict(8, 1.2), "dtype": "float32"}, {**_predict(8, 0.9), "dtype": "bfloat16"}]
+    row = _predict_goal(tmp_path, rows)
+    assert row["measured"].startswith("0.90 s (8 threads, h264, bfloat16;")
+    assert row["verdict"] == "met"
 
 
 def test_committed_results_of_every_session_still_load():

@@ -163,11 +163,13 @@ def test_predict_times_a_given_video_and_names_it(tmp_path, capsys):
     out.release()
     assert benchmark.describe_video(video) == "suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80"
     rc = benchmark.main(["predict", "--geometry", "demo", "--repeats", "1", "--threads", "1",
-                         "--video", video, "--work", str(tmp_path)])  # fmt: skip
-    assert (
-        rc == 0
-        and "predict (suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80):" in capsys.readouterr().out
-    )
+                         "--video", video, "--work", str(tmp_path), "--dtypes", "bfloat16",
+                         "--json", str(tmp_path / "p.json")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "predict (suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80):" in out
+    # The model runs in the dtype asked for, as predict --dtype would.
+    (row,) = json.loads((tmp_path / "p.json").read_text())["predict"]
+    assert row["dtype"] == "bfloat16" and "bfloat16, 1 thread(s):" in out
     with pytest.raises(FileNotFoundError, match="missing.mp4: OpenCV cannot open"):
         benchmark.describe_video(str(tmp_path / "missing.mp4"))
 
