@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 
 from etils import epath
 
@@ -18,20 +19,34 @@ class MetricWriter:
     """Appends {'step', 'time', **metrics} to WORKDIR/metrics.jsonl and TensorBoard.
 
     Appending (not truncating) keeps the history of a resumed run in one file.
+    ``resume_step``: the step the run restarts from. A run killed after its last
+    checkpoint had logged steps the resumed run computes again, so rows after
+    that step (and a line the kill cut short) are dropped first, and TensorBoard
+    purges its events after it: every step is in the record once.
     """
 
-    def __init__(self, workdir, enabled: bool = True):
+    def __init__(self, workdir, enabled: bool = True, resume_step: int | None = None):
         self.enabled = enabled
         self._tb = None
         self._file = None
         if not enabled:
             return
         workdir = epath.Path(workdir)
-        self._file = (workdir / "metrics.jsonl").open("a")
+        path = workdir / "metrics.jsonl"
+        if resume_step is not None and path.exists():
+            _drop_rows_after(path, resume_step)
+        self._file = path.open("a")
         try:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(workdir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            # The suffix: event files are named by the second they start in, and
+            # a run resumed within that second would overwrite the first's.
+            self._tb = SummaryWriter(
+                str(workdir / "tensorboard"),
+                purge_step=purge,
+                filename_suffix=f".{uuid.uuid4().hex[:8]}",
+            )
         except Exception as e:  # TensorBoard is a convenience; metrics.jsonl is the record.
             print(f"TensorBoard events disabled: {e}")
 
@@ -54,6 +69,20 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def _drop_rows_after(path: epath.Path, step: int) -> None:
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a killed run, cut short
+        if isinstance(row, dict) and int(row.get("step", 0)) <= step:
+            kept.append(line + "\n")
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)  # atomic: a kill now leaves the old file or the new one
 
 
 def _jsonable(v):

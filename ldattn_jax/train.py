@@ -426,9 +426,9 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
     log.info("%s: %.2f M parameters", config.model.name, n_params / 1e6)
 
     # ---- loop
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=start)
     eval_every = steps_per_epoch if config.eval_every < 0 else config.eval_every
-    best_auc = None
+    best_auc = _best_saved_auc(manager) if start else None  # of the whole run, not this part
     last = {}
     preempted = False
     class_w_dev = jax.device_put(class_w, repl)
@@ -535,6 +535,16 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         preempted=preempted,
         state=state,
     )
+
+
+def _best_saved_auc(manager) -> float | None:
+    """The best validation AUC among the run's checkpoints (orbax keeps the best one)."""
+    best = manager.best_step()
+    if best is None:
+        return None
+    metrics = manager.metrics(best) or {}
+    auc = metrics.get(checkpointing.BEST_METRIC)
+    return None if auc is None else float(auc)
 
 
 def _fmt(x):

@@ -143,6 +143,32 @@ def test_resuming_with_another_worker_count_continues_the_same_stream(tiny_run, 
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_a_run_hard_killed_after_a_checkpoint_resumes_with_one_record_per_step(
+    tiny_run, tmp_path, monkeypatch
+):
+    import shutil
+
+    # Validation AUCs of steps 1, 2, 3, then 3 again after the resume (the real
+    # validation needs shards): the best is step 1's.
+    aucs = iter([0.9, 0.6, 0.7, 0.7])
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), _Records(8), None))
+    monkeypatch.setattr(
+        train, "_validate", lambda *a: {"val_auc": next(aucs), "val_acc": 0.5, "val_n": 8}
+    )
+    run = str(tmp_path / "run")
+    config = tiny_run("--config.total_steps=3", "--config.eval_every=1")
+    train.train_and_evaluate(config, run)
+    # A kill just before the step-3 checkpoint: its rows are logged, its checkpoint is not.
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "3")
+    resumed = train.train_and_evaluate(config, run)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3]
+    assert [r["step"] for r in rows if "val_auc" in r] == [1, 2, 3]
+    # The run's best AUC, not only the resumed part's (step 3's 0.7).
+    assert resumed.best_val_auc == 0.9
+
+
 def test_a_failed_resume_leaves_config_json_as_it_was(tiny_run, tmp_path, monkeypatch):
     run = str(tmp_path / "run")
     train.train_and_evaluate(tiny_run("--config.total_steps=1"), run)

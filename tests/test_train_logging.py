@@ -35,3 +35,46 @@ def test_metric_writer_appends_jsonl_and_tensorboard(tmp_path):
     assert any(f.startswith("events.out") for f in os.listdir(tmp_path / "tensorboard"))
     MetricWriter(tmp_path / "other", enabled=False).write(1, {"loss": 1.0})  # process != 0
     assert not (tmp_path / "other").exists()
+
+
+def _event_steps(logdir):
+    """(scalar steps, purge steps) of every TensorBoard event file under logdir."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    scalars, purges = [], []
+    for name in sorted(os.listdir(logdir)):
+        data = (logdir / name).read_bytes()
+        at = 0
+        while at < len(data):  # TFRecord: length, its crc, the event, the event's crc
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + n])
+            at += 12 + n + 4
+            if event.HasField("summary"):
+                scalars.append(event.step)
+            elif event.HasField("session_log") and event.session_log.status == 1:  # START
+                purges.append(event.step)
+    return scalars, purges
+
+
+def test_a_resumed_run_logs_each_step_once(tmp_path):
+    # A run hard-killed after its step-3 checkpoint had logged steps 4-5 (and
+    # half a line); the resumed run computes 4 and 5 again.
+    w = MetricWriter(tmp_path, resume_step=0)
+    for step in range(1, 6):
+        w.write(step, {"loss": 1.0 / step})
+    w.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss"')
+    w = MetricWriter(tmp_path, resume_step=3)
+    for step in (4, 5):
+        w.write(step, {"loss": 2.0 / step})
+    w.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["loss"] for r in rows] == [1.0, 0.5, 1 / 3, 0.5, 0.4]  # 4, 5: the resumed values
+    # TensorBoard keeps both files' events but is told to hide the first run's
+    # steps after 3 (a SessionLog START at step 4, as tensorboardX writes it).
+    scalars, purges = _event_steps(tmp_path / "tensorboard")
+    assert sorted(scalars) == [1, 2, 3, 4, 4, 5, 5] and 4 in purges
