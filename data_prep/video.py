@@ -20,6 +20,12 @@ MAX_SIDE = 8192
 # A stream that decodes fewer frames than its header promises by more than this
 # fraction is cut off (interrupted download / copy).
 TRUNCATION_TOLERANCE = 0.1
+# What to do about a truncated file: it is nearly always an interrupted
+# download or copy; a file that plays elsewhere can be re-muxed.
+_REFETCH = (
+    "download or copy it again (an interrupted transfer?), or if it plays elsewhere, "
+    "re-encode it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)"
+)
 
 # Container signatures: a file that has one but will not decode is a broken
 # (truncated) video, a file that has none is not a video at all.
@@ -76,8 +82,15 @@ def _open(path: str) -> cv2.VideoCapture:
     if not cap.isOpened():
         cap.release()
         if _looks_like_video(path):
-            raise VideoError("truncated", f"{path} has a video header but OpenCV cannot open it")
-        raise VideoError("not_a_video", f"{path} is not a video OpenCV can decode")
+            raise VideoError(
+                "truncated",
+                f"{path} has a video header but OpenCV cannot open it; {_REFETCH}",
+            )
+        raise VideoError(
+            "not_a_video",
+            f"{path} is not a video OpenCV can decode; move it out of the dataset folder, "
+            "or convert it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)",
+        )
     return cap
 
 
@@ -128,9 +141,11 @@ def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink,
     finally:
         cap.release()
     if total == 0:
-        raise VideoError("truncated", f"{path}: no frame decodes (declared {declared})")
+        raise VideoError("truncated", f"{path}: no frame decodes (declared {declared}); {_REFETCH}")
     if declared > 0 and total < declared * (1 - TRUNCATION_TOLERANCE):
-        raise VideoError("truncated", f"{path}: decoded {total} of {declared} declared frames")
+        raise VideoError(
+            "truncated", f"{path}: decoded {total} of {declared} declared frames; {_REFETCH}"
+        )
     if total < stack + 1:
         raise VideoError("too_short", f"{path}: {total} frames, a stack needs {stack + 1}")
     final = key_frame_indices(total, frames_per_video, stack)
