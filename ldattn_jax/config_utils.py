@@ -260,9 +260,12 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     """Compares `config` with the config.json a workdir was trained with.
 
     A different model section would restore a checkpoint into another network
-    (or silently reuse a finished run for a new experiment): that is an error
-    naming the keys. Other differences (e.g. a larger total_steps to extend a
-    run) are allowed and returned so the caller can log them.
+    (or silently reuse a finished run for a new experiment), and another
+    batch_size would resume the data stream and the lr schedule at the wrong
+    place (both count batches of the old size: the iterator would skip or repeat
+    samples, the epochs would be miscounted): those are errors naming the keys.
+    Other differences (e.g. a larger total_steps to extend a run) are allowed
+    and returned so the caller can log them.
     """
     from etils import epath
 
@@ -278,5 +281,12 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
         raise ConfigError(
             f"{path} was trained with another model ({diffs}); resuming would load its "
             "checkpoints into a different network. Use a new --workdir, or the old values."
+        )
+    if "batch_size" in changed:
+        raise ConfigError(
+            f"{path} was trained with batch_size {old.get('batch_size')!r}, this run has "
+            f"{new.get('batch_size')!r}; the saved data position and lr schedule count batches "
+            f"of {old.get('batch_size')!r}. Resume with --config.batch_size="
+            f"{old.get('batch_size')}, or start a new --workdir."
         )
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]

@@ -116,6 +116,10 @@ def test_resume_refuses_another_model_but_allows_other_changes(tmp_path):
     other = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.model.num_maps=2"])
     with pytest.raises(ConfigError, match=r"model.num_maps: 4 -> 2.*new --workdir"):
         check_resume_config(other, path)
+    # The saved iterator position and the lr schedule count batches of the old size.
+    wider = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.batch_size=64"])
+    with pytest.raises(ConfigError, match=r"batch_size 16, this run has 64.*batch_size=16"):
+        check_resume_config(wider, path)
 
 
 @pytest.mark.parametrize(
