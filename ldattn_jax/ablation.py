@@ -278,11 +278,13 @@ def main(argv=None) -> int:
     shards_dir = os.path.join(args.out, "shards")
     base = demo.demo_config(variants[0], shards_dir, overrides)
     size, stack = int(base.model.image_size), int(base.model.stack)
-    demo.synthesize(os.path.join(args.out, "videos"), args.videos, 0)
-    demo.build(os.path.join(args.out, "videos"), shards_dir, size, stack, demo.FRAMES_PER_VIDEO)
-    heldout = heldout_build(
-        args.out, args.heldout_videos, args.heldout_frames, size, stack
-    )  # fmt: skip
+    try:
+        demo.synthesize(os.path.join(args.out, "videos"), args.videos, 0)
+        demo.build(os.path.join(args.out, "videos"), shards_dir, size, stack, demo.FRAMES_PER_VIDEO)
+        heldout = heldout_build(args.out, args.heldout_videos, args.heldout_frames, size, stack)
+    except demo.StaleStage as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
     t0 = time.time()
     for seed in seeds:

@@ -5,7 +5,8 @@ Run:
   python -m ldattn_jax.demo --variants xception,lda_spatial,lda_temporal,lda_st
 
 Everything goes under ``demo_out/`` (gitignored). Stages already done are
-reused when rerun: the synthetic videos and the shards are kept, training
+reused when rerun with the same settings (one done with others is an error,
+never silently reused): the synthetic videos and the shards are kept, training
 resumes from (or stops at) its last checkpoint, so a second run only
 re-evaluates. The embedded forgery set is generated locally from images that
 ship inside installed packages; nothing is downloaded.
@@ -27,15 +28,39 @@ NUM_VIDEOS = 40
 FRAMES_PER_VIDEO = 8  # key frames (stacks) per video
 
 
+class StaleStage(ValueError):
+    """A finished stage under OUT was made with other settings than this run asks for."""
+
+
+def _stale(path: str, had: str, want: str) -> StaleStage:
+    # Reusing it would print the old setting's results as this run's.
+    return StaleStage(
+        f"{path} was made with {had}; this run asks for {want}. Pass another --out for "
+        f"these settings, or delete {path} to make it again."
+    )
+
+
+def _settings(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
 def _run(cmd: list[str]) -> None:
     print("$ " + " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
 
 def synthesize(videos_dir: str, num_videos: int, seed: int) -> bool:
-    """Writes the synthetic forgery videos unless a finished set is there (True = ran)."""
+    """Writes the synthetic forgery videos unless a finished set is there (True = ran).
+
+    A finished set of another size or seed is a StaleStage error, not reused.
+    """
     done = os.path.join(videos_dir, ".done")
+    want = f"videos={num_videos} seed={seed}"
     if os.path.exists(done):
+        with open(done) as f:
+            had = f.read().strip()
+        if had != want:
+            raise _stale(videos_dir, had, want)
         return False
     _run(
         [
@@ -51,19 +76,38 @@ def synthesize(videos_dir: str, num_videos: int, seed: int) -> bool:
         ]
     )
     with open(done, "w") as f:
-        f.write(f"videos={num_videos} seed={seed}\n")
+        f.write(want + "\n")
     return True
 
 
 def build(videos_dir: str, shards_dir: str, size: int, stack: int, frames_per_video: int) -> bool:
-    """Builds the shards unless a build is there (True = ran)."""
+    """Builds the shards unless a build of these settings is there (True = ran).
+
+    The build's own OUT/summary.json records its arguments: a build of other
+    videos, size, stack or key frames is a StaleStage error, not reused; one
+    that records none is built again (from the build's cache: only the shards
+    are rewritten).
+    """
     from data_prep.shards import find_builder_dir
 
+    want = {
+        "root": os.path.abspath(videos_dir),
+        "size": size,
+        "stack": stack,
+        "frames_per_video": frames_per_video,
+    }
     try:
         find_builder_dir(shards_dir)
+        with open(os.path.join(shards_dir, "summary.json")) as f:
+            args = json.load(f)["args"]
+        had = {k: args.get(k) for k in want}
+        had["root"] = os.path.abspath(str(had["root"]))
+    except (FileNotFoundError, KeyError, ValueError):
+        had = None
+    if had == want:
         return False
-    except FileNotFoundError:
-        pass
+    if had is not None:
+        raise _stale(shards_dir, _settings(had), _settings(want))
     _run(
         [
             sys.executable,
@@ -156,7 +200,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", default="demo_out")
     p.add_argument("--variants", default="lda_st", help=f"comma-separated from {VARIANTS}")
-    p.add_argument("--videos", type=int, default=None, help="synthetic videos (default: config)")
+    p.add_argument(
+        "--videos", type=int, default=NUM_VIDEOS, help=f"real synthetic videos ({NUM_VIDEOS})"
+    )
     p.add_argument("--seed", type=int, default=0)
     args, overrides = p.parse_known_args(argv)
     args.out = os.path.abspath(args.out)  # orbax refuses relative checkpoint paths
@@ -172,22 +218,33 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
     t_start = time.time()
     shards_dir = os.path.join(args.out, "shards")
-    base = demo_config(variants[0], shards_dir, overrides)
-    num_videos = args.videos or NUM_VIDEOS
-    frames_per_video = FRAMES_PER_VIDEO
+    from ldattn_jax.config_utils import ConfigError
+
+    try:
+        base = demo_config(variants[0], shards_dir, overrides)
+    except ConfigError as e:
+        p.error(str(e))
     timings = {}
-    t = time.time()
-    synthesize(os.path.join(args.out, "videos"), num_videos, args.seed)
-    timings["synthesize"] = time.time() - t
-    t = time.time()
-    build(
-        os.path.join(args.out, "videos"),
-        shards_dir,
-        int(base.model.image_size),
-        int(base.model.stack),
-        frames_per_video,
-    )
-    timings["build"] = time.time() - t
+    try:
+        t = time.time()
+        synthesize(os.path.join(args.out, "videos"), args.videos, args.seed)
+        timings["synthesize"] = time.time() - t
+        t = time.time()
+        build(
+            os.path.join(args.out, "videos"),
+            shards_dir,
+            int(base.model.image_size),
+            int(base.model.stack),
+            FRAMES_PER_VIDEO,
+        )
+        timings["build"] = time.time() - t
+    except StaleStage as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except subprocess.CalledProcessError as e:  # the stage printed why
+        stage = e.cmd[2]  # [python, -m, module, ...]
+        print(f"error: {stage} failed (exit {e.returncode}); see above", file=sys.stderr)
+        return 2
     results = {}
     for variant in variants:
         results[variant] = run_variant(variant, args.out, shards_dir, overrides)

@@ -1,0 +1,69 @@
+"""`make demo`'s stages: reused when done with the same settings, refused when not."""
+
+import json
+import os
+
+import pytest
+
+from ldattn_jax import demo
+
+
+@pytest.fixture
+def stages(monkeypatch):
+    """demo._run without the real work: each call leaves what its stage leaves."""
+    ran = []
+
+    def fake_run(cmd):
+        module, args = cmd[2], dict(zip(cmd[3::2], cmd[4::2], strict=True))
+        ran.append(module)
+        if module == "data_prep.build":  # its TFDS dir and OUT/summary.json, as build writes
+            out = args["--out"]
+            tfds_dir = os.path.join(out, "lda_faces", "synthetic_n3_s62", "1.0.0")
+            os.makedirs(tfds_dir)
+            open(os.path.join(tfds_dir, "dataset_info.json"), "w").close()
+            recorded = {
+                "root": args["--root"],
+                "size": int(args["--size"]),
+                "stack": int(args["--stack"]),
+                "frames_per_video": int(args["--frames-per-video"]),
+            }
+            with open(os.path.join(out, "summary.json"), "w") as f:
+                json.dump({"args": recorded}, f)
+
+    monkeypatch.setattr(demo, "_run", fake_run)
+    return ran
+
+
+def test_videos_of_another_size_or_seed_are_not_reused(tmp_path, stages):
+    videos = str(tmp_path / "videos")
+    os.makedirs(videos)
+    assert demo.synthesize(videos, 40, 0) and stages == ["data_prep.synthesize"]
+    assert not demo.synthesize(videos, 40, 0) and len(stages) == 1  # done: reused
+    with pytest.raises(demo.StaleStage, match=r"videos=40 seed=0; this run asks for videos=80 "
+                       r"seed=1.*another --out"):  # fmt: skip
+        demo.synthesize(videos, 80, 1)
+
+
+def test_shards_of_other_settings_are_not_reused(tmp_path, stages):
+    videos, shards = str(tmp_path / "videos"), str(tmp_path / "shards")
+    assert demo.build(videos, shards, 62, 3, 8) and stages == ["data_prep.build"]
+    assert not demo.build(videos, shards, 62, 3, 8) and len(stages) == 1
+    for other in [(videos, shards, 118, 3, 8), (videos, shards, 62, 3, 4),
+                  (str(tmp_path / "heldout"), shards, 62, 3, 8)]:  # fmt: skip
+        with pytest.raises(demo.StaleStage, match="this run asks for root="):
+            demo.build(*other)
+    # A build that does not record its arguments is built again (from its cache).
+    os.remove(os.path.join(shards, "summary.json"))
+    with pytest.raises(FileExistsError):  # the fake build found its dir: it ran again
+        demo.build(videos, shards, 62, 3, 8)
+    assert stages == ["data_prep.build", "data_prep.build"]
+
+
+def test_demo_refuses_a_stale_stage_with_exit_2(tmp_path, stages, capsys):
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, "videos"))
+    with open(os.path.join(out, "videos", ".done"), "w") as f:
+        f.write("videos=40 seed=0\n")
+    assert demo.main(["--out", out, "--videos", "80"]) == 2
+    err = capsys.readouterr().err
+    assert "videos=40 seed=0; this run asks for videos=80 seed=0" in err and stages == []
