@@ -24,7 +24,7 @@ def get_model_config() -> ml_collections.ConfigDict:
     m.embed_dim = 768  # D (ViT-B)
     m.num_templates = 12  # forgery templates = ViT-B heads
     m.num_maps = 4  # m, Table IX
-    m.stack = 3  # n next frames for the temporal module, Table X
+    m.stack = 3  # n frames after the key frame (IV-D; Table X's "n consecutive" is n - 1)
     m.num_classes = 2
     m.middle_blocks = 8
     m.spatial_stage = "conv2"

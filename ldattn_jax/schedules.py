@@ -31,6 +31,13 @@ def make_schedule(config, steps_per_epoch: int) -> optax.Schedule:
     )
 
 
+def _is_kernel(path, _) -> bool:
+    # nnx params come as .../<name>/value: the last dict key names the variable
+    # ('kernel', or the attention's 'key_kernel').
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return bool(names) and str(names[-1]).endswith("kernel")
+
+
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
     """Optional global-norm clipping → optional weight decay → SGD with momentum (or Adam).
 
@@ -41,10 +48,13 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
     if config.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
     if config.weight_decay > 0:
-        # Decay kernels only: BatchNorm scales/biases and embeddings' 1-D params stay free.
+        # Decay kernels only (as big_vision's default): not BatchNorm/LayerNorm
+        # scales and biases, and not the attention's position tables and
+        # templates, which are 2-D and 3-D but are embeddings, not weights.
         parts.append(
             optax.add_decayed_weights(
-                config.weight_decay, mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p)
+                config.weight_decay,
+                mask=lambda p: jax.tree_util.tree_map_with_path(_is_kernel, p),
             )
         )
     name = config.get("optimizer", "sgd")

@@ -49,13 +49,25 @@ def test_momentum_weight_decay_and_clipping():
 
     c.momentum, c.weight_decay, c.grad_clip_norm = 0.0, 0.1, 1.0
     tx = make_optimizer(c, steps_per_epoch=100)
-    params = {"k": jnp.full((2, 2), 2.0), "b": jnp.full((2,), 2.0)}
-    grads = {"k": jnp.full((2, 2), 10.0), "b": jnp.zeros((2,))}
+    params = {
+        "dense": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.full((2,), 2.0)},
+        "spatial": {
+            "pos_embed": jnp.full((1, 3, 2), 2.0),
+            "templates": jnp.full((2, 2), 2.0),
+            "key_kernel": jnp.full((1, 2, 2), 2.0),
+        },
+    }
+    grads = jax.tree.map(jnp.zeros_like, params)
+    grads["dense"]["kernel"] = jnp.full((2, 2), 10.0)
     updates, _ = tx.update(grads, tx.init(params), params)
     # Clipped grad: global norm 20 → 1, so each kernel entry 0.5; decay adds 0.1 * 2
-    # to kernels only (1-D params such as BatchNorm scales are not decayed).
-    np.testing.assert_allclose(updates["k"], -3e-4 * (0.5 + 0.2), rtol=1e-6)
-    np.testing.assert_allclose(updates["b"], 0.0)
+    # to kernels only: not biases/BatchNorm scales, nor the attention's position
+    # tables and templates (embeddings, though 2-D and 3-D).
+    np.testing.assert_allclose(updates["dense"]["kernel"], -3e-4 * (0.5 + 0.2), rtol=1e-6)
+    np.testing.assert_allclose(updates["spatial"]["key_kernel"], -3e-4 * 0.2, rtol=1e-6)
+    np.testing.assert_allclose(updates["dense"]["bias"], 0.0)
+    for name in ("pos_embed", "templates"):
+        np.testing.assert_allclose(updates["spatial"][name], 0.0)
 
 
 def test_schedule_rejects_empty_epochs():
