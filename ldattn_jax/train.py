@@ -100,6 +100,20 @@ def maybe_initialize_distributed() -> None:
 # --------------------------------------------------------------------------- checks
 
 
+def init_notes(config) -> list[str]:
+    """What a fresh run at the paper's geometry starts from that the paper does not."""
+    m = config.model
+    paper_vit = int(m.embed_dim) == 768 and int(m.patch_size) == 16
+    if m.name != "xception" and paper_vit and not m.get("vit_init"):
+        return [
+            "config.model.vit_init is empty: the attention modules start from random "
+            "weights, while the paper starts them from a pretrained ViT-B/16 (nothing is "
+            "downloaded at run time: see ldattn_jax/models/README.md, 'Optional "
+            "initialisations')"
+        ]
+    return []
+
+
 def _check_before_compiling(config, mesh, info) -> None:
     """Errors a user can fix, raised before anything is compiled."""
     from ldattn_jax.models.lda import required_frames
@@ -417,6 +431,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         _, host_state = nnx.split(create())
         state = _place(jax.device_get(host_state), state_sh)
         log.info("initialised %s from seed %d", config.model.name, config.seed)
+        for note in init_notes(config):
+            log.warning(note)
     if is_main:
         # Only now: a config that fails before or during the restore must leave the
         # workdir's config.json describing the checkpoints that are there.

@@ -156,3 +156,15 @@ def test_step_counts_accept_their_documented_special_values():
         check_step_counts(load_config(os.path.join(ROOT, "configs", "demo.py"), overrides))
     for path in CONFIGS:  # and every shipped config passes
         check_step_counts(load_config(path))
+
+
+def test_a_paper_run_without_pretrained_vit_is_told_so():
+    from ldattn_jax.train import init_notes
+
+    ffpp = os.path.join(ROOT, "configs", "ffpp.py")
+    (note,) = init_notes(load_config(ffpp))
+    assert "config.model.vit_init is empty" in note and "pretrained ViT-B/16" in note
+    assert init_notes(load_config(ffpp, ["--config.model.vit_init=/w/ViT-B_16.npz"])) == []
+    assert init_notes(load_config(ffpp, ["--config.model.name=xception"])) == []
+    # The CPU demo's 16-wide attention has no pretrained weights to miss.
+    assert init_notes(load_config(os.path.join(ROOT, "configs", "demo.py"))) == []
