@@ -273,6 +273,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("absl").setLevel(logging.WARNING)
     from data_prep import shards
+    from ldattn_jax.config_utils import ConfigError
     from ldattn_jax.evaluate import evaluate
 
     shards_dir = os.path.join(args.out, "shards")
@@ -291,7 +292,11 @@ def main(argv=None) -> int:
         # Seed 0 trains exactly what `make demo` trains, in the same workdirs.
         out = args.out if seed == 0 else os.path.join(args.out, f"seed{seed}")
         for variant in variants:
-            demo.run_variant(variant, out, shards_dir, [*overrides, f"--config.seed={seed}"])
+            try:
+                demo.run_variant(variant, out, shards_dir, [*overrides, f"--config.seed={seed}"])
+            except (demo.StaleStage, ConfigError) as e:  # a workdir of other settings
+                print(f"error: {e}", file=sys.stderr)
+                return 2
             config = demo.demo_config(variant, shards_dir, [*overrides, f"--config.seed={seed}"])
             result = evaluate(
                 config,

@@ -142,11 +142,17 @@ def demo_config(variant: str, shards_dir: str, overrides=()):
 
 def run_variant(variant: str, out: str, shards_dir: str, overrides=()) -> dict:
     """Train (or resume) one variant, evaluate its best checkpoint on test."""
+    from ldattn_jax.config_utils import check_resume_config
     from ldattn_jax.evaluate import evaluate
     from ldattn_jax.train import train_and_evaluate
 
     config = demo_config(variant, shards_dir, overrides)
     workdir = os.path.join(out, f"train_{variant}")
+    # train would extend or reuse a run of other settings (a resume may change
+    # e.g. num_epochs): here that would report a mix as this setting's result.
+    changed = check_resume_config(config, os.path.join(workdir, "config.json"))
+    if changed:
+        raise _stale(workdir, "another config", "; ".join(changed))
     print(f"== train {variant} in {workdir} (resumes if interrupted) ==", flush=True)
     t0 = time.time()
     train_and_evaluate(config, workdir)
@@ -247,7 +253,11 @@ def main(argv=None) -> int:
         return 2
     results = {}
     for variant in variants:
-        results[variant] = run_variant(variant, args.out, shards_dir, overrides)
+        try:
+            results[variant] = run_variant(variant, args.out, shards_dir, overrides)
+        except (StaleStage, ConfigError) as e:  # ConfigError: another model section
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         for k, v in results[variant].pop("seconds").items():
             timings[f"{k}_{variant}"] = v
     timings["total"] = time.time() - t_start

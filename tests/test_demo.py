@@ -67,3 +67,19 @@ def test_demo_refuses_a_stale_stage_with_exit_2(tmp_path, stages, capsys):
     assert demo.main(["--out", out, "--videos", "80"]) == 2
     err = capsys.readouterr().err
     assert "videos=40 seed=0; this run asks for videos=80 seed=0" in err and stages == []
+
+
+def test_a_trained_variant_of_other_settings_is_not_reused(tmp_path, monkeypatch):
+    from ldattn_jax import train
+    from ldattn_jax.config_utils import write_config
+
+    shards = str(tmp_path / "shards")
+    workdir = tmp_path / "train_lda_st"
+    workdir.mkdir()
+    write_config(demo.demo_config("lda_st", shards), workdir / "config.json")
+    ran = []
+    monkeypatch.setattr(train, "train_and_evaluate", lambda *a: ran.append(a))
+    # Training would extend the finished run to 10 epochs and report the mix.
+    with pytest.raises(demo.StaleStage, match=r"num_epochs: 8 -> 10.*another --out"):
+        demo.run_variant("lda_st", str(tmp_path), shards, ["--config.num_epochs=10"])
+    assert ran == []
