@@ -315,7 +315,13 @@ def evaluate(
     frame_cols = {k: np.asarray(v) for k, v in cols.items()}
     datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
     dataset = "+".join(datasets)
+    shards_sha256 = metrics_lib.shards_fingerprint(data_dir)
     run_name = f"{_safe(dataset)}_{split}_{step}"
+    if os.path.abspath(data_dir) != os.path.abspath(str(config.data.dir or "")):
+        # Another build (--data) may carry the training data's name (a held-out
+        # synthetic build, FF++ at another compression): its results must not
+        # overwrite those of the run's own data.
+        run_name += f"_data{shards_sha256[:8]}"
     if config.model.dtype != trained_dtype:
         run_name += f"_{config.model.dtype}"
     out_dir = os.path.join(workdir, "eval", run_name)
@@ -330,7 +336,7 @@ def evaluate(
         checkpoint_which=str(checkpoint),
         compute_dtype=str(config.model.dtype),
         config_sha256=metrics_lib.config_hash(config),
-        shards_sha256=metrics_lib.shards_fingerprint(data_dir),
+        shards_sha256=shards_sha256,
         defect_capture=capture.summary(),
     )
     paths = {"out_dir": out_dir}

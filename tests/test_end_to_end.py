@@ -302,3 +302,27 @@ def test_predict_keeps_apart_same_named_videos_and_refuses_nan_scores(run, tmp_p
     # NaN > threshold is False: without the check this read as a verdict of "real".
     assert broken["status"] == "error" and broken["reason"] == "nonfinite_score"
     assert "verdict" not in broken and "2 of 2 frames" in broken["message"]
+
+
+@pytest.mark.slow
+def test_evaluating_another_build_of_the_same_name_keeps_both_results(run, tmp_path):
+    import shutil
+
+    wd = str(run["workdir"])
+    other = tmp_path / "other_build"
+    shutil.copytree(run["shards"], other)
+
+    def out_dir(*flags):
+        args = ["--workdir", wd, "--split", "train+val", "--no_progress", *flags]
+        assert evaluate.main(args) == 0
+        (path,) = set(glob.glob(os.path.join(wd, "eval", "synthetic_train+val_*"))) - seen
+        seen.add(path)
+        return path
+
+    seen = set()
+    own = out_dir()
+    elsewhere = out_dir("--data", str(other))
+    with open(os.path.join(elsewhere, "metrics.json")) as f:
+        doc = json.load(f)
+    assert os.path.basename(own) == "synthetic_train+val_2"
+    assert os.path.basename(elsewhere) == f"synthetic_train+val_2_data{doc['shards_sha256'][:8]}"
