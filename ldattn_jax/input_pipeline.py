@@ -32,6 +32,7 @@ import numpy as np
 from absl import flags
 
 from ldattn_jax.batch_memory import BatchMemory
+from ldattn_jax.config_utils import ConfigError
 
 __all__ = [
     "BALANCE_MODES",
@@ -106,13 +107,16 @@ def epoch_indices(labels: np.ndarray, balance: str) -> np.ndarray:
     so every epoch sees each fake once and each real ~4 times on FF++ (4:1).
     """
     if balance not in BALANCE_MODES:
-        raise ValueError(f"config.data.balance={balance!r}: expected one of {BALANCE_MODES}")
+        raise ConfigError(f"config.data.balance={balance!r}: expected one of {BALANCE_MODES}")
     idx = np.arange(len(labels), dtype=np.int64)
     if balance != "sample":
         return idx
     real, fake = idx[labels == 0], idx[labels == 1]
     if not len(real) or not len(fake):
-        raise ValueError("config.data.balance='sample' needs both classes in the split")
+        raise ConfigError(
+            "config.data.balance='sample' needs both classes in the training split; "
+            "use --config.data.balance=none or rebuild with both classes"
+        )
     n = max(len(real), len(fake))
     return np.sort(np.concatenate([np.resize(real, n), np.resize(fake, n)]))
 
@@ -340,7 +344,10 @@ def make_eval_batches(
     local_batch = _per_process_batch(config.batch_size, process_count)
     n = len(source)
     if n == 0:
-        raise ValueError("the validation split is empty")
+        raise ConfigError(
+            "the validation split is empty: rebuild the shards with a val split, or turn "
+            "validation off with --config.eval_every=0"
+        )
     num_batches = -(-n // config.batch_size)
     if max_batches > 0:
         num_batches = min(num_batches, max_batches)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from ldattn_jax.config_utils import ConfigError
+
 __all__ = ["OPTIMIZERS", "make_optimizer", "make_schedule"]
 
 # 'sgd' is the paper's (V-A). 'adam' exists for short runs from random init:
@@ -65,5 +67,5 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
     elif name == "adam":
         parts.append(optax.adam(learning_rate=schedule))
     else:
-        raise ValueError(f"config.optimizer={name!r}: choose one of {OPTIMIZERS}")
+        raise ConfigError(f"config.optimizer={name!r}: choose one of {OPTIMIZERS}")
     return optax.chain(*parts)

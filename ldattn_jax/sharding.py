@@ -17,6 +17,8 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ldattn_jax.config_utils import ConfigError
+
 __all__ = [
     "BATCH_AXES",
     "batch_sharding",
@@ -35,7 +37,7 @@ def _mesh_axes(config) -> list[tuple[str, int]]:
     names = [n for n, _ in axes]
     unknown = sorted(set(names) - set(BATCH_AXES))
     if unknown or len(set(names)) != len(names):
-        raise ValueError(
+        raise ConfigError(
             f"config.mesh={config.mesh!r}: axis names must be distinct and among "
             f"{BATCH_AXES}, e.g. [('data', -1), ('fsdp', 1)]"
         )
@@ -55,24 +57,24 @@ def make_mesh(config, devices: Sequence[jax.Device] | None = None) -> Mesh:
     axes = _mesh_axes(config)
     sizes = [s for _, s in axes]
     if sizes.count(-1) > 1:
-        raise ValueError(f"config.mesh={config.mesh!r}: at most one axis may be -1")
+        raise ConfigError(f"config.mesh={config.mesh!r}: at most one axis may be -1")
     known = math.prod(s for s in sizes if s != -1)
     if -1 in sizes:
         if len(devices) % known:
-            raise ValueError(
+            raise ConfigError(
                 f"config.mesh={config.mesh!r}: {len(devices)} devices are not divisible "
                 f"by the fixed axes' product {known}"
             )
         sizes = [len(devices) // known if s == -1 else s for s in sizes]
     if math.prod(sizes) > len(devices):
-        raise ValueError(
+        raise ConfigError(
             f"config.mesh={config.mesh!r} needs {math.prod(sizes)} devices, "
             f"but {len(devices)} are visible; use -1 for one axis"
         )
     if math.prod(sizes) < len(devices):
         # An explicit smaller mesh (e.g. [('data', 1)] to debug on one device).
         if jax.process_count() > 1:
-            raise ValueError(
+            raise ConfigError(
                 f"config.mesh={config.mesh!r} uses {math.prod(sizes)} of {len(devices)} "
                 "devices; a multi-process run must use all of them (use -1 for one axis)"
             )

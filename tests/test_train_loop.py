@@ -220,6 +220,9 @@ def test_a_slow_loader_shows_as_input_wait(reference, tmp_path, monkeypatch):
         ("--config.batch_size=12", ConfigError, "not divisible by the 8 devices"),
         ("--config.model.stack=4", ConfigError, "rebuild with --stack 4"),
         ("--config.data.balance=oversample", ConfigError, "config.data.balance"),
+        # A config mistake, so train's CLI prints it instead of a traceback.
+        ("--config.mesh=[('model', -1)]", ConfigError, "axis names must be distinct"),
+        ("--config.optimizer=rmsprop", ConfigError, "config.optimizer='rmsprop'"),
     ],
 )
 def test_bad_setups_fail_before_compiling(shards, tmp_path, override, error, match):
