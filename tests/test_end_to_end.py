@@ -207,7 +207,11 @@ def test_predict_threads_change_nothing_and_odd_failures_stay_per_video(run, tmp
 
 
 @pytest.mark.slow
-def test_bfloat16_inference_runs_beside_float32_and_says_so(run, tmp_path, capsys):
+def test_other_dtypes_and_other_builds_are_evaluated_beside_the_runs_own(run, tmp_path, capsys):
+    import shutil
+
+    from ldattn_jax.metrics import shards_fingerprint
+
     wd = str(run["workdir"])
 
     def evaluated(*flags):
@@ -231,14 +235,24 @@ def test_bfloat16_inference_runs_beside_float32_and_says_so(run, tmp_path, capsy
     # than a trained one: 0.013 at most on the demo's test split).
     diffs = [abs(bf16_scores[k] - f32_scores[k]) for k in f32_scores]
     assert bf16_scores.keys() == f32_scores.keys() and 0 < max(diffs) < 0.15
-    # Asking for the trained dtype is the default run, not a second directory;
-    # figures of an earlier evaluation there do not survive beside the new ones.
-    stale = os.path.join(f32_dir, "attention", "fake_from_another_build.png")
+    # Asking for the trained dtype is the default run, not a second directory.
+    config = evaluate.load_run_config(wd)
+    assert evaluate.with_compute_dtype(config, "float32") is config
+
+    # Another build (here a copy) may carry the run's dataset name: its results
+    # get their own directory, and an earlier evaluation's figures there go.
+    other = tmp_path / "other_build"
+    shutil.copytree(run["shards"], other)
+    other_dir = f"{f32_dir}_data{shards_fingerprint(other)[:8]}"
+    os.makedirs(os.path.join(other_dir, "attention"))
+    stale = os.path.join(other_dir, "attention", "fake_from_an_earlier_evaluation.png")
     with open(stale, "wb") as f:
         f.write(b"old")
-    again_dir, again, again_scores = evaluated("--dtype", "float32")
-    assert again_dir == f32_dir and again["compute_dtype"] == "float32"
-    assert again_scores == f32_scores and not os.path.exists(stale)
+    got_dir, got, got_scores = evaluated("--data", str(other))
+    assert got_dir == other_dir and got["shards_sha256"] == f32["shards_sha256"]
+    assert got_scores == f32_scores and not os.path.exists(stale)
+    with open(os.path.join(f32_dir, "metrics.json")) as f:
+        assert json.load(f) == f32  # the run's own result is untouched
 
     video = sorted(glob.glob(str(run["videos"] / "original_sequences" / "**" / "*.mp4"),
                              recursive=True))[0]  # fmt: skip
@@ -302,27 +316,3 @@ def test_predict_keeps_apart_same_named_videos_and_refuses_nan_scores(run, tmp_p
     # NaN > threshold is False: without the check this read as a verdict of "real".
     assert broken["status"] == "error" and broken["reason"] == "nonfinite_score"
     assert "verdict" not in broken and "2 of 2 frames" in broken["message"]
-
-
-@pytest.mark.slow
-def test_evaluating_another_build_of_the_same_name_keeps_both_results(run, tmp_path):
-    import shutil
-
-    wd = str(run["workdir"])
-    other = tmp_path / "other_build"
-    shutil.copytree(run["shards"], other)
-
-    def out_dir(*flags):
-        args = ["--workdir", wd, "--split", "train+val", "--no_progress", *flags]
-        assert evaluate.main(args) == 0
-        (path,) = set(glob.glob(os.path.join(wd, "eval", "synthetic_train+val_*"))) - seen
-        seen.add(path)
-        return path
-
-    seen = set()
-    own = out_dir()
-    elsewhere = out_dir("--data", str(other))
-    with open(os.path.join(elsewhere, "metrics.json")) as f:
-        doc = json.load(f)
-    assert os.path.basename(own) == "synthetic_train+val_2"
-    assert os.path.basename(elsewhere) == f"synthetic_train+val_2_data{doc['shards_sha256'][:8]}"
