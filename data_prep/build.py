@@ -109,6 +109,34 @@ def incomplete_shard_dirs(data_dir: str) -> list[str]:
     )
 
 
+# What shards are made of beyond their TFDS config name <dataset>_n<stack>_s<size>:
+# builds that differ only here share that name, and so its folder under OUT.
+BUILD_KEYS = ("dataset", "root", "compression", "methods", "splits", "frames_per_video", "encoding")
+BUILD_ARGS = "build_args.json"  # beside the shards: which settings made them
+
+
+def build_settings(a: argparse.Namespace) -> dict:
+    settings = {k: getattr(a, k) for k in BUILD_KEYS}
+    settings["root"] = os.path.abspath(a.root)
+    settings["splits"] = a.splits and os.path.abspath(a.splits)
+    return settings
+
+
+def replaced_settings(data_dir: str, settings: dict) -> list[str]:
+    """How the build in `data_dir` was made otherwise than `settings` asks ([] if the
+    same, or if nothing there records it: shards from before build_args.json)."""
+    path = os.path.join(data_dir, BUILD_ARGS)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        old = json.load(f)
+    return [
+        f"--{k.replace('_', '-')} {old.get(k)!r} -> {v!r}"
+        for k, v in settings.items()
+        if old.get(k) != v
+    ]
+
+
 def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
     """(stacks .npz, done-marker .json) of a video.
 
@@ -281,6 +309,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--shards", type=int, default=64, help="shards per split (fewer if fewer records)"
     )
     p.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace shards of the same dataset/stack/size built with other settings",
+    )
     a = p.parse_args(argv)
     for name, lo in (
         ("frames_per_video", 1),
@@ -431,7 +464,12 @@ def _isolate(suspects: list[VideoItem], args, ctx, done) -> None:
 
 def _exit_description(pool: cf.ProcessPoolExecutor) -> str:
     """How the dead worker ended, e.g. 'killed by SIGKILL'; best effort (private API)."""
-    codes = [p.exitcode for p in getattr(pool, "_processes", {}).values()]
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for p in procs:
+        # The pool reports the break as soon as it sees the worker gone; its exit
+        # status may not be collected yet (forkserver sends it separately).
+        p.join(timeout=5)
+    codes = [p.exitcode for p in procs]
     for code in codes:
         if code is not None and code < 0:
             try:
@@ -512,8 +550,20 @@ def main(argv=None) -> int:
     import absl.logging
     import tensorflow_datasets as tfds
 
-    from data_prep.builder import LdaFaces, LdaFacesConfig, config_name
+    from data_prep.builder import NAME, VERSION, LdaFaces, LdaFacesConfig, config_name
     from data_prep.record_index import write_label_index
+
+    # Another --compression, --methods, ... writes to the same folder as this
+    # build's shards: replacing them silently would swap a run's data.
+    data_dir = os.path.join(a.out, NAME, config_name(a.dataset, a.stack, a.size), VERSION)
+    changed = replaced_settings(data_dir, build_settings(a))
+    if changed and not a.replace:
+        print(
+            f"error: {data_dir} holds shards built with other settings ({'; '.join(changed)}); "
+            "this build would replace them. Use another --out, or pass --replace.",
+            file=sys.stderr,
+        )
+        return 2
 
     absl.logging.set_verbosity(absl.logging.ERROR)  # TFDS's "custom data configuration" noise
     if a.no_progress:
@@ -607,6 +657,10 @@ def main(argv=None) -> int:
     for split, videos in splits.items():
         if any(v["records"] for v in videos):
             write_label_index(str(builder.data_dir), split, videos)
+    _atomic_write(
+        os.path.join(str(builder.data_dir), BUILD_ARGS),
+        lambda p: _write_json(p, build_settings(a)),
+    )
     print(
         f"wrote {total} records to {builder.data_dir} in {time.time() - t0:.0f} s "
         f"({failed} failed videos, {len(failures) - failed} kept with a warning: "

@@ -443,3 +443,24 @@ def test_workers_that_cannot_start_blame_no_video(three_fakes_tree, tmp_path, mo
     assert build.main(_argv(three_fakes_tree, out, "--workers", "2")) == 1
     assert "error: worker processes die while starting" in capsys.readouterr().err
     assert not (out / "failures.jsonl").exists()  # no video was failed for it
+
+
+def test_shards_of_other_settings_are_not_replaced_silently(three_fakes_tree, tmp_path, capsys):
+    # --methods (or --compression, ...) is not in the TFDS config name
+    # ffpp_n3_s32, so another such build would write into this one's folder.
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out)) == 0
+    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    recorded = json.loads((data_dir / build.BUILD_ARGS).read_text())
+    assert recorded["methods"] == "Deepfakes,Face2Face,FaceSwap"
+    assert recorded["root"] == str(three_fakes_tree)
+    assert build.main(_argv(three_fakes_tree, out)) == 0  # the same build again: fine
+    fewer = _argv(three_fakes_tree, out)
+    fewer[fewer.index("--methods") + 1] = "Deepfakes"
+    capsys.readouterr()
+    assert build.main(fewer) == 2
+    err = capsys.readouterr().err
+    assert "--methods 'Deepfakes,Face2Face,FaceSwap' -> 'Deepfakes'" in err and "--replace" in err
+    assert json.loads((data_dir / build.BUILD_ARGS).read_text()) == recorded  # untouched
+    assert build.main([*fewer, "--replace"]) == 0
+    assert json.loads((data_dir / build.BUILD_ARGS).read_text())["methods"] == "Deepfakes"
