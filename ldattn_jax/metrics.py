@@ -80,6 +80,9 @@ def equal_error_rate(labels, scores) -> float:
     inverted one 1. Requires both classes.
     """
     labels, scores = _check_inputs(labels, scores, "equal_error_rate")
+    if len(np.unique(labels)) < 2:
+        # roc_curve warns and returns NaN rates; the walk below would turn them into 0.
+        raise ValueError(f"equal_error_rate needs both classes; labels are all {labels[0]}")
     fpr, tpr, _ = skm.roc_curve(labels, scores)
     fnr = 1.0 - tpr
     d = fnr - fpr  # starts at +1 (threshold = inf), ends at -1; non-increasing

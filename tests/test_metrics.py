@@ -68,6 +68,10 @@ def test_one_class_subset_is_null_with_reason_not_a_crash():
     assert m["log_loss"] == pytest.approx(skm.log_loss([1, 1, 1], [0.9, 0.2, 0.7], labels=[0, 1]))
     empty = metrics.binary_metrics([], [])
     assert empty["n"] == 0 and empty["undefined_reason"] == "empty subset"
+    # Called alone on one class, the EER refuses (it returned 0.0 for all-real).
+    for labels in ([0, 0, 0], [1, 1, 1]):
+        with pytest.raises(ValueError, match="needs both classes"):
+            metrics.equal_error_rate(labels, [0.9, 0.2, 0.7])
 
 
 def test_bad_inputs_name_the_problem():
