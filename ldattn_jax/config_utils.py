@@ -53,7 +53,7 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.optimizer = "sgd"  # the paper's; 'adam' for short runs from random init (demo)
     c.momentum = 0.9
     c.nesterov = False
-    c.weight_decay = 0.0  # L2 term wd * w added to the gradient of kernels (ndim > 1)
+    c.weight_decay = 0.0  # L2 term wd * w added to the gradient of kernels (params named *kernel)
     c.grad_clip_norm = 0.0  # 0 = off; > 0 clips the global gradient norm
     c.log_every = 50
     c.eval_every = -1  # steps between validations (and at the end); -1 = once per epoch; 0 = never
