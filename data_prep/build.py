@@ -438,8 +438,7 @@ def _isolate(suspects: list[VideoItem], args, ctx, done) -> None:
                 status = pool.submit(process_video, item, *args).result()
             except BrokenProcessPool:
                 crashed += 1
-                how = _exit_description(pool)
-                pool.shutdown()
+                how = _end_broken_pool(pool)
                 pool = None
                 status = _error_status(
                     item,
@@ -462,13 +461,15 @@ def _isolate(suspects: list[VideoItem], args, ctx, done) -> None:
         )
 
 
-def _exit_description(pool: cf.ProcessPoolExecutor) -> str:
-    """How the dead worker ended, e.g. 'killed by SIGKILL'; best effort (private API)."""
+def _end_broken_pool(pool: cf.ProcessPoolExecutor) -> str:
+    """Shuts a broken pool down and says how its dead worker ended, e.g. 'killed by
+    SIGKILL'; best effort (reads the private ``_processes``)."""
     procs = list((getattr(pool, "_processes", None) or {}).values())
-    for p in procs:
-        # The pool reports the break as soon as it sees the worker gone; its exit
-        # status may not be collected yet (forkserver sends it separately).
-        p.join(timeout=5)
+    # The pool's manager thread reaps its workers after the break. Joining them here
+    # as well would race it: a forkserver child's exit status is one message on a
+    # pipe, and the thread that reads second records 255. So let the manager thread
+    # finish (shutdown waits for it), then read what it collected.
+    pool.shutdown(wait=True)
     codes = [p.exitcode for p in procs]
     for code in codes:
         if code is not None and code < 0:

@@ -36,3 +36,8 @@ def die_on(target: str, once_flag: str | None = None) -> None:
 def fail_to_start() -> None:
     """An initializer that fails, as when dlib's model files are missing."""
     raise OSError("shape_predictor_68_face_landmarks.dat: no such file")
+
+
+def die_now() -> None:
+    """A task that SIGKILLs the worker running it."""
+    os.kill(os.getpid(), signal.SIGKILL)

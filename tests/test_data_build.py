@@ -392,6 +392,24 @@ def test_a_worker_that_dies_costs_only_its_video(three_fakes_tree, tmp_path, mon
     assert "worker_crashed=1" in capsys.readouterr().err
 
 
+def test_a_broken_pools_worker_is_named_by_its_signal_after_shutdown():
+    # The manager thread reaps the dead worker; reading its exit status from
+    # here at the same time used to race it (the second reader records 255).
+    import concurrent.futures as cf
+    import multiprocessing
+    from concurrent.futures.process import BrokenProcessPool
+
+    import _build_crash
+
+    ctx = multiprocessing.get_context("forkserver")
+    for _ in range(3):
+        pool = cf.ProcessPoolExecutor(1, mp_context=ctx)
+        with pytest.raises(BrokenProcessPool):
+            pool.submit(_build_crash.die_now).result()
+        assert build._end_broken_pool(pool) == "killed by SIGKILL"
+        assert pool._processes is None  # shut down: nothing left to reap
+
+
 def test_a_crash_that_does_not_recur_blames_no_video(
     three_fakes_tree, tmp_path, monkeypatch, capsys
 ):
