@@ -8,6 +8,7 @@ has ~500 frames (3 GB decoded), its 32 stacks of 4 frames are still 800 MB.
 from __future__ import annotations
 
 import os
+import struct
 from typing import Protocol
 
 import cv2
@@ -26,9 +27,11 @@ _REFETCH = (
     "download or copy it again (an interrupted transfer?), or if it plays elsewhere, "
     "re-encode it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)"
 )
+_REENCODE = "re-encode it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)"
 
-# Container signatures: a file that has one but will not decode is a broken
-# (truncated) video, a file that has none is not a video at all.
+# Container signatures: a file that has one but will not open is a broken (truncated)
+# video, or for MP4/MOV one without a video track or with a codec OpenCV lacks
+# (``_unopenable``); a file that has none is not a video at all.
 _ISO_BMFF_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 _MAGIC_PREFIXES = (b"RIFF", b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"FLV", b"OggS")
 
@@ -36,8 +39,10 @@ _MAGIC_PREFIXES = (b"RIFF", b"\x1a\x45\xdf\xa3", b"\x00\x00\x01\xba", b"FLV", b"
 class VideoError(Exception):
     """A video that cannot give face stacks; `reason` is a stable key.
 
-    Reasons: 'unreadable', 'zero_bytes', 'not_a_video', 'truncated',
-    'bad_resolution', 'too_short', 'no_face'.
+    Reasons: 'unreadable', 'zero_bytes', 'not_a_video', 'truncated', 'no_video'
+    (a complete container without a video track: audio only, or 0 frames),
+    'undecodable' (a video track none of whose frames decodes: a codec OpenCV's
+    FFmpeg lacks, e.g. AV1, or corrupt data), 'bad_resolution', 'too_short', 'no_face'.
     """
 
     def __init__(self, reason: str, message: str):
@@ -54,6 +59,74 @@ def _looks_like_video(path: str) -> bool:
     with open(path, "rb") as f:
         head = f.read(12)
     return head[4:8] in _ISO_BMFF_BOXES or head.startswith(_MAGIC_PREFIXES)
+
+
+def _iso_bmff_tracks(path: str) -> list[bytes] | None:
+    """Handler types ('vide', 'soun', ...) of an MP4/MOV file's tracks, or None when
+    its top-level boxes are cut off or it has no 'moov' (its index) at all.
+
+    Walks the top-level boxes (a few seeks, whatever the file's size) and
+    reads only the 'moov' box, capped at 64 MB.
+    """
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        pos, moov = 0, None
+        while pos + 8 <= end:
+            f.seek(pos)
+            size, kind = struct.unpack(">I4s", f.read(8))
+            header = 8
+            if size == 1:
+                if pos + 16 > end:
+                    return None
+                (size,) = struct.unpack(">Q", f.read(8))
+                header = 16
+            elif size == 0:  # the last box runs to the end of the file
+                size = end - pos
+            if size < header or pos + size > end:
+                return None  # cut off inside this box
+            if kind == b"moov":
+                moov = (pos, min(size, 64 << 20))
+            pos += size
+        if moov is None:
+            return None
+        f.seek(moov[0])
+        data = f.read(moov[1])
+    handlers, i = [], data.find(b"hdlr")
+    while 0 <= i <= len(data) - 16:
+        # hdlr: version/flags (4), pre_defined (4), handler_type (4).
+        handlers.append(data[i + 12 : i + 16])
+        i = data.find(b"hdlr", i + 4)
+    return handlers
+
+
+def _unopenable(path: str) -> VideoError:
+    """Why OpenCV cannot open a file (the error to raise), as precisely as its bytes tell."""
+    if not _looks_like_video(path):
+        return VideoError(
+            "not_a_video",
+            f"{path} is not a video OpenCV can decode; move it out of the dataset folder, "
+            "or convert it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)",
+        )
+    with open(path, "rb") as f:
+        iso = f.read(8)[4:8] in _ISO_BMFF_BOXES
+    tracks = _iso_bmff_tracks(path) if iso else None
+    if tracks is not None and b"vide" not in tracks:
+        kinds = ", ".join(t.decode("ascii", "replace") for t in tracks if t != b"mdir") or "none"
+        return VideoError(
+            "no_video",
+            f"{path} is a complete MP4/MOV file without a video track (tracks: {kinds}; "
+            "audio only, or a recording of 0 frames): there is nothing to score, check "
+            "where it came from",
+        )
+    if tracks is not None:
+        return VideoError(
+            "undecodable",
+            f"{path} has a complete video track OpenCV cannot open (a codec its FFmpeg "
+            f"lacks, or corrupt data); {_REENCODE}",
+        )
+    return VideoError(
+        "truncated", f"{path} has a video header but OpenCV cannot open it; {_REFETCH}"
+    )
 
 
 def key_frame_indices(num_frames: int, frames_per_video: int, stack: int) -> list[int]:
@@ -73,25 +146,31 @@ def key_frame_indices(num_frames: int, frames_per_video: int, stack: int) -> lis
 
 def _open(path: str) -> cv2.VideoCapture:
     if not os.path.exists(path):
+        if os.path.islink(path):
+            raise VideoError(
+                "unreadable",
+                f"{path} is a broken symbolic link (to {os.readlink(path)}, which does not "
+                "exist); fix or remove the link",
+            )
         raise VideoError("unreadable", f"{path} does not exist")
-    if not os.access(path, os.R_OK) or os.path.isdir(path):
+    if os.path.isdir(path):
+        raise VideoError("unreadable", f"{path} is a directory; pass the video files in it")
+    if not os.access(path, os.R_OK):
         raise VideoError("unreadable", f"{path} is not a readable file (check permissions)")
     if os.path.getsize(path) == 0:
         raise VideoError("zero_bytes", f"{path} is empty (0 bytes); re-download it")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         cap.release()
-        if _looks_like_video(path):
-            raise VideoError(
-                "truncated",
-                f"{path} has a video header but OpenCV cannot open it; {_REFETCH}",
-            )
-        raise VideoError(
-            "not_a_video",
-            f"{path} is not a video OpenCV can decode; move it out of the dataset folder, "
-            "or convert it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)",
-        )
+        raise _unopenable(path)
     return cap
+
+
+def _fourcc(cap: cv2.VideoCapture) -> str:
+    """The stream's codec tag as OpenCV reports it ('avc1', 'AV01', ...), '?' if none."""
+    code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    tag = code.to_bytes(4, "little", signed=code < 0).decode("ascii", "replace").strip("\x00 ")
+    return tag if tag.isprintable() and tag else "?"
 
 
 class FrameSink(Protocol):
@@ -136,18 +215,39 @@ def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink,
                 "bad_resolution",
                 f"{path} is {width}x{height}; sides must lie in [{MIN_SIDE}, {MAX_SIDE}]",
             )
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
         keys = key_frame_indices(declared, frames_per_video, stack)
-        total = _decode(cap, keys, stack, sink, rgb)
+        total, last_ms = _decode(cap, keys, stack, sink, rgb)
+        codec = _fourcc(cap)
     finally:
         cap.release()
     if total == 0:
-        raise VideoError("truncated", f"{path}: no frame decodes (declared {declared}); {_REFETCH}")
-    if declared > 0 and total < declared * (1 - TRUNCATION_TOLERANCE):
+        # OpenCV opened it and read its header, but no frame comes out: nearly always a
+        # codec OpenCV's FFmpeg cannot decode (AV1 in opencv-python), not a cut-off file.
         raise VideoError(
-            "truncated", f"{path}: decoded {total} of {declared} declared frames; {_REFETCH}"
+            "undecodable",
+            f"{path}: no frame decodes (codec '{codec}', {max(declared, 0)} frames declared): "
+            f"OpenCV's FFmpeg may lack this codec, or the data is corrupt; {_REENCODE}, "
+            "or download it again",
         )
+    if declared > 0 and total < declared * (1 - TRUNCATION_TOLERANCE):
+        # Matroska/WebM store no frame count: OpenCV estimates it as duration x nominal
+        # fps, 2-3x too many for a variable-frame-rate stream (screen, WebRTC, OBS
+        # recordings). So few frames only mean a cut-off file when they also stop
+        # short of the declared duration (a cut-off Matroska file keeps its header's).
+        declared_s = declared / fps if fps > 0 else 0.0
+        played_s = last_ms / 1000 + 1 / fps if fps > 0 and last_ms > 0 else 0.0
+        if not (declared_s > 0 and played_s >= declared_s * (1 - TRUNCATION_TOLERANCE)):
+            seconds = f" ({played_s:.1f} s of {declared_s:.1f} s)" if played_s > 0 else ""
+            raise VideoError(
+                "truncated",
+                f"{path}: decoded {total} of {declared} declared frames{seconds}; {_REFETCH}",
+            )
     if total < stack + 1:
-        raise VideoError("too_short", f"{path}: {total} frames, a stack needs {stack + 1}")
+        raise VideoError(
+            "too_short",
+            f"{path}: {total} frame(s), one stack needs {stack + 1}; score a longer clip",
+        )
     final = key_frame_indices(total, frames_per_video, stack)
     if final != keys:
         # The header miscounted: plan on the true length, decode again.
@@ -159,14 +259,18 @@ def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink,
     return total
 
 
-def _decode(cap: cv2.VideoCapture, keys: list[int], stack: int, sink: FrameSink, rgb: bool) -> int:
+def _decode(
+    cap: cv2.VideoCapture, keys: list[int], stack: int, sink: FrameSink, rgb: bool
+) -> tuple[int, float]:
+    """Frames decoded, and the last one's timestamp in ms (0 if the stream gives none)."""
     wanted = {k + j for k in keys for j in range(stack + 1)}
     sink.begin(keys)
-    index = 0
+    index, last_ms = 0, 0.0
     while cap.grab():
+        last_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
         if index in wanted:
             ok, bgr = cap.retrieve()
             if ok:  # a frame that will not convert is left out; its stacks are dropped
                 sink.frame(index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) if rgb else bgr)
         index += 1
-    return index
+    return index, last_ms

@@ -8,7 +8,9 @@ next n frames cut with one box), the model on all devices, then a table
 (video, frames scored, fake probability, verdict) on stdout and
 ``OUT/predictions.json`` with per-frame scores. A video that cannot be read
 or has no face gets its own line with the reason; the others are still
-scored. Exit status is non-zero only if no video could be scored.
+scored. A directory stands for the video files under it. Exit status is 1 if
+no video could be scored, 2 if the run itself cannot start (no trained
+workdir, ``--out`` is a file).
 """
 
 from __future__ import annotations
@@ -31,6 +33,60 @@ from ldattn_jax.evaluate import (
     with_compute_dtype,
 )
 from ldattn_jax.metrics import DEFAULT_THRESHOLD, to_jsonable
+
+# A video scored from fewer key frames than this (or than --frames_per_video, if
+# that is smaller) is flagged ``few_frames``: its score rests on a handful of
+# stacks (a clip of a second or less, or a face found in few key frames), where
+# evaluation's figures come from 8 (demo) to 32 key frames a video.
+FEW_FRAMES = 8
+# What a directory given as VIDEO expands to (case-insensitive); anything else in
+# it is listed as skipped, not tried.
+VIDEO_EXTENSIONS = (
+    ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
+    ".m2ts", ".flv", ".wmv", ".3gp", ".3g2", ".ogv", ".mxf", ".vob",
+)  # fmt: skip
+
+
+def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | None]], list[dict]]:
+    """The videos to score, in order: ``([(path, error or None)], skipped)``.
+
+    A directory stands for its video files (``VIDEO_EXTENSIONS``), recursively and
+    sorted; its other files and hidden ones (macOS's ``._clip.mp4`` are not
+    videos) are skipped, and one without any video gets an error of its own.
+    Any other path is kept as given (a file that is not a video gets its own
+    error row when read). A path given again (same absolute path, also through a
+    directory) is scored once. ``skipped``: ``{"path", "why"}`` for each left out.
+    """
+    items, skipped, seen = [], [], set()
+
+    def add(path: str, error=None) -> None:
+        key = os.path.abspath(path)
+        if key in seen:
+            skipped.append({"path": path, "why": "given more than once; scored once"})
+            return
+        seen.add(key)
+        items.append((path, error))
+
+    for path in paths:
+        if not os.path.isdir(path):
+            add(path)
+            continue
+        found = []
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                full = os.path.join(root, name)
+                if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS):
+                    skipped.append({"path": full, "why": "not a video file name"})
+                else:
+                    found.append(full)
+        if not found:
+            add(path, ("no_video", f"{path} is a directory with no video file in it (looked "
+                       f"for {', '.join(VIDEO_EXTENSIONS)}, recursively); pass the videos "
+                       "themselves"))  # fmt: skip
+        for full in found:
+            add(full)
+    return items, skipped
 
 
 def score_stacks(predictor: Predictor, stacks: list[dict]) -> tuple[np.ndarray, dict]:
@@ -69,7 +125,13 @@ def predict_videos(
     from ldattn_jax import figures
     from ldattn_jax.checkpointing import restore_for_inference
 
+    if frames_per_video < 1 or (workers is not None and workers < 1):
+        raise ValueError(
+            f"frames_per_video={frames_per_video}, workers={workers}: both must be >= 1"
+        )
     out_dir = out_dir or os.path.join(workdir, "predict")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory (it is created)")
     os.makedirs(out_dir, exist_ok=True)
     config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
@@ -82,19 +144,32 @@ def predict_videos(
             video, frames_per_video=frames_per_video, stack=stack, size=size, workers=workers
         )
 
+    items, skipped = expand_videos(list(videos))
+    jobs = [i for i, (_, error) in enumerate(items) if error is None]
+    futures = {}
+    few = min(FEW_FRAMES, frames_per_video)
     results = []
     # One video of look-ahead: its decode + detection overlap the model on this one
     # (holds at most two videos' frames in memory).
     lookahead = ThreadPoolExecutor(1)
-    pending = lookahead.submit(extract, videos[0]) if videos else None
-    for i, video in enumerate(videos):
+
+    def submit(n: int) -> None:
+        if n < len(jobs):
+            futures[jobs[n]] = lookahead.submit(extract, items[jobs[n]][0])
+
+    submit(0)
+    submitted = 1
+    for i, (video, error) in enumerate(items):
         entry = {"video": video, "status": "error", "reason": None, "message": None}
-        current, pending = (
-            pending,
-            (lookahead.submit(extract, videos[i + 1]) if i + 1 < len(videos) else None),
-        )
+        if error is not None:
+            entry.update(reason=error[0], message=error[1])
+            results.append(entry)
+            continue
+        submit(submitted)
+        submitted += 1
         try:
-            stacks = current.result()
+            stacks = futures.pop(i).result()
+            probs, maps = score_stacks(predictor, stacks)
         except VideoError as e:
             entry.update(reason=e.reason, message=e.message)
         except OSError as e:  # missing file, permission: the reader may not wrap these
@@ -104,7 +179,6 @@ def predict_videos(
         if entry["reason"] is not None:
             results.append(entry)
             continue
-        probs, maps = score_stacks(predictor, stacks)
         if not np.all(np.isfinite(probs)):
             # NaN > threshold is False: it would read as a confident "real".
             entry.update(
@@ -121,6 +195,7 @@ def predict_videos(
             frames_scored=len(stacks),
             fake_probability=video_prob,
             verdict="fake" if video_prob > threshold else "real",
+            few_frames=len(stacks) < few,
             frames=[
                 {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
                 for s, p in zip(stacks, probs.tolist(), strict=True)
@@ -133,17 +208,20 @@ def predict_videos(
             # path's hash keeps their figures apart.
             digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
             tag = f"{_safe(os.path.basename(video))}_{digest}"
-            entry["heatmaps"] = [
-                figures.attention_overlay(
-                    stacks[i]["frames"][0],
-                    {k: v[i] for k, v in maps.items()},
-                    os.path.join(out_dir, "heatmaps", f"{tag}_f{stacks[i]['frame_index']}.png"),
-                    title=f"{os.path.basename(video)} frame {stacks[i]['frame_index']}: "
-                    f"P(fake) = {probs[i]:.3f}",
-                    each_map=True,
-                )
-                for i in picks
-            ]
+            try:
+                entry["heatmaps"] = [
+                    figures.attention_overlay(
+                        stacks[i]["frames"][0],
+                        {k: v[i] for k, v in maps.items()},
+                        os.path.join(out_dir, "heatmaps", f"{tag}_f{stacks[i]['frame_index']}.png"),
+                        title=f"{os.path.basename(video)} frame {stacks[i]['frame_index']}: "
+                        f"P(fake) = {probs[i]:.3f}",
+                        each_map=True,
+                    )
+                    for i in picks
+                ]
+            except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
+                entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
         results.append(entry)
     lookahead.shutdown()
     report = to_jsonable(
@@ -154,7 +232,9 @@ def predict_videos(
             "compute_dtype": str(config.model.dtype),
             "threshold": threshold,
             "frames_per_video": frames_per_video,
+            "few_frames_below": few,
             "videos": results,
+            "skipped": skipped,
         }
     )
     report["json"] = os.path.join(out_dir, "predictions.json")
@@ -168,8 +248,13 @@ def format_table(report: dict) -> str:
     rows = [("video", "frames scored", "fake probability", "verdict")]
     for r in report["videos"]:
         if r["status"] == "ok":
+            verdict = r["verdict"]
+            if r.get("few_frames"):
+                verdict += " (few frames: weak evidence)"
+            if r.get("heatmaps_error"):
+                verdict += f" (no heatmaps: {r['heatmaps_error']})"
             rows.append(
-                (r["video"], str(r["frames_scored"]), f"{r['fake_probability']:.4f}", r["verdict"])
+                (r["video"], str(r["frames_scored"]), f"{r['fake_probability']:.4f}", verdict)
             )
         else:
             rows.append((r["video"], "0", "-", f"not scored ({r['reason']}): {r['message']}"))
@@ -180,36 +265,61 @@ def format_table(report: dict) -> str:
     )
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ldattn_jax.predict", description="Score videos as real or fake."
     )
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or directories of them")
     p.add_argument("--workdir", required=True, help="training workdir (config.json, checkpoints/)")
     p.add_argument("--out", default=None, help="output dir; default WORKDIR/predict")
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
-    p.add_argument("--frames_per_video", type=int, default=32)
+    p.add_argument("--frames_per_video", type=_positive, default=32)
     p.add_argument("--heatmaps", action="store_true", help="write attention overlays (PNG)")
-    p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument("--batch_size", type=_positive, default=None)
     p.add_argument(
-        "--workers", type=int, default=None, help="threads for decode + dlib (default: all cores)"
+        "--workers",
+        type=_positive,
+        default=None,
+        help="threads for decode + dlib (default: all cores)",
     )
     add_dtype_argument(p)
     args = p.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
-    config = load_run_config(args.workdir)
-    report = predict_videos(
-        config,
-        args.workdir,
-        args.videos,
-        out_dir=args.out,
-        checkpoint=args.checkpoint,
-        frames_per_video=args.frames_per_video,
-        heatmaps=args.heatmaps,
-        batch_size=args.batch_size,
-        workers=args.workers,
-        dtype=args.dtype,
-    )
+    if not os.path.isfile(os.path.join(args.workdir, "config.json")):
+        print(f"predict: error: {args.workdir} has no config.json: pass as --workdir the "
+              "directory a training run wrote (python -m ldattn_jax.train --workdir)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        config = load_run_config(args.workdir)
+        report = predict_videos(
+            config,
+            args.workdir,
+            args.videos,
+            out_dir=args.out,
+            checkpoint=args.checkpoint,
+            frames_per_video=args.frames_per_video,
+            heatmaps=args.heatmaps,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            dtype=args.dtype,
+        )
+    except (FileNotFoundError, NotADirectoryError, FileExistsError) as e:
+        # The run cannot start (no checkpoint, --out a file): one line, not a traceback.
+        print(f"predict: error: {e}", file=sys.stderr)
+        return 2
+    for s in report["skipped"]:
+        print(f"skipped {s['path']}: {s['why']}", file=sys.stderr)
     print(format_table(report))
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])

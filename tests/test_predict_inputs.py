@@ -1,0 +1,273 @@
+"""Real-world inputs to ``predict``: each video gets a score or a row saying why not.
+
+Video-level checks run ``data_prep.video`` on tiny files written here (PyAV, the
+test extra, writes what OpenCV cannot: variable frame rate, AV1, audio only).
+Run-level checks replace the model and the face finder with stand-ins, so no
+training run and no dlib are needed.
+"""
+
+import fractions
+import json
+import os
+
+import av  # the test extra (ldattn_jax[bench]): writes what OpenCV cannot
+import cv2
+import numpy as np
+import pytest
+
+from data_prep import faces, video
+from data_prep.video import VideoError
+from ldattn_jax import predict
+
+
+class _Drop:
+    def begin(self, keys):
+        pass
+
+    def frame(self, index, frame):
+        pass
+
+
+def _write(path, n, *, fmt=None, codec="ffv1", pts_ms=None, size=64):
+    """An n-frame size x size video; ``pts_ms``: each frame's time (variable frame rate)."""
+    container = av.open(str(path), "w", format=fmt)
+    stream = container.add_stream(codec, rate=25)
+    stream.width = stream.height = size
+    stream.pix_fmt = "yuv420p"
+    ms = fractions.Fraction(1, 1000)
+    if pts_ms is not None:
+        stream.time_base = stream.codec_context.time_base = ms
+    for i in range(n):
+        frame = av.VideoFrame.from_ndarray(np.full((size, size, 3), 9 * i % 256, np.uint8), "rgb24")
+        if pts_ms is not None:
+            frame.pts, frame.time_base = pts_ms[i], ms
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    return str(path)
+
+
+def _reason(path, frames_per_video=4, stack=3):
+    try:
+        video.decode_stacks(str(path), frames_per_video, stack, _Drop())
+    except VideoError as e:
+        return e.reason, e.message
+    return None, None
+
+
+def test_variable_frame_rate_matroska_is_whole_and_a_cut_one_is_still_truncated(tmp_path):
+    # Matroska/WebM hold no frame count: OpenCV guesses duration x nominal fps, here
+    # 40 for 8 frames (a screen recording's pause). That is not a cut-off file.
+    pts = [0, 10, 20, 30, 40, 540, 1040, 1540]
+    vfr = _write(tmp_path / "screen recording.mkv", 8, fmt="matroska", pts_ms=pts)
+    assert cv2.VideoCapture(vfr).get(cv2.CAP_PROP_FRAME_COUNT) > 8 / 0.9  # the premise
+    assert video.decode_stacks(vfr, 4, 3, _Drop()) == 8
+    # A Matroska file cut in half keeps its header's duration: still truncated.
+    _write(tmp_path / "whole.mkv", 40, fmt="matroska")
+    data = (tmp_path / "whole.mkv").read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    reason, message = _reason(cut)
+    assert reason == "truncated" and "cut.mkv" in message and "download or copy it again" in message
+
+
+def test_files_opencv_cannot_open_say_why(tmp_path):
+    _write(tmp_path / "good.mp4", 8, fmt="mp4", codec="mpeg4")
+    data = (tmp_path / "good.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) is lost
+    (tmp_path / "notes.mp4").write_text("hello")
+    # An MP4 of 0 frames (a recording stopped at once) and an audio-only one:
+    # complete files, so "download it again" would be wrong advice.
+    writer = cv2.VideoWriter(str(tmp_path / "empty_recording.mp4"),
+                             cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 64))  # fmt: skip
+    writer.release()
+    audio = av.open(str(tmp_path / "voice.mp4"), "w")
+    stream = audio.add_stream("aac", rate=16000)
+    for i in range(4):
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), "fltp", "mono")
+        samples.sample_rate, samples.pts = 16000, i * 1024
+        for packet in stream.encode(samples):
+            audio.mux(packet)
+    for packet in stream.encode():
+        audio.mux(packet)
+    audio.close()
+    said = {
+        name: _reason(tmp_path / name)
+        for name in ("cut.mp4", "notes.mp4", "empty_recording.mp4", "voice.mp4")
+    }
+    assert said["cut.mp4"][0] == "truncated" and "download or copy" in said["cut.mp4"][1]
+    assert said["notes.mp4"][0] == "not_a_video"
+    for name in ("empty_recording.mp4", "voice.mp4"):
+        reason, message = said[name]
+        assert reason == "no_video" and name in message and "without a video track" in message
+        assert "download" not in message
+    assert "soun" in said["voice.mp4"][1]
+
+
+def test_a_codec_opencv_cannot_decode_is_named_not_called_truncated(tmp_path):
+    if "libsvtav1" not in av.codecs_available:
+        pytest.skip("this PyAV has no AV1 encoder")
+    path = _write(tmp_path / "youtube.mp4", 6, fmt="mp4", codec="libsvtav1")
+    cap = cv2.VideoCapture(path)
+    if cap.isOpened() and cap.grab():
+        pytest.skip("this OpenCV decodes AV1")
+    reason, message = _reason(path)
+    assert reason == "undecodable" and "'AV01'" in message and "re-encode" in message
+
+
+def test_paths_that_are_not_files_say_what_they_are(tmp_path):
+    os.symlink(tmp_path / "gone.mp4", tmp_path / "link.mp4")
+    reason, message = _reason(tmp_path / "link.mp4")
+    assert reason == "unreadable" and "broken symbolic link" in message and "gone.mp4" in message
+    (tmp_path / "clips").mkdir()
+    reason, message = _reason(tmp_path / "clips")
+    assert reason == "unreadable" and "is a directory" in message
+    assert "permissions" not in message
+    reason, message = _reason(_write(tmp_path / "blink.mkv", 3))
+    assert reason == "too_short" and "3 frame(s), one stack needs 4" in message
+    assert "longer clip" in message
+
+
+# --- predict with a stand-in model and face finder ------------------------------------------
+
+
+class _Model:
+    """Predictor stand-in: P(fake) = mean pixel / 255 of each stack's first frame."""
+
+    batch_size = 4
+    fail_on = None
+
+    def __init__(self, model, config, batch_size=None):
+        pass
+
+    def __call__(self, frames):
+        if _Model.fail_on is not None and frames[0, 0, 0, 0, 0] == _Model.fail_on:
+            raise RuntimeError("device fell over")
+        maps = {"spatial": np.ones((len(frames), 2, 3, 3), np.float32)}
+        return frames[:, 0].mean(axis=(1, 2, 3)) / 255.0, maps
+
+
+def _stacks(path, frames_per_video, stack, size, workers):
+    """extract_stacks stand-in: the file holds '<number of stacks> <pixel value>'."""
+    with open(path) as f:
+        n, value = (int(v) for v in f.read().split())
+    return [
+        {
+            "frames": np.full((stack + 1, size, size, 3), value, np.uint8),
+            "frame_index": 3 * k,
+            "box": np.array([0, 0, 8, 8], np.int32),
+            "landmarks": np.zeros((68, 2), np.float32),
+        }
+        for k in range(n)
+    ]
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    from ldattn_jax import checkpointing
+
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = {"model": {"name": "lda_st", "image_size": 8, "stack": 3, "dtype": "float32"}}
+    (workdir / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(checkpointing, "restore_for_inference", lambda c, w, which: (None, 7))
+    monkeypatch.setattr(predict, "Predictor", _Model)
+    monkeypatch.setattr(
+        faces,
+        "extract_stacks",
+        lambda p, frames_per_video, stack, size, workers: _stacks(
+            p, frames_per_video, stack, size, workers
+        ),
+    )
+    monkeypatch.setattr(_Model, "fail_on", None)
+    return workdir
+
+
+def _clip(path, stacks, value=128):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{stacks} {value}")
+    return str(path)
+
+
+def _run(workdir, out, *args):
+    rc = predict.main(["--workdir", str(workdir), "--out", str(out), *map(str, args)])
+    return rc, json.loads((out / "predictions.json").read_text())
+
+
+def test_a_directory_stands_for_its_videos_and_a_repeat_is_scored_once(fake_run, tmp_path, capsys):
+    folder = tmp_path / "case 17"
+    a = _clip(folder / "a.mp4", 10)
+    b = _clip(folder / "sub" / "B.MOV", 10, 200)
+    _clip(folder / "._a.mp4", 10)  # macOS resource fork: not a video
+    (folder / "notes.txt").write_text("suspect: b")
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "nothing" / "readme.md").write_text("-")
+    rc, rep = _run(fake_run, tmp_path / "out", folder, a, tmp_path / "nothing")
+    assert rc == 0
+    rows = rep["videos"]
+    assert [r["video"] for r in rows] == [a, b, str(tmp_path / "nothing")]
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert rows[2]["reason"] == "no_video" and "no video file" in rows[2]["message"]
+    skipped = {os.path.basename(s["path"]): s["why"] for s in rep["skipped"]}
+    assert set(skipped) == {"._a.mp4", "notes.txt", "a.mp4", "readme.md"}
+    assert "more than once" in skipped["a.mp4"]
+    assert "skipped" in capsys.readouterr().err
+
+
+def test_a_score_from_few_frames_is_flagged(fake_run, tmp_path, capsys):
+    short = _clip(tmp_path / "short.mp4", 1)
+    long = _clip(tmp_path / "long.mp4", predict.FEW_FRAMES)
+    rc, rep = _run(fake_run, tmp_path / "out", short, long)
+    assert rc == 0
+    by = {r["video"]: r for r in rep["videos"]}
+    assert by[short]["few_frames"] and by[short]["frames_scored"] == 1
+    assert not by[long]["few_frames"] and by[long]["frames_scored"] == predict.FEW_FRAMES
+    assert rep["few_frames_below"] == predict.FEW_FRAMES
+    table = capsys.readouterr().out.splitlines()
+    assert "few frames" in next(line for line in table if line.startswith(short))
+    assert "few frames" not in next(line for line in table if line.startswith(long))
+    # Asking for fewer key frames than FEW_FRAMES: all of them is not "few".
+    rc, rep = _run(fake_run, tmp_path / "out2", "--frames_per_video", "2",
+                   _clip(tmp_path / "two.mp4", 2), short)  # fmt: skip
+    assert [r["few_frames"] for r in rep["videos"]] == [False, True]
+
+
+def test_a_failure_while_scoring_or_drawing_stays_with_its_video(fake_run, tmp_path, monkeypatch):
+    from ldattn_jax import figures
+
+    ok = _clip(tmp_path / "ok.mp4", 3, 100)
+    bad = _clip(tmp_path / "bad.mp4", 3, 66)
+    monkeypatch.setattr(_Model, "fail_on", 66)
+    rc, rep = _run(fake_run, tmp_path / "out", bad, ok)
+    assert rc == 0 and [r["status"] for r in rep["videos"]] == ["error", "ok"]
+    failed = rep["videos"][0]
+    assert failed["reason"] == "failed" and "device fell over" in failed["message"]
+
+    def no_disk(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(figures, "attention_overlay", no_disk)
+    rc, rep = _run(fake_run, tmp_path / "out2", "--heatmaps", ok)
+    (row,) = rep["videos"]
+    assert rc == 0 and row["status"] == "ok" and row["fake_probability"] == pytest.approx(100 / 255)
+    assert "No space left" in row["heatmaps_error"]
+
+
+def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkeypatch, capsys):
+    clip = _clip(tmp_path / "v.mp4", 3)
+    assert predict.main(["--workdir", str(tmp_path / "nowhere"), clip]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    (tmp_path / "taken").write_text("")
+    assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "taken"), clip]) == 2
+    assert "is a file; pass a directory" in capsys.readouterr().err
+    # The real restore: a workdir with a config but no checkpoints.
+    monkeypatch.undo()
+    assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "o"), clip]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoints does not exist" in err and "Traceback" not in err
+    for flag, value in (("--frames_per_video", "0"), ("--workers", "-1"), ("--batch_size", "x")):
+        with pytest.raises(SystemExit):
+            predict.main(["--workdir", str(fake_run), flag, value, clip])
+        assert f"argument {flag}" in capsys.readouterr().err
