@@ -33,6 +33,7 @@ from ldattn_jax.evaluate import (
     with_compute_dtype,
 )
 from ldattn_jax.metrics import DEFAULT_THRESHOLD, to_jsonable
+from ldattn_jax.predict_journal import Journal, run_key
 
 # A video scored from fewer key frames than this (or than --frames_per_video, if
 # that is smaller) is flagged ``few_frames``: its score rests on a handful of
@@ -113,8 +114,13 @@ def predict_videos(
     batch_size: int | None = None,
     workers: int | None = None,
     dtype: str | None = None,
+    reuse: bool = True,
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
+
+    Each scored video is journaled to OUT/predictions.jsonl at once; with
+    ``reuse``, a video that an earlier run into OUT scored with the same
+    settings is taken from there, not scored again (`predict_journal`).
 
     Face extraction is CPU work (decode + dlib): each video is spread over
     `workers` threads (default: all cores), and the next video is extracted
@@ -124,6 +130,7 @@ def predict_videos(
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
     from ldattn_jax.checkpointing import restore_for_inference
+    from ldattn_jax.metrics import config_hash
 
     if frames_per_video < 1 or (workers is not None and workers < 1):
         raise ValueError(
@@ -137,6 +144,14 @@ def predict_videos(
     model, step = restore_for_inference(config, workdir, checkpoint)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
+    settings = {
+        "workdir": os.path.abspath(workdir),
+        "checkpoint_step": int(step),
+        "config_sha256": config_hash(config),
+        "compute_dtype": str(config.model.dtype),
+        "frames_per_video": int(frames_per_video),
+    }
+    journal = Journal(out_dir, run_key(**settings), reuse=reuse)
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
@@ -145,9 +160,14 @@ def predict_videos(
         )
 
     items, skipped = expand_videos(list(videos))
-    jobs = [i for i, (_, error) in enumerate(items) if error is None]
-    futures = {}
     few = min(FEW_FRAMES, frames_per_video)
+    reused = {}
+    for i, (video, error) in enumerate(items):
+        earlier = journal.earlier(video) if error is None else None
+        if earlier is not None and (not heatmaps or _heatmaps_exist(earlier)):
+            reused[i] = earlier
+    jobs = [i for i, (_, error) in enumerate(items) if error is None and i not in reused]
+    futures = {}
     results = []
     # One video of look-ahead: its decode + detection overlap the model on this one
     # (holds at most two videos' frames in memory).
@@ -164,6 +184,9 @@ def predict_videos(
         if error is not None:
             entry.update(reason=error[0], message=error[1])
             results.append(entry)
+            continue
+        if i in reused:
+            results.append(_verdict(reused[i], threshold, few, heatmaps, reused=True))
             continue
         submit(submitted)
         submitted += 1
@@ -189,13 +212,10 @@ def predict_videos(
             )
             results.append(entry)
             continue
-        video_prob = float(probs.mean())  # the same video score as evaluation
         entry.update(
             status="ok",
             frames_scored=len(stacks),
-            fake_probability=video_prob,
-            verdict="fake" if video_prob > threshold else "real",
-            few_frames=len(stacks) < few,
+            fake_probability=float(probs.mean()),  # the same video score as evaluation
             frames=[
                 {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
                 for s, p in zip(stacks, probs.tolist(), strict=True)
@@ -222,8 +242,17 @@ def predict_videos(
                 ]
             except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
                 entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
-        results.append(entry)
+        entry = to_jsonable(entry)
+        journal.record(video, entry, settings)
+        results.append(_verdict(entry, threshold, few, heatmaps, reused=False))
     lookahead.shutdown()
+    journal.close()
+    if reused:
+        print(
+            f"reused {len(reused)} video score(s) from {journal.path} (same files, checkpoint, "
+            "dtype and frames_per_video; --rescore scores them again)",
+            file=sys.stderr,
+        )
     report = to_jsonable(
         {
             "workdir": workdir,
@@ -233,6 +262,8 @@ def predict_videos(
             "threshold": threshold,
             "frames_per_video": frames_per_video,
             "few_frames_below": few,
+            "reused": len(reused),
+            "journal": journal.path,
             "videos": results,
             "skipped": skipped,
         }
@@ -242,6 +273,23 @@ def predict_videos(
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
     return report
+
+
+def _heatmaps_exist(entry: dict) -> bool:
+    return bool(entry.get("heatmaps")) and all(os.path.exists(p) for p in entry["heatmaps"])
+
+
+def _verdict(entry: dict, threshold: float, few: int, heatmaps: bool, *, reused: bool) -> dict:
+    """A scored video's row as this run reports it: the verdict at this threshold,
+    the few-frames flag at this --frames_per_video, heatmap fields only if asked."""
+    row = dict(entry)
+    if not heatmaps:
+        row.pop("heatmaps", None)
+        row.pop("heatmaps_error", None)
+    row["verdict"] = "fake" if row["fake_probability"] > threshold else "real"
+    row["few_frames"] = row["frames_scored"] < few
+    row["reused"] = reused
+    return row
 
 
 def format_table(report: dict) -> str:
@@ -292,6 +340,12 @@ def main(argv=None) -> int:
         default=None,
         help="threads for decode + dlib (default: all cores)",
     )
+    p.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score every video again, even those OUT/predictions.jsonl holds from an earlier "
+        "run with the same settings",
+    )
     add_dtype_argument(p)
     args = p.parse_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
@@ -313,6 +367,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             workers=args.workers,
             dtype=args.dtype,
+            reuse=not args.rescore,
         )
     except (FileNotFoundError, NotADirectoryError, FileExistsError) as e:
         # The run cannot start (no checkpoint, --out a file): one line, not a traceback.

@@ -271,3 +271,49 @@ def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkey
         with pytest.raises(SystemExit):
             predict.main(["--workdir", str(fake_run), flag, value, clip])
         assert f"argument {flag}" in capsys.readouterr().err
+
+
+class _Killed(BaseException):
+    """What a SIGKILL / Ctrl-C looks like from inside: nothing catches it."""
+
+
+def test_a_run_that_dies_loses_only_the_video_in_hand(fake_run, tmp_path, monkeypatch, capsys):
+    clips = [_clip(tmp_path / f"{name}.mp4", 3, value) for name, value in
+             (("a", 40), ("b", 80), ("c", 120))]  # fmt: skip
+    extracted = []
+
+    def extract(p, frames_per_video, stack, size, workers):
+        if os.path.basename(p) == "c.mp4" and not extracted.count("allow c"):
+            raise _Killed
+        extracted.append(os.path.basename(p))
+        return _stacks(p, frames_per_video, stack, size, workers)
+
+    monkeypatch.setattr(faces, "extract_stacks", extract)
+    out = tmp_path / "out"
+    with pytest.raises(_Killed):
+        predict.main(["--workdir", str(fake_run), "--out", str(out), *clips])
+    assert not (out / "predictions.json").exists()  # the report is written at the end...
+    journal = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [os.path.basename(r["entry"]["video"]) for r in journal] == ["a.mp4", "b.mp4"]
+    with open(out / "predictions.jsonl", "a") as f:
+        f.write('{"key": "cut off mid-line')  # ...and a kill can land inside a write
+
+    extracted[:] = ["allow c"]
+    rc, rep = _run(fake_run, out, *clips)
+    assert rc == 0 and extracted == ["allow c", "c.mp4"]  # a and b came from the journal
+    assert [r["reused"] for r in rep["videos"]] == [True, True, False] and rep["reused"] == 2
+    assert [r["fake_probability"] for r in rep["videos"]] == pytest.approx([40 / 255, 80 / 255,
+                                                                            120 / 255])  # fmt: skip
+    assert "reused 2 video score(s)" in capsys.readouterr().err
+
+    # A changed file, other key frames, or --rescore: scored again.
+    _clip(tmp_path / "b.mp4", 3, 250)
+    extracted[:] = ["allow c"]
+    rc, rep = _run(fake_run, out, *clips)
+    assert extracted == ["allow c", "b.mp4"] and rep["videos"][1]["fake_probability"] == 250 / 255
+    extracted[:] = ["allow c"]
+    _run(fake_run, out, "--frames_per_video", "5", *clips)
+    assert extracted == ["allow c", "a.mp4", "b.mp4", "c.mp4"]
+    extracted[:] = ["allow c"]
+    _run(fake_run, out, "--rescore", *clips)
+    assert extracted == ["allow c", "a.mp4", "b.mp4", "c.mp4"]
