@@ -8,7 +8,10 @@ next n frames cut with one box), the model on all devices, then a table
 (video, frames scored, fake probability, verdict) on stdout and
 ``OUT/predictions.json`` with per-frame scores. A video that cannot be read
 or has no face gets its own line with the reason; the others are still
-scored. A directory stands for the video files under it. Exit status is 1 if
+scored. Each scored video is journaled to ``OUT/predictions.jsonl`` at once, and a
+rerun reuses what an earlier run with the same settings scored
+(``predict_journal``; ``--rescore`` does not). A directory stands for the video
+files under it. Exit status is 1 if
 no video could be scored, 2 if the run itself cannot start (no trained
 workdir, ``--out`` is a file).
 """
