@@ -436,17 +436,29 @@ def main(argv=None) -> int:
     add_dtype_argument(p)
     args, overrides = p.parse_known_args(argv)
     args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
-    config = load_run_config(args.workdir, args.config, overrides)
-    out = evaluate(
-        config,
-        args.workdir,
-        checkpoint=args.checkpoint,
-        split=args.split,
-        data_dir=args.data,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        dtype=args.dtype,
-    )
+    from ldattn_jax.config_utils import ConfigError
+
+    try:
+        config = load_run_config(args.workdir, args.config, overrides)
+    except (ConfigError, FileNotFoundError) as e:
+        p.error(str(e))  # exit 2: the command line asks for what is not there
+    try:
+        out = evaluate(
+            config,
+            args.workdir,
+            checkpoint=args.checkpoint,
+            split=args.split,
+            data_dir=args.data,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            dtype=args.dtype,
+        )
+    except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
+        # Errors that name the file / split / checkpoint and what to do: one line,
+        # as train and predict print them, not a traceback.
+        text = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"evaluate: error: {text}", file=sys.stderr)
+        return 1
     print("\n".join(summary_lines(out["metrics"])))
     print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}")
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")

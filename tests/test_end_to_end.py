@@ -123,6 +123,20 @@ def test_evaluate_in_worker_processes_scores_the_same_records_in_order(run, monk
 
 
 @pytest.mark.slow
+def test_evaluate_errors_are_one_line_that_names_the_cause(run, tmp_path, capsys):
+    wd = str(run["workdir"])
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", str(tmp_path / "nowhere")])
+    assert e.value.code == 2 and "config.json not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", wd, "--config.nope=1"])
+    assert e.value.code == 2 and "'nope'" in capsys.readouterr().err
+    for args, says in ((["--split", "nosuch"], "nosuch"), (["--checkpoint", "7"], "7")):
+        assert evaluate.main(["--workdir", wd, "--no_progress", *args]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("evaluate: error: ") and says in err and "Traceback" not in err
+
+
 def test_evaluate_pools_splits(run):
     # A held-out build is all test data: --split all reads every split once.
     wd = str(run["workdir"])
