@@ -208,6 +208,12 @@ def markdown(agg: dict, heldout: dict, runs: dict | None = None) -> str:
     )
     for key, name in COLUMNS[:2]:
         chk = order_check(agg, key)
+        if len(chk["paper_order"]) < 2:
+            lines.append(
+                f"On '{name}': only {', '.join(chk['paper_order']) or 'no variant'} ran; "
+                "the paper's order needs two or more (--variants)."
+            )
+            continue
         verdict = (
             "reproduced"
             if chk["reproduced"]

@@ -88,6 +88,13 @@ def test_aggregate_and_order_check():
     del runs["lda_st"]
     claims = ablation.order_check(ablation.aggregate(runs), "video_auc_all")["claims"]
     assert claims == {"modules_beat_backbone": False, "combination_best": None}
+    # One variant has no order to reproduce or miss.
+    md = ablation.markdown(
+        ablation.aggregate({"lda_st": runs["lda_temporal"]}),
+        {"videos": 10, "real": 2, "fake": 8, "records": 40},
+    )
+    assert "On 'all': only lda_st ran; the paper's order needs two or more" in md
+    assert "not reproduced" not in md
 
 
 @pytest.mark.slow
