@@ -138,6 +138,20 @@ def side_by_side_row(batch: int, timm_row: dict, ours: dict) -> dict:
     return row
 
 
+def one_device_problem() -> str | None:
+    """Why the comparison would be unfair here, or None: timm trains on one GPU,
+    and our step runs on every device JAX sees (the training mesh)."""
+    import jax
+
+    n = jax.device_count()
+    if n == 1:
+        return None
+    return (
+        f"JAX sees {n} devices and would shard our step over all of them while timm "
+        "trains on one; run with CUDA_VISIBLE_DEVICES=0"
+    )
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", default="32,128")
@@ -166,6 +180,10 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.allow_cpu:
         print("skipped: no CUDA GPU visible to torch (--allow-cpu runs it anyway, as a check)")
+        return 0
+    problem = one_device_problem()
+    if problem:
+        print(f"skipped: {problem}")
         return 0
     import jax
 

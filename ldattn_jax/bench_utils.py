@@ -18,19 +18,29 @@ from typing import Any
 
 import jax
 
-# Dense peak FLOP/s per device from vendor data sheets (no sparsity). Used only
-# to report the fraction of peak; unknown devices report null rather than a
-# guess.
-PEAK_FLOPS = {
-    # device_kind substring: {dtype: flop/s}
-    "H100": {"bfloat16": 989e12, "float32": 67e12},
-    "H200": {"bfloat16": 989e12, "float32": 67e12},
-    "A100": {"bfloat16": 312e12, "float32": 19.5e12},
-    "TPU v4": {"bfloat16": 275e12, "float32": 275e12 / 4},
-    "TPU v5 lite": {"bfloat16": 197e12, "float32": 197e12 / 4},
-    "TPU v5p": {"bfloat16": 459e12, "float32": 459e12 / 4},
-    "TPU v6": {"bfloat16": 918e12, "float32": 918e12 / 4},
-}
+# Dense peak FLOP/s per device (no 2:4 sparsity: NVIDIA's headline tensor
+# figures are sparse, twice these), from the vendors' data sheets; matched as
+# a substring of jax's ``device_kind`` ('NVIDIA H100 80GB HBM3' is the SXM
+# part, 'NVIDIA H100 PCIe', 'NVIDIA H200', 'NVIDIA A100-SXM4-80GB'), first
+# match wins, so the specific names come first. Keys: 'bfloat16' (tensor
+# cores / MXU), 'tf32' (tensor cores on float32 inputs: what XLA:GPU runs a
+# float32 dot or conv as at JAX's default matmul precision) and 'float32'
+# (CUDA cores: the ceiling at jax_default_matmul_precision='highest'). A kind
+# or dtype with no verified figure (None, or no entry) reports no fraction
+# rather than a guess: the NVL boards, and TPU float32, whose default
+# precision runs bf16 passes.
+PEAK_FLOPS = [
+    # device_kind substring, {basis: flop/s}
+    ("H100 PCIe", {"bfloat16": 756e12, "tf32": 378e12, "float32": 51e12}),
+    ("NVL", {}),  # H100 NVL / H200 NVL: other clocks; not verified here
+    ("H100", {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12}),  # SXM
+    ("H200", {"bfloat16": 989.4e12, "tf32": 494.7e12, "float32": 66.9e12}),  # SXM, GH200
+    ("A100", {"bfloat16": 312e12, "tf32": 156e12, "float32": 19.5e12}),  # SXM4 and PCIe
+    ("TPU v4", {"bfloat16": 275e12}),
+    ("TPU v5 lite", {"bfloat16": 197e12}),
+    ("TPU v5p", {"bfloat16": 459e12}),
+    ("TPU v6", {"bfloat16": 918e12}),
+]
 
 
 def machine_info() -> dict[str, Any]:
@@ -81,10 +91,25 @@ def write_json(path: str, data: dict) -> None:
     tmp.replace(target)
 
 
-def peak_flops(device_kind: str, dtype: str) -> float | None:
-    for key, table in PEAK_FLOPS.items():
+def peak_basis(device_kind: str, dtype: str, matmul_precision: str | None = None) -> str:
+    """Which peak a ``dtype`` step is held to: 'bfloat16', 'tf32' or 'float32'.
+
+    float32 on an NVIDIA GPU runs its dots and convs on TF32 tensor cores at
+    JAX's default matmul precision (jax.default_matmul_precision's docs), so
+    it is held to the TF32 peak unless the precision asks for full float32.
+    """
+    if dtype != "float32" or "tpu" in device_kind.lower():
+        return dtype
+    full = str(matmul_precision or "").lower() in ("highest", "float32", "f32_f32_f32")
+    return "float32" if full else "tf32"
+
+
+def peak_flops(device_kind: str, dtype: str, matmul_precision: str | None = None) -> float | None:
+    """Dense peak FLOP/s of one device of ``device_kind`` for a ``dtype`` step (None: unknown)."""
+    basis = peak_basis(device_kind, dtype, matmul_precision)
+    for key, table in PEAK_FLOPS:
         if key.lower() in device_kind.lower():
-            return table.get(dtype)
+            return table.get(basis)
     return None
 
 
@@ -114,9 +139,7 @@ def time_fn(
     }
 
 
-def compiled_flops(compiled) -> float | None:
-    """FLOPs of one call from XLA's cost analysis (None where the backend gives none)."""
-    cost = compiled.cost_analysis()
+def _flops(cost) -> float | None:
     if isinstance(cost, list | tuple):
         cost = cost[0] if cost else None
     if not cost:
@@ -125,10 +148,46 @@ def compiled_flops(compiled) -> float | None:
     return float(flops) if flops is not None and flops > 0 else None
 
 
+def compiled_flops(compiled) -> float | None:
+    """FLOPs of one call on ONE device, from XLA's cost analysis of the compiled
+    (optimised, SPMD-partitioned) program; None where the backend gives none.
+
+    Per device: a batch sharded over n devices counts 1/n of the work here.
+    XLA counts a multiply-add as 2 FLOPs (papers' "FLOPs" are often
+    multiply-adds, e.g. the LDA paper's Table VII).
+    """
+    return _flops(compiled.cost_analysis())
+
+
+def step_flops(lowered, compiled, n_devices: int) -> dict[str, Any]:
+    """FLOPs of one whole call (every device together), and where they come from.
+
+    From the lowered program (before optimisation and partitioning: the
+    computation as written, whatever libraries the backend later calls) where
+    its cost analysis answers ('hlo'); else the compiled program's per-device
+    count times ``n_devices`` ('compiled x devices'). Both are kept: on GPU
+    the compiled count has missed cuBLAS/cuDNN calls in some jax versions
+    (jax-ml/jax#16008, #22249).
+    """
+    per_device = compiled_flops(compiled)
+    try:
+        total = _flops(lowered.cost_analysis())
+    except Exception:  # a backend without analysis of unoptimised HLO
+        total = None
+    source = "hlo"
+    if total is None and per_device is not None:
+        total, source = per_device * n_devices, "compiled x devices"
+    return {
+        "flops_per_step": total,
+        "flops_source": source if total is not None else None,
+        "compiled_flops_per_device": per_device,
+    }
+
+
 def compiled_memory_bytes(compiled) -> int | None:
-    """Device bytes one call of ``compiled`` needs by XLA's memory analysis:
-    arguments + outputs - donated (aliased) buffers + temporaries. None where
-    the backend gives no analysis."""
+    """Bytes one call of ``compiled`` needs on EACH device by XLA's memory
+    analysis (of the partitioned program): arguments + outputs - donated
+    (aliased) buffers + temporaries. None where the backend gives no analysis."""
     m = compiled.memory_analysis()
     if m is None:
         return None
@@ -145,7 +204,9 @@ def device_memory_limit_bytes() -> int | None:
 
 
 def peak_device_memory_bytes() -> int | None:
-    """Peak bytes in use on device 0 since start (None on backends without stats, e.g. CPU)."""
+    """Peak bytes in use on device 0 since the process started: the allocator's
+    high-water mark over everything run so far, not one step's own need (None
+    on backends without allocator stats, e.g. CPU)."""
     stats = jax.devices()[0].memory_stats()
     if not stats:
         return None

@@ -11,7 +11,7 @@ Prints the machine (device kind and count, CPU cores, jax/flax versions) and,
 per measurement, the median of ``--repeats`` timed runs after warm-up:
   train   step time, images/s, compile time, peak device memory, achieved
           FLOP/s from XLA's cost analysis and the fraction of the device peak;
-  eval    images/s in inference mode (same grid);
+  eval    images/s in inference mode (same grid; host -> device copy included);
   loader  decoded four-frame stacks/s from real shards (built here from the
           synthetic set) per encoding: one core through the data source, and
           through grain with 0..N worker processes;
@@ -22,9 +22,11 @@ per measurement, the median of ``--repeats`` timed runs after warm-up:
           the share of the time spent waiting for input.
 
 The train/eval steps are the ones ``ldattn_jax.train`` runs (same step
-function, optimizer, shardings), on random uint8 frames. ``--geometry paper``
-is 398/224 (the GPU goals); ``--geometry demo`` is the CPU-sized geometry of
-configs/demo.py so 2-core regressions show. Never run by the test suite
+function, optimizer, shardings), on random uint8 frames. An "image" is one
+sample classified: lda_st's four-frame stack counts once (the backbone sees
+its first frame; the attention reads all four), as timm's images do.
+``--geometry paper`` is 398/224 (the GPU goals); ``--geometry demo`` is the
+CPU-sized geometry of configs/demo.py so 2-core regressions show. Never run by the test suite
 except at toy sizes: benchmarks print numbers, tests assert behaviour.
 """
 
@@ -80,16 +82,30 @@ def _random_batch(config, num_frames: int, seed: int = 0) -> dict:
     }
 
 
-def _compiled_stats(compiled, step_s: float, dtype: str) -> dict:
-    flops = bench_utils.compiled_flops(compiled)
-    achieved = flops / step_s if flops else None
-    peak = bench_utils.peak_flops(jax.devices()[0].device_kind, dtype)
+def _compiled_stats(lowered, compiled, step_s: float, dtype: str, n_devices: int) -> dict:
+    """FLOPs, FLOP/s, fraction of peak and memory of one compiled step on ``n_devices``.
+
+    flops_per_step: the whole step (forward + backward + optimizer update of
+    the global batch, every device together), 2 FLOPs per multiply-add as XLA
+    counts (bench_utils.step_flops). fraction_of_peak: achieved FLOP/s over
+    the dense peak of ``n_devices`` devices at ``dtype`` (float32 on a GPU:
+    the TF32 peak, see bench_utils.peak_basis).
+    """
+    flops = bench_utils.step_flops(lowered, compiled, n_devices)
+    total = flops["flops_per_step"]
+    achieved = total / step_s if total else None
+    kind = jax.devices()[0].device_kind
+    precision = jax.config.jax_default_matmul_precision
+    peak = bench_utils.peak_flops(kind, dtype, precision)
     return {
-        "flops_per_step": flops,
+        **flops,
         "achieved_flops_per_s": achieved,
-        "fraction_of_peak": achieved / (peak * jax.device_count()) if achieved and peak else None,
-        # This step's own need (XLA's memory analysis), whatever ran before it in
-        # the process; the allocator's peak below is the process's high-water mark.
+        "peak_flops_per_device": peak,
+        "peak_basis": bench_utils.peak_basis(kind, dtype, precision) if peak else None,
+        "fraction_of_peak": achieved / (peak * n_devices) if achieved and peak else None,
+        # This step's own need on each device (XLA's memory analysis), whatever
+        # ran before it in the process; the allocator's peak below is device 0's
+        # high-water mark over the whole process so far.
         "step_memory_bytes": bench_utils.compiled_memory_bytes(compiled),
         "peak_device_memory_bytes": bench_utils.peak_device_memory_bytes(),
     }
@@ -190,8 +206,9 @@ def train_step_measurement(
     batch_arr = sharding.shard_batch(mesh, _random_batch(config, required_frames(config.model)))
     class_w = jax.device_put(jnp.ones(2, jnp.float32), repl)
     t0 = time.perf_counter()
-    compiled = step.lower(state, batch_arr, class_w).compile()
-    compile_s = time.perf_counter() - t0
+    lowered = step.lower(state, batch_arr, class_w)
+    compiled = lowered.compile()
+    compile_s = time.perf_counter() - t0  # trace + lower + compile
     holder = {"state": state}
 
     def run():
@@ -214,10 +231,16 @@ def train_step_measurement(
         "step_s_min": t["min_s"],
         "step_s_max": t["max_s"],
         "steps_per_sample": inner,
+        # Samples per second: a sample is one image classified, with the
+        # frames_per_sample - 1 following frames the temporal attention reads
+        # (the backbone sees frame t only), so a four-frame lda_st stack counts
+        # as ONE image, as timm's legacy_xception image does.
         "images_per_s": batch / t["median_s"],
+        "frames_per_sample": required_frames(config.model),
+        "devices": mesh.size,
         "compile_s": compile_s,
         "stencils": use_stencils(),  # read at trace time: LDATTN_STENCILS may change per row
-        **_compiled_stats(compiled, t["median_s"], dtype),
+        **_compiled_stats(lowered, compiled, t["median_s"], dtype, mesh.size),
     }
 
 
@@ -618,7 +641,7 @@ def _row_text(r: dict) -> str:
     if r.get("achieved_flops_per_s"):
         extra += f"  {r['achieved_flops_per_s'] / 1e9:8.1f} GFLOP/s"
     if r.get("fraction_of_peak"):
-        extra += f"  {100 * r['fraction_of_peak']:5.1f}% of peak"
+        extra += f"  {100 * r['fraction_of_peak']:5.1f}% of {r.get('peak_basis') or 'the'} peak"
     if r.get("step_memory_bytes"):
         extra += f"  step needs {r['step_memory_bytes'] / 2**30:5.1f} GiB"
     if r.get("stencils"):

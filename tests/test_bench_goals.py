@@ -177,9 +177,13 @@ def test_predict_is_judged_on_the_goals_model_threads_and_codec(tmp_path):
     row = _predict_goal(tmp_path, rows)
     assert row["measured"].startswith("1.20 s (8 threads, h264; decode 0.40")
     assert row["verdict"] == "MISSED"
-    # Without an 8-thread H.264 row the closest setting left is used.
+    # Without an 8-thread H.264 row the closest setting left is shown, and
+    # not judged: an mp4v clip decodes ~2x faster than the datasets' H.264.
     row = _predict_goal(tmp_path, rows[:3])
-    assert row["measured"].startswith("0.60 s (8 threads, mp4v;") and row["verdict"] == "met"
+    assert row["measured"].startswith("0.60 s (8 threads, mp4v;") and row["verdict"] == "incomplete"
+    # A real .mp4 names H.264 'avc1': judged like our clip's 'h264'.
+    row = _predict_goal(tmp_path, [_predict(8, 0.9, codec="avc1")])
+    assert row["verdict"] == "met"
     # Only another model measured: shown with its geometry, never judged.
     row = _predict_goal(tmp_path, rows[:1])
     assert row["measured"].startswith("0.30 s (8 threads, h264, 62/56 model;")
@@ -240,3 +244,61 @@ def test_the_readme_goal_table_is_what_bench_goals_prints_for_its_files():
         "benchmarks/README.md's goal table is stale: regenerate it with "
         f"python -m ldattn_jax.bench_goals {' '.join('benchmarks/results/' + n for n in names)}"
     )
+
+
+def _gpu_doc(machine=GPU, **doc):
+    train = [_train("lda_st", 128, 1100.0), _train("xception", 128, 1200.0)]
+    side = [{"batch": 128, "size": 398, "dtype": "bfloat16", "ratio": 1.3,
+             "ours": {"images_per_s": 1300.0}, "timm": {"images_per_s": 1000.0}}]  # fmt: skip
+    return {"machine": machine, "train": train, "side_by_side": side,
+            "loader": [_loader("raw", 0, 900.0, 900.0, 600.0, 8)], **doc}  # fmt: skip
+
+
+def test_only_one_h100_class_gpu_gets_a_verdict(tmp_path):
+    """The goals are stated for one H100 (an H200 has its compute): another GPU,
+    several devices (training rates, the timm ratio) or a smoke plan record."""
+
+    def goals(doc):
+        return _by_goal(bench_goals.evaluate(bench_goals.load([_write(tmp_path, "g.json", doc)])))
+
+    g = goals(_gpu_doc())
+    assert g["lda_st train, batch 128"]["verdict"] == "met"
+    g = goals(_gpu_doc(dict(GPU, device_kind="NVIDIA A100-SXM4-80GB")))
+    assert {r["verdict"] for r in g.values()} <= {"recorded (not an H100/H200)", "not measured"}
+    eight = goals(_gpu_doc(dict(GPU, device_count=8)))
+    # 8 GPUs' images/s is not one GPU's; ours on 8 vs timm on 1 is no ratio.
+    for goal in ("lda_st train, batch 128", "ours / timm legacy_xception, batch 128"):
+        assert eight[goal]["verdict"] == "recorded (8 devices; the goal is one GPU)", goal
+    # Same devices on both sides: the step ratio and the host's loader still count.
+    assert eight["lda_st step / xception step, batch 128"]["verdict"] == "met"
+    assert eight["loader (raw shards)"]["verdict"] == "met"
+    smoke = goals(_gpu_doc(smoke=True))
+    assert {r["verdict"] for r in smoke.values()} <= {"recorded (smoke run)", "not measured"}
+
+
+def test_loader_is_judged_on_the_goals_stacks(tmp_path):
+    small = dict(_loader("raw", 0, 9000.0, 9000.0, 6000.0, 8), frames_shape=[4, 62, 62, 3])
+    full = dict(_loader("raw", 0, 900.0, 900.0, 450.0, 8), frames_shape=[4, 398, 398, 3])
+
+    def loader(rows):
+        doc = {"machine": GPU, "loader": rows}
+        rows = bench_goals.evaluate(bench_goals.load([_write(tmp_path, "l.json", doc)]))
+        return _by_goal(rows)["loader (raw shards)"]
+
+    # The 398 px row is judged, however much faster 62 px stacks read.
+    row = loader([small, full])
+    assert row["verdict"] == "MISSED" and row["measured"].startswith("450 /s per CPU-second")
+    # Only small stacks: shown with their shape, not judged.
+    row = loader([small])
+    assert row["verdict"] == "incomplete" and "(4x62x62x3 stacks)" in row["measured"]
+
+
+def test_timm_on_the_cpu_is_no_comparison(tmp_path):
+    # torch_vs_jax --allow-cpu on a GPU host whose torch sees no CUDA: our GPU
+    # step against timm on the CPU would "meet" any ratio.
+    side = {"machine": GPU, "torch": "2.13", "torch_device": "cpu", "size": 398,
+            "dtype": "bfloat16", "rows": [{"batch": 128, "ratio": 40.0,
+            "ours": {"images_per_s": 1200.0}, "timm": {"images_per_s": 30.0}}]}  # fmt: skip
+    rows = bench_goals.evaluate(bench_goals.load([_write(tmp_path, "t.json", side)]))
+    row = _by_goal(rows)["ours / timm legacy_xception, batch 128"]
+    assert row["verdict"] == "incomplete" and row["measured"].endswith("(timm on the CPU)")

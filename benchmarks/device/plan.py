@@ -191,8 +191,12 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
         ]  # fmt: skip
         if not ours:
             raise RuntimeError(f"no bf16 xception train row at batch {batch} to compare with")
-        import torch
         import torch_vs_jax
+
+        problem = torch_vs_jax.one_device_problem()
+        if problem:
+            raise RuntimeError(problem)
+        import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu" and not smoke:
