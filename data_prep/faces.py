@@ -248,7 +248,11 @@ def extract_stacks(
         stacks = cutter.stacks()
     if not stacks:
         raise VideoError(
-            "no_face", f"{video_path}: dlib found no face in any key frame ({total} frames)"
+            "no_face",
+            f"{video_path}: dlib found no face in any key frame ({total} frames). Its HOG "
+            "detector finds upright, roughly frontal faces of ~40 px or more: a video turned "
+            "sideways without rotation metadata, profile views or a tiny face give this; "
+            "rotate the video, or crop it around the face",
         )
     return stacks
 

@@ -102,6 +102,7 @@ def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, 
     said = {f["reason"]: f["message"] for f in failures}
     assert "download or copy it again" in said["truncated"] and "003.mp4" in said["truncated"]
     assert "move it out of the dataset folder" in said["not_a_video"]
+    assert "005.mp4" in said["no_face"] and "rotate the video" in said["no_face"]
     summary = json.loads((out / "summary.json").read_text())["counts"]
     assert summary["train"]["records"] == 6 and summary["train"]["failures"] == {
         "bad_resolution": 1,
