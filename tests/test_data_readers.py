@@ -424,3 +424,20 @@ def test_dfdc_renamed_held_out_part_leaves_train(tmp_path):
     (tmp_path / "test_part_49/metadata.json").write_text(json.dumps(meta))
     with pytest.raises(DatasetError, match=r"b.mp4: split 'holdout' is not train/val/test"):
         read_dfdc(str(tmp_path))
+
+
+def test_dfdc_labels_csv_label_words_and_pandas_floats(tmp_path):
+    # labels.csv may say REAL/FAKE (any case) or 0.0/1.0 instead of 0/1; 1 = FAKE = fake.
+    rows = {"a.mp4": "FAKE", "b.mp4": "real", "c.mp4": "Fake", "d.mp4": "0.0", "e.mp4": "1.0"}
+    for name in rows:
+        _touch(tmp_path / "test" / name)
+    text = "filename,label\n" + "".join(f"{n},{v}\n" for n, v in rows.items())
+    (tmp_path / "test/labels.csv").write_text(text)
+    got = {i.video_id: (i.label, i.method) for i in read_dfdc(str(tmp_path))}
+    assert got == {
+        "dfdc/test/a": (1, "fake"),
+        "dfdc/test/b": (0, "real"),
+        "dfdc/test/c": (1, "fake"),
+        "dfdc/test/d": (0, "real"),
+        "dfdc/test/e": (1, "fake"),
+    }

@@ -237,3 +237,28 @@ def test_stack_batch_flips_only_the_stacks_that_drew_a_flip_from_read_only_views
     np.testing.assert_array_equal(batch["frames"][1:], np.stack(stacks[1:]))
     np.testing.assert_array_equal(batch["label"], [1, 0, 1])
     assert batch["label"].dtype == np.int32
+
+
+def test_a_stack_cut_short_keeps_its_first_frames_in_order():
+    # The model reads frame t and the next ones (r^t = I^{t+1} - I^t): a stack
+    # longer than the model needs is cut at its end, never at its start.
+    src = ListSource()
+    b = next(ip.make_train_iterator(src, _config(flip=False), num_frames=2, indices=np.arange(40)))
+    assert b["frames"].shape == (8, 2, S, S, 3)
+    np.testing.assert_array_equal(b["frames"][:, :, 0, 0, 1], np.tile([0, 1], (8, 1)))
+
+
+def test_about_half_of_the_stacks_are_flipped():
+    # p = 0.5 per stack: 200 stacks give 100 +- 7 (binomial sd); 70..130 is > 4 sd.
+    it = ip.make_train_iterator(ListSource(), _config(), num_frames=1, indices=np.arange(40))
+    flipped = sum(int((b["frames"][:, 0, 0, 0, 2] == S - 1).sum()) for b in _take(it, 25))
+    assert 70 <= flipped <= 130, flipped
+
+
+def test_sample_balance_repeats_whichever_class_is_the_minority():
+    # Fakes the minority this time (FF++ has 4 fakes per real; other sets the reverse).
+    labels = np.array([0, 1, 0, 0, 1, 0, 0, 0])
+    idx = ip.epoch_indices(labels, "sample")
+    assert len(idx) == 12 and (labels[idx] == 0).sum() == (labels[idx] == 1).sum() == 6
+    assert sorted(idx[labels[idx] == 1].tolist()) == [1, 1, 1, 4, 4, 4]  # each fake 3x
+    assert sorted(idx[labels[idx] == 0].tolist()) == [0, 2, 3, 5, 6, 7]  # each real once

@@ -275,3 +275,81 @@ def test_demo_table_shows_every_variant_method_and_the_ablation():
         assert needle in text, needle
     auc = f"{results['lda_st']['metrics']['video']['auc']:.3f}"
     assert any(line.split()[:2] == ["lda_st", auc] for line in text.splitlines())
+
+
+def _group_reference(ids, labels, scores, extra):
+    """Plain-Python per-video table: mean score, label and extra columns per id."""
+    table = {}
+    for i, vid in enumerate(ids):
+        row = table.setdefault(vid, {"label": labels[i], "scores": [], "order": len(table)})
+        row["scores"].append(scores[i])
+        for k, col in extra.items():
+            row[k] = col[i]
+    return table
+
+
+def test_video_rows_stay_aligned_when_first_appearance_is_not_sorted_order():
+    # Frames of videos interleaved, ids first seen in anti-alphabetical order:
+    # every returned column must describe the same video, in first-appearance order.
+    rng = np.random.default_rng(5)
+    names = ["zeta", "alpha", "mid", "beta", "omega"]
+    vid_label = {"zeta": 1, "alpha": 0, "mid": 1, "beta": 0, "omega": 1}
+    ids = names + list(rng.choice(names, 25))
+    labels = [vid_label[v] for v in ids]
+    methods = ["real" if vid_label[v] == 0 else f"m_{v}" for v in ids]
+    scores = rng.uniform(0, 1, len(ids))
+    v = metrics.video_scores(ids, labels, scores, extra={"method": methods})
+    ref = _group_reference(ids, labels, scores, {"method": methods})
+    assert v["video_id"].tolist() == names  # first appearance, not np.unique's sorted order
+    for j, vid in enumerate(v["video_id"]):
+        assert v["label"][j] == ref[vid]["label"]
+        assert v["method"][j] == ref[vid]["method"]
+        assert v["num_frames"][j] == len(ref[vid]["scores"])
+        assert v["score"][j] == pytest.approx(np.mean(ref[vid]["scores"]), abs=1e-12)
+
+
+def test_video_level_subset_metrics_use_the_videos_of_that_subset():
+    # Per-compression and per-method video metrics against sklearn on a video table
+    # grouped independently; the two compressions score differently, so a subset
+    # mask applied to the wrong videos changes the AUC.
+    rng = np.random.default_rng(1)
+    rows = []
+    for comp, shift in (("c23", 0.4), ("c40", 0.05)):
+        for method, label in (("real", 0), ("Deepfakes", 1), ("FaceSwap", 1)):
+            for v in range(6):
+                mu = 0.3 + shift * label * (2.0 if method == "FaceSwap" else 1.0)
+                for _ in range(3):
+                    rows.append((f"ff/{comp}/{method}/{v:03d}", label, method, comp, mu))
+    ids, labels, methods, comps, mus = map(np.array, zip(*rows, strict=True))
+    scores = np.clip(rng.normal(mus.astype(float), 0.15), 0, 1)
+    fc = {"video_id": ids, "label": labels.astype(int), "score": scores}
+    fc |= {"method": methods, "compression": comps}
+    out, _ = metrics.compute_all(fc)
+    ref = _group_reference(
+        ids.tolist(), fc["label"], scores, {"method": methods, "compression": comps}
+    )
+    vids = sorted(ref)
+    v_label = np.array([ref[v]["label"] for v in vids])
+    v_score = np.array([np.mean(ref[v]["scores"]) for v in vids])
+    v_method = np.array([ref[v]["method"] for v in vids])
+    v_comp = np.array([ref[v]["compression"] for v in vids])
+    assert out["video"]["auc"] == pytest.approx(skm.roc_auc_score(v_label, v_score), abs=1e-12)
+    for comp in ("c23", "c40"):
+        sel = v_comp == comp
+        got = out["per_compression"][comp]
+        assert got["video"]["auc"] == pytest.approx(
+            skm.roc_auc_score(v_label[sel], v_score[sel]), abs=1e-12
+        )
+        assert got["video"]["counts"] == {"real": 6, "fake": 12}
+        fsel = comps == comp
+        assert got["frame"]["auc"] == pytest.approx(
+            skm.roc_auc_score(fc["label"][fsel], scores[fsel]), abs=1e-12
+        )
+    for method in ("Deepfakes", "FaceSwap"):
+        sel = (v_label == 0) | (v_method == method)
+        assert out["per_method"][method]["video"]["auc"] == pytest.approx(
+            skm.roc_auc_score(v_label[sel], v_score[sel]), abs=1e-12
+        )
+    assert out["per_compression"]["c23"]["video"]["auc"] != pytest.approx(
+        out["per_compression"]["c40"]["video"]["auc"], abs=0.02
+    )  # the check is able to fail: the subsets differ

@@ -234,3 +234,39 @@ def test_a_checkpoint_of_another_process_count_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"process_0-of-2.json.*same number of processes"):
         checkpointing.restore_train_state(manager, 1, abstract, _shardings(abstract), _iterator())
     manager.close()
+
+
+def test_config_data_balance_sets_the_epoch_and_the_loss(tiny_run, tmp_path, monkeypatch):
+    # 32 fakes, 16 reals. 'sample' repeats the reals up to 32: an epoch is 64
+    # samples = 8 steps of 8 (the lr halves per such epoch), not 48 // 8 = 6.
+    # 'loss_weight' keeps the 48 records but weighs the loss by class: the same
+    # first batch from the same initial weights then gives another loss than 'none'.
+    records = _Records()
+    records.labels[:] = np.arange(48) % 3 != 0
+    monkeypatch.setattr(train, "_open_data", lambda config: (records, None, None))
+    result, first_loss = {}, {}
+    for balance in ("sample", "none", "loss_weight"):
+        run = str(tmp_path / balance)
+        config = tiny_run(f"--config.data.balance={balance}", "--config.total_steps=1")
+        result[balance] = train.train_and_evaluate(config, run)
+        first_loss[balance] = _losses(run)[1]
+    assert result["sample"].steps_per_epoch == 2 * 32 // 8
+    assert result["none"].steps_per_epoch == result["loss_weight"].steps_per_epoch == 48 // 8
+    assert first_loss["loss_weight"] != pytest.approx(first_loss["none"], rel=1e-4)
+
+
+def test_checkpoint_choice_best_latest_or_a_step(tmp_path):
+    # evaluate/predict --checkpoint: 'best' is the highest validation AUC, 'latest'
+    # the last step saved, a number that step; here the three differ.
+    manager = checkpointing.make_manager(tmp_path, keep=3, async_save=False)
+    it = _iterator()
+    for step, auc in ((1, 0.6), (2, 0.9), (3, 0.7), (4, None)):
+        next(it)
+        metrics = None if auc is None else {"val_auc": auc}
+        checkpointing.save_train_state(manager, step, _state(step)[1], it, metrics)
+    assert checkpointing._resolve_step(manager, "best", tmp_path) == 2
+    assert checkpointing._resolve_step(manager, "latest", tmp_path) == 4
+    assert checkpointing._resolve_step(manager, 3, tmp_path) == 3
+    with pytest.raises(FileNotFoundError, match=r"step 1 is not in .* \(has \[2, 3, 4\]\)"):
+        checkpointing._resolve_step(manager, 1, tmp_path)  # step 1 was not kept
+    manager.close()
