@@ -410,6 +410,24 @@ def _parse_checkpoint(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"--checkpoint {text!r}: use best, latest or a step number")
 
 
+def local_workdir(parser: argparse.ArgumentParser, workdir: str) -> str:
+    """The run's directory as an absolute local path (orbax refuses relative ones).
+
+    A pod run's workdir is on GCS (launch/tpu_pod.sh), but evaluation and
+    prediction write their results beside the run with local file I/O: a
+    gs:// path would become a local folder named 'gs:'. Say how to copy it.
+    """
+    if re.match(r"^[a-z][a-z0-9+.-]*://", workdir):
+        url = workdir.rstrip("/")
+        local = "runs/" + url.rsplit("/", 1)[-1]
+        parser.error(
+            f"--workdir {workdir}: this reads a run from local disk; copy what it needs "
+            f"first (mkdir -p {local} && gcloud storage cp -r {url}/config.json "
+            f"{url}/checkpoints {local}/), then pass --workdir {local}"
+        )
+    return os.path.abspath(workdir)
+
+
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     from ldattn_jax.models.lda import COMPUTE_DTYPES
 
@@ -435,7 +453,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
     args, overrides = p.parse_known_args(argv)
-    args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
+    args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError
 
     try:

@@ -33,6 +33,7 @@ from ldattn_jax.evaluate import (
     _safe,
     add_dtype_argument,
     load_run_config,
+    local_workdir,
     with_compute_dtype,
 )
 from ldattn_jax.metrics import DEFAULT_THRESHOLD, to_jsonable
@@ -351,7 +352,7 @@ def main(argv=None) -> int:
     )
     add_dtype_argument(p)
     args = p.parse_args(argv)
-    args.workdir = os.path.abspath(args.workdir)  # orbax refuses relative paths
+    args.workdir = local_workdir(p, args.workdir)
     if not os.path.isfile(os.path.join(args.workdir, "config.json")):
         print(f"predict: error: {args.workdir} has no config.json: pass as --workdir the "
               "directory a training run wrote (python -m ldattn_jax.train --workdir)",

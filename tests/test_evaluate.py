@@ -31,6 +31,19 @@ def test_missing_run_config_says_what_to_pass(tmp_path):
         evaluate.load_run_config(str(tmp_path))
 
 
+@pytest.mark.parametrize("main", [evaluate.main, predict.main], ids=["evaluate", "predict"])
+def test_a_gcs_workdir_is_refused_with_the_copy_command(main, tmp_path, capsys, monkeypatch):
+    # os.path.abspath("gs://b/runs/x") is a local folder named 'gs:' under the cwd.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["--workdir", "gs://bucket/runs/ffpp/", "clip.mp4"][: 3 if main is predict.main else 2]
+        )
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "gs://bucket/runs/ffpp/checkpoints runs/ffpp/" in err
+    assert "--workdir runs/ffpp" in err and not (tmp_path / "gs:").exists()
+
+
 def test_score_csvs_read_back_the_exact_scores(tmp_path):
     # Confident frames sit within 1e-7 of 1: a fixed-decimals CSV ties them and
     # an AUC recomputed from the file would not be metrics.json's.
