@@ -190,7 +190,9 @@ def predict_videos(
             results.append(entry)
             continue
         if i in reused:
-            results.append(_verdict(reused[i], threshold, few, heatmaps, reused=True))
+            # The path as given this time (the journal matched the file, not the text).
+            row = {**reused[i], "video": video}
+            results.append(_verdict(row, threshold, few, heatmaps, reused=True))
             continue
         submit(submitted)
         submitted += 1

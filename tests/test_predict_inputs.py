@@ -305,6 +305,10 @@ def test_a_run_that_dies_loses_only_the_video_in_hand(fake_run, tmp_path, monkey
     assert [r["fake_probability"] for r in rep["videos"]] == pytest.approx([40 / 255, 80 / 255,
                                                                             120 / 255])  # fmt: skip
     assert "reused 2 video score(s)" in capsys.readouterr().err
+    # The journal matches the file, not the text of its path.
+    monkeypatch.chdir(tmp_path)
+    rc, rep = _run(fake_run, out, "./a.mp4")
+    assert rep["videos"][0]["reused"] and rep["videos"][0]["video"] == "./a.mp4"
 
     # A changed file, other key frames, or --rescore: scored again.
     _clip(tmp_path / "b.mp4", 3, 250)
