@@ -68,6 +68,15 @@ def test_steps_run_while_the_budget_holds_them(plan):
     assert saved[:4] == [1, 1, 2, 2]  # saved after every step, the skipped one too
 
 
+def test_the_goals_loader_step_comes_first_since_it_pays_for_the_shards(plan):
+    # The first loader step builds the shards; the budget then expects every
+    # loader step to take as long, so the goal's own (batch 128, threads, no
+    # worker processes) must not be the one left out.
+    loaders = [s.kwargs for s in plan.plan_steps("host") if s.kind == "loader"]
+    assert loaders[0]["batch"] == 128 and loaders[0]["workers"] == (0,)
+    assert loaders[0]["encodings"] == ("raw",)
+
+
 def test_before_a_step_of_a_kind_has_run_its_default_guess_decides(plan):
     clock = FakeClock()
     results = {}
