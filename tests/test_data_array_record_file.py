@@ -168,3 +168,59 @@ def test_a_flipped_frame_bit_is_what_verify_is_for(awkward, tmp_path):
     with pytest.raises(RuntimeError, match="hash mismatch"):
         array_record_module.ArrayRecordReader(str(p), "readahead_buffer_size:0").read([5])
     assert os.path.getsize(p) == os.path.getsize(path)
+
+
+def _flipped(tmp_path, path, name, pos, bit=1):
+    data = bytearray(Path(path).read_bytes())
+    data[pos] ^= bit
+    p = tmp_path / name
+    p.write_bytes(bytes(data))
+    return str(p)
+
+
+def test_each_chunk_header_field_that_disagrees_with_the_footer_is_an_error(tmp_path):
+    # Small records: every chunk lies inside the first 64 KiB block, so file position
+    # = chunk offset + byte within the chunk. A chunk is 40 header bytes (header_hash,
+    # data_size, data_hash, chunk_type | num_records << 8, decoded_data_size: 5 x u64
+    # LE), then the data: compression type, varint sizes_size, the size, the record.
+    records = [b"x" * 300, b"y" * 200]
+    path = _write(tmp_path / "ok", records)
+    offset = RecordFile(path)._chunks[1][0]
+    assert offset + 300 < BLOCK and RecordFile(path).read(1).tobytes() == records[1]
+    fields = {
+        "data_size": 8,
+        "chunk_type": 24,  # 'r' -> 's'
+        "num_records": 25,  # 1 -> 3: two records in the chunk
+        "decoded_data_size": 32,
+        "compression_type": 40,  # 0 -> 1: 'compressed'
+        "record_size": 42,  # the varint size in the chunk's sizes
+    }
+    for name, at in fields.items():
+        f = RecordFile(
+            _flipped(tmp_path, path, name, offset + at, 2 if name == "num_records" else 1)
+        )
+        with pytest.raises(ShardFormatError, match=rf"{name}: record 1: the chunk at byte"):
+            f.read(1)
+        assert f.read(0).tobytes() == records[0], name  # the other record is intact
+
+
+def test_a_damaged_postscript_or_footer_is_named_when_opened(tmp_path):
+    records = [b"x" * 300, b"y" * 200, b"z" * 100]
+    path = _write(tmp_path / "ok", records)
+    data = Path(path).read_bytes()
+    postscript = len(data) - BLOCK  # a block boundary: a block header, then the chunk
+    magic = array_record_file._varint_bytes(array_record_file._MAGIC)
+    at = data.index(magic, postscript)
+    footer = array_record_file._message(RecordFile(path)._small_chunk(postscript, "postscript")[0])[
+        1
+    ]
+    assert footer + 100 < postscript and footer % BLOCK != 0
+    # ArrayRecordMetadata {version = 1, num_chunks = 3, num_records = 3} in the footer
+    counts = data.index(bytes([0x10, 3, 0x18, 3]), footer)
+    for name, pos, bit, why in [
+        ("magic", at + 3, 1, "no ArrayRecord postscript"),
+        ("footer_records", footer + 25, 1, "the footer chunk at byte .* does not add up"),
+        ("num_chunks", counts + 1, 4, "the footer lists 3 of 7 chunks"),
+    ]:
+        with pytest.raises(ShardFormatError, match=rf"{name}: .*{why}"):
+            RecordFile(_flipped(tmp_path, path, name, pos, bit))

@@ -483,3 +483,62 @@ def test_shards_of_other_settings_are_not_replaced_silently(three_fakes_tree, tm
     assert json.loads((data_dir / build.BUILD_ARGS).read_text()) == recorded  # untouched
     assert build.main([*fewer, "--replace"]) == 0
     assert json.loads((data_dir / build.BUILD_ARGS).read_text())["methods"] == "Deepfakes"
+    # ...and the shards are the new build's, not the old ones left in place.
+    assert sorted(_records_by_video(out)) == ["Deepfakes/000_001", "real/000", "real/001"]
+
+
+def test_every_setting_that_changes_the_data_is_checked_before_replacing(
+    three_fakes_tree, tmp_path, capsys
+):
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    before = sorted(os.listdir(data_dir))
+    splits = tmp_path / "splits"
+    shutil.copytree(three_fakes_tree / "splits", splits)
+    for flag, value in [
+        ("--frames-per-video", "4"),
+        ("--encoding", "zstd"),
+        ("--splits", str(splits)),
+        ("--root", os.path.relpath(three_fakes_tree)),  # the same root: no change
+    ]:
+        capsys.readouterr()
+        rc = build.main([*argv, flag, value])
+        err = capsys.readouterr().err
+        if flag == "--root":
+            assert rc == 0, err
+        else:
+            assert rc == 2 and f"{flag} " in err and "--replace" in err, (flag, err)
+        assert sorted(os.listdir(data_dir)) == before
+    # --compression names other videos (c40 has none here): checked the same way.
+    a, b = build.parse_args(argv), build.parse_args([*argv, "--compression", "c40"])
+    (data_dir / build.BUILD_ARGS).write_text(json.dumps(build.build_settings(a)))
+    assert build.replaced_settings(str(data_dir), build.build_settings(b)) == [
+        "--compression 'c23' -> 'c40'"
+    ]
+
+
+def test_a_changed_video_file_is_extracted_again(three_fakes_tree, tmp_path, monkeypatch):
+    from data_prep import faces
+
+    root = tmp_path / "ffpp"
+    shutil.copytree(three_fakes_tree, root)
+    out = tmp_path / "out"
+    argv = _argv(root, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    real_extract, calls = faces.extract_stacks, []
+
+    def counted(path, *args):
+        calls.append(os.path.basename(path))
+        return real_extract(path, *args)
+
+    monkeypatch.setattr(faces, "extract_stacks", counted)
+    assert build.main(argv) == 0
+    assert calls == []  # all cached
+    # Another version of 001.mp4 at the same path (e.g. downloaded again, re-encoded).
+    _video(root / "original_sequences/youtube/c23/videos/001.mp4", _face_frames(10)[::-1])
+    assert build.main(argv) == 0
+    assert calls == ["001.mp4"]
+    frames = {r["frame_index"] for r in _records_by_video(out)["real/001"]}
+    assert max(frames) + 3 < 10  # stacks of the 10-frame video, not the 12-frame one

@@ -99,3 +99,51 @@ def test_bad_records_raise_a_record_format_error_that_says_what_is_wrong():
     with pytest.raises(RecordFormatError, match="past the end|truncated"):
         view(good[:-3])
     assert view(good)["label"] == 0
+
+
+def test_multi_byte_tensors_decode_as_tfds_encoded_them():
+    # The build's tensors are all uint8, where byte order and item size cannot go
+    # wrong; any other dtype must read back what TFDS wrote, as TFDS reads it.
+    import json
+
+    import tensorflow_datasets as tfds
+    from google.protobuf import json_format
+
+    t, enc = tfds.features.Tensor, tfds.features.Encoding
+    features = tfds.features.FeaturesDict(
+        {
+            "a": t(shape=(2, 3), dtype=np.float32, encoding=enc.BYTES),
+            "b": t(shape=(5,), dtype=np.int16, encoding=enc.ZLIB),
+            "c": t(shape=(), dtype=np.int32),
+        }
+    )
+    features_json = json.loads(json_format.MessageToJson(features.to_proto()))
+    want = {
+        "a": np.array([[1.5, -2, 3e9], [0, 1e-3, 7]], np.float32),
+        "b": np.array([1, -2, 300, -32768, 32767], np.int16),
+        "c": -5,
+    }
+    raw = features.serialize_example(want)
+    got = RecordView.for_features(features_json, ["a", "b", "c"])(raw)
+    tfds_got = features.deserialize_example_np(raw)
+    for key in ("a", "b"):
+        assert (got[key].dtype, got[key].shape) == (want[key].dtype, want[key].shape), key
+        np.testing.assert_array_equal(got[key], want[key])
+        np.testing.assert_array_equal(got[key], tfds_got[key])
+    assert got["c"] == tfds_got["c"] == -5
+
+
+def test_a_value_count_or_size_other_than_the_spec_is_an_error():
+    view = _view(frames=FRAMES, label=LABEL)
+    with pytest.raises(RecordFormatError, match=r"holds 7 bytes; uint8\[2, 3\] needs 6"):
+        view(_example(frames=bytes(7), label=0))  # too many bytes, not just too few
+    empty = tf_example_pb2.Example()
+    empty.features.feature["frames"].bytes_list.value.append(bytes(6))
+    empty.features.feature["label"].int64_list.SetInParent()  # a list with no value
+    with pytest.raises(RecordFormatError, match="'label' holds 0 values, expected 1"):
+        view(empty.SerializeToString())
+    empty.features.feature["label"].int64_list.value.append(1)
+    empty.features.feature["frames"].bytes_list.Clear()
+    empty.features.feature["frames"].bytes_list.SetInParent()
+    with pytest.raises(RecordFormatError, match="'frames' holds 0 values, expected 1"):
+        view(empty.SerializeToString())

@@ -506,3 +506,105 @@ def test_verify_names_the_splits_a_build_has(built, capsys):
     err = capsys.readouterr().err
     assert "['tset'] not in" in err and "['test', 'train', 'val']" in err
     assert verify.main([str(built), "--splits", "val"]) == 0
+
+
+@pytest.mark.parametrize("name", ["zstd", "zlib"])
+def test_compressed_encodings_are_built_and_read_back_as_the_same_records(built, tmp_path, name):
+    import shutil
+
+    # Shards of the fixture's cache (no face is found again) in another encoding,
+    # one file per split so that its size is the records' (plus a 64 KiB postscript).
+    out = tmp_path / name
+    shutil.copytree(built / "cache", out / "cache")
+    root = json.loads((built / "summary.json").read_text())["args"]["root"]
+    argv = ["--dataset", "synthetic", "--root", root, "--out", str(out), "--workers", "1",
+            "--encoding", name, "--shards", "1", *BUILD_ARGS]  # fmt: skip
+    assert build.main(argv) == 0
+    assert read_info(str(out))["encoding"] == name
+    frames_spec = json.loads((_builder_dir(out) / "features.json").read_text())
+    frames_spec = frames_spec["featuresDict"]["features"]["frames"]["tensor"]
+    # zstd: ArrayRecord compresses whole records (array_record's reader); zlib: TFDS
+    # compresses the frames tensor inside uncompressed ArrayRecord (the direct reader).
+    assert frames_spec["encoding"] == {"zstd": "bytes", "zlib": "zlib"}[name]
+    (shard,) = _builder_dir(out).glob("*-train.array_record-*")
+    if name == "zstd":  # the records themselves are compressed
+        from data_prep.array_record_file import RecordFile, UnsupportedLayout
+
+        with pytest.raises(UnsupportedLayout, match="compressed"):
+            RecordFile(str(shard))
+    for split in ("train", "test"):
+        src, ref = open_split(str(out), split), open_split(str(built), split)
+        assert src.reader == {"zstd": "array_record", "zlib": "direct"}[name]
+        assert len(src) == len(ref)
+        for i in range(len(src)):
+            a, b = src[i], ref[i]
+            assert sorted(a) == sorted(b)
+            for key in a:
+                np.testing.assert_array_equal(a[key], b[key])
+        np.testing.assert_array_equal(src.labels(), ref.labels())
+
+
+def test_records_have_the_documented_python_types_and_negative_indices(built):
+    src = open_split(str(built), "val")
+    r = src[-1]
+    last = src[len(src) - 1]
+    assert (r["video_id"], r["frame_index"]) == (last["video_id"], last["frame_index"])
+    np.testing.assert_array_equal(r["frames"], last["frames"])
+    with pytest.raises(IndexError):
+        src[-len(src) - 1]
+    # docs/interfaces.md: the types training, evaluation and figures rely on.
+    for key, kind in {"label": int, "frame_index": int, "has_mask": bool, "video_id": str,
+                      "method": str, "dataset": str, "compression": str}.items():  # fmt: skip
+        assert type(r[key]) is kind, key
+    arrays = [
+        ("frames", np.uint8, (4, 40, 40, 3)),
+        ("mask", np.uint8, (40, 40)),
+        ("box", np.int32, (4,)),
+        ("landmarks", np.float32, (68, 2)),
+    ]
+    for key, dtype, shape in arrays:
+        assert (r[key].dtype, r[key].shape) == (dtype, shape), key
+    assert set(np.unique(r["mask"])) <= {0, 1}
+
+
+def test_a_folder_of_several_builds_is_refused_and_a_stale_label_index_ignored(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "out" / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
+    shutil.copytree(_builder_dir(built), copy)
+    assert shards.find_builder_dir(str(tmp_path / "out")) == str(copy)
+    # A label index with another number of labels than records (a copy of another
+    # build's) is not used: its labels would belong to other records.
+    labels = np.load(copy / "labels.train.npy")
+    np.save(copy / "labels.train.npy", labels[:-1])
+    assert open_split(str(copy), "train").labels() is None
+    shutil.copytree(copy, tmp_path / "out" / "lda_faces" / "synthetic_n4_s40" / "1.0.0")
+    with pytest.raises(ValueError, match=r"several builds .*synthetic_n3_s40.*synthetic_n4_s40"):
+        open_split(str(tmp_path / "out"), "train")
+
+
+def test_each_method_shows_its_own_defect_where_its_masks_say(synthetic_root):
+    # Per fake, against its real video: Upsampling's 5-px checkerboard, MismatchedColor's
+    # colour shift, each present only in its own method; and in every frame the pixels
+    # the method changed strongly lie inside that frame's mask, a {0, 1} map.
+    yy, xx = np.mgrid[0:256, 0:256]
+    checkers = [np.where(((xx + ox) // 5 + (yy + oy) // 5) % 2 == 0, 1.0, -1.0)
+                for ox in range(5) for oy in range(5)]  # fmt: skip
+    for i in range(6):
+        real = _read(synthetic_root / f"original_sequences/youtube/c23/videos/{i:03d}.mp4")
+        for m in SYNTHETIC_METHODS:
+            p = synthetic_root / f"manipulated_sequences/{m}/c23/videos/{i:03d}_{i ^ 1:03d}"
+            fake = _read(p.with_suffix(".mp4"))
+            masks = np.load(str(p) + ".masks.npz")["masks"]
+            assert set(np.unique(masks)) == {0, 1}, m
+            mask = masks.astype(bool)
+            changed = np.abs(fake - real).mean(-1) > 20
+            for t in range(len(mask)):
+                if changed[t].sum() >= 50:
+                    assert (changed[t] & mask[t]).sum() >= 0.9 * changed[t].sum(), (i, m, t)
+            residual = (fake - real).mean(-1)
+            checker = max(abs((residual * c)[mask].mean()) for c in checkers)
+            assert (checker > 3.5) if m == "Upsampling" else (checker < 2.5), (i, m, checker)
+            shift = max(abs(fake[..., c][mask].mean() / real[..., c][mask].mean() - 1)
+                        for c in range(3))  # fmt: skip
+            assert (shift > 0.05) if m == "MismatchedColor" else (shift < 0.03), (i, m, shift)
