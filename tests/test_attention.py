@@ -196,3 +196,19 @@ def test_gradients_reach_every_attention_parameter():
     norms = {"/".join(map(str, p)): float(jnp.abs(g).max()) for p, g in nnx.to_flat_state(grads)}
     assert len(norms) == 9  # patch kernel+bias, pos, LN scale+bias, U, templates, combine (2)
     assert all(v > 0 for v in norms.values()), norms
+
+
+def test_vit_npz_templates_use_vits_layernorm_epsilon(tmp_path):
+    # ViT-B's LayerNorm has eps 1e-6. With a class token + position row whose
+    # variance is near that, the template (the cls query) depends on eps.
+    module = _tiny(slots=1)
+    w = _fake_vit_npz(tmp_path / "ok.npz", module)
+    w["cls"] = w["cls"] * 1e-3
+    pos = "Transformer/posembed_input/pos_embedding"
+    w[pos] = w[pos] * 1e-3
+    np.savez(tmp_path / "vit.npz", **w)
+    load_vit_npz(module, tmp_path / "vit.npz")
+    images = np.random.default_rng(4).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    ours = module.activations(jnp.asarray(images[:, None]))
+    ref = _vit_layer0_cls_attention(w, images, patch=4)
+    np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=1e-4)

@@ -183,3 +183,15 @@ def test_a_paper_run_without_pretrained_vit_is_told_so():
     assert init_notes(load_config(ffpp, ["--config.model.name=xception"])) == []
     # The CPU demo's 16-wide attention has no pretrained weights to miss.
     assert init_notes(load_config(os.path.join(ROOT, "configs", "demo.py"))) == []
+
+
+def test_flags_read_0_and_1_and_step_counts_refuse_booleans():
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.data.flip=0"])
+    assert c.data.flip is False
+    assert apply_overrides(c, ["--config.data.flip=1"]).data.flip is True
+    from ldattn_jax.config_utils import check_step_counts
+
+    # True is an int to Python; as a step count it is a mistake, not "1".
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.log_every=True"])
+    with pytest.raises(ConfigError, match=r"config\.log_every=True: expected an integer"):
+        check_step_counts(c)

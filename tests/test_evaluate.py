@@ -31,19 +31,6 @@ def test_missing_run_config_says_what_to_pass(tmp_path):
         evaluate.load_run_config(str(tmp_path))
 
 
-@pytest.mark.parametrize("main", [evaluate.main, predict.main], ids=["evaluate", "predict"])
-def test_a_gcs_workdir_is_refused_with_the_copy_command(main, tmp_path, capsys, monkeypatch):
-    # os.path.abspath("gs://b/runs/x") is a local folder named 'gs:' under the cwd.
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as e:
-        main(
-            ["--workdir", "gs://bucket/runs/ffpp/", "clip.mp4"][: 3 if main is predict.main else 2]
-        )
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and "gs://bucket/runs/ffpp/checkpoints runs/ffpp/" in err
-    assert "--workdir runs/ffpp" in err and not (tmp_path / "gs:").exists()
-
-
 def test_score_csvs_read_back_the_exact_scores(tmp_path):
     # Confident frames sit within 1e-7 of 1: a fixed-decimals CSV ties them and
     # an AUC recomputed from the file would not be metrics.json's.
@@ -106,3 +93,30 @@ def test_sigmoid_of_margin_keeps_confident_frames_apart():
     assert p[0] == 0.0 and p[-1] == 1.0  # no overflow warning-turned-NaN at the extremes
     # fp32 softmax would tie 20 and 30 at exactly 1.0; fp64 keeps them ordered.
     assert p[3] < p[4]
+
+
+def test_fit_frames_resizes_as_training_does_when_enlarging_too():
+    # Shards built smaller than the model's input are enlarged (INTER_CUBIC) by
+    # training's LoadRecord; evaluation must feed the model the same pixels.
+    from ldattn_jax.input_pipeline import LoadRecord
+
+    rng = np.random.default_rng(1)
+    for size in (12, 31):  # enlarge, shrink
+        stack = rng.integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+        train_view = LoadRecord([{"frames": stack, "label": 1}], 2, 20).map(0)["frames"]
+        np.testing.assert_array_equal(evaluate.fit_frames(stack, 2, 20), train_view)
+    # And the enlargement is a smooth one: a linear ramp stays (nearly) a ramp.
+    ramp = np.tile(np.linspace(0, 250, 10).astype(np.uint8)[None, :, None], (10, 1, 3))
+    big = evaluate.fit_frames(ramp[None], 1, 20)[0].astype(float)
+    assert np.abs(np.diff(big[10, 2:-2, 0])).max() <= 20  # no nearest-neighbour steps
+
+
+def test_another_compute_dtype_is_a_copy_of_the_run_config():
+    import ml_collections
+
+    config = ml_collections.ConfigDict({"model": {"dtype": "float32", "name": "lda_st"}})
+    bf16 = evaluate.with_compute_dtype(config, "bfloat16")
+    assert bf16.model.dtype == "bfloat16" and bf16.model.name == "lda_st"
+    # The caller's config (what evaluate names its results by) is untouched.
+    assert config.model.dtype == "float32"
+    assert evaluate.with_compute_dtype(config, None) is config

@@ -78,3 +78,50 @@ def test_no_masks_reports_unavailable_with_reason():
     )
     out = acc.summary()
     assert not out["available"] and "mask" in out["reason"] and out["modules"] == {}
+
+
+def test_pointing_game_counts_overlap_not_coverage():
+    # Paper V-D / the module's definition: a hit is a peak cell that overlaps the
+    # mask at all; the chance level is the share of cells that overlap it.
+    frac = np.array([[[0.25, 0.0], [0.0, 0.0]]])  # a quarter of cell (0, 0) manipulated
+    attn = np.array([[[4.0, 1.0], [1.0, 1.0]]])
+    s = dcap.capture_scores(attn, frac)
+    assert s["pointing_hit"][0] == 1.0  # the peak lies on the mask: a full hit
+    assert s["pointing_uniform"][0] == pytest.approx(1 / 4)  # 1 of 4 cells overlaps
+    assert s["mass_share"][0] == pytest.approx(4 * 0.25 / 7)  # mass is area-weighted
+    assert s["mass_share_uniform"][0] == pytest.approx(0.25 / 4)
+    # Two tied peaks, one on the mask: the expected hit of a random tie-break.
+    tied = dcap.capture_scores(np.array([[[4.0, 4.0], [1.0, 1.0]]]), frac)
+    assert tied["pointing_hit"][0] == pytest.approx(0.5)
+
+
+def test_maps_are_clipped_before_they_are_averaged():
+    # A negative map (suppression) must not cancel another map's attention.
+    maps = np.array([[[[2.0, 0.0], [0.0, 0.0]], [[-2.0, 0.0], [0.0, 1.0]]]])  # [B=1, m=2, 2, 2]
+    np.testing.assert_allclose(dcap.reduce_maps(maps), [[[1.0, 0.0], [0.0, 0.5]]])
+    acc = dcap.DefectCapture()
+    mask = np.zeros((1, 4, 4), np.uint8)
+    mask[0, :2, :2] = 1  # cell (0, 0)
+    acc.add({"spatial": maps}, mask, [True], [1], ["m"])
+    assert acc.summary()["modules"]["spatial"]["all"]["mass_share"] == pytest.approx(1 / 1.5)
+
+
+def test_fakes_with_an_empty_mask_are_skipped_and_rows_stay_aligned():
+    # An all-zero mask (e.g. a frame where the manipulation left no trace) has no
+    # region to capture: it is counted as skipped, and the maps of the remaining
+    # samples must still be scored against their own masks.
+    g, s = 2, 8
+    masks = np.zeros((3, s, s), np.uint8)
+    masks[1, :4, :4] = 1  # sample 1: cell (0, 0)
+    masks[2, 4:, 4:] = 1  # sample 2: cell (1, 1)
+    maps = np.zeros((3, 1, g, g))
+    maps[0, 0, 1, 1] = 1.0  # sample 0 (empty mask): anything
+    maps[1, 0, 0, 0] = 1.0  # on its mask
+    maps[2, 0, 1, 1] = 1.0  # on its mask
+    acc = dcap.DefectCapture()
+    acc.add({"spatial": maps}, masks, [True] * 3, [1] * 3, ["a", "a", "b"])
+    out = acc.summary()
+    assert out["skipped_empty_masks"] == 1
+    sp = out["modules"]["spatial"]
+    assert sp["all"]["n"] == 2 and sp["per_method"]["a"]["n"] == 1
+    assert sp["all"]["mass_share"] == 1.0 and sp["all"]["pointing_hit_rate"] == 1.0

@@ -78,3 +78,17 @@ def test_a_resumed_run_logs_each_step_once(tmp_path):
     # steps after 3 (a SessionLog START at step 4, as tensorboardX writes it).
     scalars, purges = _event_steps(tmp_path / "tensorboard")
     assert sorted(scalars) == [1, 2, 3, 4, 4, 5, 5] and 4 in purges
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_the_record(tmp_path):
+    # No checkpoint: the rerun starts at step 0 and computes every step again, so
+    # every row the killed run logged goes (resume_step=0 is a resume, not None).
+    w = MetricWriter(tmp_path, resume_step=0)
+    for step in (1, 2):
+        w.write(step, {"loss": 1.0})
+    w.close()
+    w = MetricWriter(tmp_path, resume_step=0)
+    w.write(1, {"loss": 0.5})
+    w.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["loss"]) for r in rows] == [(1, 0.5)]

@@ -378,3 +378,23 @@ def test_unknown_stencil_choice_is_a_clear_error(monkeypatch):
         use_stencils()
     monkeypatch.setenv("LDATTN_STENCILS", "auto")
     assert use_stencils()  # the suite runs on CPU
+
+
+def test_block1_reads_conv2_unrectified_so_negative_modulations_count():
+    # Keras' entry flow: conv2 ends with a ReLU and block1 (Keras block2) starts
+    # with its separable conv, no second ReLU. The attention maps that multiply
+    # conv2's output can be negative (their 1x1 combination has signed weights):
+    # block1's main path must see those values, not a rectified copy. The two
+    # modulations below agree where block1's 1x1/2 shortcut samples (even rows
+    # and columns) and differ, by negative values only, elsewhere.
+    from ldattn_jax.models.xception import Block
+
+    abstract = nnx.eval_shape(lambda: Xception(middle_blocks=0, rngs=nnx.Rngs(0)))
+    assert not abstract.block1.start_with_relu and abstract.block2.start_with_relu
+    block = Block(8, (16, 16), downsample=True, start_with_relu=False, rngs=nnx.Rngs(0),
+                  dtype=jnp.float32)  # fmt: skip
+    block.eval()
+    y = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 9, 9, 8)), jnp.float32)
+    even = np.zeros((1, 9, 9, 1), np.float32)
+    even[:, ::2, ::2] = 1.0
+    assert float(jnp.abs(block(-y) - block(-y * even)).max()) > 1e-3
