@@ -189,6 +189,22 @@ def test_nan_loss_stops_naming_the_step_and_keeps_last_checkpoint(reference, tmp
     manager.close()
 
 
+def test_an_infinite_gradient_norm_stops_even_while_the_loss_is_finite(
+    reference, tmp_path, monkeypatch
+):
+    import jax.numpy as jnp
+    import optax
+
+    _, ref_dir, _ = reference
+    workdir = str(tmp_path / "inf")
+    shutil.copytree(ref_dir, workdir)
+    # The step's logged norms come from optax.tree.norm (traced afresh for this run).
+    monkeypatch.setattr(optax.tree, "norm", lambda tree, *a, **k: jnp.float32(jnp.inf))
+    config = tiny_config(reference[0].data.dir, *REF, "--config.total_steps=8")
+    with pytest.raises(train.TrainingDiverged, match=r"loss=[0-9.]+ grad_norm=inf at step 5\b"):
+        train.train_and_evaluate(config, workdir)
+
+
 def test_a_slow_loader_shows_as_input_wait(reference, tmp_path, monkeypatch):
     _, ref_dir, _ = reference
     workdir = str(tmp_path / "stall")
