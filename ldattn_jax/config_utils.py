@@ -212,7 +212,9 @@ def _parse_value(key: str, text: str, old: Any) -> Any:
     if isinstance(old, list | tuple) and isinstance(value, list | tuple):
         # Keep the container type of the default ([('data', -1)] stays a list of tuples).
         value = type(old)(tuple(v) if isinstance(v, list) else v for v in value)
-    if old is not None and not isinstance(value, type(old)):
+    # bool is an int to isinstance: batch_size=True would pass as 1.
+    wrong_bool = isinstance(value, bool) and not isinstance(old, bool)
+    if old is not None and (wrong_bool or not isinstance(value, type(old))):
         raise ConfigError(
             f"--config.{key}={text!r} has type {type(value).__name__}, but the config "
             f"holds a {type(old).__name__} ({old!r})"

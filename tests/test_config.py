@@ -191,7 +191,12 @@ def test_flags_read_0_and_1_and_step_counts_refuse_booleans():
     assert apply_overrides(c, ["--config.data.flip=1"]).data.flip is True
     from ldattn_jax.config_utils import check_step_counts
 
-    # True is an int to Python; as a step count it is a mistake, not "1".
-    c = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.log_every=True"])
+    # True is an int to Python; for an int key it is a mistake, not "1": refused
+    # on the command line, and as a step count also when a config file sets it.
+    for key in ("log_every", "batch_size"):
+        with pytest.raises(ConfigError, match=rf"{key}='True' has type bool.*holds a int"):
+            load_config(os.path.join(ROOT, "configs", "demo.py"), [f"--config.{key}=True"])
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"))
+    c.log_every = True
     with pytest.raises(ConfigError, match=r"config\.log_every=True: expected an integer"):
         check_step_counts(c)
