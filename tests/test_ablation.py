@@ -128,3 +128,54 @@ def test_ablation_cli_end_to_end(tmp_path):
     assert cfg1["seed"] == 1
     assert doc["aggregate"]["lda_spatial"]["video_auc_all"]["n"] == 2
     assert "| lda_spatial | 2 |" in (out / "ablation" / "ablation.md").read_text()
+
+
+def test_each_seed_is_trained_apart_and_scored_on_the_heldout_build(tmp_path, monkeypatch):
+    # The stages themselves stubbed: which data each step gets, and which workdir.
+    from data_prep import shards
+    from ldattn_jax import demo, evaluate
+
+    made, trained, scored = [], [], []
+    monkeypatch.setattr(demo, "synthesize", lambda d, n, seed: made.append((d, n, seed)))
+    monkeypatch.setattr(demo, "build", lambda v, s, *a: made.append((v, s)))
+    monkeypatch.setattr(
+        demo, "run_variant", lambda v, out, s, overrides: trained.append((v, out, s, overrides[-1]))
+    )
+    auc = {("xception", 0): 0.6, ("xception", 1): 0.8, ("lda_st", 0): 0.9, ("lda_st", 1): 0.7}
+
+    def fake_evaluate(config, workdir, **kw):
+        variant, seed = str(config.model.name), int(config.seed)
+        scored.append((workdir, kw["data_dir"], kw["split"], kw["checkpoint"]))
+        video = {"counts": {}, "auc": auc[variant, seed], "acc": 1.0}
+        result = _result(tmp_path, [(0, "original", 0.1), (1, "Upsampling", 0.9)], {"video": video})
+        return result | {"metrics_json": f"{workdir}/metrics.json"}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    counts = {"real": {"videos": 3, "records": 6}, "fake": {"videos": 12, "records": 24}}
+    monkeypatch.setattr(shards, "read_info", lambda d: {"splits": {"test": {"by_label": counts}}})
+    out = tmp_path / "abl"
+    argv = ["--out", str(out), "--variants", "xception,lda_st", "--seeds", "1,0", "--videos", "6",
+            "--heldout-videos", "3"]  # fmt: skip
+    assert ablation.main(argv) == 0
+    heldout = str(out / "heldout" / "shards")
+    assert made == [(str(out / "videos"), 6, 0), (str(out / "videos"), str(out / "shards")),
+                    (str(out / "heldout" / "videos"), 3, ablation.HELDOUT_SEED),
+                    (str(out / "heldout" / "videos"), heldout)]  # fmt: skip
+    # Trained on the demo's shards, seed 0 in the demo's own workdirs, others beside them.
+    assert [(v, o, s) for v, o, s, _ in trained] == [
+        ("xception", str(out), str(out / "shards")), ("lda_st", str(out), str(out / "shards")),
+        ("xception", str(out / "seed1"), str(out / "shards")),
+        ("lda_st", str(out / "seed1"), str(out / "shards")),
+    ]  # fmt: skip
+    assert [t[3] for t in trained] == ["--config.seed=0"] * 2 + ["--config.seed=1"] * 2
+    # Scored on every split of the held-out build, never the demo's own shards.
+    assert scored == [(str(out / "train_xception"), heldout, "all", "best"),
+                      (str(out / "train_lda_st"), heldout, "all", "best"),
+                      (str(out / "seed1" / "train_xception"), heldout, "all", "best"),
+                      (str(out / "seed1" / "train_lda_st"), heldout, "all", "best")]  # fmt: skip
+    doc = json.loads((out / "ablation" / "ablation.json").read_text())
+    assert doc["runs"]["lda_st"]["1"]["video_auc_all"] == 0.7
+    assert doc["aggregate"]["xception"]["video_auc_all"]["mean"] == pytest.approx(0.7)
+    assert doc["heldout"] | {"dir": None} == {"dir": None, "seed": ablation.HELDOUT_SEED,
+                                              "videos": 15, "real": 3, "fake": 12,
+                                              "records": 30}  # fmt: skip

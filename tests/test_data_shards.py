@@ -608,3 +608,132 @@ def test_each_method_shows_its_own_defect_where_its_masks_say(synthetic_root):
             shift = max(abs(fake[..., c][mask].mean() / real[..., c][mask].mean() - 1)
                         for c in range(3))  # fmt: skip
             assert (shift > 0.05) if m == "MismatchedColor" else (shift < 0.03), (i, m, shift)
+
+
+def test_verify_names_a_shard_with_fewer_records_than_dataset_info_lists(built, tmp_path, capsys):
+    # A shard that holds fewer records than the build says (an older build's file copied
+    # over it, a writer that died mid-file): each record reads, but some are missing.
+    import shutil
+
+    from data_prep import verify
+
+    copy = tmp_path / "copy"
+    shutil.copytree(_builder_dir(built), copy)
+    info = json.loads((copy / "dataset_info.json").read_text())
+    val = next(s for s in info["splits"] if s["name"] == "val")
+    listed = int(val["shardLengths"][0])
+    val["shardLengths"][0] = str(listed + 1)
+    (copy / "dataset_info.json").write_text(json.dumps(info))
+    name = sorted(f for f in os.listdir(copy) if "-val.array_record-" in f)[0]
+    capsys.readouterr()
+    assert verify.main([str(copy), "--splits", "val"]) == 1
+    captured = capsys.readouterr()
+    assert f"{name}: {listed} records, dataset_info.json lists {listed + 1}" in captured.err
+    assert "1 problem(s)" in captured.out
+
+
+def test_verify_names_a_record_the_direct_reader_reads_differently(built, monkeypatch, capsys):
+    # The direct reader (what training reads through) against array_record's own: a
+    # record whose bytes differ is named, though riegeli's hashes all hold.
+    from data_prep import verify
+    from data_prep.array_record_file import RecordFile
+
+    class OffByOneBit(RecordFile):
+        def read(self, i):
+            data = bytearray(super().read(i))
+            if "-val.array_record-00001-" in self.path:
+                data[len(data) // 2] ^= 1
+            return bytes(data)
+
+    monkeypatch.setattr(verify, "RecordFile", OffByOneBit)
+    capsys.readouterr()
+    assert verify.main([str(built), "--splits", "train,val"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "-val.array_record-00001-" in err[0]
+    assert "record 0: data_prep.array_record_file reads other bytes" in err[0]
+
+
+def test_a_build_in_another_process_writes_byte_identical_shards(synthetic_root, built, tmp_path):
+    # tf.train.Example's feature map serialises in an order that varies from process to
+    # process; the shards must not. Same cache (no face finding), another interpreter
+    # with another hash seed: every file of the build the same, byte for byte.
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(built / "cache", out / "cache")
+    env = {**os.environ, "PYTHONHASHSEED": "4242"}
+    cmd = [sys.executable, "-m", "data_prep.build", "--dataset", "synthetic", "--root",
+           str(synthetic_root), "--out", str(out), "--workers", "1", *BUILD_ARGS]  # fmt: skip
+    subprocess.run(cmd, check=True, env=env, capture_output=True)
+    a, b = _builder_dir(built), _builder_dir(out)
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b)) and sum(".array_record-" in n for n in names) >= 3
+    for n in names:
+        assert (a / n).read_bytes() == (b / n).read_bytes(), n
+
+
+def test_mismatched_color_tints_one_eye_apart_from_the_skin():
+    # On a flat grey frame the colour change is readable as a per-channel gain: the
+    # skin of the inner face one gain, one eye (and only one) that gain times a tint
+    # that pushes one channel up by >= 40 %.
+    rng = np.random.default_rng(5)
+    ident = synthesize.Identity(rng, synthesize._face_templates()[0], synthesize._backgrounds())
+    _, lms = synthesize.render_base(ident, rng, 2)
+    grey = [np.full((256, 256, 3), 100.0, np.float32)] * 2
+    tinted_eyes, skins = set(), []
+    for seed in range(8):
+        out, _ = synthesize.mismatched_color(grey, lms, np.random.default_rng(seed))
+        gain = out[0] / 100.0
+        lm = lms[0].round().astype(int)
+        at = [gain[y, x] for x, y in (lm[36:42].mean(0).round().astype(int),
+                                      lm[42:48].mean(0).round().astype(int),
+                                      lm[30], lm[33])]  # fmt: skip
+        left, right, nose, nose_tip = at
+        assert np.allclose(nose, nose_tip, atol=1e-3)
+        assert np.abs(nose - 1).max() < 0.19  # the skin: within +-18 % a channel
+        skins.append(np.abs(nose - 1).max())
+        assert np.allclose(gain[0, 0], 1)  # the background untouched
+        ratios = [eye / nose for eye in (left, right)]
+        tinted = [bool(np.abs(r - 1).max() > 0.3) for r in ratios]
+        assert sum(tinted) == 1, (seed, ratios)
+        r = ratios[tinted.index(True)]
+        assert r.max() > 1.4 and r.min() < 0.9, r
+        untouched = ratios[tinted.index(False)]
+        assert np.allclose(untouched, 1, atol=0.02)
+        tinted_eyes.add(tinted.index(True))
+    assert tinted_eyes == {0, 1}  # either eye, by the seed
+    assert max(skins) > 0.08  # the skin's own shift: a mismatched colour, not only the eye
+
+
+def test_a_temporal_jitter_frame_alone_is_a_real_face_displaced(synthetic_root):
+    # Temporal only: each frame of a TemporalJitter fake is its real video's frame with
+    # the inner face displaced by a few pixels (a real video with another constant
+    # offset), nothing warped or recoloured. Inside the face, the real frame shifted
+    # by the best sub-pixel displacement matches it to within codec + resampling noise;
+    # AbnormalStructure's warp, through the same measure, does not.
+    def shifted(img, dx, dy):
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        return cv2.warpAffine(img, m, (256, 256), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+
+    def residual(real, fake, core):
+        def err(dx, dy):
+            return np.abs(shifted(real, dx, dy) - fake).mean(-1)[core].mean()
+
+        _, bx, by = min((err(dx, dy), dx, dy) for dx in range(-6, 7) for dy in range(-6, 7))
+        return min(err(bx + a / 4, by + b / 4) for a in range(-4, 5) for b in range(-4, 5))
+
+    out = {"TemporalJitter": [], "AbnormalStructure": []}
+    for i in range(3):
+        real = _read(synthetic_root / f"original_sequences/youtube/c23/videos/{i:03d}.mp4")
+        # The inner face, well inside the blend's seam (its mask is TemporalJitter's).
+        p = synthetic_root / f"manipulated_sequences/TemporalJitter/c23/videos/{i:03d}_{i ^ 1:03d}"
+        masks = np.load(str(p) + ".masks.npz")["masks"]
+        for m, res in out.items():
+            p = synthetic_root / f"manipulated_sequences/{m}/c23/videos/{i:03d}_{i ^ 1:03d}"
+            fake = _read(p.with_suffix(".mp4"))
+            for t in (0, 5):
+                core = cv2.erode(masks[t], np.ones((31, 31), np.uint8)).astype(bool)
+                res.append(residual(real[t], fake[t], core))
+    jitter, warped = np.mean(out["TemporalJitter"]), np.mean(out["AbnormalStructure"])
+    assert jitter < 5.5 < warped, out

@@ -83,3 +83,14 @@ def test_a_trained_variant_of_other_settings_is_not_reused(tmp_path, monkeypatch
     with pytest.raises(demo.StaleStage, match=r"num_epochs: 8 -> 10.*another --out"):
         demo.run_variant("lda_st", str(tmp_path), shards, ["--config.num_epochs=10"])
     assert ran == []
+
+
+def test_shards_of_another_stack_or_key_frames_are_not_reused(tmp_path, stages):
+    # Each setting on its own: shards of 3-frame stacks cannot serve a 5-frame model.
+    videos, shards = str(tmp_path / "videos"), str(tmp_path / "shards")
+    assert demo.build(videos, shards, 62, 3, 8)
+    for other, said in (((62, 5, 8), "stack=5"), ((62, 3, 16), "frames_per_video=16"),
+                        ((118, 3, 8), "size=118")):  # fmt: skip
+        with pytest.raises(demo.StaleStage, match=said):
+            demo.build(videos, shards, *other)
+    assert stages == ["data_prep.build"]

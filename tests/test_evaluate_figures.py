@@ -32,3 +32,24 @@ def test_attention_overlay_panels(tmp_path):
     assert grid.shape[0] > 4 * one_row.shape[0]
     with pytest.raises(ValueError, match=r"\[S, S, 3\]"):
         figures.attention_overlay(face[..., 0], maps, tmp_path / "c.png")
+
+
+def test_roc_figure_draws_each_curve_from_its_own_labels_and_scores(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or str(path))
+    # By hand: threshold 0.8 catches one fake, 0.4 one real, 0.35 the other fake.
+    video = ([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    # Reversed scores: every fake below every real, AUC 0.
+    frame = ([1, 1, 0, 0, 0], [0.1, 0.2, 0.3, 0.6, 0.9])
+    figures.roc_figure({"video": video, "frame": frame, "one": ([1, 1], [0.2, 0.3])}, tmp_path)
+    (ax,) = drawn[0].axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert set(lines) == {"chance", "video (AUC = 0.7500, n = 4)", "frame (AUC = 0.0000, n = 5)",
+                          "one: one class, no ROC"}  # fmt: skip
+    v = lines["video (AUC = 0.7500, n = 4)"]
+    corners = {(x, y) for x, y in zip(v.get_xdata(), v.get_ydata(), strict=True)}
+    assert {(0, 0), (0, 0.5), (0.5, 0.5), (0.5, 1), (1, 1)} <= corners
+    f = lines["frame (AUC = 0.0000, n = 5)"]
+    points = list(zip(f.get_xdata(), f.get_ydata(), strict=True))
+    assert (1, 0) in points and all(y == 0 for x, y in points if x < 1)  # no fake caught early
+    assert len(lines["one: one class, no ROC"].get_xdata()) == 0

@@ -321,3 +321,149 @@ def test_a_run_that_dies_loses_only_the_video_in_hand(fake_run, tmp_path, monkey
     extracted[:] = ["allow c"]
     _run(fake_run, out, "--rescore", *clips)
     assert extracted == ["allow c", "a.mp4", "b.mp4", "c.mp4"]
+
+
+def _per_stack(values: dict):
+    """extract_stacks stand-in giving the stacks of a video the pixel values ``values[name]``."""
+
+    def extract(p, frames_per_video, stack, size, workers):
+        return [
+            {
+                "frames": np.full((stack + 1, size, size, 3), v, np.uint8),
+                "frame_index": 3 * k,
+                "box": np.array([0, 0, 8, 8], np.int32),
+                "landmarks": np.zeros((68, 2), np.float32),
+            }
+            for k, v in enumerate(values[os.path.basename(p)])
+        ]
+
+    return extract
+
+
+def test_a_videos_score_is_the_mean_of_its_frames_and_the_verdict_is_above_threshold(
+    fake_run, tmp_path, monkeypatch
+):
+    # The fake model's P(fake) of a stack is its pixel value / 255.
+    values = {"mixed.mp4": [100, 100, 200], "low.mp4": [120, 110, 125], "high.mp4": [140, 90, 200]}
+    monkeypatch.setattr(faces, "extract_stacks", _per_stack(values))
+    clips = [_clip(tmp_path / name, 3) for name in values]
+    rc, rep = _run(fake_run, tmp_path / "out", *clips)
+    assert rc == 0
+    by = {os.path.basename(r["video"]): r for r in rep["videos"]}
+    for name, v in values.items():
+        frames = [f["fake_probability"] for f in by[name]["frames"]]
+        assert frames == pytest.approx([x / 255 for x in v])
+        # The mean, as evaluation scores a video (not the median, not the max).
+        assert by[name]["fake_probability"] == pytest.approx(sum(v) / len(v) / 255)
+    # mean 0.523 (median 0.39): fake; mean 0.464 (max 0.49): real; mean 0.562: fake.
+    assert [by[n]["verdict"] for n in values] == ["fake", "real", "fake"]
+    assert rep["threshold"] == 0.5
+
+
+def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
+    fake_run, tmp_path, monkeypatch
+):
+    folder = tmp_path / "case"
+    # Created out of order: the walk's own order is the file system's, not sorted.
+    for rel in ("z/b.mp4", "c.mp4", "z/a.mp4", "a.mp4", "m/x.mp4", "b.mp4"):
+        _clip(folder / rel, 2)
+    monkeypatch.chdir(tmp_path)
+    # The same file as a relative path, then as an absolute one: one row.
+    rc, rep = _run(fake_run, tmp_path / "out", "case", "./case/c.mp4", str(folder / "a.mp4"))
+    assert rc == 0
+    rows = [os.path.relpath(r["video"], "case") for r in rep["videos"]]
+    assert rows == ["a.mp4", "b.mp4", "c.mp4", "m/x.mp4", "z/a.mp4", "z/b.mp4"]
+    assert sorted(os.path.basename(s["path"]) for s in rep["skipped"]) == ["a.mp4", "c.mp4"]
+    assert all("more than once" in s["why"] for s in rep["skipped"])
+
+
+def test_the_journal_serves_the_latest_score_and_only_for_the_same_checkpoint_and_config(
+    fake_run, tmp_path, monkeypatch
+):
+    from ldattn_jax import checkpointing
+
+    values = {"a.mp4": [40, 40]}
+    monkeypatch.setattr(faces, "extract_stacks", _per_stack(values))
+    clip = _clip(tmp_path / "a.mp4", 2)
+    out = tmp_path / "out"
+    assert _run(fake_run, out, clip)[1]["videos"][0]["fake_probability"] == pytest.approx(40 / 255)
+    values["a.mp4"] = [90, 90]  # say, a fixed face finder: --rescore journals a new score
+    rc, rep = _run(fake_run, out, "--rescore", clip)
+    assert not rep["videos"][0]["reused"]
+    rc, rep = _run(fake_run, out, clip)  # the same file: the latest line of it wins
+    row = rep["videos"][0]
+    assert row["reused"] and row["fake_probability"] == pytest.approx(90 / 255)
+
+    values["a.mp4"] = [200, 200]
+    # Another checkpoint of the run (a later best): scored again.
+    monkeypatch.setattr(checkpointing, "restore_for_inference", lambda c, w, which: (None, 8))
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert not row["reused"] and row["fake_probability"] == pytest.approx(200 / 255)
+    # The same step of a run trained with another config: scored again.
+    values["a.mp4"] = [10, 10]
+    config = json.loads((fake_run / "config.json").read_text())
+    config["train"] = {"learning_rate": 0.5}
+    (fake_run / "config.json").write_text(json.dumps(config))
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert not row["reused"] and row["fake_probability"] == pytest.approx(10 / 255)
+    assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+
+
+def test_a_video_that_failed_is_not_journaled_and_is_tried_again(fake_run, tmp_path, monkeypatch):
+    ok = _clip(tmp_path / "ok.mp4", 2, 100)
+    bad = _clip(tmp_path / "bad.mp4", 2, 66)
+    (tmp_path / "gone.mp4").write_text("")  # no stacks: a VideoError of its own
+    calls = []
+
+    def extract(p, frames_per_video, stack, size, workers):
+        calls.append(os.path.basename(p))
+        if p.endswith("gone.mp4"):
+            raise VideoError("no_face", f"{p}: no face found")
+        return _stacks(p, frames_per_video, stack, size, workers)
+
+    monkeypatch.setattr(faces, "extract_stacks", extract)
+    monkeypatch.setattr(_Model, "fail_on", 66)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, bad, ok, str(tmp_path / "gone.mp4"))
+    assert [r["status"] for r in rep["videos"]] == ["error", "ok", "error"]
+    journal = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [os.path.basename(r["entry"]["video"]) for r in journal] == ["ok.mp4"]
+    monkeypatch.setattr(_Model, "fail_on", None)  # the device is back
+    calls.clear()
+    rc, rep = _run(fake_run, out, bad, ok, str(tmp_path / "gone.mp4"))
+    assert calls == ["bad.mp4", "gone.mp4"]
+    assert [r["status"] for r in rep["videos"]] == ["ok", "ok", "error"]
+    assert [r["reused"] for r in rep["videos"][:2]] == [False, True]
+
+
+def test_a_file_replaced_in_place_is_scored_again_by_size_or_by_time(fake_run, tmp_path):
+    clip = tmp_path / "a.mp4"
+    _clip(clip, 2, 40)
+    out = tmp_path / "out"
+    _run(fake_run, out, clip)
+    first = os.stat(clip).st_mtime_ns
+    # Another file of the same size (a re-encode to a fixed size, a copy over it).
+    _clip(clip, 2, 90)
+    os.utime(clip, ns=(first + 10**9, first + 10**9))
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert not row["reused"] and row["fake_probability"] == pytest.approx(90 / 255)
+    # Another size with the journaled time (a copy that keeps times, `cp -p`).
+    _clip(clip, 2, 200)
+    os.utime(clip, ns=(first, first))
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert not row["reused"] and row["fake_probability"] == pytest.approx(200 / 255)
+    assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+
+
+def test_heatmaps_asked_for_are_drawn_when_the_journal_has_none(fake_run, tmp_path):
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert "heatmaps" not in row
+    row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]  # journaled without them
+    assert not row["reused"] and row["heatmaps"] and all(map(os.path.isfile, row["heatmaps"]))
+    row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]
+    assert row["reused"] and all(map(os.path.isfile, row["heatmaps"]))
+    os.remove(row["heatmaps"][0])  # the figures deleted since: drawn again
+    row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]
+    assert not row["reused"] and all(map(os.path.isfile, row["heatmaps"]))
