@@ -542,8 +542,9 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     t0 = time.time()
     methods = tuple(m.strip() for m in a.methods.split(",") if m.strip()) or None
+    left_out: dict = {}  # videos the reader leaves out on purpose, for summary.json
     try:
-        items = read_dataset(a.dataset, a.root, a.compression, methods, a.splits)
+        items = read_dataset(a.dataset, a.root, a.compression, methods, a.splits, left_out)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -630,11 +631,13 @@ def main(argv=None) -> int:
     _atomic_write(manifest_path, lambda p: _write_json(p, {"splits": splits, "counts": counts}))
     _atomic_write(
         os.path.join(a.out, "summary.json"),
-        lambda p: _write_json(p, {"args": vars(a), "counts": counts}),
+        lambda p: _write_json(p, {"args": vars(a), "counts": counts, "left_out": left_out}),
     )
     total = sum(sp["records"] for sp in counts.values())
     failed = sum(sp["failed"] for sp in counts.values())
     print(format_summary(counts), file=sys.stderr)
+    for what, note in left_out.items():
+        print(f"left out on purpose: {note['videos']} {what} ({note['why']})", file=sys.stderr)
     if total == 0:
         print(f"error: no record written; see {a.out}/failures.jsonl", file=sys.stderr)
         return 1

@@ -161,6 +161,7 @@ def read_ffpp(
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
     dataset: str = "ffpp",
+    left_out: dict | None = None,
 ) -> list[VideoItem]:
     """FF++ layout; also the synthetic set's (dataset='synthetic').
 
@@ -211,7 +212,7 @@ def read_ffpp(
         fake_dir = os.path.join(root, "manipulated_sequences", method, compression, "videos")
         _need_dir(fake_dir, f"FF++ {method} videos for {compression}")
         if method == DFD:
-            items += _read_dfd(root, compression, dataset)
+            items += _read_dfd(root, compression, dataset, left_out)
             continue
         files, found = _videos_in(fake_dir), 0
         for f in files:
@@ -244,7 +245,16 @@ _DFD_REAL_NAME = re.compile(r"(\d+)__.")  # 01__exit_phone_room.mp4
 _DFD_FAKE_NAME = re.compile(r"(\d+)_(\d+)__.")  # 01_02__exit_phone_room__YVGY8LOK.mp4
 
 
-def _read_dfd(root: str, compression: str, dataset: str) -> list[VideoItem]:
+def _note_left_out(left_out: dict | None, key: str, videos: int, why: str) -> None:
+    """Records videos a reader leaves out on purpose (``left_out``: the caller's dict,
+    written to the build's summary.json), so the counts are not only in a log."""
+    if left_out is not None and videos:
+        left_out[key] = {"videos": videos, "why": why}
+
+
+def _read_dfd(
+    root: str, compression: str, dataset: str, left_out: dict | None = None
+) -> list[VideoItem]:
     """FF++'s DeepFakeDetection: fakes AA_BB__<scene>__<code>.mp4 (actor AA's video
     with actor BB's face), reals original_sequences/actors/<comp>/videos/AA__<scene>.mp4.
 
@@ -312,6 +322,10 @@ def _read_dfd(root: str, compression: str, dataset: str) -> list[VideoItem]:
             "(test actors %s, val actors %s)",
             DFD, dropped, sum(fakes.values()), sorted(test), sorted(val),
         )  # fmt: skip
+    _note_left_out(
+        left_out, f"{DFD} fakes", dropped,
+        f"of {sum(fakes.values())}: they swap actors of two different splits",
+    )  # fmt: skip
     _warn_if_one_class(DFD, items)
     return items
 
@@ -351,7 +365,9 @@ def _in_val(identity: str) -> bool:
     return _stable_hash(identity) / 0xFFFFFFFF < CELEBDF_VAL_FRACTION
 
 
-def read_celebdf(root: str, dataset: str = "celebdf") -> list[VideoItem]:
+def read_celebdf(
+    root: str, dataset: str = "celebdf", left_out: dict | None = None
+) -> list[VideoItem]:
     """Celeb-DF v2: test from List_of_testing_videos.txt ('<label> <folder>/<file>', 1 = REAL).
 
     Val is carved from the non-test videos by identity, never from test, and
@@ -423,6 +439,11 @@ def read_celebdf(root: str, dataset: str = "celebdf") -> list[VideoItem]:
             "with a training one (validation identities: %s)",
             dropped, sum(v[2] for v in pool), ", ".join(sorted(val & set(celebs))),
         )  # fmt: skip
+    _note_left_out(
+        left_out, "celebdf fakes", dropped,
+        f"of {sum(v[2] for v in pool)} non-test fakes: each swaps a validation identity "
+        "with a training one",
+    )  # fmt: skip
     _warn_if_one_class("celebdf", items)
     missing = set(test) - {f"{i.video_id.split('/', 1)[1]}.mp4" for i in items}
     if missing:
@@ -556,12 +577,20 @@ def read_dataset(
     compression: str = "c23",
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
+    left_out: dict | None = None,
 ) -> list[VideoItem]:
-    """All videos of a dataset, sorted by video_id; raises DatasetError on a bad tree."""
+    """All videos of a dataset, sorted by video_id; raises DatasetError on a bad tree.
+
+    ``left_out``: a dict the readers fill with the videos they leave out on
+    purpose ({what: {'videos': n, 'why': text}}): fakes that would tie a
+    validation or test identity to training (Celeb-DF, DeepFakeDetection).
+    """
     if dataset in ("ffpp", "synthetic"):
-        items = read_ffpp(root, compression, methods, splits_dir, dataset=dataset)
+        items = read_ffpp(
+            root, compression, methods, splits_dir, dataset=dataset, left_out=left_out
+        )
     elif dataset == "celebdf":
-        items = read_celebdf(root)
+        items = read_celebdf(root, left_out=left_out)
     elif dataset == "dfdc":
         items = read_dfdc(root)
     else:

@@ -369,6 +369,26 @@ def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_p
     assert not os.path.exists(target[: -len(".npz")] + ".json")  # retried on the next run
 
 
+def test_videos_a_reader_leaves_out_are_counted_in_the_summary(
+    three_fakes_tree, tmp_path, monkeypatch, capsys
+):
+    real_read = build.read_dataset
+
+    def read(*args):  # as Celeb-DF's reader does for fakes across the val/train border
+        items = real_read(*args)
+        args[-1]["celebdf fakes"] = {"videos": 7, "why": "of 9 non-test fakes: ..."}
+        return items
+
+    monkeypatch.setattr(build, "read_dataset", read)
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out, "--methods", "FaceSwap")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["left_out"] == {
+        "celebdf fakes": {"videos": 7, "why": "of 9 non-test fakes: ..."}
+    }
+    assert "left out on purpose: 7 celebdf fakes (of 9" in capsys.readouterr().err
+
+
 def test_a_worker_that_dies_costs_only_its_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
     import functools
 

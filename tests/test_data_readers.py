@@ -155,7 +155,16 @@ def test_dfd_is_read_with_its_own_reals_and_an_actor_disjoint_split(tmp_path, ca
     dropped = len(fakes) - sum(i.label for i in items)
     assert 0 < dropped < len(fakes) / 2
     assert f"{dropped} of {len(fakes)} fakes left out" in caplog.text
-    assert read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",)) == items
+    left_out = {}  # ...and told to the build, for its summary.json
+    assert (
+        read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",), None, left_out) == items
+    )
+    assert left_out == {
+        "DeepFakeDetection fakes": {
+            "videos": dropped,
+            "why": f"of {len(fakes)}: they swap actors of two different splits",
+        }
+    }
     # With an FF++ method, YouTube's reals come back for it, split officially.
     both = read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes", "DeepFakeDetection"))
     assert sum(i.label == 0 for i in both) == len(reals) + 8
@@ -306,7 +315,11 @@ def test_celebdf_val_shares_no_face_with_train_on_a_realistic_tree(tmp_path, cap
         caplog.text
     )
     assert sum(i.label == 0 for i in items) == len(names["Celeb-real"]) + 40
-    assert read_celebdf(str(tmp_path)) == items  # deterministic
+    left_out = {}
+    assert read_dataset("celebdf", str(tmp_path), left_out=left_out) == sorted(
+        items, key=lambda i: i.video_id
+    )  # deterministic
+    assert left_out["celebdf fakes"]["videos"] == dropped
 
 
 def test_celebdf_bad_file_name_is_named(tmp_path):
