@@ -55,10 +55,13 @@ class VideoError(Exception):
         return (type(self), (self.reason, self.message))
 
 
-def _looks_like_video(path: str) -> bool:
+def _container(path: str) -> str | None:
+    """'iso' (MP4/MOV), 'other' (another video container's signature) or None (no video)."""
     with open(path, "rb") as f:
         head = f.read(12)
-    return head[4:8] in _ISO_BMFF_BOXES or head.startswith(_MAGIC_PREFIXES)
+    if head[4:8] in _ISO_BMFF_BOXES:
+        return "iso"
+    return "other" if head.startswith(_MAGIC_PREFIXES) else None
 
 
 def _iso_bmff_tracks(path: str) -> list[bytes] | None:
@@ -101,15 +104,14 @@ def _iso_bmff_tracks(path: str) -> list[bytes] | None:
 
 def _unopenable(path: str) -> VideoError:
     """Why OpenCV cannot open a file (the error to raise), as precisely as its bytes tell."""
-    if not _looks_like_video(path):
+    container = _container(path)
+    if container is None:
         return VideoError(
             "not_a_video",
             f"{path} is not a video OpenCV can decode; move it out of the dataset folder, "
             "or convert it (ffmpeg -i IN -c:v libx264 -crf 18 OUT.mp4)",
         )
-    with open(path, "rb") as f:
-        iso = f.read(8)[4:8] in _ISO_BMFF_BOXES
-    tracks = _iso_bmff_tracks(path) if iso else None
+    tracks = _iso_bmff_tracks(path) if container == "iso" else None
     if tracks is not None and b"vide" not in tracks:
         kinds = ", ".join(t.decode("ascii", "replace") for t in tracks if t != b"mdir") or "none"
         return VideoError(

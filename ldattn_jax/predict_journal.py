@@ -86,9 +86,5 @@ class Journal:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    @property
-    def reusable(self) -> int:
-        return len(self._earlier)
-
     def close(self) -> None:
         self._file.close()
