@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import tempfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -122,6 +123,25 @@ def _array_record_options(options: str):
         file_adapters.ADAPTER_FOR_FORMAT[key] = old
 
 
+@contextlib.contextmanager
+def _tfds_scratch_tempdir():
+    """Sends the temp dirs TFDS makes while a builder starts into one we remove.
+
+    For a dataset not yet written, `DatasetBuilder.__init__` makes a temp dir to
+    fetch pre-computed metadata from GCS into (GCS is off, so it stays empty) and
+    never removes it: one stray /tmp/tmp*tfds per build, thousands over a project's
+    life. `tempfile.tempdir` is process-wide; builders start in the main thread of
+    a build, with no other thread making temp files.
+    """
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="lda_faces_builder_") as scratch:
+        tempfile.tempdir = scratch
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
+
+
 class LdaFaces(tfds.core.GeneratorBasedBuilder):
     """Face crop stacks for long-distance-attention deepfake detection."""
 
@@ -137,7 +157,8 @@ class LdaFaces(tfds.core.GeneratorBasedBuilder):
         # is only needed to build, not to read.
         self._manifest_path = manifest
         kwargs.setdefault("file_format", "array_record")
-        super().__init__(**kwargs)
+        with _tfds_scratch_tempdir():
+            super().__init__(**kwargs)
 
     def _manifest(self) -> dict:
         if self._manifest_path is None:

@@ -7,12 +7,14 @@ we report the median of several repeats together with min/max.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +91,21 @@ def write_json(path: str, data: dict) -> None:
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(target)
+
+
+@contextlib.contextmanager
+def scratch_dir(path: str, prefix: str) -> Iterator[str]:
+    """`path` when given (kept, to look at afterwards); else a temp dir removed at the end.
+
+    The loader, loop and predict measurements write shards and clips (over a GB at
+    the paper's 398 px): a default run must not leave them in /tmp.
+    """
+    if path:
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield scratch
 
 
 def peak_basis(device_kind: str, dtype: str, matmul_precision: str | None = None) -> str:

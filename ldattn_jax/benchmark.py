@@ -657,66 +657,8 @@ def _ints(text: str) -> list[int] | None:
     return [int(t) for t in text.split(",") if t.strip()] or None
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
-    p.add_argument("what", choices=["train", "eval", "loader", "predict", "loop", "all"])
-    p.add_argument("--json", default="", help="also write the results as JSON here")
-    p.add_argument(
-        "--geometry",
-        choices=sorted(GEOMETRY_CONFIGS),
-        default=None,
-        help="paper = 398/224 (GPU/TPU default); demo = CPU-sized (CPU default)",
-    )
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument(
-        "--batch-sizes",
-        default=None,
-        help="default 32,128 on GPU/TPU, 8,32 on CPU; 'max' (train) = the largest "
-        "power of two >= 32 whose step fits device memory by XLA's memory analysis",
-    )
-    p.add_argument(
-        "--max-start", type=int, default=32, help="batch 'max': first power of two probed"
-    )
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--max-workers", type=int, default=None)
-    p.add_argument("--loop-steps", type=int, default=40, help="loop: steps per training run")
-    p.add_argument(
-        "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
-    )
-    p.add_argument("--loader-batch", type=int, default=32, help="loader: stacks per host batch")
-    p.add_argument(
-        "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
-    )
-    p.add_argument("--trace", default="", help="train: also write a jax.profiler trace here")
-    p.add_argument(
-        "--video", default="", help="predict: time this video instead of the synthetic clip"
-    )
-    p.add_argument(
-        "--clip-codec", choices=["h264", "mp4v"], default=None,
-        help="predict: the synthetic clip's codec (default h264 if PyAV is installed, else mp4v)",
-    )  # fmt: skip
-    p.add_argument("--work", default="", help="scratch dir for shards/videos (default: a temp dir)")
-    args = p.parse_args(argv)
-    on_cpu = jax.devices()[0].platform == "cpu"
-    args.geometry = args.geometry or ("demo" if on_cpu else "paper")
-    args.variants = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    args.batch_sizes = [
-        b if b == "max" else int(b)
-        for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
-    ]
-    args.dtypes = [d for d in args.dtypes.split(",") if d]
-    results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
-    print("machine:", json.dumps(results["machine"]))
-
-    def save():
-        if args.json:
-            bench_utils.write_json(args.json, results)
-
-    work = args.work or tempfile.mkdtemp(prefix="ldattn_bench_")
+def _measure(args, work: str, results: dict, save) -> None:
+    """Runs the measurements `args.what` names into `results`, saving after each."""
     what = ["train", "eval", "loader", "predict"] if args.what == "all" else [args.what]
     if "train" in what:
         print(f"train ({args.geometry} geometry):")
@@ -785,6 +727,74 @@ def main(argv=None) -> int:
                 f"{r['model_s']:.2f} ({r['stacks_scored']} stacks)"
             )
         save()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
+    p.add_argument("what", choices=["train", "eval", "loader", "predict", "loop", "all"])
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+    p.add_argument(
+        "--geometry",
+        choices=sorted(GEOMETRY_CONFIGS),
+        default=None,
+        help="paper = 398/224 (GPU/TPU default); demo = CPU-sized (CPU default)",
+    )
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="default 32,128 on GPU/TPU, 8,32 on CPU; 'max' (train) = the largest "
+        "power of two >= 32 whose step fits device memory by XLA's memory analysis",
+    )
+    p.add_argument(
+        "--max-start", type=int, default=32, help="batch 'max': first power of two probed"
+    )
+    p.add_argument("--dtypes", default="float32,bfloat16")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-workers", type=int, default=None)
+    p.add_argument("--loop-steps", type=int, default=40, help="loop: steps per training run")
+    p.add_argument(
+        "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
+    )
+    p.add_argument("--loader-batch", type=int, default=32, help="loader: stacks per host batch")
+    p.add_argument(
+        "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
+    )
+    p.add_argument("--trace", default="", help="train: also write a jax.profiler trace here")
+    p.add_argument(
+        "--video", default="", help="predict: time this video instead of the synthetic clip"
+    )
+    p.add_argument(
+        "--clip-codec", choices=["h264", "mp4v"], default=None,
+        help="predict: the synthetic clip's codec (default h264 if PyAV is installed, else mp4v)",
+    )  # fmt: skip
+    p.add_argument(
+        "--work",
+        default="",
+        help="scratch dir for shards/videos, kept afterwards (default: a temp dir, removed "
+        "at the end: the loader and loop measurements write GBs)",
+    )
+    args = p.parse_args(argv)
+    on_cpu = jax.devices()[0].platform == "cpu"
+    args.geometry = args.geometry or ("demo" if on_cpu else "paper")
+    args.variants = [v for v in args.variants.split(",") if v]
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
+    args.batch_sizes = [
+        b if b == "max" else int(b)
+        for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
+    ]
+    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
+    print("machine:", json.dumps(results["machine"]))
+
+    def save():
+        if args.json:
+            bench_utils.write_json(args.json, results)
+
+    with bench_utils.scratch_dir(args.work, prefix="ldattn_bench_") as work:
+        _measure(args, work, results, save)
     if args.json:
         print("wrote", args.json)
     return 0

@@ -81,6 +81,32 @@ def test_json_is_written_as_rows_finish(tmp_path, monkeypatch):
     assert [r["variant"] for r in json.loads(out.read_text())["train"]] == ["xception", "lda_st"]
 
 
+def test_a_default_scratch_dir_is_removed_and_a_given_one_kept(tmp_path, monkeypatch):
+    # The loader and loop measurements write GBs of shards into the scratch dir:
+    # a run without --work must not leave them in /tmp.
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    used = []
+
+    def fake_loop(work, variant, batch, dtype, **_):
+        Path(work, "shards").write_bytes(b"x" * 1000)
+        used.append(work)
+        return {"variant": variant, "batch": batch, "dtype": dtype, "images_per_s": 1.0,
+                "input_wait_fraction": 0.0, "worker_count": 0, "read_threads": 1}  # fmt: skip
+
+    monkeypatch.setattr(benchmark, "train_loop_measurement", fake_loop)
+    argv = ["loop", "--geometry", "demo", "--variants", "xception", "--batch-sizes", "8",
+            "--dtypes", "float32"]  # fmt: skip
+    assert benchmark.main(argv) == 0
+    assert Path(used[0]).name.startswith("ldattn_bench_") and not Path(used[0]).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    kept = tmp_path / "kept"
+    assert benchmark.main([*argv, "--work", str(kept)]) == 0
+    assert used[1] == str(kept) and (kept / "shards").stat().st_size == 1000
+
+
 def test_time_fn_and_peak_lookup():
     calls = []
     t = bench_utils.time_fn(lambda: calls.append(1) or 0, warmup=2, repeats=3, inner=2)

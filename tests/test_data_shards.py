@@ -737,3 +737,19 @@ def test_a_temporal_jitter_frame_alone_is_a_real_face_displaced(synthetic_root):
                 res.append(residual(real[t], fake[t], core))
     jitter, warped = np.mean(out["TemporalJitter"]), np.mean(out["AbnormalStructure"])
     assert jitter < 5.5 < warped, out
+
+
+def test_starting_a_builder_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch):
+    # TFDS makes an empty temp dir per new builder (for GCS metadata) and never
+    # removes it; a build must not leave one behind in /tmp each time.
+    import tempfile
+
+    from data_prep.builder import LdaFaces, LdaFacesConfig
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    config = LdaFacesConfig(name="synthetic_n3_s40", stack=3, size=40, dataset="synthetic")
+    builder = LdaFaces(data_dir=str(tmp_path / "out"), config=config)
+    assert builder.info.metadata["size"] == 40
+    assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)

@@ -30,7 +30,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -282,7 +281,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", required=True)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, CPU allowed: checks only")
-    p.add_argument("--work", default="", help="scratch dir for shards/videos (default: temp)")
+    p.add_argument(
+        "--work", default="", help="scratch dir, kept (default: a temp dir, removed at the end)"
+    )
     args = p.parse_args(argv)
     from ldattn_jax import bench_utils
 
@@ -294,14 +295,14 @@ def main(argv=None) -> int:
         "smoke": args.smoke,
     }
     print("machine:", results["machine"], flush=True)
-    run_plan(
-        plan_steps(args.plan, args.smoke),
-        measurements(args.smoke, 1 if args.smoke else args.repeats,
-                     args.work or tempfile.mkdtemp(prefix="ldattn_plan_")),
-        results,
-        budget_s=args.budget_s,
-        save=lambda: bench_utils.write_json(args.json, results),
-    )  # fmt: skip
+    with bench_utils.scratch_dir(args.work, prefix="ldattn_plan_") as work:
+        run_plan(
+            plan_steps(args.plan, args.smoke),
+            measurements(args.smoke, 1 if args.smoke else args.repeats, work),
+            results,
+            budget_s=args.budget_s,
+            save=lambda: bench_utils.write_json(args.json, results),
+        )
     print(f"wrote {args.json} ({results['plan_s']:.0f} s; {len(results['skipped'])} skipped)")
     return 0
 
