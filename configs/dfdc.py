@@ -12,7 +12,8 @@ are chosen on the full release's `validation/` folder (its `labels.csv`), never
 on `test/`: data_prep reads the split from the folder name (data_prep/README.md).
 Many DFDC videos show two people; data_prep keeps the largest face of each
 frame, so a fake whose swapped face is the smaller one is labelled fake on the
-real face's crops: expect a lower ceiling than on FF++.
+real face's crops: expect a lower ceiling than on FF++. To score such videos,
+`predict --faces all` scores every face and takes the most suspicious one.
 """
 
 import os

@@ -18,11 +18,13 @@ from data_prep.video import VideoError, decode_stacks
 
 __all__ = [
     "VideoError",
+    "assign_tracks",
     "crop_box",
     "crop_mask",
     "cut",
     "cut_frame",
     "detect_face",
+    "detect_faces",
     "extract_stacks",
     "square_box",
 ]
@@ -50,6 +52,14 @@ NEAR_FACE_PX = 120
 # caches are kept per version, so a resumed build never mixes two face finders.
 # 1: whole-frame scans only; 2: small faces searched near the earlier face.
 FACES_VERSION = 2
+# What extract_stacks(faces=...) keeps of a key frame: the largest face (training,
+# data_prep, predict's default) or every face (predict --faces all).
+FACE_MODES = ("largest", "all")
+# Face tracks (``assign_tracks``): a face is the same person as a track when their
+# centres lie closer than this x the larger of the two boxes' sides. Key frames of
+# a 10 s clip at 32 a video are ~0.3 s apart, where a head moves well under its
+# own width, while two people side by side sit at least ~1.5 face widths apart.
+SAME_FACE_DISTANCE = 1.0
 
 _PREDICTOR = None  # created once per process: dlib objects do not pickle.
 # dlib's HOG detector keeps scratch buffers inside the object, so two threads
@@ -105,8 +115,41 @@ def detect_face(
     before scanning the whole frame upsampled (see TRACK_STRIDE); a face that
     scan finds is still preferred, so a large face is never passed over.
     """
-    import dlib
+    gray, small, scale = _grayscale(frame, bgr)
+    with _detector() as detector:
+        box = _largest(detector(small, 0), scale)
+        if box is None:
+            box = _search_small(detector, gray, small, scale, near)
+    if box is None:
+        return None
+    return box, _landmarks(gray, box)
 
+
+def detect_faces(
+    frame: np.ndarray, *, bgr: bool = False, near: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every frontal face in a frame, largest first: [(dlib box, landmarks [68, 2])].
+
+    The faces the DETECT_MAX_SIDE scan finds (the first is ``detect_face``'s). When
+    it finds none, ``detect_face``'s search for one small face (near ``near``, then
+    upsampled) gives at most one, so a video of a small face still gets it; the
+    upsampled scan is not run for more faces (~4x the cost on every key frame).
+    No face is dropped for being smaller than the largest: a second person further
+    from the camera is what this is for, and a background false positive, rarely
+    found in many key frames, is left out of the video's verdict by predict's
+    few-frames rule rather than by a size cut here.
+    """
+    gray, small, scale = _grayscale(frame, bgr)
+    with _detector() as detector:
+        boxes = _by_size(detector(small, 0), scale)
+        if not boxes:
+            box = _search_small(detector, gray, small, scale, near)
+            boxes = [] if box is None else [box]
+    return [(box, _landmarks(gray, box)) for box in boxes]
+
+
+def _grayscale(frame: np.ndarray, bgr: bool) -> tuple[np.ndarray, np.ndarray, float]:
+    """(gray frame, its copy for the DETECT_MAX_SIDE scan, that copy's scale)."""
     gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
@@ -115,26 +158,45 @@ def detect_face(
         if scale == 1.0
         else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     )
-    with _detector() as detector:
-        box = _largest(detector(small, 0), scale)
-        if box is None and near is not None:
-            box = _search_near(detector, gray, near)
-        if box is None:
-            # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
-            box = _largest(detector(small, 1), scale)
+    return gray, small, scale
+
+
+def _search_small(detector, gray, small, scale: float, near) -> np.ndarray | None:
+    """One face too small for the DETECT_MAX_SIDE scan: near ``near``, else upsampled."""
+    box = _search_near(detector, gray, near) if near is not None else None
     if box is None:
-        return None
+        # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
+        box = _largest(detector(small, 1), scale)
+    return box
+
+
+def _landmarks(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """dlib's 68 landmarks [68, 2] (x, y) of the face in ``box``."""
+    import dlib
+
     full = dlib.rectangle(*(int(round(v)) for v in box))
     shape = _predictor()(gray, full)
-    landmarks = np.array([(p.x, p.y) for p in shape.parts()], np.float32)
-    return box, landmarks
+    return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
 
 def _largest(rects, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray | None:
     """The largest dlib rectangle as a float box in frame pixels (image: frame[origin:] x scale)."""
     if len(rects) == 0:
         return None
-    rect = max(rects, key=lambda r: r.width() * r.height())
+    return _box(max(rects, key=lambda r: r.width() * r.height()), scale, origin)
+
+
+def _by_size(rects, scale: float) -> list[np.ndarray]:
+    """All dlib rectangles as float boxes in frame pixels, largest first.
+
+    A stable sort: of equal sizes dlib's first comes first, as ``max`` picks it in
+    ``_largest``, so the first box is always ``detect_face``'s.
+    """
+    ordered = sorted(rects, key=lambda r: -(r.width() * r.height()))
+    return [_box(r, scale) for r in ordered]
+
+
+def _box(rect, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     x, y = origin
     box = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64)
     return box / scale + np.array([x, y, x, y], np.float64)
@@ -210,6 +272,55 @@ def cut_frame(frame: np.ndarray, box: np.ndarray, size: int, *, bgr: bool = Fals
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB) if bgr else crop
 
 
+def assign_tracks(boxes: list[list[np.ndarray]]) -> list[list[int]]:
+    """Face tracks over a video: one id per face box, the same person keeping one id.
+
+    ``boxes[k]``: key frame k's face boxes [l, t, r, b] (any order). Greedy, in
+    key-frame order: the frame's faces, largest first, each take the free track
+    (not yet taken in this frame) whose most recent box lies nearest, when their
+    centres are closer than SAME_FACE_DISTANCE x the larger side; a face that
+    matches none starts a new track. A track is never closed, so a face hidden
+    for some key frames that comes back nearby keeps its id. Ids: 0 is the largest
+    face of the first key frame with a face, new ones in order of appearance. Returns the ids in
+    the shape of ``boxes``; a function of the boxes alone.
+    """
+    last: list[np.ndarray] = []  # each track's most recent box
+    ids: list[list[int]] = []
+    for frame_boxes in boxes:
+        frame_boxes = [np.asarray(b, np.float64) for b in frame_boxes]
+        frame_ids = [-1] * len(frame_boxes)
+        taken: set[int] = set()
+        for i in sorted(range(len(frame_boxes)), key=lambda i: -_area(frame_boxes[i])):
+            track = _nearest_track(frame_boxes[i], last, taken)
+            if track is None:
+                track = len(last)
+                last.append(frame_boxes[i])
+            else:
+                last[track] = frame_boxes[i]
+            taken.add(track)
+            frame_ids[i] = track
+        ids.append(frame_ids)
+    return ids
+
+
+def _area(box: np.ndarray) -> float:
+    return float(max(box[2] - box[0], 0) * max(box[3] - box[1], 0))
+
+
+def _nearest_track(box: np.ndarray, last: list[np.ndarray], taken: set[int]) -> int | None:
+    """The free track whose last box is nearest ``box`` within SAME_FACE_DISTANCE, or None."""
+    best, best_distance = None, SAME_FACE_DISTANCE
+    for track, other in enumerate(last):
+        if track in taken:
+            continue
+        side = max(box[2] - box[0], box[3] - box[1], other[2] - other[0], other[3] - other[1])
+        centre = (box[:2] + box[2:]) / 2 - (other[:2] + other[2:]) / 2
+        distance = float(np.hypot(*centre)) / max(float(side), 1e-6)
+        if distance < best_distance:  # ties: the older track
+            best, best_distance = track, distance
+    return best
+
+
 def extract_stacks(
     video_path: str,
     frames_per_video: int = 32,
@@ -217,6 +328,7 @@ def extract_stacks(
     size: int = 398,
     *,
     workers: int = 1,
+    faces: str = "largest",
 ) -> list[dict]:
     """Face crop stacks of a video (see docs/interfaces.md).
 
@@ -226,6 +338,12 @@ def extract_stacks(
     skipped; raises VideoError if the video cannot be read or no key frame has a face.
     A face too small for the DETECT_MAX_SIDE scan is looked for near the face
     found TRACK_STRIDE key frames earlier before the whole frame is scanned at 2x.
+
+    ``faces="largest"``: one stack per key frame, its largest face (training's).
+    ``faces="all"``: one stack per face of each key frame (``detect_faces``), each
+    frame cut once per face, in key-frame order and largest face first; each
+    stack also has 'face' int, its track id (``assign_tracks``: the same person
+    keeps one id over the video).
 
     Each frame is cut as soon as its key frame's face is known and then dropped
     (``_StackCutter``), so a video never holds more than a few decoded frames.
@@ -240,9 +358,11 @@ def extract_stacks(
             f"frames_per_video={frames_per_video}, stack={stack}, size={size}, "
             f"workers={workers}: need frames_per_video >= 1, stack >= 0, size >= 8, workers >= 1"
         )
+    if faces not in FACE_MODES:
+        raise ValueError(f"faces={faces!r}: one of {', '.join(FACE_MODES)}")
     video_path = str(video_path)
     with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
-        cutter = _StackCutter(pool.submit if pool is not None else _now, stack, size)
+        cutter = _StackCutter(pool.submit if pool is not None else _now, stack, size, faces)
         # Frames stay in OpenCV's BGR order: only the crops are converted (cut_frame).
         total = decode_stacks(video_path, frames_per_video, stack, cutter, rgb=False)
         stacks = cutter.stacks()
@@ -269,16 +389,16 @@ class _StackCutter:
 
     A key frame starts its detection (``_KeyFrameTrack``); every frame of a stack
     (the key frame too) is cut by a task that waits for that detection, so the
-    frame lives only until its face is known. ``run(fn, *args) -> Future`` is
+    frame lives only until its faces are known. ``run(fn, *args) -> Future`` is
     ``pool.submit`` or ``_now``. With a FIFO pool a task waits only for tasks
     submitted before it, which have already started: no deadlock.
     """
 
-    def __init__(self, run, stack: int, size: int):
-        self._run, self._stack, self._size = run, stack, size
+    def __init__(self, run, stack: int, size: int, faces: str = "largest"):
+        self._run, self._stack, self._size, self._faces = run, stack, size, faces
 
     def begin(self, keys: list[int]) -> None:
-        self._track = _KeyFrameTrack(self._run)
+        self._track = _KeyFrameTrack(self._run, self._faces)
         self._crops: dict[int, dict[int, Future]] = {k: {} for k in keys}
 
     def frame(self, index: int, frame: np.ndarray) -> None:
@@ -291,27 +411,36 @@ class _StackCutter:
                 self._crops[index - j][j] = self._run(_cut_when_found, frame, found, self._size)
 
     def stacks(self) -> list[dict]:
-        """The final pass's stacks, in key-frame order: those with a face and every frame."""
-        stacks = []
+        """The final pass's stacks, in key-frame order (then largest face first):
+        those with a face and every frame."""
+        found = {}  # key frame -> its faces, for key frames whose every frame converted
         for k, crops in self._crops.items():
-            found = self._track.found[k].result() if len(crops) == self._stack + 1 else None
-            if found is None:
-                continue
-            box, crop = crops[0].result()
-            frames = [crop] + [crops[j].result()[1] for j in range(1, self._stack + 1)]
-            stacks.append(
-                {"frames": np.stack(frames), "frame_index": k, "box": box, "landmarks": found[1]}
-            )
+            if len(crops) == self._stack + 1:
+                found[k] = self._track.found[k].result()
+        ids = assign_tracks([[box for box, _ in f] for f in found.values()])
+        stacks = []
+        for (k, key_faces), key_ids in zip(found.items(), ids, strict=True):
+            cuts = [self._crops[k][j].result() for j in range(self._stack + 1)]
+            for n, ((_, landmarks), face_id) in enumerate(zip(key_faces, key_ids, strict=True)):
+                s = {
+                    "frames": np.stack([cut[n][1] for cut in cuts]),
+                    "frame_index": k,
+                    "box": cuts[0][n][0],
+                    "landmarks": landmarks,
+                }
+                if self._faces == "all":
+                    s["face"] = face_id
+                stacks.append(s)
         return stacks
 
 
-def _cut_when_found(frame: np.ndarray, found: Future, size: int):
-    """(box, crop) of a frame once its key frame's detection is done; None without a face."""
-    face = found.result()
-    if face is None:
-        return None
-    box = square_box(face[0], frame.shape[:2])
-    return box, cut_frame(frame, box, size, bgr=True)
+def _cut_when_found(frame: np.ndarray, found: Future, size: int) -> list:
+    """[(box, crop)] of a frame, one per face of its key frame, once that detection is done."""
+    cuts = []
+    for face, _ in found.result():
+        box = square_box(face, frame.shape[:2])
+        cuts.append((box, cut_frame(frame, box, size, bgr=True)))
+    return cuts
 
 
 class _KeyFrameTrack:
@@ -321,11 +450,13 @@ class _KeyFrameTrack:
     ``run(fn, *args) -> Future`` runs a detection: ``pool.submit`` to detect while
     decoding goes on (a task waits only for the task TRACK_STRIDE before it, which a
     FIFO pool has already started), or ``_now``. Either way the result is the same.
-    ``found`` maps each key frame added so far to its detection.
+    ``found`` maps each key frame added so far to its detection: a list of
+    (box, landmarks), largest first, empty without a face; with ``faces="largest"``
+    at most one (``detect_face``), with "all" every one (``detect_faces``).
     """
 
-    def __init__(self, run):
-        self._run = run
+    def __init__(self, run, faces: str = "largest"):
+        self._run, self._faces = run, faces
         self._chain: list[Future] = []
         self.found: dict[int, Future] = {}
 
@@ -335,10 +466,14 @@ class _KeyFrameTrack:
         earlier = (
             self._chain[n - TRACK_STRIDE] if n >= TRACK_STRIDE else self._chain[0] if n else None
         )
-        self._chain.append(self._run(_detect_key_frame, frame, earlier))
+        self._chain.append(self._run(_detect_key_frame, frame, earlier, self._faces))
         self.found[index] = self._chain[-1]
 
 
-def _detect_key_frame(frame: np.ndarray, earlier: Future | None):
-    found = earlier.result() if earlier is not None else None
-    return detect_face(frame, bgr=True, near=None if found is None else found[0])
+def _detect_key_frame(frame: np.ndarray, earlier: Future | None, faces: str):
+    found = earlier.result() if earlier is not None else []
+    near = found[0][0] if found else None  # the earlier key frame's largest face
+    if faces == "all":
+        return detect_faces(frame, bgr=True, near=near)
+    face = detect_face(frame, bgr=True, near=near)
+    return [] if face is None else [face]

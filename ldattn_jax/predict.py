@@ -2,6 +2,7 @@
 
 Run:
   python -m ldattn_jax.predict --workdir runs/ffpp video1.mp4 video2.avi [--out DIR] [--heatmaps]
+      [--faces largest|all]
 
 Same face pipeline as data_prep (evenly spaced key frames, each with its
 next n frames cut with one box), the model on all devices, then a table
@@ -14,6 +15,13 @@ rerun reuses what an earlier run with the same settings scored
 files under it. Exit status is 1 if
 no video could be scored, 2 if the run itself cannot start (no trained
 workdir, ``--out`` is a file).
+
+``--faces largest`` (the default, as in training) scores the largest face of
+each key frame. ``--faces all`` scores every face: faces are linked over the
+key frames into tracks (``data_prep.faces.assign_tracks``, one id per person),
+each face gets its own score (the mean over its stacks) and verdict, and the
+video's score is its most suspicious face's, among faces seen in enough key
+frames (``FEW_FRAMES``): a video is fake if any person in it is.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from data_prep.faces import FACE_MODES
 from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
@@ -119,6 +128,7 @@ def predict_videos(
     workers: int | None = None,
     dtype: str | None = None,
     reuse: bool = True,
+    faces: str = "largest",
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
 
@@ -130,6 +140,9 @@ def predict_videos(
     `workers` threads (default: all cores), and the next video is extracted
     while the model scores the current one. ``dtype`` overrides the compute
     dtype the run was trained in (`evaluate.with_compute_dtype`).
+
+    ``faces="all"`` scores every face of each key frame (the module docstring);
+    each row then has ``faces`` (per face) and its score is one face's.
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
@@ -140,6 +153,8 @@ def predict_videos(
         raise ValueError(
             f"frames_per_video={frames_per_video}, workers={workers}: both must be >= 1"
         )
+    if faces not in FACE_MODES:
+        raise ValueError(f"faces={faces!r}: one of {', '.join(FACE_MODES)}")
     out_dir = out_dir or os.path.join(workdir, "predict")
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory (it is created)")
@@ -155,12 +170,22 @@ def predict_videos(
         "compute_dtype": str(config.model.dtype),
         "frames_per_video": int(frames_per_video),
     }
+    # Largest-face and all-face scores must never stand in for each other. Only
+    # "all" adds the key, so journals written before the option stay reusable.
+    by_face = faces == "all"
+    if by_face:
+        settings["faces"] = faces
     journal = Journal(out_dir, run_key(**settings), reuse=reuse)
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
         return extract_stacks(
-            video, frames_per_video=frames_per_video, stack=stack, size=size, workers=workers
+            video,
+            frames_per_video=frames_per_video,
+            stack=stack,
+            size=size,
+            workers=workers,
+            faces=faces,
         )
 
     items, skipped = expand_videos(list(videos))
@@ -218,18 +243,22 @@ def predict_videos(
             )
             results.append(entry)
             continue
+        frames = [
+            {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
+            for s, p in zip(stacks, probs.tolist(), strict=True)
+        ]
         entry.update(
             status="ok",
             frames_scored=len(stacks),
             fake_probability=float(probs.mean()),  # the same video score as evaluation
-            frames=[
-                {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
-                for s, p in zip(stacks, probs.tolist(), strict=True)
-            ],
+            frames=frames,
         )
+        if by_face:
+            for f, s in zip(frames, stacks, strict=True):
+                f["face"] = int(s["face"])
+            entry["faces"] = _face_scores(frames)
+            entry.update(_video_face(entry["faces"], few))
         if heatmaps and maps:
-            # The most suspicious frame and the first one, overlaid.
-            picks = sorted({int(np.argmax(probs)), 0})
             # FF++'s fakes of four methods share file names (000_003.mp4): the
             # path's hash keeps their figures apart.
             digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
@@ -239,12 +268,11 @@ def predict_videos(
                     figures.attention_overlay(
                         stacks[i]["frames"][0],
                         {k: v[i] for k, v in maps.items()},
-                        os.path.join(out_dir, "heatmaps", f"{tag}_f{stacks[i]['frame_index']}.png"),
-                        title=f"{os.path.basename(video)} frame {stacks[i]['frame_index']}: "
-                        f"P(fake) = {probs[i]:.3f}",
+                        os.path.join(out_dir, "heatmaps", f"{tag}{name}.png"),
+                        title=f"{os.path.basename(video)}{title}: P(fake) = {probs[i]:.3f}",
                         each_map=True,
                     )
-                    for i in picks
+                    for i, name, title in _heatmap_picks(stacks, probs, by_face)
                 ]
             except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
                 entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
@@ -256,11 +284,13 @@ def predict_videos(
     if reused:
         print(
             f"reused {len(reused)} video score(s) from {journal.path} (same files, checkpoint, "
-            "dtype and frames_per_video; --rescore scores them again)",
+            f"dtype{', --faces all' if by_face else ''} and frames_per_video; --rescore scores "
+            "them again)",
             file=sys.stderr,
         )
     report = to_jsonable(
         {
+            **({"faces": faces} if by_face else {}),
             "workdir": workdir,
             "model": str(config.model.name),
             "checkpoint": {"step": int(step), "which": str(checkpoint)},
@@ -281,6 +311,58 @@ def predict_videos(
     return report
 
 
+def _face_scores(frames: list[dict]) -> list[dict]:
+    """Each face's (track's) share of a video's scored frames, by face id."""
+    by_face: dict[int, list[dict]] = {}
+    for f in frames:
+        by_face.setdefault(f["face"], []).append(f)
+    faces = []
+    for face, own in sorted(by_face.items()):
+        probs = [f["fake_probability"] for f in own]
+        faces.append(
+            {
+                "face": face,
+                "frames_scored": len(own),
+                "fake_probability": float(np.mean(probs)),  # as a video's score
+                "frame_indices": [f["frame_index"] for f in own],
+                "fake_probabilities": probs,
+                # Where to look for this person: the box of its middle key frame in time.
+                "box": own[len(own) // 2]["box"],
+            }
+        )
+    return faces
+
+
+def _video_face(faces: list[dict], few: int) -> dict:
+    """The video's score fields from the face that speaks for it: the most suspicious
+    face among those scored from at least ``few`` stacks (a fake person makes the
+    video fake), or of all faces when none has that many (then flagged few_frames).
+    A face seen in a few key frames only (someone passing by, a false detection)
+    does not outvote the people on screen all along."""
+    enough = [f for f in faces if f["frames_scored"] >= few]
+    face = max(enough or faces, key=lambda f: f["fake_probability"])  # ties: the lower id
+    return {
+        "face": face["face"],
+        "frames_scored": face["frames_scored"],
+        "fake_probability": face["fake_probability"],
+    }
+
+
+def _heatmap_picks(stacks: list[dict], probs: np.ndarray, by_face: bool):
+    """(stack index, file-name suffix, title suffix) of each overlay: the most
+    suspicious stack and the first one, of the video or, with ``by_face``, of each face."""
+    groups: dict = {}
+    for i, s in enumerate(stacks):
+        groups.setdefault(s["face"] if by_face else None, []).append(i)
+    for face, own in sorted(groups.items(), key=lambda g: -1 if g[0] is None else g[0]):
+        for i in sorted({own[int(np.argmax(probs[own]))], own[0]}):
+            k = stacks[i]["frame_index"]
+            if face is None:
+                yield i, f"_f{k}", f" frame {k}"
+            else:
+                yield i, f"_face{face}_f{k}", f" face {face} frame {k}"
+
+
 def _heatmaps_exist(entry: dict) -> bool:
     return bool(entry.get("heatmaps")) and all(os.path.exists(p) for p in entry["heatmaps"])
 
@@ -292,6 +374,16 @@ def _verdict(entry: dict, threshold: float, few: int, heatmaps: bool, *, reused:
     if not heatmaps:
         row.pop("heatmaps", None)
         row.pop("heatmaps_error", None)
+    if "faces" in row:  # --faces all: each face's verdict, the video's from one face
+        row["faces"] = [
+            {
+                **f,
+                "verdict": "fake" if f["fake_probability"] > threshold else "real",
+                "few_frames": f["frames_scored"] < few,
+            }
+            for f in row["faces"]
+        ]
+        row.update(_video_face(row["faces"], few))
     row["verdict"] = "fake" if row["fake_probability"] > threshold else "real"
     row["few_frames"] = row["frames_scored"] < few
     row["reused"] = reused
@@ -310,6 +402,8 @@ def format_table(report: dict) -> str:
             rows.append(
                 (r["video"], str(r["frames_scored"]), f"{r['fake_probability']:.4f}", verdict)
             )
+            if len(r.get("faces", ())) >= 2:
+                rows.extend(_face_rows(r))
         else:
             rows.append((r["video"], "0", "-", f"not scored ({r['reason']}): {r['message']}"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -317,6 +411,20 @@ def format_table(report: dict) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
         for row in rows
     )
+
+
+def _face_rows(row: dict) -> list[tuple[str, str, str, str]]:
+    """The table's indented line per face of a video scored with --faces all."""
+    rows = []
+    for f in row["faces"]:
+        verdict = f["verdict"]
+        if f["face"] == row["face"]:
+            verdict += " (the video's score)"
+        if f["few_frames"]:
+            verdict += " (few frames: weak evidence)"
+        name = f"  face {f['face']} (around {', '.join(str(int(v)) for v in f['box'])})"
+        rows.append((name, str(f["frames_scored"]), f"{f['fake_probability']:.4f}", verdict))
+    return rows
 
 
 def _positive(text: str) -> int:
@@ -352,6 +460,13 @@ def main(argv=None) -> int:
         help="score every video again, even those OUT/predictions.jsonl holds from an earlier "
         "run with the same settings",
     )
+    p.add_argument(
+        "--faces",
+        choices=FACE_MODES,
+        default="largest",
+        help="largest: the largest face of each key frame, as in training; all: every face, "
+        "each scored on its own, the video's score is its most suspicious face's",
+    )
     add_dtype_argument(p)
     args = p.parse_args(argv)
     args.workdir = local_workdir(p, args.workdir)
@@ -374,6 +489,7 @@ def main(argv=None) -> int:
             workers=args.workers,
             dtype=args.dtype,
             reuse=not args.rescore,
+            faces=args.faces,
         )
     except (FileNotFoundError, NotADirectoryError, FileExistsError) as e:
         # The run cannot start (no checkpoint, --out a file): one line, not a traceback.

@@ -404,3 +404,134 @@ def test_extract_stacks_tracks_small_faces_the_same_threaded_or_not(tmp_path, as
     for s in serial:
         reference, _ = faces.detect_face(frames[s["frame_index"]])
         assert _iou(faces.square_box(reference, (720, 1280)), s["box"]) > 0.6
+
+
+# ------------------------------------------------------------- every face: tracks, --faces all
+
+
+def _b(cx: float, cy: float, side: float) -> np.ndarray:
+    """A square face box of ``side`` centred at (cx, cy)."""
+    return np.array([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+
+
+def test_tracks_keep_their_ids_when_the_larger_face_changes():
+    # A (left) starts larger; from key frame 2 B (right) is larger and listed first.
+    boxes = [
+        [_b(100, 100, 90), _b(400, 100, 60)],
+        [_b(105, 100, 80), _b(395, 100, 70)],
+        [_b(390, 100, 90), _b(110, 100, 60)],
+        [_b(112, 102, 55), _b(385, 100, 95)],
+    ]
+    assert faces.assign_tracks(boxes) == [[0, 1], [0, 1], [1, 0], [0, 1]]
+
+
+def test_a_face_that_is_hidden_for_a_while_keeps_its_id_and_a_new_one_gets_a_new_id():
+    boxes = [
+        [_b(100, 100, 80), _b(400, 100, 70)],
+        [_b(104, 100, 80)],  # the second person looks away for two key frames
+        [_b(108, 100, 80)],
+        [_b(112, 100, 80), _b(420, 110, 72)],  # back, 20 px on: the same person
+        [_b(116, 100, 80), _b(424, 110, 72), _b(700, 300, 75)],  # someone else walks in
+        [],  # no face at all in this key frame
+        [_b(702, 296, 75), _b(120, 100, 80)],
+    ]
+    assert faces.assign_tracks(boxes) == [[0, 1], [0], [0], [0, 1], [0, 1, 2], [], [2, 0]]
+
+
+def test_track_ids_go_in_order_of_appearance_and_a_face_far_from_every_track_is_new():
+    # No face in the first key frame; the first seen largest face is track 0.
+    boxes = [[], [_b(300, 100, 50), _b(100, 100, 90)], [_b(100, 100, 90), _b(300 + 60, 100, 50)]]
+    # 60 px is more than the 50 px face's side: another person, not the same one.
+    assert faces.assign_tracks(boxes) == [[], [1, 0], [0, 2]]
+    # A face walking across is followed from its most recent box, not its first one.
+    walk = [[_b(100 + 60 * k, 100, 80), _b(900, 100, 80)] for k in range(6)]
+    assert faces.assign_tracks(walk) == [[0, 1]] * 6
+    # Two faces never share a track within a key frame, even both next to it; the
+    # larger one is matched first (listed second here), the other starts a track.
+    assert faces.assign_tracks([[_b(100, 100, 80)], [_b(95, 100, 70), _b(110, 100, 80)]]) == [
+        [0],
+        [1, 0],
+    ]
+
+
+def _two_heads(astronaut, i: int, n: int) -> np.ndarray:
+    """Frame i of n: the astronaut's head twice, the left shrinking from 260 to 210 px and
+    the right growing from 210 to 260 (the larger face changes at frame 15), drifting apart."""
+    head = astronaut[30:250, 110:330]
+    left, right = round(260 - 50 * i / (n - 1)), round(210 + 50 * i / (n - 1))
+    frame = np.full((300, 640, 3), 90, np.uint8)
+    frame[20 : 20 + left, 20 + i : 20 + i + left] = cv2.resize(
+        head, (left, left), interpolation=cv2.INTER_AREA
+    )
+    frame[20 : 20 + right, 620 - right - i : 620 - i] = cv2.resize(
+        head, (right, right), interpolation=cv2.INTER_AREA
+    )
+    return frame
+
+
+def test_extract_stacks_all_faces_gives_two_stable_tracks_threaded_or_not(tmp_path, astronaut):
+    frames = [_two_heads(astronaut, i, 24) for i in range(24)]
+    path = tmp_path / "two_people.mkv"
+    _write_video(path, frames)
+    keys = key_frame_indices(24, 6, 2)
+    assert keys == [0, 4, 8, 12, 16, 20]
+    stacks = faces.extract_stacks(path, frames_per_video=6, stack=2, size=32, faces="all")
+    assert [s["frame_index"] for s in stacks] == [k for k in keys for _ in range(2)]
+    # Track 0 is the left person (the larger one in key frame 0) all along, track 1 the
+    # right one, also after the right face became the larger one (listed first).
+    assert [s["face"] for s in stacks] == [0, 1, 0, 1, 0, 1, 0, 1, 1, 0, 1, 0]
+    for s in stacks:
+        box, k = s["box"], s["frame_index"]
+        centre = (box[0] + box[2]) / 2
+        assert centre < 320 if s["face"] == 0 else centre > 320
+        assert s["frames"].shape == (3, 32, 32, 3)
+        for j in range(3):  # each frame is cut with its own face's key-frame box
+            np.testing.assert_array_equal(s["frames"][j], faces.crop_box(frames[k + j], box, 32))
+        assert np.all((s["landmarks"][:, 0] > box[0]) & (s["landmarks"][:, 0] < box[2]))
+    # Two different boxes in each key frame, one per face.
+    for a, b in zip(stacks[::2], stacks[1::2], strict=True):
+        assert a["frame_index"] == b["frame_index"] and abs(a["box"][0] - b["box"][0]) > 200
+
+    threaded = faces.extract_stacks(
+        path, frames_per_video=6, stack=2, size=32, faces="all", workers=3
+    )
+    assert len(threaded) == len(stacks)
+    for a, b in zip(stacks, threaded, strict=True):
+        assert (a["frame_index"], a["face"]) == (b["frame_index"], b["face"])
+        np.testing.assert_array_equal(a["frames"], b["frames"])
+        np.testing.assert_array_equal(a["box"], b["box"])
+        np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+
+    # The default keeps today's largest face of each key frame (the left one, then
+    # the right), with no face id: the same stacks as the largest face of "all".
+    largest = faces.extract_stacks(path, frames_per_video=6, stack=2, size=32)
+    assert [s["frame_index"] for s in largest] == keys and "face" not in largest[0]
+    for s, first in zip(largest, stacks[::2], strict=True):
+        reference, reference_lms = faces.detect_face(frames[s["frame_index"]])
+        np.testing.assert_array_equal(s["box"], faces.square_box(reference, (300, 640)))
+        np.testing.assert_array_equal(s["landmarks"], reference_lms)
+        np.testing.assert_array_equal(s["frames"], first["frames"])
+        np.testing.assert_array_equal(s["box"], first["box"])
+    assert [(s["box"][0] + s["box"][2]) / 2 < 320 for s in largest] == [True] * 4 + [False] * 2
+    with pytest.raises(ValueError, match="faces"):
+        faces.extract_stacks(path, faces="both")
+
+
+def test_detect_faces_lists_every_face_largest_first_and_falls_back_to_the_small_face_search(
+    astronaut, scans
+):
+    frame = _two_heads(astronaut, 23, 24)  # the right face is the larger one
+    found = faces.detect_faces(frame)
+    assert len(found) == 2 and [c[2] for c in scans] == [0]
+    (big, big_lms), (small, _) = found
+    assert big[2] - big[0] > small[2] - small[0] and big[0] > small[0]
+    largest, largest_lms = faces.detect_face(frame)
+    np.testing.assert_array_equal(big, largest)
+    np.testing.assert_array_equal(big_lms, largest_lms)
+    # A face too small for the 640 px scan: the default mode's search finds it.
+    tiny = _small_face_frame(astronaut, 400)
+    scans.clear()
+    ((box, _),) = faces.detect_faces(tiny)
+    assert [c[2] for c in scans] == [0, 1]
+    np.testing.assert_array_equal(box, faces.detect_face(tiny)[0])
+    assert faces.detect_faces(np.dstack([skimage.data.brick()] * 3)) == []

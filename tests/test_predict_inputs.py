@@ -177,7 +177,7 @@ def fake_run(tmp_path, monkeypatch):
     monkeypatch.setattr(
         faces,
         "extract_stacks",
-        lambda p, frames_per_video, stack, size, workers: _stacks(
+        lambda p, frames_per_video, stack, size, workers, faces: _stacks(
             p, frames_per_video, stack, size, workers
         ),
     )
@@ -282,7 +282,7 @@ def test_a_run_that_dies_loses_only_the_video_in_hand(fake_run, tmp_path, monkey
              (("a", 40), ("b", 80), ("c", 120))]  # fmt: skip
     extracted = []
 
-    def extract(p, frames_per_video, stack, size, workers):
+    def extract(p, frames_per_video, stack, size, workers, faces):
         if os.path.basename(p) == "c.mp4" and not extracted.count("allow c"):
             raise _Killed
         extracted.append(os.path.basename(p))
@@ -326,7 +326,7 @@ def test_a_run_that_dies_loses_only_the_video_in_hand(fake_run, tmp_path, monkey
 def _per_stack(values: dict):
     """extract_stacks stand-in giving the stacks of a video the pixel values ``values[name]``."""
 
-    def extract(p, frames_per_video, stack, size, workers):
+    def extract(p, frames_per_video, stack, size, workers, faces):
         return [
             {
                 "frames": np.full((stack + 1, size, size, 3), v, np.uint8),
@@ -415,7 +415,7 @@ def test_a_video_that_failed_is_not_journaled_and_is_tried_again(fake_run, tmp_p
     (tmp_path / "gone.mp4").write_text("")  # no stacks: a VideoError of its own
     calls = []
 
-    def extract(p, frames_per_video, stack, size, workers):
+    def extract(p, frames_per_video, stack, size, workers, faces):
         calls.append(os.path.basename(p))
         if p.endswith("gone.mp4"):
             raise VideoError("no_face", f"{p}: no face found")
@@ -467,3 +467,134 @@ def test_heatmaps_asked_for_are_drawn_when_the_journal_has_none(fake_run, tmp_pa
     os.remove(row["heatmaps"][0])  # the figures deleted since: drawn again
     row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]
     assert not row["reused"] and all(map(os.path.isfile, row["heatmaps"]))
+
+
+# --- --faces all: every person scored -------------------------------------------------------
+
+
+def _people(values: dict, calls: list):
+    """extract_stacks stand-in: ``values[name][face]`` are the pixel values of that face's
+    stacks (key frame 3k for the k-th); face 0 is the larger one, all the default keeps."""
+
+    def extract(p, frames_per_video, stack, size, workers, faces):
+        name = os.path.basename(p)
+        calls.append((name, faces))
+        stacks = []
+        for face, pixels in values[name].items():
+            if faces == "largest" and face != 0:
+                continue
+            for k, v in enumerate(pixels):
+                s = {
+                    "frames": np.full((stack + 1, size, size, 3), v, np.uint8),
+                    "frame_index": 3 * k,
+                    "box": np.array([100 * face, 0, 100 * face + 8, 8], np.int32),
+                    "landmarks": np.zeros((68, 2), np.float32),
+                }
+                if faces == "all":
+                    s["face"] = face
+                stacks.append(s)
+        return sorted(stacks, key=lambda s: s["frame_index"])  # key-frame order, as extracted
+
+    return extract
+
+
+def test_faces_all_scores_each_person_and_the_video_as_its_most_suspicious_one(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    few = predict.FEW_FRAMES
+    values = {
+        # The larger face is real, the smaller one fake: only --faces all sees it.
+        "pair.mp4": {0: [60] * few, 1: [40, 240] * (few // 2)},
+        # A fake-looking face in 2 key frames (a passer-by) does not decide the video...
+        "passer.mp4": {0: [100] * few, 1: [250, 250]},
+        # ...unless no face was seen in enough key frames: then the highest, flagged.
+        "blink.mp4": {0: [100, 100], 1: [150, 150, 150]},
+        "alone.mp4": {0: [30] * few},
+    }
+    calls = []
+    monkeypatch.setattr(faces, "extract_stacks", _people(values, calls))
+    clips = [_clip(tmp_path / name, 1) for name in values]
+    rc, rep = _run(fake_run, tmp_path / "out", "--faces", "all", *clips)
+    assert rc == 0 and rep["faces"] == "all"
+    assert calls == [(name, "all") for name in values]
+    by = {os.path.basename(r["video"]): r for r in rep["videos"]}
+
+    pair = by["pair.mp4"]
+    assert [f["face"] for f in pair["faces"]] == [0, 1]
+    zero, one = pair["faces"]
+    assert zero["fake_probability"] == pytest.approx(60 / 255) and zero["verdict"] == "real"
+    assert one["fake_probability"] == pytest.approx(140 / 255) and one["verdict"] == "fake"
+    assert one["frames_scored"] == few and not one["few_frames"]
+    assert one["frame_indices"] == [3 * k for k in range(few)]
+    assert one["fake_probabilities"] == pytest.approx([40 / 255, 240 / 255] * (few // 2))
+    assert one["box"] == [100, 0, 108, 8]
+    # The video is the fake face's (the mean of its stacks), not the mean of all stacks.
+    assert pair["face"] == 1 and pair["verdict"] == "fake" and pair["frames_scored"] == few
+    assert pair["fake_probability"] == pytest.approx(140 / 255)
+    assert sorted({f["face"] for f in pair["frames"]}) == [0, 1] and len(pair["frames"]) == 2 * few
+
+    passer = by["passer.mp4"]
+    assert passer["faces"][1]["few_frames"] and passer["faces"][1]["verdict"] == "fake"
+    assert passer["face"] == 0 and passer["verdict"] == "real" and not passer["few_frames"]
+    assert passer["fake_probability"] == pytest.approx(100 / 255)
+    blink = by["blink.mp4"]
+    assert blink["face"] == 1 and blink["few_frames"] and blink["frames_scored"] == 3
+    assert blink["fake_probability"] == pytest.approx(150 / 255)
+    alone = by["alone.mp4"]
+    assert [f["face"] for f in alone["faces"]] == [0] and alone["face"] == 0
+
+    table = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(table) if line.startswith(clips[0]))
+    assert f"{140 / 255:.4f}" in table[at] and "fake" in table[at]
+    assert table[at + 1].startswith("  face 0") and f"{60 / 255:.4f}" in table[at + 1]
+    assert table[at + 2].startswith("  face 1") and "video's score" in table[at + 2]
+    alone_at = next(i for i, line in enumerate(table) if line.startswith(clips[3]))
+    assert not table[alone_at + 1].startswith("  face")  # one face: no face lines
+
+
+def test_the_journal_never_serves_largest_face_scores_for_all_faces_or_back(
+    fake_run, tmp_path, monkeypatch
+):
+    few = predict.FEW_FRAMES
+    values = {"pair.mp4": {0: [60] * few, 1: [200] * few}}
+    calls = []
+    monkeypatch.setattr(faces, "extract_stacks", _people(values, calls))
+    clip = _clip(tmp_path / "pair.mp4", 1)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, clip)  # the default: today's report, no face fields
+    (row,) = rep["videos"]
+    assert "faces" not in rep and "faces" not in row and "face" not in row
+    assert "face" not in row["frames"][0]
+    assert row["fake_probability"] == pytest.approx(60 / 255) and row["verdict"] == "real"
+    rc, rep = _run(fake_run, out, "--faces", "all", clip)
+    (row,) = rep["videos"]
+    assert not row["reused"] and calls == [("pair.mp4", "largest"), ("pair.mp4", "all")]
+    assert row["fake_probability"] == pytest.approx(200 / 255) and len(row["faces"]) == 2
+    # Each mode's latest line serves that mode only.
+    row = _run(fake_run, out, "--faces", "all", clip)[1]["videos"][0]
+    assert row["reused"] and row["face"] == 1 and row["verdict"] == "fake"
+    assert [f["verdict"] for f in row["faces"]] == ["real", "fake"]
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert row["reused"] and "faces" not in row
+    assert row["fake_probability"] == pytest.approx(60 / 255)
+    assert len(calls) == 2
+    lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    # Lines of the default mode are keyed as before the option (earlier journals still serve).
+    assert ["faces" in line["settings"] for line in lines] == [False, True]
+    assert lines[1]["settings"]["faces"] == "all" and lines[0]["key"] != lines[1]["key"]
+    # The journaled row's own score is already the video's (its fake face's), not the
+    # mean over both people's stacks.
+    assert lines[1]["entry"]["fake_probability"] == pytest.approx(200 / 255)
+    assert lines[1]["entry"]["face"] == 1 and lines[1]["entry"]["frames_scored"] == few
+
+
+def test_heatmaps_of_every_face(fake_run, tmp_path, monkeypatch):
+    few = predict.FEW_FRAMES
+    values = {"pair.mp4": {0: [60] * few, 1: [40] * 3 + [200] + [40] * (few - 4)}}
+    monkeypatch.setattr(faces, "extract_stacks", _people(values, []))
+    clip = _clip(tmp_path / "pair.mp4", 1)
+    row = _run(fake_run, tmp_path / "out", "--faces", "all", "--heatmaps", clip)[1]["videos"][0]
+    names = sorted(os.path.basename(p).split("_", 2)[2] for p in row["heatmaps"])
+    # Each face's first frame and its most suspicious one (face 0: the first again).
+    assert names == ["face0_f0.png", "face1_f0.png", "face1_f9.png"]
+    assert all(map(os.path.isfile, row["heatmaps"]))
