@@ -130,10 +130,14 @@ def detect_faces(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every frontal face in a frame, largest first: [(dlib box, landmarks [68, 2])].
 
-    The faces the DETECT_MAX_SIDE scan finds (the first is ``detect_face``'s). When
-    it finds none, ``detect_face``'s search for one small face (near ``near``, then
-    upsampled) gives at most one, so a video of a small face still gets it; the
-    upsampled scan is not run for more faces (~4x the cost on every key frame).
+    The DETECT_MAX_SIDE scan misses faces under ~80 px there (~240 px in a 1080p
+    frame: most of DFDC's). ``detect_face`` finds its one face near the earlier
+    one, but a second, smaller person must be found too, so the whole frame is
+    also scanned upsampled 2x (faces down to ~40 px there; ~4x the cost of the
+    first scan, on every key frame: what --faces all costs) and each face it finds
+    that the first scan did not is added. The first scan's faces keep their boxes,
+    so the first face is ``detect_face``'s whenever that scan finds one. With no
+    face in either scan, the search near ``near`` gives at most one.
     No face is dropped for being smaller than the largest: a second person further
     from the camera is what this is for, and a background false positive, rarely
     found in many key frames, is left out of the video's verdict by predict's
@@ -142,10 +146,22 @@ def detect_faces(
     gray, small, scale = _grayscale(frame, bgr)
     with _detector() as detector:
         boxes = _by_size(detector(small, 0), scale)
-        if not boxes:
-            box = _search_small(detector, gray, small, scale, near)
+        for box in _by_size(detector(small, 1), scale):
+            if not any(_same_face(box, other) for other in boxes):
+                boxes.append(box)
+        if not boxes and near is not None:
+            box = _search_near(detector, gray, near)
             boxes = [] if box is None else [box]
+    boxes.sort(key=lambda b: -_area(b))  # stable: the first scan's face first among equals
     return [(box, _landmarks(gray, box)) for box in boxes]
+
+
+def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
+    """Two detections of one face: centres closer than half the larger side (two
+    people's faces never overlap that much)."""
+    side = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
+    centre = (a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2
+    return float(np.hypot(*centre)) < 0.5 * float(side)
 
 
 def _grayscale(frame: np.ndarray, bgr: bool) -> tuple[np.ndarray, np.ndarray, float]:

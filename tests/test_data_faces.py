@@ -522,7 +522,7 @@ def test_detect_faces_lists_every_face_largest_first_and_falls_back_to_the_small
 ):
     frame = _two_heads(astronaut, 23, 24)  # the right face is the larger one
     found = faces.detect_faces(frame)
-    assert len(found) == 2 and [c[2] for c in scans] == [0]
+    assert len(found) == 2 and [c[2] for c in scans] == [0, 1]  # both faces in both scans
     (big, big_lms), (small, _) = found
     assert big[2] - big[0] > small[2] - small[0] and big[0] > small[0]
     largest, largest_lms = faces.detect_face(frame)
@@ -535,3 +535,17 @@ def test_detect_faces_lists_every_face_largest_first_and_falls_back_to_the_small
     assert [c[2] for c in scans] == [0, 1]
     np.testing.assert_array_equal(box, faces.detect_face(tiny)[0])
     assert faces.detect_faces(np.dstack([skimage.data.brick()] * 3)) == []
+
+
+def test_detect_faces_finds_a_second_face_too_small_for_the_first_scan(astronaut, scans):
+    # A large face (found by the 640 px scan) and a ~60 px one (only the 2x scan sees
+    # it) in a 720p frame: DFDC's 1080p two-person videos are mostly like this.
+    head = astronaut[30:250, 110:330]
+    frame = _small_face_frame(astronaut, 820)
+    frame[60:660, 40:640] = cv2.resize(head, (600, 600), interpolation=cv2.INTER_AREA)
+    found = faces.detect_faces(frame)
+    assert [c[2] for c in scans] == [0, 1] and len(found) == 2
+    (big, _), (small, small_lms) = found
+    assert big[2] < 640 < 820 < small[0] and 40 < small[2] - small[0] < 100
+    assert np.all((small_lms[:, 0] > small[0] - 10) & (small_lms[:, 0] < small[2] + 10))
+    np.testing.assert_array_equal(big, faces.detect_face(frame)[0])  # the first scan's box
