@@ -159,9 +159,14 @@ def detect_faces(
 def _same_face(a: np.ndarray, b: np.ndarray) -> bool:
     """Two detections of one face: centres closer than half the larger side (two
     people's faces never overlap that much)."""
+    return _centre_distance(a, b) < 0.5
+
+
+def _centre_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Distance between two boxes' centres, in units of the larger box's side."""
     side = max(a[2] - a[0], a[3] - a[1], b[2] - b[0], b[3] - b[1])
     centre = (a[:2] + a[2:]) / 2 - (b[:2] + b[2:]) / 2
-    return float(np.hypot(*centre)) < 0.5 * float(side)
+    return float(np.hypot(*centre)) / max(float(side), 1e-6)
 
 
 def _grayscale(frame: np.ndarray, bgr: bool) -> tuple[np.ndarray, np.ndarray, float]:
@@ -329,9 +334,7 @@ def _nearest_track(box: np.ndarray, last: list[np.ndarray], taken: set[int]) -> 
     for track, other in enumerate(last):
         if track in taken:
             continue
-        side = max(box[2] - box[0], box[3] - box[1], other[2] - other[0], other[3] - other[1])
-        centre = (box[:2] + box[2:]) / 2 - (other[:2] + other[2:]) / 2
-        distance = float(np.hypot(*centre)) / max(float(side), 1e-6)
+        distance = _centre_distance(box, other)
         if distance < best_distance:  # ties: the older track
             best, best_distance = track, distance
     return best
