@@ -118,8 +118,11 @@ def detect_face(
     gray, small, scale = _grayscale(frame, bgr)
     with _detector() as detector:
         box = _largest(detector(small, 0), scale)
+        if box is None and near is not None:
+            box = _search_near(detector, gray, near)
         if box is None:
-            box = _search_small(detector, gray, small, scale, near)
+            # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
+            box = _largest(detector(small, 1), scale)
     if box is None:
         return None
     return box, _landmarks(gray, box)
@@ -180,15 +183,6 @@ def _grayscale(frame: np.ndarray, bgr: bool) -> tuple[np.ndarray, np.ndarray, fl
         else cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     )
     return gray, small, scale
-
-
-def _search_small(detector, gray, small, scale: float, near) -> np.ndarray | None:
-    """One face too small for the DETECT_MAX_SIDE scan: near ``near``, else upsampled."""
-    box = _search_near(detector, gray, near) if near is not None else None
-    if box is None:
-        # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
-        box = _largest(detector(small, 1), scale)
-    return box
 
 
 def _landmarks(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
