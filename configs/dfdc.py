@@ -11,9 +11,11 @@ video, so the classes are balanced by loss weights, as for Celeb-DF. Checkpoints
 are chosen on the full release's `validation/` folder (its `labels.csv`), never
 on `test/`: data_prep reads the split from the folder name (data_prep/README.md).
 Many DFDC videos show two people; data_prep keeps the largest face of each
-frame, so a fake whose swapped face is the smaller one is labelled fake on the
-real face's crops: expect a lower ceiling than on FF++. To score such videos,
-`predict --faces all` scores every face and takes the most suspicious one.
+frame, and in a fake that face may be the real person's. So data_prep compares
+each fake with the original its metadata.json names and leaves out stacks whose
+face did not change (`--min-face-change`, data_prep/README.md): a fake's crops
+are of a swapped face. To score such videos, `predict --faces all` scores every
+face and takes the most suspicious one.
 """
 
 import os

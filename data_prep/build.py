@@ -39,6 +39,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from data_prep import encoding as enc
+from data_prep.originals import MIN_FACE_CHANGE
 from data_prep.readers import DatasetError, VideoItem, read_dataset
 
 # ------------------------------------------------------------------ per video
@@ -119,6 +120,10 @@ def build_settings(a: argparse.Namespace) -> dict:
     settings = {k: getattr(a, k) for k in BUILD_KEYS}
     settings["root"] = os.path.abspath(a.root)
     settings["splits"] = a.splits and os.path.abspath(a.splits)
+    # Only DFDC names originals: other datasets' builds stay comparable with
+    # build_args.json written before this setting existed.
+    if a.dataset == "dfdc":
+        settings["min_face_change"] = a.min_face_change
     return settings
 
 
@@ -141,13 +146,20 @@ def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
     """(stacks .npz, done-marker .json) of a video.
 
     Keyed by video id, absolute path and file size, so pointing --out's cache at
-    another copy or version of a dataset does not reuse stale faces.
+    another copy or version of a dataset does not reuse stale faces; and by the
+    original's path and size for a fake compared with its original.
     """
     try:
         size = os.path.getsize(item.path)
     except OSError:
         size = -1
     ident = f"{item.video_id}|{os.path.abspath(item.path)}|{size}"
+    if item.original_path:  # compared with its original: not the same result as unchecked
+        try:
+            orig_size = os.path.getsize(item.original_path)
+        except OSError:
+            orig_size = -1
+        ident += f"|original={os.path.abspath(item.original_path)}|{orig_size}"
     key = hashlib.sha1(ident.encode()).hexdigest()[:20]
     return os.path.join(cache_dir, key + ".npz"), os.path.join(cache_dir, key + ".json")
 
@@ -235,6 +247,8 @@ def process_video(
                     message=f"{problem}; the video is kept without a mask (has_mask False). "
                     f"Fix or remove the mask file, then delete {json_path} and rerun to redo it",
                 )
+            if item.original_path:
+                status.update(_compare_with_original(item, stacks, stack, size))
             arrays = {
                 "frames": np.stack([s["frames"] for s in stacks]),
                 "frame_index": np.array([s["frame_index"] for s in stacks], np.int32),
@@ -252,6 +266,63 @@ def process_video(
         # leave no marker so that a rerun tries again.
         return _error_status(item, "error", f"{type(e).__name__}: {e}")
     return status
+
+
+def _compare_with_original(item: VideoItem, stacks: list[dict], stack: int, size: int) -> dict:
+    """Status fields of a fake compared with its original: 'face_change' (one
+    value per stack, None where not comparable), or a warning if the original
+    cannot be used (the fake is then kept unchecked, as without an original)."""
+    from data_prep.faces import VideoError
+    from data_prep.originals import OriginalMismatch, compare_with_original
+
+    try:
+        change = compare_with_original(
+            item.original_path, stacks, stack, size, _frame_hw(item.path)
+        )
+    except (VideoError, OriginalMismatch) as e:
+        return {
+            "warning": "original_unusable",
+            "message": f"its original {item.original_path} cannot be compared with it ({e}); "
+            "the fake is kept unchecked",
+        }
+    return {"face_change": [None if np.isnan(c) else round(float(c), 3) for c in change]}
+
+
+def kept_stacks(status: dict, min_face_change: float | None) -> list[int] | None:
+    """Indices of a fake's stacks to write: those whose face changed at least
+    `min_face_change` levels from the original (data_prep.originals), or could
+    not be compared. None: all (no comparison, or the check is off)."""
+    change = status.get("face_change")
+    if change is None or min_face_change is None:
+        return None
+    return [i for i, c in enumerate(change) if c is None or c >= min_face_change]
+
+
+def checked_status(status: dict, min_face_change: float | None, original: str | None) -> dict:
+    """A cached status with its unchanged stacks left out: fewer records, and a
+    video none of whose stacks changed fails as 'unchanged_face'."""
+    keep = kept_stacks(status, min_face_change)
+    if keep is None or len(keep) == status["records"]:
+        return status
+    dropped = status["records"] - len(keep)
+    why = (
+        f"the face changed by less than --min-face-change {min_face_change:g} levels from "
+        f"its original {original} (the largest face is not the swapped one, or the swap "
+        "left it unchanged), so training would learn a real face as fake"
+    )
+    if not keep:
+        return {
+            **status,
+            "records": 0,
+            "reason": "unchanged_face",
+            "message": f"in all {dropped} stacks {why}; left out",
+        }
+    return {
+        **status,
+        "records": len(keep),
+        "warning": "unchanged_stacks",
+        "message": f"in {dropped} of {status['records']} stacks {why}; those are left out",
+    }
 
 
 def _error_status(item: VideoItem, reason: str, what: str) -> dict:
@@ -288,6 +359,17 @@ def _init_worker() -> None:
 # ------------------------------------------------------------------ CLI
 
 
+def _face_change_arg(text: str) -> float | None:
+    if text.strip().lower() == "off":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of levels (e.g. {MIN_FACE_CHANGE:g}) or 'off'"
+        ) from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m data_prep.build",
@@ -307,6 +389,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--encoding", default=enc.DEFAULT_ENCODING, choices=sorted(enc.ENCODINGS))
     p.add_argument(
         "--shards", type=int, default=64, help="shards per split (fewer if fewer records)"
+    )
+    p.add_argument(
+        "--min-face-change",
+        type=_face_change_arg,
+        default=MIN_FACE_CHANGE,
+        metavar="LEVELS|off",
+        help="DFDC: leave out a fake's stacks whose face changed by less than this (0-255 "
+        f"levels) from the original its metadata.json names (default {MIN_FACE_CHANGE:g}; "
+        "'off' keeps every stack and does not decode the originals)",
     )
     p.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -520,6 +611,52 @@ def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
     return dict(sorted(out.items()))
 
 
+def original_check(items: list[VideoItem], status: dict[str, dict], min_face_change) -> dict:
+    """What comparing fakes with their originals did ({} if no fake names one, or
+    --min-face-change is off):
+    fakes compared or not, stacks and videos left out, and the face change's
+    percentiles, so a user can see where --min-face-change cuts their data."""
+    fakes = [it for it in items if it.label == 1]
+    named = [it for it in fakes if it.original_path]
+    if not named:
+        return {}
+    changes = [
+        c for it in named for c in status[it.video_id].get("face_change") or [] if c is not None
+    ]
+    compared = [it for it in named if status[it.video_id].get("face_change") is not None]
+    out = {
+        "min_face_change": min_face_change,
+        "fakes": len(fakes),
+        "fakes_compared": len(compared),
+        "fakes_unchecked": len(fakes) - len(compared),
+        "stacks_compared": len(changes),
+        "stacks_left_out": sum(
+            len(status[it.video_id]["face_change"]) - status[it.video_id]["records"]
+            for it in compared
+        ),
+        "videos_left_out": sum(
+            status[it.video_id]["reason"] == "unchanged_face" for it in compared
+        ),
+    }
+    if changes:
+        q = np.percentile(changes, [1, 5, 25, 50, 75, 95, 99])
+        out["face_change_percentiles"] = {
+            f"p{p}": round(float(v), 3) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q, strict=True)
+        }
+    return out
+
+
+def format_original_check(check: dict) -> str:
+    p = check.get("face_change_percentiles", {})
+    spread = ", ".join(f"{k} {v:g}" for k, v in p.items()) or "none compared"
+    return (
+        f"fakes vs their originals: {check['fakes_compared']} of {check['fakes']} fakes compared; "
+        f"left out {check['stacks_left_out']} of {check['stacks_compared']} stacks "
+        f"({check['videos_left_out']} whole videos) whose face changed by less than "
+        f"{check['min_face_change']:g} levels; face change {spread}"
+    )
+
+
 def format_summary(counts: dict) -> str:
     rows = [("split", "label", "videos", "records", "failed", "failures by reason")]
     for split, sp in counts.items():
@@ -548,6 +685,8 @@ def main(argv=None) -> int:
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if a.min_face_change is None:  # no check: originals are not even decoded
+        items = [dataclasses.replace(it, original_path=None) for it in items]
 
     import absl.logging
     import tensorflow_datasets as tfds
@@ -604,6 +743,9 @@ def main(argv=None) -> int:
         if os.path.exists(json_path):
             with open(json_path) as f:
                 status[it.video_id] = json.load(f)
+        status[it.video_id] = checked_status(
+            status[it.video_id], a.min_face_change, it.original_path
+        )
     failures = [
         {
             **{k: v for k, v in dataclasses.asdict(it).items() if k != "mask_path"},
@@ -627,17 +769,31 @@ def main(argv=None) -> int:
                 "cache": os.path.abspath(cache_paths(cache_dir, it)[0]),
             }
         )
+        keep = kept_stacks(status[it.video_id], a.min_face_change)
+        if keep is not None:
+            splits[it.split][-1]["stacks"] = keep  # which of the cached stacks to write
     manifest_path = os.path.join(a.out, "manifest.json")
     _atomic_write(manifest_path, lambda p: _write_json(p, {"splits": splits, "counts": counts}))
     _atomic_write(
         os.path.join(a.out, "summary.json"),
-        lambda p: _write_json(p, {"args": vars(a), "counts": counts, "left_out": left_out}),
+        lambda p: _write_json(
+            p,
+            {
+                "args": vars(a),
+                "counts": counts,
+                "left_out": left_out,
+                "original_check": original_check(items, status, a.min_face_change),
+            },
+        ),
     )
     total = sum(sp["records"] for sp in counts.values())
     failed = sum(sp["failed"] for sp in counts.values())
     print(format_summary(counts), file=sys.stderr)
     for what, note in left_out.items():
         print(f"left out on purpose: {note['videos']} {what} ({note['why']})", file=sys.stderr)
+    check = original_check(items, status, a.min_face_change)
+    if check:
+        print(format_original_check(check), file=sys.stderr)
     if total == 0:
         print(f"error: no record written; see {a.out}/failures.jsonl", file=sys.stderr)
         return 1

@@ -199,7 +199,9 @@ class LdaFaces(tfds.core.GeneratorBasedBuilder):
                 continue
             with np.load(video["cache"]) as z:
                 data = {k: z[k] for k in z.files}
-            for i in range(len(data["frame_index"])):
+            # "stacks": the cached stacks to write, where some are left out
+            # (data_prep.build.kept_stacks); absent: all.
+            for i in video.get("stacks", range(len(data["frame_index"]))):
                 yield (
                     f"{video['video_id']}#{int(data['frame_index'][i]):06d}",
                     {

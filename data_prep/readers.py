@@ -45,6 +45,9 @@ class VideoItem:
     video_id: str
     split: str
     mask_path: str | None = None  # <video>.masks.npz beside a fake, if present
+    # The video a fake was made from, where the dataset names it (DFDC's
+    # metadata.json 'original') and it is on disk: data_prep.originals.
+    original_path: str | None = None
 
 
 def _need_dir(path: str, what: str) -> None:
@@ -456,8 +459,9 @@ def read_celebdf(
 # ---------------------------------------------------------------- DFDC
 
 
-def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None]]:
-    """metadata.json of the train parts: {file: {label: REAL|FAKE, original?, split?}}."""
+def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None, str | None]]:
+    """metadata.json of the train parts: {file: {label: REAL|FAKE, original?, split?}}
+    -> (file, label, split, original)."""
     try:
         with open(meta) as f:
             entries = json.load(f)
@@ -466,7 +470,10 @@ def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None]]:
             e = entries[name]
             label = {"REAL": 0, "FAKE": 1}[str(e["label"]).upper()]
             split = e.get("split")
-            out.append((name, label, {"validation": "val"}.get(split, split)))
+            original = e.get("original") if label == 1 else None
+            if original is not None and not isinstance(original, str):
+                raise TypeError(f"{name}: 'original' {original!r} is not a file name")
+            out.append((name, label, {"validation": "val"}.get(split, split), original))
         return out
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise DatasetError(
@@ -478,7 +485,7 @@ def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None]]:
 _CSV_LABELS = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "REAL": 0, "FAKE": 1}
 
 
-def _dfdc_labels_csv_entries(path: str) -> list[tuple[str, int, str | None]]:
+def _dfdc_labels_csv_entries(path: str) -> list[tuple[str, int, str | None, None]]:
     """labels.csv of the full release's test/ and validation/ folders: filename,label (1 = fake).
 
     REAL/FAKE words are accepted too. The file is small (4,000 rows for test),
@@ -501,7 +508,7 @@ def _dfdc_labels_csv_entries(path: str) -> list[tuple[str, int, str | None]]:
                     f"{path}:{line}: bad row {row}; expected filename,label with label 0 (real) "
                     "or 1 (fake)"
                 )
-            out.append((row["filename"], label, None))
+            out.append((row["filename"], label, None, None))
     return out
 
 
@@ -556,16 +563,21 @@ def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
         low = rel_folder.lower()
         folder_split = "test" if "test" in low else "val" if "val" in low else "train"
-        for name, label, file_split in read_entries(labels):
+        for name, label, file_split, original in read_entries(labels):
             split = _dfdc_split(labels, name, folder_split, file_split)
             path = os.path.join(folder, name)
             if not os.path.exists(path):
                 continue  # listed but not downloaded: not a failure of ours
             stem = os.path.splitext(name)[0]
+            # A fake's original lies in the same part; one not downloaded leaves
+            # the fake unchecked (data_prep.originals), not dropped.
+            original_path = original and os.path.join(folder, original)
+            if original_path and not os.path.isfile(original_path):
+                original_path = None
             items.append(
                 VideoItem(
                     path, label, dataset, "orig", "real" if label == 0 else "fake",
-                    f"{dataset}/{rel_folder}/{stem}", split,
+                    f"{dataset}/{rel_folder}/{stem}", split, original_path=original_path,
                 )
             )  # fmt: skip
     return items

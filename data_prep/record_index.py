@@ -50,7 +50,7 @@ def planned_records(videos: list[dict]) -> tuple[list[str], np.ndarray]:
         if not video["records"]:
             continue
         with np.load(video["cache"]) as z:
-            frame_index = z["frame_index"]
+            frame_index = z["frame_index"][video.get("stacks", slice(None))]
         keys += [record_key(video["video_id"], f) for f in frame_index]
         labels += [int(video["label"])] * len(frame_index)
     return keys, np.asarray(labels, np.int8)

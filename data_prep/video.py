@@ -261,6 +261,22 @@ def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink,
     return total
 
 
+def decode_keys(path: str, keys: list[int], stack: int, sink: FrameSink, *,
+                rgb: bool = True) -> int:  # fmt: skip
+    """Like ``decode_stacks``, but with key frames planned by the caller (another
+    video's plan: ``originals`` cuts a fake's original at the fake's frames).
+    Returns the frames decoded; frames past the end are just not delivered."""
+    cap = _open(path)
+    try:
+        total, _ = _decode(cap, keys, stack, sink, rgb)
+        codec = _fourcc(cap)
+    finally:
+        cap.release()
+    if total == 0:
+        raise VideoError("undecodable", f"{path}: no frame decodes (codec '{codec}'); {_REENCODE}")
+    return total
+
+
 def _decode(
     cap: cv2.VideoCapture, keys: list[int], stack: int, sink: FrameSink, rgb: bool
 ) -> tuple[int, float]:

@@ -363,9 +363,19 @@ def test_dfdc_metadata(tmp_path):
         "dfdc/dfdc_test/ccc": (1, "test"),
         "dfdc/dfdc_train_part_1/aaa": (0, "val"),  # same file name, other part: other id
     }
-    (tmp_path / "dfdc_test/metadata.json").write_text(json.dumps({"ccc.mp4": {"label": "MAYBE"}}))
-    with pytest.raises(DatasetError, match="dfdc_test.*metadata.json"):
-        read_dfdc(str(tmp_path))
+    # A fake's original is kept where it is on disk (data_prep.originals compares
+    # them); one not downloaded (x.mp4) leaves the fake without, as do reals.
+    originals = {i.video_id: i.original_path for i in items}
+    assert originals == {
+        "dfdc/dfdc_train_part_0/aaa": None,
+        "dfdc/dfdc_train_part_0/bbb": str(tmp_path / "dfdc_train_part_0/aaa.mp4"),
+        "dfdc/dfdc_test/ccc": None,
+        "dfdc/dfdc_train_part_1/aaa": None,
+    }
+    for bad in ({"ccc.mp4": {"label": "MAYBE"}}, {"ccc.mp4": {"label": "FAKE", "original": 7}}):
+        (tmp_path / "dfdc_test/metadata.json").write_text(json.dumps(bad))
+        with pytest.raises(DatasetError, match="dfdc_test.*metadata.json"):
+            read_dfdc(str(tmp_path))
 
 
 def test_dfdc_labels_csv_of_the_full_release(tmp_path):
