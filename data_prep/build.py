@@ -142,79 +142,30 @@ def replaced_settings(data_dir: str, settings: dict) -> list[str]:
     ]
 
 
+def _file_key(path: str) -> str:
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    return f"{os.path.abspath(path)}|{size}"
+
+
 def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
     """(stacks .npz, done-marker .json) of a video.
 
     Keyed by video id, absolute path and file size, so pointing --out's cache at
-    another copy or version of a dataset does not reuse stale faces; and by the
-    original's path and size for a fake compared with its original.
+    another copy or version of a dataset does not reuse stale faces; and so by
+    its mask's and its original's (data_prep.originals), where it has them.
     """
-    try:
-        size = os.path.getsize(item.path)
-    except OSError:
-        size = -1
-    ident = f"{item.video_id}|{os.path.abspath(item.path)}|{size}"
-    if item.original_path:  # compared with its original: not the same result as unchecked
-        try:
-            orig_size = os.path.getsize(item.original_path)
-        except OSError:
-            orig_size = -1
-        ident += f"|original={os.path.abspath(item.original_path)}|{orig_size}"
+    ident = f"{item.video_id}|{_file_key(item.path)}"
+    # A mask downloaded later, or a fake compared with its original, is not the
+    # same result as the cache entry made without it.
+    if item.mask_path:
+        ident += f"|mask={_file_key(item.mask_path)}"
+    if item.original_path:
+        ident += f"|original={_file_key(item.original_path)}"
     key = hashlib.sha1(ident.encode()).hexdigest()[:20]
     return os.path.join(cache_dir, key + ".npz"), os.path.join(cache_dir, key + ".json")
-
-
-def _load_masks(path: str):
-    with np.load(path) as z:
-        return z["masks"]
-
-
-def _frame_hw(video_path: str) -> tuple[int, int]:
-    """(height, width) of the frames OpenCV decodes (rotation applied, as faces saw them)."""
-    import cv2
-
-    cap = cv2.VideoCapture(video_path)
-    try:
-        ok, frame = cap.read()
-        if ok:
-            return frame.shape[:2]
-        return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-    finally:
-        cap.release()
-
-
-def _stack_masks(item: VideoItem, stacks: list[dict], size: int):
-    """(mask [N, size, size], has_mask [N], problem or None) of a video's stacks.
-
-    A mask that cannot be read or does not have the video's frame size is
-    dropped, not stretched or cropped out of place: a wrong mask would teach and
-    score attention maps against the wrong pixels, while the video's frames and
-    label are still good, so the video is kept without a mask (has_mask False)
-    and the problem is reported.
-    """
-    from data_prep.faces import crop_mask
-
-    mask_out = np.zeros((len(stacks), size, size), np.uint8)
-    has_mask = np.zeros(len(stacks), bool)
-    if not item.mask_path:
-        return mask_out, has_mask, None
-    try:
-        masks = _load_masks(item.mask_path)
-    except Exception as e:  # noqa: BLE001 -- a broken mask loses the mask, not the video
-        return mask_out, has_mask, f"mask {item.mask_path} unreadable ({type(e).__name__}: {e})"
-    hw = _frame_hw(item.path)
-    if masks.ndim != 3 or tuple(masks.shape[1:]) != tuple(hw):
-        return (
-            mask_out,
-            has_mask,
-            f"mask {item.mask_path} has shape {tuple(masks.shape)}, but the frames of "
-            f"{item.path} are {hw[0]}x{hw[1]} (expected [T, {hw[0]}, {hw[1]}])",
-        )
-    for i, s in enumerate(stacks):
-        if s["frame_index"] < len(masks):
-            mask_out[i] = crop_mask(masks[s["frame_index"]], s["box"], size)
-            has_mask[i] = True
-    return mask_out, has_mask, None
 
 
 def process_video(
@@ -225,6 +176,7 @@ def process_video(
     Never raises for one video's sake: a build of thousands must not stop on one.
     """
     from data_prep.faces import VideoError, extract_stacks
+    from data_prep.masks import stack_masks
 
     npz_path, json_path = cache_paths(cache_dir, item)
     status = {
@@ -240,7 +192,7 @@ def process_video(
         except VideoError as e:
             status.update(reason=e.reason, message=e.message)
         else:
-            mask, has_mask, problem = _stack_masks(item, stacks, size)
+            mask, has_mask, problem = stack_masks(item.mask_path, item.path, stacks, size)
             if problem:
                 status.update(
                     warning="bad_mask",
@@ -274,11 +226,10 @@ def _compare_with_original(item: VideoItem, stacks: list[dict], stack: int, size
     cannot be used (the fake is then kept unchecked, as without an original)."""
     from data_prep.faces import VideoError
     from data_prep.originals import OriginalMismatch, compare_with_original
+    from data_prep.video import frame_hw
 
     try:
-        change = compare_with_original(
-            item.original_path, stacks, stack, size, _frame_hw(item.path)
-        )
+        change = compare_with_original(item.original_path, stacks, stack, size, frame_hw(item.path))
     except (VideoError, OriginalMismatch) as e:
         return {
             "warning": "original_unusable",

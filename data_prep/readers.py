@@ -44,7 +44,7 @@ class VideoItem:
     method: str  # 'real' for pristine videos
     video_id: str
     split: str
-    mask_path: str | None = None  # <video>.masks.npz beside a fake, if present
+    mask_path: str | None = None  # the fake's masks, if present (_mask_for)
     # The video a fake was made from, where the dataset names it (DFDC's
     # metadata.json 'original') and it is on disk: data_prep.originals.
     original_path: str | None = None
@@ -60,7 +60,14 @@ def _videos_in(folder: str) -> list[str]:
 
 
 def _mask_for(video_path: str) -> str | None:
+    """A fake's manipulated-region mask (data_prep.masks): <video>.masks.npz beside
+    it (the synthetic set), else FF++'s mask video, one level above the
+    compression: manipulated_sequences/<method>/masks/videos/<video>.mp4."""
     p = os.path.splitext(video_path)[0] + MASK_SUFFIX
+    if os.path.isfile(p):
+        return p
+    method_dir = os.path.dirname(os.path.dirname(os.path.dirname(video_path)))
+    p = os.path.join(method_dir, "masks", "videos", os.path.basename(video_path))
     return p if os.path.isfile(p) else None
 
 

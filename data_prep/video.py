@@ -168,6 +168,18 @@ def _open(path: str) -> cv2.VideoCapture:
     return cap
 
 
+def frame_hw(path: str) -> tuple[int, int]:
+    """(height, width) of the frames OpenCV decodes (rotation applied, as faces saw them)."""
+    cap = cv2.VideoCapture(path)
+    try:
+        ok, frame = cap.read()
+        if ok:
+            return frame.shape[:2]
+        return int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        cap.release()
+
+
 def _fourcc(cap: cv2.VideoCapture) -> str:
     """The stream's codec tag as OpenCV reports it ('avc1', 'AV01', ...), '?' if none."""
     code = int(cap.get(cv2.CAP_PROP_FOURCC))

@@ -340,6 +340,35 @@ def test_a_mask_of_another_size_is_dropped_not_stretched(three_fakes_tree, tmp_p
     assert "kept with bad_mask=2" in capsys.readouterr().err
 
 
+def test_ffpp_mask_videos_give_the_same_masks_as_arrays(three_fakes_tree, tmp_path, capsys):
+    # FF++ ships masks as lossy videos (white = manipulated) one level above the
+    # compression; the build cuts them like the synthetic set's arrays.
+    root = tmp_path / "ffpp"
+    shutil.copytree(three_fakes_tree, root)
+    method_dir = root / "manipulated_sequences/{}"
+    masks = np.load(method_dir.parent / "Face2Face/c23/videos/000_001.masks.npz")["masks"]
+    white = [np.repeat(m[..., None] * 255, 3, axis=2) for m in masks]
+    for name, frames in (("Deepfakes", white), ("FaceSwap", [f[::2, ::2] for f in white])):
+        (method_dir.parent / name / "c23/videos/000_001.masks.npz").unlink()
+        _video(method_dir.parent / name / "masks/videos/000_001.mp4", frames)
+    out = tmp_path / "out"
+    assert build.main(_argv(root, out)) == 0
+    by = _records_by_video(out)
+    from_video, from_array = (
+        sorted(by[f"{m}/000_001"], key=lambda r: r["frame_index"])
+        for m in ("Deepfakes", "Face2Face")
+    )
+    assert [r["frame_index"] for r in from_video] == [r["frame_index"] for r in from_array]
+    for v, a in zip(from_video, from_array, strict=True):
+        assert v["has_mask"] and a["has_mask"] and a["mask"].any()
+        assert (v["mask"] != a["mask"]).mean() < 0.01  # the codec's ringing at the edges
+    # A mask video of another size: dropped, the video kept.
+    row = _failures(out)["FaceSwap/000_001"]
+    assert row["warning"] == "bad_mask" and row["records"] == 3
+    assert "has 110x110 frames" in row["message"] and "are 220x220" in row["message"]
+    assert all(not r["has_mask"] for r in by["FaceSwap/000_001"])
+
+
 def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_path, monkeypatch):
     real_write = build._atomic_write
     target = build.cache_paths(
@@ -348,6 +377,8 @@ def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_p
             path=str(three_fakes_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"),
             label=1, dataset="ffpp", compression="c23", method="Deepfakes",
             video_id="ffpp/c23/Deepfakes/000_001", split="train",
+            mask_path=str(three_fakes_tree / "manipulated_sequences/Deepfakes/c23/videos/"
+                          "000_001.masks.npz"),
         ),
     )[0]  # fmt: skip
 
@@ -562,3 +593,13 @@ def test_a_changed_video_file_is_extracted_again(three_fakes_tree, tmp_path, mon
     assert calls == ["001.mp4"]
     frames = {r["frame_index"] for r in _records_by_video(out)["real/001"]}
     assert max(frames) + 3 < 10  # stacks of the 10-frame video, not the 12-frame one
+    # A mask that appears later (FF++'s are a separate download): cut again, with it.
+    mask = root / "manipulated_sequences/FaceSwap/c23/videos/000_001.masks.npz"
+    mask.rename(tmp_path / "aside.npz")
+    assert build.main(argv) == 0
+    assert calls == ["001.mp4", "000_001.mp4"]
+    assert not any(r["has_mask"] for r in _records_by_video(out)["FaceSwap/000_001"])
+    (tmp_path / "aside.npz").rename(mask)
+    assert build.main(argv) == 0
+    assert calls == ["001.mp4", "000_001.mp4"]  # the first entry, with the mask, is reused
+    assert all(r["has_mask"] for r in _records_by_video(out)["FaceSwap/000_001"])

@@ -38,6 +38,8 @@ def make_ffpp(root, comp="c23", methods=("Deepfakes", "Face2Face", "FaceSwap", "
 def test_ffpp_splits_labels_and_unique_ids(tmp_path):
     make_ffpp(tmp_path)
     (tmp_path / "manipulated_sequences/Deepfakes/c23/videos/006_007.masks.npz").write_bytes(b"")
+    # FF++'s own masks: videos one level above the compression, for raw/c23/c40 alike.
+    _touch(tmp_path / "manipulated_sequences/FaceSwap/masks/videos/003_000.mp4")
     items = read_dataset("ffpp", str(tmp_path), "c23")
     assert len(items) == 8 + 4 * 8
     ids = [i.video_id for i in items]
@@ -50,6 +52,11 @@ def test_ffpp_splits_labels_and_unique_ids(tmp_path):
     assert by_id["ffpp/c23/Face2Face/007_006"].label == 1
     assert by_id["ffpp/c23/Deepfakes/006_007"].mask_path.endswith("006_007.masks.npz")
     assert by_id["ffpp/c23/Deepfakes/007_006"].mask_path is None
+    assert by_id["ffpp/c23/FaceSwap/003_000"].mask_path == str(
+        tmp_path / "manipulated_sequences/FaceSwap/masks/videos/003_000.mp4"
+    )
+    assert by_id["ffpp/c23/FaceSwap/000_003"].mask_path is None
+    assert all(by_id[i].mask_path is None for i in by_id if "/real/" in i)
     counts = {s: sum(i.split == s for i in items) for s in ("train", "val", "test")}
     assert counts == {"train": 20, "val": 10, "test": 10}
 
