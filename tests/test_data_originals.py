@@ -2,10 +2,10 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import skimage.data
+from test_data_build import _video
 
 from data_prep import build, faces, originals
 from data_prep.video import VideoError
@@ -52,15 +52,6 @@ def test_face_change_is_the_faces_change_beyond_its_surroundings():
 
 
 # ------------------------------------------------------------------ on videos
-
-
-def _video(path, frames, fourcc="mp4v"):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    h, w = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 25, (w, h))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
 
 
 def _frames(n=12, swapped=()):
