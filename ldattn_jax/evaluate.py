@@ -246,12 +246,15 @@ def evaluate(
     figures_per_class: int = 2,
     progress: bool = True,
     dtype: str | None = None,
+    threshold: float = metrics_lib.DEFAULT_THRESHOLD,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
     ``dtype`` computes in another dtype than the run was trained in (see
     `with_compute_dtype`); its results go to their own directory, suffixed
-    with the dtype.
+    with the dtype. ``threshold``: the decision threshold of ACC and the
+    confusion matrices (e.g. a validation split's ``eer_threshold``); results
+    at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'attention': [png paths]}``.
@@ -321,6 +324,8 @@ def evaluate(
         run_name += f"_data{shards_sha256[:8]}"
     if config.model.dtype != trained_dtype:
         run_name += f"_{config.model.dtype}"
+    if threshold != metrics_lib.DEFAULT_THRESHOLD:
+        run_name += f"_t{threshold:.6g}"
     out_dir = os.path.join(workdir, "eval", run_name)
     os.makedirs(out_dir, exist_ok=True)
 
@@ -335,6 +340,7 @@ def evaluate(
         config_sha256=metrics_lib.config_hash(config),
         shards_sha256=shards_sha256,
         defect_capture=capture.summary(),
+        threshold=threshold,
     )
     paths = {"out_dir": out_dir}
     paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
@@ -391,6 +397,16 @@ def summary_lines(doc: dict) -> list[str]:
         f, v = d["frame"], d["video"]
         vals = (f["auc"], f["acc"], v["auc"], v["acc"])
         lines.append(f"{name:<24} " + " ".join(f"{fmt(x):>9}" for x in vals))
+    if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
+        lines.append(f"ACC at threshold {doc['threshold']:.6g} (--threshold)")
+    t = doc["video"]["eer_threshold"]
+    if t is not None:
+        # The offset of a well-ranked model shows here; the threshold is only
+        # honest on data other than that it was chosen on.
+        lines.append(
+            f"video-level EER threshold of this split: {t:.6g} (chosen on val, pass "
+            f"--threshold {t:.6g} to evaluate test or to predict)"
+        )
     dc = doc.get("defect_capture") or {}
     for module, d in (dc.get("modules") or {}).items():
         a = d["all"]
@@ -428,6 +444,26 @@ def local_workdir(parser: argparse.ArgumentParser, workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a probability in [0, 1]")
+    return value
+
+
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        type=_probability,
+        default=metrics_lib.DEFAULT_THRESHOLD,
+        help="call a video (frame) fake when its fake probability is above this (default "
+        "0.5); choose it on val: metrics.json's video.eer_threshold (docs/evaluation.md)",
+    )
+
+
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     from ldattn_jax.models.lda import COMPUTE_DTYPES
 
@@ -452,6 +488,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
+    add_threshold_argument(p)
     args, overrides = p.parse_known_args(argv)
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError
@@ -470,6 +507,7 @@ def main(argv=None) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
             dtype=args.dtype,
+            threshold=args.threshold,
         )
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
         # Errors that name the file / split / checkpoint and what to do: one line,

@@ -9,8 +9,9 @@ the ROC curve with FNR = FPR, because sklearn has no EER.
 Conventions (documented in docs/evaluation.md and pinned by tests):
 - label 1 = fake (positive class), 0 = real; a score is P(fake).
 - A frame/video is called fake when its score is strictly above the
-  threshold (0.5). ``>`` matches ``argmax`` of a 2-way softmax, which picks
-  "real" (index 0) on an exact tie.
+  threshold (0.5 unless chosen, e.g. a validation split's ``eer_threshold``).
+  ``>`` matches ``argmax`` of a 2-way softmax, which picks "real" (index 0)
+  on an exact tie.
 - A video's score is the mean of its frame scores, grouped by the record's
   ``video_id`` (unique across dataset, compression and method by contract),
   never by file or folder name: FF++ fakes of four methods share names like
@@ -41,6 +42,7 @@ METRIC_KEYS = (
     "acc",
     "auc",
     "eer",
+    "eer_threshold",
     "ap",
     "log_loss",
     "confusion_matrix",
@@ -93,6 +95,31 @@ def equal_error_rate(labels, scores) -> float:
     return float(fpr[i - 1] + t * (fpr[i] - fpr[i - 1]))
 
 
+def eer_threshold(labels, scores) -> float:
+    """The decision threshold at the equal error rate: calling a sample fake when
+    its score is strictly above it gives the ROC point where FNR and FPR are
+    closest (the first such point, i.e. the highest threshold, on a tie).
+
+    Chosen on validation, it replaces 0.5 for test and for predict
+    (``--threshold``): a model trained on unbalanced classes (FF++ is 4 fakes
+    per real) or applied to another dataset is often well ranked (high AUC)
+    but offset, so that at 0.5 nearly everything is called one class. The
+    value lies midway between the score of that point and the next lower
+    score, so a slightly shifted score keeps its side. Requires both classes.
+    """
+    labels, scores = _check_inputs(labels, scores, "eer_threshold")
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"eer_threshold needs both classes; labels are all {labels[0]}")
+    # Every distinct score is a point: thr[i] calls fake the scores >= thr[i].
+    fpr, tpr, thr = skm.roc_curve(labels, scores, drop_intermediate=False)
+    i = int(np.argmin(np.abs((1.0 - tpr) - fpr)))
+    if i == 0:  # thr[0] is +inf: nothing called fake
+        return 1.0
+    if i + 1 < len(thr):
+        return float((thr[i] + thr[i + 1]) / 2)
+    return float(np.nextafter(thr[i], -np.inf))  # everything called fake
+
+
 def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """ACC, AUC, EER, AP, log-loss, counts and confusion matrix of one subset.
 
@@ -109,6 +136,7 @@ def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict
         "acc": None,
         "auc": None,
         "eer": None,
+        "eer_threshold": None,
         "ap": None,
         "log_loss": None,
         "confusion_matrix": [[0, 0], [0, 0]],
@@ -127,6 +155,7 @@ def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict
         out["auc"] = float(skm.roc_auc_score(labels, scores))
         out["ap"] = float(skm.average_precision_score(labels, scores))
         out["eer"] = equal_error_rate(labels, scores)
+        out["eer_threshold"] = eer_threshold(labels, scores)
     else:
         only = "fake" if n_fake else "real"
         out["undefined_reason"] = f"only {only} samples: AUC/EER/AP need both classes"

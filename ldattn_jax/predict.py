@@ -41,6 +41,7 @@ from ldattn_jax.evaluate import (
     _parse_checkpoint,
     _safe,
     add_dtype_argument,
+    add_threshold_argument,
     load_run_config,
     local_workdir,
     with_compute_dtype,
@@ -468,6 +469,7 @@ def main(argv=None) -> int:
         "each scored on its own, the video's score is its most suspicious face's",
     )
     add_dtype_argument(p)
+    add_threshold_argument(p)
     args = p.parse_args(argv)
     args.workdir = local_workdir(p, args.workdir)
     if not os.path.isfile(os.path.join(args.workdir, "config.json")):
@@ -490,6 +492,7 @@ def main(argv=None) -> int:
             dtype=args.dtype,
             reuse=not args.rescore,
             faces=args.faces,
+            threshold=args.threshold,
         )
     except (FileNotFoundError, NotADirectoryError, FileExistsError) as e:
         # The run cannot start (no checkpoint, --out a file): one line, not a traceback.

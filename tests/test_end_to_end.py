@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 
 import pytest
 from test_metrics import assert_schema_v1
@@ -137,6 +138,36 @@ def test_evaluate_errors_are_one_line_that_names_the_cause(run, tmp_path, capsys
         assert err.startswith("evaluate: error: ") and says in err and "Traceback" not in err
 
 
+@pytest.mark.slow
+def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
+    wd = str(run["workdir"])
+    assert evaluate.main(["--workdir", wd, "--split", "val", "--no_progress"]) == 0
+    (val_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_val_*"))
+    with open(os.path.join(val_dir, "metrics.json")) as f:
+        t = json.load(f)["video"]["eer_threshold"]
+    assert 0.0 <= t <= 1.0
+    assert f"--threshold {t:.6g}" in capsys.readouterr().out
+    assert evaluate.main(["--workdir", wd, "--no_progress", "--threshold", f"{t!r}"]) == 0
+    (out_dir,) = glob.glob(os.path.join(wd, "eval", f"synthetic_test_*_t{t:.6g}"))
+    try:
+        with open(os.path.join(out_dir, "metrics.json")) as f:
+            doc = json.load(f)
+        with open(os.path.join(out_dir, "video_scores.csv")) as f:
+            videos = list(csv.DictReader(f))
+        # ACC and the confusion matrix at that threshold, AUC unchanged by it.
+        called = [(float(v["score"]) > t) == (v["label"] == "1") for v in videos]
+        assert doc["threshold"] == t and doc["video"]["acc"] == pytest.approx(sum(called) / 10)
+        fp = sum(float(v["score"]) > t for v in videos if v["label"] == "0")
+        assert doc["video"]["confusion_matrix"][0][1] == fp
+        assert f"ACC at threshold {t:.6g}" in capsys.readouterr().out
+    finally:
+        shutil.rmtree(out_dir)  # other tests find the test split's one directory
+    for bad in ("1.5", "x"):
+        with pytest.raises(SystemExit):
+            evaluate.main(["--workdir", wd, "--threshold", bad])
+        assert "give a probability in [0, 1]" in capsys.readouterr().err
+
+
 def test_evaluate_pools_splits(run):
     # A held-out build is all test data: --split all reads every split once.
     wd = str(run["workdir"])
@@ -222,7 +253,6 @@ def test_predict_threads_change_nothing_and_odd_failures_stay_per_video(run, tmp
 
 @pytest.mark.slow
 def test_other_dtypes_and_other_builds_are_evaluated_beside_the_runs_own(run, tmp_path, capsys):
-    import shutil
 
     from ldattn_jax.metrics import shards_fingerprint
 
@@ -285,7 +315,6 @@ def test_other_dtypes_and_other_builds_are_evaluated_beside_the_runs_own(run, tm
 
 @pytest.mark.slow
 def test_predict_keeps_apart_same_named_videos_and_refuses_nan_scores(run, tmp_path, monkeypatch):
-    import shutil
 
     import numpy as np
 

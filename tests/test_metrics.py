@@ -60,6 +60,47 @@ def test_hand_computable_cases():
     assert one_off["auc"] == 0.75 and one_off["eer"] == pytest.approx(0.5)
 
 
+def _rates(labels, scores, t):
+    pred = scores > t
+    return float(np.mean(~pred[labels == 1])), float(np.mean(pred[labels == 0]))  # FNR, FPR
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("ties", [False, True])
+def test_eer_threshold_is_the_best_balanced_cut(seed, ties):
+    labels, scores = _random_set(seed, ties=ties)
+    # An offset model (what unbalanced training gives): ranks well, calls all fake at 0.5.
+    scores = np.clip(scores + 0.3, 0.0, 1.0)
+    t = metrics.eer_threshold(labels, scores)
+    fnr, fpr = _rates(labels, scores, t)
+    # Brute force over every cut between distinct scores (and above / below all).
+    u = np.unique(scores)
+    cuts = np.concatenate([[u[0] - 1], (u[:-1] + u[1:]) / 2, [u[-1]]])
+    best = min(abs(a - b) for a, b in (_rates(labels, scores, c) for c in cuts))
+    assert abs(fnr - fpr) == pytest.approx(best, abs=1e-12)
+    if not ties:  # ...and it sits at the EER, within one sample's step of a rate.
+        step = 1 / min(labels.sum(), (labels == 0).sum())
+        assert abs((fnr + fpr) / 2 - metrics.equal_error_rate(labels, scores)) <= step
+    # Midway between two scores: no score lies on it.
+    assert not np.any(scores == t)
+    m = metrics.binary_metrics(labels, scores, threshold=t)
+    assert m["eer_threshold"] == t and m["acc"] > metrics.binary_metrics(labels, scores)["acc"]
+
+
+def test_eer_threshold_edge_cases():
+    labels = np.array([0, 0, 1, 1])
+    assert 0.2 < metrics.eer_threshold(labels, [0.1, 0.2, 0.8, 0.9]) < 0.8
+    # Inverted: every cut has |FNR - FPR| = 1 except the extremes (0 with both 1 or 0).
+    t = metrics.eer_threshold(labels, [0.9, 0.8, 0.2, 0.1])
+    assert _rates(labels, np.array([0.9, 0.8, 0.2, 0.1]), t) in ((1.0, 1.0), (0.0, 0.0))
+    # Constant scores: everything real (nothing above 1.0) balances FNR = 1 vs FPR = 0
+    # no worse than everything fake; the first (highest) cut is kept.
+    assert metrics.eer_threshold(labels, [0.5] * 4) == 1.0
+    with pytest.raises(ValueError, match="needs both classes"):
+        metrics.eer_threshold([1, 1], [0.2, 0.3])
+    assert metrics.binary_metrics([1, 1], [0.2, 0.3])["eer_threshold"] is None
+
+
 def test_one_class_subset_is_null_with_reason_not_a_crash():
     m = metrics.binary_metrics([1, 1, 1], [0.9, 0.2, 0.7])
     assert m["auc"] is None and m["eer"] is None and m["ap"] is None
@@ -204,6 +245,7 @@ def test_schema_pin():
         "acc",
         "auc",
         "eer",
+        "eer_threshold",
         "ap",
         "log_loss",
         "confusion_matrix",

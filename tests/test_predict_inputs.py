@@ -267,7 +267,12 @@ def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkey
     assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "o"), clip]) == 2
     err = capsys.readouterr().err
     assert "checkpoints does not exist" in err and "Traceback" not in err
-    for flag, value in (("--frames_per_video", "0"), ("--workers", "-1"), ("--batch_size", "x")):
+    for flag, value in (
+        ("--frames_per_video", "0"),
+        ("--workers", "-1"),
+        ("--batch_size", "x"),
+        ("--threshold", "-0.1"),
+    ):
         with pytest.raises(SystemExit):
             predict.main(["--workdir", str(fake_run), flag, value, clip])
         assert f"argument {flag}" in capsys.readouterr().err
@@ -358,6 +363,10 @@ def test_a_videos_score_is_the_mean_of_its_frames_and_the_verdict_is_above_thres
     # mean 0.523 (median 0.39): fake; mean 0.464 (max 0.49): real; mean 0.562: fake.
     assert [by[n]["verdict"] for n in values] == ["fake", "real", "fake"]
     assert rep["threshold"] == 0.5
+    # A threshold chosen on val (--threshold); the journal's scores serve it as well.
+    rc, rep = _run(fake_run, tmp_path / "out", "--threshold", "0.54", *clips)
+    assert rc == 0 and rep["threshold"] == 0.54
+    assert [r["verdict"] for r in rep["videos"]] == ["real", "real", "fake"]
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
