@@ -397,6 +397,13 @@ def summary_lines(doc: dict) -> list[str]:
         f, v = d["frame"], d["video"]
         vals = (f["auc"], f["acc"], v["auc"], v["acc"])
         lines.append(f"{name:<24} " + " ".join(f"{fmt(x):>9}" for x in vals))
+    ci = [
+        f"{level} [{b['auc_ci95'][0]:.4f}, {b['auc_ci95'][1]:.4f}]"
+        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
+        if b["auc_ci95"] is not None
+    ]
+    if ci:
+        lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
     if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
         lines.append(f"ACC at threshold {doc['threshold']:.6g} (--threshold)")
     t = doc["video"]["eer_threshold"]

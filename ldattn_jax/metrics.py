@@ -34,6 +34,10 @@ from sklearn import metrics as skm
 SCHEMA_VERSION = 1
 
 DEFAULT_THRESHOLD = 0.5
+# AUC confidence intervals: percentile bootstrap, fixed seed so that
+# metrics.json is the same on every run of the same scores.
+BOOTSTRAP_RESAMPLES = 1000
+CI_LEVEL = 0.95
 
 # Keys of one metrics block; tests pin this tuple.
 METRIC_KEYS = (
@@ -41,6 +45,7 @@ METRIC_KEYS = (
     "counts",
     "acc",
     "auc",
+    "auc_ci95",
     "eer",
     "eer_threshold",
     "ap",
@@ -120,8 +125,79 @@ def eer_threshold(labels, scores) -> float:
     return float(np.nextafter(thr[i], -np.inf))  # everything called fake
 
 
-def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """ACC, AUC, EER, AP, log-loss, counts and confusion matrix of one subset.
+def weighted_auc(rank: np.ndarray, pos: np.ndarray, weight: np.ndarray) -> float:
+    """AUC with sample weights: P(fake scores above real) + half P(tie).
+
+    ``rank``: each sample's index among the distinct scores (ascending, as
+    ``np.unique(scores, return_inverse=True)`` gives); ``pos``: its label is
+    fake; ``weight``: its weight. O(n): bincounts and one cumulative sum.
+    """
+    w_pos = np.bincount(rank[pos], weights=weight[pos], minlength=rank.max() + 1)
+    w_neg = np.bincount(rank[~pos], weights=weight[~pos], minlength=rank.max() + 1)
+    below = np.cumsum(w_neg) - w_neg  # real weight strictly below each score
+    return float(np.dot(w_pos, below + 0.5 * w_neg) / (w_pos.sum() * w_neg.sum()))
+
+
+def auc_ci(
+    labels,
+    scores,
+    groups=None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the AUC.
+
+    Each resample draws, within each class, as many ``groups`` as the class
+    has, with replacement (stratified: every resample has both classes, as
+    the test set does). ``groups``: the video id of each frame, so that a
+    frame-level interval resamples whole videos: the frames of one video are
+    not independent, and resampling them one by one would give a falsely
+    narrow interval. None: every sample is its own group (video level).
+
+    Each resample's AUC is the weighted Mann-Whitney statistic over the
+    distinct scores (ties count half), the same number as
+    ``sklearn.metrics.roc_auc_score`` with the resample's multiplicities as
+    ``sample_weight`` (tested), at ~0.5 ms instead of ~12 ms per resample on
+    22k frames (2-vCPU Xeon): 1000 resamples for every block of an FF++ test
+    evaluation would otherwise take minutes.
+    """
+    labels, scores = _check_inputs(labels, scores, "auc_ci")
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"auc_ci needs both classes; labels are all {labels[0]}")
+    if groups is None:
+        g = np.arange(labels.size)
+    else:
+        _, g = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    group_label = np.zeros(g.max() + 1, np.int64)
+    group_label[g] = labels
+    if np.any(group_label[g] != labels):
+        raise ValueError("auc_ci: a group (video) holds frames of both labels")
+    _, u = np.unique(scores, return_inverse=True)  # distinct scores, ascending
+    pos = labels == 1
+    classes = [np.flatnonzero(group_label == c) for c in (0, 1)]
+    rng = np.random.default_rng(seed)
+    aucs = np.empty(resamples)
+    for b in range(resamples):
+        counts = np.zeros(group_label.size)
+        for members in classes:
+            counts += np.bincount(
+                members[rng.integers(0, members.size, members.size)], minlength=counts.size
+            )
+        aucs[b] = weighted_auc(u, pos, counts[g])
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(aucs, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def binary_metrics(
+    labels, scores, threshold: float = DEFAULT_THRESHOLD, groups=None, *, with_ci: bool = True
+) -> dict:
+    """ACC, AUC (with its 95% interval), EER, AP, log-loss, counts and confusion
+    matrix of one subset. ``groups``: video ids of frames, for ``auc_ci``;
+    ``with_ci=False`` skips the interval (None): training's validation needs
+    only the AUC.
 
     Ranking metrics (AUC, EER, AP) are undefined when only one class is
     present; they are then ``None`` and ``undefined_reason`` says why, instead
@@ -135,6 +211,7 @@ def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict
         "counts": {"real": n - n_fake, "fake": n_fake},
         "acc": None,
         "auc": None,
+        "auc_ci95": None,
         "eer": None,
         "eer_threshold": None,
         "ap": None,
@@ -153,6 +230,7 @@ def binary_metrics(labels, scores, threshold: float = DEFAULT_THRESHOLD) -> dict
     out["log_loss"] = float(skm.log_loss(labels, scores, labels=[0, 1]))
     if 0 < n_fake < n:
         out["auc"] = float(skm.roc_auc_score(labels, scores))
+        out["auc_ci95"] = list(auc_ci(labels, scores, groups)) if with_ci else None
         out["ap"] = float(skm.average_precision_score(labels, scores))
         out["eer"] = equal_error_rate(labels, scores)
         out["eer_threshold"] = eer_threshold(labels, scores)
@@ -223,9 +301,12 @@ def value_subsets(values) -> dict[str, np.ndarray]:
 
 
 def _level_pair(frame_cols: Mapping, video_cols: Mapping, fmask, vmask, threshold) -> dict:
+    fc, vc = frame_cols, video_cols
     return {
-        "frame": binary_metrics(frame_cols["label"][fmask], frame_cols["score"][fmask], threshold),
-        "video": binary_metrics(video_cols["label"][vmask], video_cols["score"][vmask], threshold),
+        "frame": binary_metrics(
+            fc["label"][fmask], fc["score"][fmask], threshold, fc["video_id"][fmask]
+        ),
+        "video": binary_metrics(vc["label"][vmask], vc["score"][vmask], threshold),
     }
 
 
@@ -246,9 +327,9 @@ def compute_all(
         fc["score"],
         extra={"method": fc["method"], "compression": fc["compression"]},
     )
+    everything = np.ones(len(fc["label"]), bool)
     out = {
-        "frame": binary_metrics(fc["label"], fc["score"], threshold),
-        "video": binary_metrics(vc["label"], vc["score"], threshold),
+        **_level_pair(fc, vc, everything, np.ones(len(vc["label"]), bool), threshold),
         "per_method": {},
         "per_compression": {},
     }

@@ -308,7 +308,7 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
     labels = np.concatenate(labels)
     valid = np.concatenate(valid).astype(bool)
     scores = np.concatenate(scores)
-    m = binary_metrics(labels[valid], scores[valid])
+    m = binary_metrics(labels[valid], scores[valid], with_ci=False)
     return {"val_auc": m["auc"], "val_acc": m["acc"], "val_n": int(valid.sum())}
 
 

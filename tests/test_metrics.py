@@ -101,6 +101,66 @@ def test_eer_threshold_edge_cases():
     assert metrics.binary_metrics([1, 1], [0.2, 0.3])["eer_threshold"] is None
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_weighted_auc_is_sklearns_with_sample_weight(ties):
+    labels, scores = _random_set(3, n=300, ties=ties)
+    _, rank = np.unique(scores, return_inverse=True)
+    weight = np.random.default_rng(0).integers(0, 4, labels.size).astype(float)  # resample counts
+    got = metrics.weighted_auc(rank, labels == 1, weight)
+    assert got == pytest.approx(skm.roc_auc_score(labels, scores, sample_weight=weight), abs=1e-12)
+    assert metrics.weighted_auc(rank, labels == 1, np.ones(labels.size)) == pytest.approx(
+        skm.roc_auc_score(labels, scores), abs=1e-12
+    )
+
+
+def _videos(seed, n_videos, frames, separation=0.6):
+    """Frame scores of videos whose frames are alike: a per-video score + small noise."""
+    rng = np.random.default_rng(seed)
+    video_label = np.arange(n_videos) % 2
+    video_score = rng.normal(separation * video_label, 1.0)
+    labels = np.repeat(video_label, frames)
+    ids = np.repeat([f"v{i}" for i in range(n_videos)], frames)
+    logits = np.repeat(video_score, frames) + rng.normal(0, 0.05, labels.size)
+    return labels, 1 / (1 + np.exp(-logits)), ids
+
+
+def test_auc_ci_resamples_videos_not_frames():
+    labels, scores, ids = _videos(0, 60, 16)
+    auc = skm.roc_auc_score(labels, scores)
+    lo, hi = metrics.auc_ci(labels, scores, ids)
+    assert lo < auc < hi
+    assert metrics.auc_ci(labels, scores, ids) == (lo, hi)  # fixed seed: same numbers
+    # 16 near-copies of each video are ~60 independent samples, not 960: the
+    # interval by videos is about as wide as the video-level one, and resampling
+    # frames one by one would be ~4x (sqrt 16) too narrow.
+    v = metrics.video_scores(ids, labels, scores)
+    vlo, vhi = metrics.auc_ci(v["label"], v["score"])
+    flo, fhi = metrics.auc_ci(labels, scores)
+    assert 0.8 < (hi - lo) / (vhi - vlo) < 1.25
+    assert (fhi - flo) < (hi - lo) / 2.5
+    # binary_metrics reports it; compute_all passes the video ids at frame level.
+    m = metrics.binary_metrics(labels, scores, groups=ids)
+    assert m["auc_ci95"] == [lo, hi]
+    assert metrics.binary_metrics([0, 0, 0], [0.1, 0.2, 0.3])["auc_ci95"] is None
+    with pytest.raises(ValueError, match="both labels"):
+        metrics.auc_ci([0, 1, 1], [0.1, 0.2, 0.3], ["a", "a", "b"])
+
+
+def test_auc_ci_covers_the_true_auc_about_95_percent_of_the_time():
+    # Binormal scores: the true AUC is Phi(d / sqrt 2). 200 test sets of 80 samples.
+    from scipy.stats import norm
+
+    d, hits, trials = 1.0, 0, 200
+    truth = norm.cdf(d / np.sqrt(2))
+    rng = np.random.default_rng(1)
+    for t in range(trials):
+        labels = np.repeat([0, 1], 40)
+        scores = norm.cdf(rng.normal(d * labels, 1.0))
+        lo, hi = metrics.auc_ci(labels, scores, resamples=400, seed=t)
+        hits += lo <= truth <= hi
+    assert 0.89 <= hits / trials <= 0.99, hits / trials
+
+
 def test_one_class_subset_is_null_with_reason_not_a_crash():
     m = metrics.binary_metrics([1, 1, 1], [0.9, 0.2, 0.7])
     assert m["auc"] is None and m["eer"] is None and m["ap"] is None
@@ -244,6 +304,7 @@ def test_schema_pin():
         "counts",
         "acc",
         "auc",
+        "auc_ci95",
         "eer",
         "eer_threshold",
         "ap",
