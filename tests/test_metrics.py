@@ -142,7 +142,7 @@ def test_auc_ci_resamples_videos_not_frames():
     m = metrics.binary_metrics(labels, scores, groups=ids)
     assert m["auc_ci95"] == [lo, hi]
     assert metrics.binary_metrics([0, 0, 0], [0.1, 0.2, 0.3])["auc_ci95"] is None
-    with pytest.raises(ValueError, match="both labels"):
+    with pytest.raises(ValueError, match="holds frames of both labels"):
         metrics.auc_ci([0, 1, 1], [0.1, 0.2, 0.3], ["a", "a", "b"])
 
 

@@ -1,0 +1,127 @@
+"""compare: a paired bootstrap of two detectors' AUCs on the same videos, from their files."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ldattn_jax import compare, metrics
+
+
+def _detectors(seed=0, n=200, gain=0.3):
+    """Two detectors on the same videos: each video has a difficulty both meet;
+    B separates the classes better by `gain` (0: the same detector, other noise)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    hard = rng.normal(0, 1.0, n)  # shared by both: the video itself
+    a = hard + 0.8 * labels + rng.normal(0, 0.3, n)
+    b = hard + (0.8 + gain) * labels + rng.normal(0, 0.3, n)
+    return labels, 1 / (1 + np.exp(-a)), 1 / (1 + np.exp(-b))
+
+
+def test_pairing_shows_a_difference_that_two_intervals_do_not():
+    labels, a, b = _detectors()
+    r = metrics.paired_auc_difference(labels, a, b)
+    assert r["delta"] == pytest.approx(r["auc_b"] - r["auc_a"]) and r["delta"] > 0
+    lo, hi = r["delta_ci95"]
+    assert 0 < lo < r["delta"] < hi and r["p_value"] < 0.01
+    # The separate intervals overlap, yet the paired one excludes 0.
+    (alo, ahi), (blo, bhi) = metrics.auc_ci(labels, a), metrics.auc_ci(labels, b)
+    assert blo < ahi
+    assert hi - lo < 0.6 * ((ahi - alo) + (bhi - blo))
+    same = metrics.paired_auc_difference(labels, a, a)
+    assert same["delta"] == 0 and same["delta_ci95"] == [0.0, 0.0] and same["p_value"] == 1.0
+
+
+def test_no_real_difference_is_rarely_called_one():
+    # Same detector, two noise draws: the 95% test should reject ~5% of the time.
+    rejected = 0
+    for seed in range(60):
+        labels, a, b = _detectors(seed, n=120, gain=0.0)
+        r = metrics.paired_auc_difference(labels, a, b, resamples=300, seed=seed)
+        rejected += r["p_value"] < 0.05
+    assert rejected <= 8, rejected
+
+
+def _write(path, rows, fields):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def test_cli_matches_rows_by_video_not_by_order(tmp_path, capsys):
+    labels, a, b = _detectors()
+    ids = [f"ffpp/c23/{'real' if y == 0 else 'Deepfakes'}/{i:03d}" for i, y in enumerate(labels)]
+    run = tmp_path / "eval_a"
+    run.mkdir()
+    fields = ["video_id", "label", "method", "compression", "num_frames", "score"]
+    _write(run / "video_scores.csv", [
+        {"video_id": v, "label": y, "method": "m", "compression": "c23", "num_frames": 4,
+         "score": repr(float(s))} for v, y, s in zip(ids, labels, a, strict=True)], fields)  # fmt: skip
+    # Another tool's scores, in another order and with only the needed columns.
+    order = np.random.default_rng(1).permutation(len(ids))
+    other = tmp_path / "other.csv"
+    _write(other, [{"video_id": ids[i], "label": labels[i], "score": repr(float(b[i]))} for i in order],
+           ["video_id", "label", "score"])  # fmt: skip
+    out = tmp_path / "cmp.json"
+    assert compare.main([str(run), str(other), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    want = metrics.paired_auc_difference(labels, a, b)
+    assert got["delta"] == pytest.approx(want["delta"], abs=1e-12)
+    assert got["delta_ci95"] == pytest.approx(want["delta_ci95"], abs=1e-12)
+    assert got["counts"] == {"real": 100, "fake": 100} and got["level"] == "video"
+    text = capsys.readouterr().out
+    assert "B - A  +" in text and "the AUCs differ at 95%" in text
+    # A against itself: no difference claimed.
+    assert compare.main([str(run), str(run / "video_scores.csv")]) == 0
+    assert "are not shown to differ" in capsys.readouterr().out
+
+
+def test_frame_level_pairs_frames_and_resamples_videos(tmp_path):
+    rng = np.random.default_rng(0)
+    rows_a, rows_b, labels, sa, sb, vids = [], [], [], [], [], []
+    for v in range(40):
+        y = v % 2
+        for f in (0, 8, 16):
+            s_a, s_b = rng.uniform(0.3, 0.7) + 0.1 * y, rng.uniform(0.2, 0.6) + 0.3 * y
+            rows_a.append({"video_id": f"v{v}", "frame_index": f, "label": y, "score": repr(s_a)})
+            # The other tool writes frame numbers as floats.
+            rows_b.append({"video_id": f"v{v}", "frame_index": f"{f}.0", "label": y,
+                           "score": repr(s_b)})  # fmt: skip
+            labels.append(y), sa.append(s_a), sb.append(s_b), vids.append(f"v{v}")
+    fields = ["video_id", "frame_index", "label", "score"]
+    _write(tmp_path / "a.csv", rows_a, fields)
+    _write(tmp_path / "b.csv", rows_b[::-1], fields)
+    got = compare.compare(str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "frame")
+    order = np.lexsort((np.array([r["frame_index"] for r in rows_a]).astype(str), vids))
+    want = metrics.paired_auc_difference(
+        np.array(labels)[order], np.array(sa)[order], np.array(sb)[order], np.array(vids)[order]
+    )
+    assert got["delta_ci95"] == pytest.approx(want["delta_ci95"], abs=1e-12)
+    assert got["videos"] == 40 and got["counts"] == {"real": 60, "fake": 60}
+
+
+def _ids_csv(path, ids, label=lambda i: i % 2, score=0.5):
+    rows = [{"video_id": f"v{i}", "label": label(i), "score": score} for i in ids]
+    _write(path, rows, ["video_id", "label", "score"])
+
+
+def test_scores_of_different_videos_or_labels_are_refused(tmp_path, capsys):
+    a, b = str(tmp_path / "a.csv"), str(tmp_path / "b.csv")
+    _ids_csv(a, range(6))
+    _ids_csv(b, range(1, 7))
+    assert compare.main([a, b]) == 2
+    err = capsys.readouterr().err
+    assert "B lacks 1 of A's 6 entries (e.g. v0)" in err and "A lacks 1 of B's (e.g. v6)" in err
+    _ids_csv(b, range(6), label=lambda i: 1 - i % 2)
+    assert compare.main([a, b]) == 2
+    assert "6 entries have other labels" in capsys.readouterr().err
+    assert compare.main([a, b, "--level", "frame"]) == 2
+    assert "lacks the column(s) ['frame_index']" in capsys.readouterr().err
+    assert compare.main([a, str(tmp_path / "nowhere")]) == 2
+    assert "nowhere not found" in capsys.readouterr().err
+    _ids_csv(b, range(6), score=3.0)
+    assert compare.main([a, b]) == 2
+    assert "probabilities in [0, 1]" in capsys.readouterr().err
