@@ -47,6 +47,20 @@ def hull_mask(landmarks: np.ndarray, box: np.ndarray, size: int, grow: float = 0
     return mask.astype(bool)
 
 
+def _masks(landmarks, box, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inside, outside): the face hull and the crop outside it grown by the seam."""
+    return (
+        hull_mask(landmarks, box, size),
+        ~hull_mask(landmarks, box, size, grow=_SEAM),
+    )
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean |a - b| over channels (and frames, for stacks): float [size, size]."""
+    d = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)
+    return d.mean(axis=0) if d.ndim == 3 else d
+
+
 def face_change(fake: np.ndarray, original: np.ndarray, landmarks, box) -> float:
     """Mean |fake - original| inside the face hull minus outside it (levels, 0-255).
 
@@ -54,21 +68,21 @@ def face_change(fake: np.ndarray, original: np.ndarray, landmarks, box) -> float
     ``landmarks``: the key frame's [68, 2] in the source frame. NaN when either
     region is empty (a face filling the whole crop leaves no surroundings).
     """
-    size = fake.shape[1]
-    inside = hull_mask(landmarks, box, size)
-    outside = ~hull_mask(landmarks, box, size, grow=_SEAM)
+    inside, outside = _masks(landmarks, box, fake.shape[1])
     if not inside.any() or not outside.any():
         return float("nan")
-    diff = np.abs(fake.astype(np.int16) - original.astype(np.int16)).mean(axis=(0, 3))
+    diff = _diff(fake, original)
     return float(diff[inside].mean() - diff[outside].mean())
 
 
 class OriginalMismatch(Exception):
-    """The original cannot be compared with the fake (another frame size)."""
+    """The original cannot be compared with the fake (another frame size, or its
+    frames do not line up with the fake's)."""
 
 
 class _BoxCutter:
-    """A ``video.FrameSink`` that cuts an original's frames with the fake's stack boxes."""
+    """A ``video.FrameSink`` that cuts an original's frames with the fake's stack
+    boxes: each stack's frames and the frame before it (for ``_lined_up``)."""
 
     def __init__(self, stacks: list[dict], stack: int, size: int, frame_hw: tuple[int, int]):
         self._stacks, self._stack, self._size, self._hw = stacks, stack, size, tuple(frame_hw)
@@ -85,8 +99,21 @@ class _BoxCutter:
             )
         for i, s in enumerate(self._stacks):
             j = index - s["frame_index"]
-            if 0 <= j <= self._stack:
+            if -1 <= j <= max(self._stack, 1):
                 self.crops[i][j] = faces.cut_frame(frame, s["box"], self._size, bgr=True)
+
+
+def _lined_up(s: dict, crops: dict[int, np.ndarray]) -> bool | None:
+    """Does the fake's key frame match the original's same frame at least as well
+    as the frame before or after it, outside the face? None: cannot tell."""
+    if not {-1, 0, 1} <= crops.keys():
+        return None
+    _, outside = _masks(s["landmarks"], s["box"], s["frames"].shape[1])
+    if not outside.any():
+        return None
+    key = s["frames"][0]
+    here, before, after = (_diff(key, crops[j])[outside].mean() for j in (0, -1, 1))
+    return bool(here <= min(before, after))
 
 
 def compare_with_original(
@@ -101,14 +128,32 @@ def compare_with_original(
     ``stacks``: ``faces.extract_stacks`` of the fake; ``frame_hw``: its frame
     (height, width). NaN for a stack whose frames the original lacks (a
     shorter original). Raises ``video.VideoError`` if the original cannot be
-    read, ``OriginalMismatch`` if its frames have another size.
+    read, ``OriginalMismatch`` if its frames have another size or do not line
+    up with the fake's. An original one frame off differs from the fake by one
+    frame's motion everywhere (2.6-13 levels outside the face in the
+    measurements of data_prep/README.md, against at most 2.1 lined up), which
+    buries how the face changed: copies shifted by one frame read -0.9 to 1.2,
+    around the threshold. Lined up means the fake's key frame is nearest the
+    original's same frame, not the one before or after, outside the face, in
+    most stacks that can tell (a still scene cannot, and does not need to).
     """
     sink = _BoxCutter(stacks, stack, size, frame_hw)
-    keys = sorted({s["frame_index"] for s in stacks})
-    video.decode_keys(original_path, keys, stack, sink, rgb=False)
+    # From the frame before each key frame to the one after (for _lined_up) and
+    # its stack's last.
+    keys = sorted({max(s["frame_index"] - 1, 0) for s in stacks})
+    video.decode_keys(original_path, keys, stack + 2, sink, rgb=False)
+    verdicts = [
+        v for s, c in zip(stacks, sink.crops, strict=True) if (v := _lined_up(s, c)) is not None
+    ]
+    if verdicts and sum(verdicts) < len(verdicts) / 2:
+        raise OriginalMismatch(
+            f"its frames do not line up with the fake's: in {len(verdicts) - sum(verdicts)} of "
+            f"{len(verdicts)} key frames the original's frame before or after matches better "
+            "(a cut or shifted copy?)"
+        )
     out = np.full(len(stacks), np.nan, np.float32)
     for i, (s, crops) in enumerate(zip(stacks, sink.crops, strict=True)):
-        if len(crops) == stack + 1:
+        if all(j in crops for j in range(stack + 1)):
             original = np.stack([crops[j] for j in range(stack + 1)])
             out[i] = face_change(s["frames"], original, s["landmarks"], s["box"])
     return out

@@ -57,14 +57,17 @@ def test_cli_matches_rows_by_video_not_by_order(tmp_path, capsys):
     run = tmp_path / "eval_a"
     run.mkdir()
     fields = ["video_id", "label", "method", "compression", "num_frames", "score"]
-    _write(run / "video_scores.csv", [
+    rows = [
         {"video_id": v, "label": y, "method": "m", "compression": "c23", "num_frames": 4,
-         "score": repr(float(s))} for v, y, s in zip(ids, labels, a, strict=True)], fields)  # fmt: skip
+         "score": repr(float(s))}
+        for v, y, s in zip(ids, labels, a, strict=True)
+    ]  # fmt: skip
+    _write(run / "video_scores.csv", rows, fields)
     # Another tool's scores, in another order and with only the needed columns.
     order = np.random.default_rng(1).permutation(len(ids))
     other = tmp_path / "other.csv"
-    _write(other, [{"video_id": ids[i], "label": labels[i], "score": repr(float(b[i]))} for i in order],
-           ["video_id", "label", "score"])  # fmt: skip
+    rows = [{"video_id": ids[i], "label": labels[i], "score": repr(float(b[i]))} for i in order]
+    _write(other, rows, ["video_id", "label", "score"])
     out = tmp_path / "cmp.json"
     assert compare.main([str(run), str(other), "--json", str(out)]) == 0
     got = json.loads(out.read_text())

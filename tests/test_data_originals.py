@@ -81,12 +81,17 @@ def dfdc_tree(tmp_path_factory):
     _video(part / "unchanged.avi", _frames(), fourcc="MJPG")
     _video(part / "partly.avi", _frames(swapped=range(8)), fourcc="MJPG")
     _video(part / "orphan.mp4", _frames(swapped=range(12)))
+    # A fake whose named original starts a frame later (a cut copy): not comparable.
+    _video(part / "cut.avi", _frames(13)[1:], fourcc="MJPG")
+    _video(part / "late.avi", _frames(12), fourcc="MJPG")
     meta = {
         "real.mp4": {"label": "REAL", "original": None, "split": "train"},
         "swapped.mp4": {"label": "FAKE", "original": "real.mp4", "split": "train"},
         "unchanged.avi": {"label": "FAKE", "original": "real.mp4", "split": "train"},
         "partly.avi": {"label": "FAKE", "original": "real.mp4", "split": "train"},
         "orphan.mp4": {"label": "FAKE", "original": "not_downloaded.mp4", "split": "train"},
+        "cut.avi": {"label": "REAL", "split": "train"},
+        "late.avi": {"label": "FAKE", "original": "cut.avi", "split": "train"},
     }
     (part / "metadata.json").write_text(json.dumps(meta))
     return root
@@ -118,6 +123,14 @@ def test_an_original_that_cannot_be_compared_is_a_clear_error(dfdc_tree, tmp_pat
         _changes(part / "swapped.mp4", smaller)
     with pytest.raises(VideoError, match="does not exist"):
         _changes(part / "swapped.mp4", tmp_path / "absent.mp4")
+    # One frame off (a cut copy): the motion of a frame would bury the face's change.
+    ahead = tmp_path / "ahead.avi"
+    frames = _frames(13)
+    _video(ahead, frames[1:], fourcc="MJPG")
+    with pytest.raises(originals.OriginalMismatch, match="do not line up.* in 2 of 2 key"):
+        _changes(part / "unchanged.avi", ahead)
+    _video(ahead, frames[:12], fourcc="MJPG")  # the same frames lined up: fine
+    assert np.abs(_changes(part / "unchanged.avi", ahead)).max() < originals.MIN_FACE_CHANGE / 2
     # A shorter original: stacks whose frames it lacks cannot be compared (NaN).
     short = tmp_path / "short.mp4"
     _video(short, _frames(6))
@@ -141,7 +154,7 @@ def _records_by_video(out):
         rec = src[i]
         name = rec["video_id"].rsplit("/", 1)[1]
         got.setdefault(name, []).append(int(rec["frame_index"]))
-        assert rec["label"] == (name != "real")
+        assert rec["label"] == (name not in ("real", "cut"))
     return {k: sorted(v) for k, v in got.items()}
 
 
@@ -159,7 +172,8 @@ def test_a_dfdc_build_leaves_out_fakes_whose_face_did_not_change(
     # otherwise its check fails and it falls back to reading every record.
     assert "not in the order TFDS used" not in caplog.text
     assert _records_by_video(out) == {
-        "real": ALL, "swapped": ALL, "partly": [0, 4], "orphan": ALL}  # fmt: skip
+        "real": ALL, "swapped": ALL, "partly": [0, 4], "orphan": ALL, "cut": ALL,
+        "late": ALL}  # fmt: skip
     failures = {
         r["video_id"].rsplit("/", 1)[1]: r
         for r in map(json.loads, (out / "failures.jsonl").read_text().splitlines())
@@ -168,12 +182,14 @@ def test_a_dfdc_build_leaves_out_fakes_whose_face_did_not_change(
     assert "real.mp4" in failures["unchanged"]["message"]
     assert failures["partly"]["warning"] == "unchanged_stacks"
     assert "in 1 of 3 stacks" in failures["partly"]["message"]
+    assert failures["late"]["warning"] == "original_unusable"
+    assert "do not line up" in failures["late"]["message"] and failures["late"]["records"] == 3
     check = json.loads((out / "summary.json").read_text())["original_check"]
     assert {k: v for k, v in check.items() if k != "face_change_percentiles"} == {
         "min_face_change": originals.MIN_FACE_CHANGE,
-        "fakes": 4,
+        "fakes": 5,
         "fakes_compared": 3,
-        "fakes_unchecked": 1,  # orphan: its original is not on disk
+        "fakes_unchecked": 2,  # orphan: its original is not on disk; late: one frame off
         "stacks_compared": 9,
         "stacks_left_out": 4,
         "videos_left_out": 1,
@@ -186,12 +202,13 @@ def test_a_dfdc_build_leaves_out_fakes_whose_face_did_not_change(
     assert build.main(argv + ["--min-face-change", "off"]) == 2
     assert "--min-face-change 1.0 -> None" in capsys.readouterr().err
     assert build.main(argv + ["--min-face-change", "100", "--replace"]) == 0
-    assert _records_by_video(out) == {"real": ALL, "orphan": ALL}
+    assert _records_by_video(out) == {"real": ALL, "orphan": ALL, "cut": ALL, "late": ALL}
     assert calls == []
     monkeypatch.undo()
     assert build.main(argv + ["--min-face-change", "off", "--replace"]) == 0
     assert _records_by_video(out) == {
-        n: ALL for n in ("real", "swapped", "unchanged", "partly", "orphan")}  # fmt: skip
+        n: ALL for n in ("real", "swapped", "unchanged", "partly", "orphan", "cut", "late")
+    }  # fmt: skip
     assert json.loads((out / "summary.json").read_text())["original_check"] == {}
 
 
