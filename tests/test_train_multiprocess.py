@@ -127,9 +127,9 @@ eval_step = jax.jit(lambda state, f: f[:, 0, 0, 0, 0].astype(np.float32) / 255.0
                     out_shardings=sharding.batch_sharding(mesh))
 seen = {}
 real_metrics = metrics.binary_metrics
-def spy(y, s):
+def spy(y, s, *args, **kwargs):
     seen.update(labels=np.asarray(y).tolist(), scores=np.asarray(s).tolist())
-    return real_metrics(y, s)
+    return real_metrics(y, s, *args, **kwargs)
 metrics.binary_metrics = spy
 val = train._validate(eval_step, None, source, config, mesh, 1)
 print("RESULT " + json.dumps({"process": jax.process_index(), **val, **seen,
