@@ -410,10 +410,12 @@ def summary_lines(doc: dict) -> list[str]:
     if t is not None:
         # The offset of a well-ranked model shows here; the threshold is only
         # honest on data other than that it was chosen on.
-        lines.append(
-            f"video-level EER threshold of this split: {t:.6g} (chosen on val, pass "
-            f"--threshold {t:.6g} to evaluate test or to predict)"
+        use = (
+            f"pass --threshold {t:.6g} to evaluate test or to predict"
+            if doc["split"] == "val"
+            else "to apply one, choose it on val: evaluate --split val"
         )
+        lines.append(f"video-level EER threshold of this split: {t:.6g} ({use})")
     dc = doc.get("defect_capture") or {}
     for module, d in (dc.get("modules") or {}).items():
         a = d["all"]

@@ -70,7 +70,10 @@ def test_summary_and_prediction_tables():
     assert lines[1].split()[:2] == ["all", "1.0000"] and lines[2].startswith("real+blur")
     # Perfectly separated: every resample too, so the interval is [1, 1].
     assert "AUC 95% interval (bootstrap over videos): frame [1.0000, 1.0000], video" in lines[3]
-    assert "video-level EER threshold of this split: 0.5 " in lines[4]
+    assert lines[4] == (
+        "video-level EER threshold of this split: 0.5 (to apply one, choose it on val: "
+        "evaluate --split val)"
+    )
     report = {
         "videos": [
             {
