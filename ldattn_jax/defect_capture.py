@@ -1,8 +1,9 @@
 """Defect capture as a number (paper V-D, Fig. 8, made measurable).
 
 The paper shows qualitatively that the attention maps light up the tampered
-region. On data with manipulated-region masks (the synthetic set has them) we
-measure it, for fakes, per manipulation method and per attention module:
+region. On data with manipulated-region masks (the synthetic set; FF++ with its
+mask videos, data_prep.masks) we measure it, for fakes, per manipulation method
+and per attention module:
 
 - attention mass share: sum(map * mask_frac) / sum(map), where ``mask_frac``
   is the fraction of each g x g attention cell covered by the mask;
