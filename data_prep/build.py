@@ -562,6 +562,9 @@ def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
     return dict(sorted(out.items()))
 
 
+_PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
+
+
 def original_check(items: list[VideoItem], status: dict[str, dict], min_face_change) -> dict:
     """What comparing fakes with their originals did ({} if no fake names one, or
     --min-face-change is off):
@@ -590,9 +593,9 @@ def original_check(items: list[VideoItem], status: dict[str, dict], min_face_cha
         ),
     }
     if changes:
-        q = np.percentile(changes, [1, 5, 25, 50, 75, 95, 99])
+        q = np.percentile(changes, _PERCENTILES)
         out["face_change_percentiles"] = {
-            f"p{p}": round(float(v), 3) for p, v in zip((1, 5, 25, 50, 75, 95, 99), q, strict=True)
+            f"p{p}": round(float(v), 3) for p, v in zip(_PERCENTILES, q, strict=True)
         }
     return out
 
@@ -725,6 +728,7 @@ def main(argv=None) -> int:
             splits[it.split][-1]["stacks"] = keep  # which of the cached stacks to write
     manifest_path = os.path.join(a.out, "manifest.json")
     _atomic_write(manifest_path, lambda p: _write_json(p, {"splits": splits, "counts": counts}))
+    check = original_check(items, status, a.min_face_change)
     _atomic_write(
         os.path.join(a.out, "summary.json"),
         lambda p: _write_json(
@@ -733,7 +737,7 @@ def main(argv=None) -> int:
                 "args": vars(a),
                 "counts": counts,
                 "left_out": left_out,
-                "original_check": original_check(items, status, a.min_face_change),
+                "original_check": check,
             },
         ),
     )
@@ -742,7 +746,6 @@ def main(argv=None) -> int:
     print(format_summary(counts), file=sys.stderr)
     for what, note in left_out.items():
         print(f"left out on purpose: {note['videos']} {what} ({note['why']})", file=sys.stderr)
-    check = original_check(items, status, a.min_face_change)
     if check:
         print(format_original_check(check), file=sys.stderr)
     if total == 0:
