@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from ldattn_jax import metrics as metrics_lib
+from ldattn_jax import thresholds
 from ldattn_jax.defect_capture import DefectCapture
 
 # Record fields evaluation needs (frames are sliced to what the model reads).
@@ -246,15 +247,16 @@ def evaluate(
     figures_per_class: int = 2,
     progress: bool = True,
     dtype: str | None = None,
-    threshold: float = metrics_lib.DEFAULT_THRESHOLD,
+    threshold: float | str = metrics_lib.DEFAULT_THRESHOLD,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
     ``dtype`` computes in another dtype than the run was trained in (see
     `with_compute_dtype`); its results go to their own directory, suffixed
     with the dtype. ``threshold``: the decision threshold of ACC and the
-    confusion matrices (e.g. a validation split's ``eer_threshold``); results
-    at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
+    confusion matrices (e.g. a validation split's ``eer_threshold``), or
+    ``"val"`` to read that from this checkpoint's val evaluation (`thresholds`);
+    results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'attention': [png paths]}``.
@@ -280,6 +282,10 @@ def evaluate(
     trained_dtype = str(config.model.dtype)
     config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
+    # Before the split is read: a missing val result fails in a second, not after it.
+    threshold, threshold_source = thresholds.resolve(
+        threshold, config, workdir, step, splits=tuple(splits)
+    )
     predictor = Predictor(model, config, batch_size)
 
     cols = defaultdict(list)
@@ -341,6 +347,7 @@ def evaluate(
         shards_sha256=shards_sha256,
         defect_capture=capture.summary(),
         threshold=threshold,
+        threshold_source=threshold_source,
     )
     paths = {"out_dir": out_dir}
     paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
@@ -405,13 +412,15 @@ def summary_lines(doc: dict) -> list[str]:
     if ci:
         lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
     if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
-        lines.append(f"ACC at threshold {doc['threshold']:.6g} (--threshold)")
+        # Documents written before threshold_source existed had only --threshold P.
+        source = doc.get("threshold_source", thresholds.GIVEN_SOURCE)
+        lines.append(f"ACC at {thresholds.describe(doc['threshold'], source)}")
     t = doc["video"]["eer_threshold"]
     if t is not None:
         # The offset of a well-ranked model shows here; the threshold is only
         # honest on data other than that it was chosen on.
         use = (
-            f"pass --threshold {t:.6g} to evaluate test or to predict"
+            f"pass --threshold {t:.6g} (or --threshold val) to evaluate test or to predict"
             if doc["split"] == "val"
             else "to apply one, choose it on val: evaluate --split val"
         )
@@ -453,26 +462,6 @@ def local_workdir(parser: argparse.ArgumentParser, workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a probability in [0, 1]")
-    return value
-
-
-def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--threshold",
-        type=_probability,
-        default=metrics_lib.DEFAULT_THRESHOLD,
-        help="call a video (frame) fake when its fake probability is above this (default "
-        "0.5); choose it on val: metrics.json's video.eer_threshold (docs/evaluation.md)",
-    )
-
-
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     from ldattn_jax.models.lda import COMPUTE_DTYPES
 
@@ -497,7 +486,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=None)
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
-    add_threshold_argument(p)
+    thresholds.add_threshold_argument(p)
     args, overrides = p.parse_known_args(argv)
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError

@@ -34,6 +34,10 @@ from sklearn import metrics as skm
 SCHEMA_VERSION = 1
 
 DEFAULT_THRESHOLD = 0.5
+# metrics.json's threshold_source for 0.5 and for a --threshold P; a val
+# lookup (ldattn_jax.thresholds) records the metrics.json it read instead.
+DEFAULT_SOURCE = "default"
+GIVEN_SOURCE = "given"
 # AUC confidence intervals: percentile bootstrap, fixed seed so that
 # metrics.json is the same on every run of the same scores.
 BOOTSTRAP_RESAMPLES = 1000
@@ -462,13 +466,15 @@ def metrics_document(
     shards_sha256: str,
     defect_capture: Mapping | None = None,
     threshold: float = DEFAULT_THRESHOLD,
+    threshold_source: str | None = None,
     compute_dtype: str = "float32",
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
     The nested key structure is pinned by tests/test_metrics.py and documented
     in docs/evaluation.md; per-method / per-compression maps are keyed by the
-    values found in the data.
+    values found in the data. ``threshold_source``: how ``threshold`` was
+    chosen (`ldattn_jax.thresholds`); by default DEFAULT_SOURCE at 0.5, else GIVEN_SOURCE.
     """
     levels, vc = compute_all(frame_cols, threshold)
     doc = {
@@ -477,6 +483,8 @@ def metrics_document(
         "split": split,
         "model": model,
         "threshold": threshold,
+        "threshold_source": threshold_source
+        or (DEFAULT_SOURCE if threshold == DEFAULT_THRESHOLD else GIVEN_SOURCE),
         "checkpoint": {"step": int(checkpoint_step), "which": str(checkpoint_which)},
         "compute_dtype": compute_dtype,
         "config_sha256": config_sha256,

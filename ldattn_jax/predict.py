@@ -36,12 +36,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_prep.faces import FACE_MODES
+from ldattn_jax import thresholds
 from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
     _safe,
     add_dtype_argument,
-    add_threshold_argument,
     load_run_config,
     local_workdir,
     with_compute_dtype,
@@ -124,7 +124,7 @@ def predict_videos(
     checkpoint: str | int = "best",
     frames_per_video: int = 32,
     heatmaps: bool = False,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | str = DEFAULT_THRESHOLD,
     batch_size: int | None = None,
     workers: int | None = None,
     dtype: str | None = None,
@@ -162,6 +162,8 @@ def predict_videos(
     os.makedirs(out_dir, exist_ok=True)
     config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
+    # "val": the EER threshold of this very checkpoint's val evaluation (thresholds).
+    threshold, threshold_source = thresholds.resolve(threshold, config, workdir, step)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
     settings = {
@@ -297,6 +299,7 @@ def predict_videos(
             "checkpoint": {"step": int(step), "which": str(checkpoint)},
             "compute_dtype": str(config.model.dtype),
             "threshold": threshold,
+            "threshold_source": threshold_source,
             "frames_per_video": frames_per_video,
             "few_frames_below": few,
             "reused": len(reused),
@@ -469,7 +472,7 @@ def main(argv=None) -> int:
         "each scored on its own, the video's score is its most suspicious face's",
     )
     add_dtype_argument(p)
-    add_threshold_argument(p)
+    thresholds.add_threshold_argument(p)
     args = p.parse_args(argv)
     args.workdir = local_workdir(p, args.workdir)
     if not os.path.isfile(os.path.join(args.workdir, "config.json")):
@@ -494,13 +497,16 @@ def main(argv=None) -> int:
             faces=args.faces,
             threshold=args.threshold,
         )
-    except (FileNotFoundError, NotADirectoryError, FileExistsError) as e:
-        # The run cannot start (no checkpoint, --out a file): one line, not a traceback.
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as e:
+        # The run cannot start (no checkpoint, --out a file, no val result for
+        # --threshold val): one line, not a traceback.
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
     for s in report["skipped"]:
         print(f"skipped {s['path']}: {s['why']}", file=sys.stderr)
     print(format_table(report))
+    if report["threshold_source"] != thresholds.DEFAULT_SOURCE:
+        print(f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}")
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])
     if not scored:

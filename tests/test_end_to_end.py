@@ -147,11 +147,24 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
         t = json.load(f)["video"]["eer_threshold"]
     assert 0.0 <= t <= 1.0
     assert f"--threshold {t:.6g}" in capsys.readouterr().out
-    assert evaluate.main(["--workdir", wd, "--no_progress", "--threshold", f"{t!r}"]) == 0
+    # --threshold val reads it from there; val on val itself is refused.
+    assert (
+        evaluate.main(["--workdir", wd, "--no_progress", "--split", "val", "--threshold", "val"])
+        == 1
+    )
+    assert "val split itself" in capsys.readouterr().err
+    assert evaluate.main(["--workdir", wd, "--no_progress", "--threshold", "val"]) == 0
     (out_dir,) = glob.glob(os.path.join(wd, "eval", f"synthetic_test_*_t{t:.6g}"))
     try:
         with open(os.path.join(out_dir, "metrics.json")) as f:
+            assert (
+                json.load(f)["threshold_source"] == os.path.relpath(val_dir, wd) + "/metrics.json"
+            )
+        assert "(--threshold val: the video-level EER threshold of eval/" in capsys.readouterr().out
+        assert evaluate.main(["--workdir", wd, "--no_progress", "--threshold", f"{t!r}"]) == 0
+        with open(os.path.join(out_dir, "metrics.json")) as f:
             doc = json.load(f)
+        assert doc["threshold_source"] == "given"
         with open(os.path.join(out_dir, "video_scores.csv")) as f:
             videos = list(csv.DictReader(f))
         # ACC and the confusion matrix at that threshold, AUC unchanged by it.

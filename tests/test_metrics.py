@@ -248,6 +248,7 @@ TOP = {
     "split",
     "model",
     "threshold",
+    "threshold_source",
     "checkpoint",
     "compute_dtype",
     "config_sha256",

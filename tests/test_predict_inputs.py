@@ -365,8 +365,41 @@ def test_a_videos_score_is_the_mean_of_its_frames_and_the_verdict_is_above_thres
     assert rep["threshold"] == 0.5
     # A threshold chosen on val (--threshold); the journal's scores serve it as well.
     rc, rep = _run(fake_run, tmp_path / "out", "--threshold", "0.54", *clips)
-    assert rc == 0 and rep["threshold"] == 0.54
+    assert rc == 0 and rep["threshold"] == 0.54 and rep["threshold_source"] == "given"
     assert [r["verdict"] for r in rep["videos"]] == ["real", "real", "fake"]
+
+
+def test_threshold_val_reads_this_checkpoints_val_evaluation(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    values = {"mixed.mp4": [100, 100, 200], "low.mp4": [120, 110, 125]}
+    monkeypatch.setattr(faces, "extract_stacks", _per_stack(values))
+    clips = [_clip(tmp_path / name, 3) for name in values]
+    # The fake run restores step 7; a val result of step 6 is not its.
+    val = fake_run / "eval" / "synthetic_val_6" / "metrics.json"
+    val.parent.mkdir(parents=True)
+    doc = {
+        "split": "val",
+        "checkpoint": {"step": 6, "which": "best"},
+        "compute_dtype": "float32",
+        "shards_sha256": "s",
+        "video": {"eer_threshold": 0.45},
+    }
+    val.write_text(json.dumps(doc))
+    rc = predict.main(["--workdir", str(fake_run), "--threshold", "val", *clips])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no val evaluation of checkpoint step 7" in err and "Traceback" not in err
+    assert "--split val --checkpoint 7" in err
+    doc["checkpoint"]["step"] = 7
+    val = fake_run / "eval" / "synthetic_val_7" / "metrics.json"
+    val.parent.mkdir()
+    val.write_text(json.dumps(doc))
+    rc, rep = _run(fake_run, tmp_path / "out", "--threshold", "val", *clips)
+    assert rc == 0 and rep["threshold"] == 0.45
+    assert rep["threshold_source"] == os.path.join("eval", "synthetic_val_7", "metrics.json")
+    # mean 0.523 and 0.464: both above 0.45.
+    assert [r["verdict"] for r in rep["videos"]] == ["fake", "fake"]
+    assert "verdicts at threshold 0.45 (--threshold val: " in capsys.readouterr().out
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(

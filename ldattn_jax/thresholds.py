@@ -1,0 +1,150 @@
+"""The decision threshold of ACC and of predict's verdicts, and where it came from.
+
+``--threshold`` takes a probability, or ``val``: the video-level EER threshold
+that ``evaluate --split val`` found for the *same* checkpoint step and compute
+dtype of this run, read from its metrics.json under WORKDIR/eval/. Why a
+lookup and not only a number to copy: ``--checkpoint best`` moves as training
+goes on, and a threshold copied from an older checkpoint's val run would be
+applied to a newer model without a word. The lookup refuses what does not
+match (another step, dtype or shard build) and says which command makes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+
+from ldattn_jax import metrics as metrics_lib
+
+VAL = "val"
+# metrics.json's threshold_source: how the threshold was chosen. A val lookup
+# records the metrics.json it read instead (relative to the workdir).
+DEFAULT_SOURCE = metrics_lib.DEFAULT_SOURCE
+GIVEN_SOURCE = metrics_lib.GIVEN_SOURCE
+# evaluate's results of another build than the run's own data carry this in
+# their directory name (evaluate.evaluate): their val is not the run's val.
+_OTHER_DATA = re.compile(r"_data[0-9a-f]{8}(_|$)")
+
+
+def parse_threshold(text: str) -> float | str:
+    """``--threshold``'s value: a probability in [0, 1] or the word ``val``."""
+    if text == VAL:
+        return VAL
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a probability in [0, 1], or 'val' for the video-level EER "
+            "threshold of this checkpoint's val evaluation"
+        )
+    return value
+
+
+def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threshold",
+        type=parse_threshold,
+        default=metrics_lib.DEFAULT_THRESHOLD,
+        help="call a video (frame) fake when its fake probability is above this (default "
+        "0.5); 'val': the video-level EER threshold that evaluate --split val found for the "
+        "same checkpoint and dtype (docs/evaluation.md)",
+    )
+
+
+def val_eer_threshold(
+    workdir: str, step: int, compute_dtype: str, data_dir: str | None = None
+) -> tuple[float, str]:
+    """(video-level EER threshold, metrics.json relative to ``workdir``) of the
+    run's own val split at checkpoint ``step`` computed in ``compute_dtype``.
+
+    ``data_dir``: the run's shards; where given and present, a val result of
+    another build of them (rebuilt since) is refused as stale.
+    """
+    rerun = (
+        f"python -m ldattn_jax.evaluate --workdir {workdir} --split val --checkpoint {step} "
+        f"--dtype {compute_dtype}"
+    )
+    found: dict[str, float | None] = {}
+    stale = []
+    fingerprint = None
+    if data_dir and os.path.isdir(data_dir):
+        fingerprint = metrics_lib.shards_fingerprint(data_dir)
+    for path in sorted(glob.glob(os.path.join(workdir, "eval", "*", "metrics.json"))):
+        if _OTHER_DATA.search(os.path.basename(os.path.dirname(path))):
+            continue
+        try:
+            with open(path) as f:
+                doc = json.load(f)
+            if (doc["split"], doc["checkpoint"]["step"], doc["compute_dtype"]) != (
+                VAL,
+                step,
+                compute_dtype,
+            ):
+                continue
+            value = doc["video"]["eer_threshold"]
+            sha = doc["shards_sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not one of evaluate's documents (or cut short): not a val result
+        rel = os.path.relpath(path, workdir)
+        if fingerprint is not None and sha != fingerprint:
+            stale.append(rel)
+        else:
+            found[rel] = value
+    if not found:
+        why = (
+            f"the val results {stale} are of another build of {data_dir} (rebuilt since)"
+            if stale
+            else f"no val evaluation of checkpoint step {step} in {compute_dtype} under "
+            f"{os.path.join(workdir, 'eval')}"
+        )
+        raise FileNotFoundError(f"--threshold val: {why}; run first: {rerun}")
+    values = set(found.values())
+    if None in values:
+        raise ValueError(
+            f"--threshold val: {sorted(found)} has no video-level EER threshold (its val "
+            "split lacks a class); pass --threshold P"
+        )
+    if len(values) > 1:
+        raise ValueError(
+            f"--threshold val: val results {sorted(found)} disagree ({sorted(values)}); remove "
+            f"the stale ones or run again: {rerun}"
+        )
+    # Several directories (val evaluated at two thresholds) hold one value; the
+    # first by name is the one at the default threshold where there is one.
+    return float(values.pop()), min(found)
+
+
+def resolve(
+    threshold: float | str, config, workdir: str, step: int, *, splits: tuple[str, ...] = ()
+) -> tuple[float, str]:
+    """(threshold, source) for ``--threshold``'s value once checkpoint ``step`` is known.
+
+    ``config``: the run's, at the compute dtype in use. source: "default",
+    "given", or the val metrics.json it was read from. ``splits``: what is
+    being evaluated; ``val`` is refused on val itself (a threshold chosen on
+    the data it is measured on flatters its ACC).
+    """
+    if threshold != VAL:
+        threshold = float(threshold)
+        same = threshold == metrics_lib.DEFAULT_THRESHOLD
+        return threshold, DEFAULT_SOURCE if same else GIVEN_SOURCE
+    if VAL in splits:
+        raise ValueError(
+            "--threshold val on the val split itself would measure ACC at a threshold chosen "
+            "on the same videos; evaluate another split with it, or pass --threshold P"
+        )
+    data = config.get("data") or {}
+    return val_eer_threshold(workdir, step, str(config.model.dtype), data.get("dir") or None)
+
+
+def describe(threshold: float, source: str) -> str:
+    """One line for the printout: the threshold and how it was chosen."""
+    how = {DEFAULT_SOURCE: "default", GIVEN_SOURCE: "--threshold"}.get(
+        source, f"--threshold val: the video-level EER threshold of {source}"
+    )
+    return f"threshold {threshold:.6g} ({how})"

@@ -1,0 +1,95 @@
+"""--threshold: a probability, or 'val' read from this checkpoint's val evaluation."""
+
+import argparse
+import json
+import os
+
+import ml_collections
+import pytest
+
+from ldattn_jax import thresholds
+from ldattn_jax.metrics import shards_fingerprint
+
+
+def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", sha="s"):
+    path = workdir / "eval" / name / "metrics.json"
+    path.parent.mkdir(parents=True)
+    doc = {
+        "split": split,
+        "checkpoint": {"step": step, "which": "best"},
+        "compute_dtype": dtype,
+        "shards_sha256": sha,
+        "video": {"eer_threshold": eer},
+    }
+    path.write_text(json.dumps(doc))
+    return os.path.relpath(path, workdir)
+
+
+def test_the_argument_takes_a_probability_or_val():
+    assert thresholds.parse_threshold("val") == thresholds.VAL
+    assert thresholds.parse_threshold("0.25") == 0.25
+    for bad in ("1.5", "-0.1", "x", "nan", "VAL"):
+        with pytest.raises(argparse.ArgumentTypeError, match="probability in \\[0, 1\\], or 'val'"):
+            thresholds.parse_threshold(bad)
+
+
+def test_val_reads_the_same_step_dtype_and_build(tmp_path):
+    wd = tmp_path / "run"
+    # Only the first matches: another step, another dtype, another build (the
+    # _data suffix of evaluate --data), the test split, a cut-short file.
+    want = _val_doc(wd, "synthetic_val_7", eer=0.37)
+    _val_doc(wd, "synthetic_val_6", step=6, eer=0.11)
+    _val_doc(wd, "synthetic_val_7_bfloat16", dtype="bfloat16", eer=0.12)
+    _val_doc(wd, "celebdf_val_7_data0123abcd", eer=0.13)
+    _val_doc(wd, "synthetic_test_7", split="test", eer=0.14)
+    (wd / "eval" / "broken").mkdir()
+    (wd / "eval" / "broken" / "metrics.json").write_text('{"split": "val", "checkpo')
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32") == (0.37, want)
+    # val evaluated again at another threshold holds the same EER threshold.
+    _val_doc(wd, "synthetic_val_7_t0.2", eer=0.37)
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32") == (0.37, want)
+    assert thresholds.val_eer_threshold(str(wd), 7, "bfloat16")[0] == 0.12
+
+
+def test_val_says_which_command_makes_what_is_missing(tmp_path):
+    wd = tmp_path / "run"
+    _val_doc(wd, "synthetic_val_6", step=6)
+    with pytest.raises(FileNotFoundError) as e:
+        thresholds.val_eer_threshold(str(wd), 7, "bfloat16")
+    msg = str(e.value)
+    assert "no val evaluation of checkpoint step 7 in bfloat16" in msg
+    assert f"evaluate --workdir {wd} --split val --checkpoint 7 --dtype bfloat16" in msg
+
+
+def test_val_refuses_a_stale_build_disagreeing_results_and_a_one_class_val(tmp_path):
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / "metadata.json").write_text('{"build": 1}')
+    wd = tmp_path / "run"
+    rel = _val_doc(wd, "synthetic_val_7", sha=shards_fingerprint(data))
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))[1] == rel
+    (data / "metadata.json").write_text('{"build": 2}')  # rebuilt since
+    with pytest.raises(FileNotFoundError, match="another build of .*rebuilt since"):
+        thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))
+    # Without the shards at hand (predict on an analyst's machine) it is trusted.
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32", str(tmp_path / "gone"))[1] == rel
+
+    _val_doc(wd, "synthetic_val_7_t0.3", eer=0.5)
+    with pytest.raises(ValueError, match="disagree"):
+        thresholds.val_eer_threshold(str(wd), 7, "float32")
+    other = tmp_path / "other"
+    _val_doc(other, "synthetic_val_7", eer=None)
+    with pytest.raises(ValueError, match="no video-level EER threshold"):
+        thresholds.val_eer_threshold(str(other), 7, "float32")
+
+
+def test_resolve_names_the_source_and_refuses_val_on_val(tmp_path):
+    wd = tmp_path / "run"
+    rel = _val_doc(wd, "synthetic_val_7")
+    config = ml_collections.ConfigDict({"model": {"dtype": "float32"}})
+    assert thresholds.resolve(0.5, config, str(wd), 7) == (0.5, "default")
+    assert thresholds.resolve(0.4, config, str(wd), 7) == (0.4, "given")
+    assert thresholds.resolve("val", config, str(wd), 7, splits=("test",)) == (0.37, rel)
+    with pytest.raises(ValueError, match="val split itself"):
+        thresholds.resolve("val", config, str(wd), 7, splits=("train", "val"))
+    assert "EER threshold of eval/synthetic_val_7/metrics.json" in thresholds.describe(0.37, rel)
