@@ -411,6 +411,13 @@ def summary_lines(doc: dict) -> list[str]:
     ]
     if ci:
         lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
+    cal = [
+        f"{level} ECE {b['ece']:.4f}, Brier {b['brier']:.4f}"
+        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
+        if b.get("ece") is not None  # documents written before calibration was measured
+    ]
+    if cal:
+        lines.append(f"calibration (ECE 0: a score p is fake p of the time): {'; '.join(cal)}")
     if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
         # Documents written before threshold_source existed had only --threshold P.
         source = doc.get("threshold_source", thresholds.GIVEN_SOURCE)

@@ -46,6 +46,7 @@ def test_score_csvs_read_back_the_exact_scores(tmp_path):
 
 
 def test_summary_and_prediction_tables():
+    from ldattn_jax import metrics
     from ldattn_jax.metrics import metrics_document
 
     n = 8
@@ -70,7 +71,12 @@ def test_summary_and_prediction_tables():
     assert lines[1].split()[:2] == ["all", "1.0000"] and lines[2].startswith("real+blur")
     # Perfectly separated: every resample too, so the interval is [1, 1].
     assert "AUC 95% interval (bootstrap over videos): frame [1.0000, 1.0000], video" in lines[3]
-    assert lines[4] == (
+    # Scores 0.1..0.9 on labels 0 0 0 0 1 1 1 1: off by |sum(labels - scores)| per bin / n.
+    frame_ece = metrics.expected_calibration_error(cols["label"], cols["score"])
+    assert lines[4].startswith(
+        f"calibration (ECE 0: a score p is fake p of the time): frame ECE {frame_ece:.4f}, Brier "
+    )
+    assert lines[5] == (
         "video-level EER threshold of this split: 0.5 (to apply one, choose it on val: "
         "evaluate --split val)"
     )

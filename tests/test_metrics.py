@@ -310,6 +310,8 @@ def test_schema_pin():
         "eer_threshold",
         "ap",
         "log_loss",
+        "brier",
+        "ece",
         "confusion_matrix",
         "undefined_reason",
     )
@@ -457,3 +459,42 @@ def test_video_level_subset_metrics_use_the_videos_of_that_subset():
     assert out["per_compression"]["c23"]["video"]["auc"] != pytest.approx(
         out["per_compression"]["c40"]["video"]["auc"], abs=0.02
     )  # the check is able to fail: the subsets differ
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_calibration_matches_sklearns_reliability_curve(seed):
+    from sklearn.calibration import calibration_curve
+
+    labels, scores = _random_set(seed)
+    scores[:20] = np.linspace(0, 1, 15 + 1).repeat(2)[:20]  # scores on bin edges too
+    m = metrics.binary_metrics(labels, scores)
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(labels, scores), abs=1e-12)
+    # ECE from sklearn's curve: per non-empty bin, the fraction of fakes and the
+    # mean score; the bin of each point is found from its mean score's neighbours.
+    frac, mean = calibration_curve(labels, scores, n_bins=metrics.ECE_BINS)
+    ece = 0.0
+    for f, p in zip(frac, mean, strict=True):
+        # sklearn's bins: (edge_k, edge_k+1], the first one closed below.
+        k = max(int(np.ceil(p * metrics.ECE_BINS)) - 1, 0)
+        lo, hi = k / metrics.ECE_BINS, (k + 1) / metrics.ECE_BINS
+        inside = ((scores > lo) | (k == 0)) & (scores <= hi)
+        assert scores[inside].mean() == pytest.approx(p)
+        ece += inside.mean() * abs(f - p)
+    assert m["ece"] == pytest.approx(ece, abs=1e-12)
+
+
+def test_calibration_hand_computable_cases():
+    # A score of p that is fake p of the time: calibrated, whatever its AUC.
+    labels = [0, 0, 0, 1, 0, 1, 1, 1]
+    calibrated = metrics.binary_metrics(labels, [0.25] * 4 + [0.75] * 4)
+    assert calibrated["ece"] == pytest.approx(0.0, abs=1e-12)
+    # Always 0.9 on half fakes: well off by 0.4, with no ranking at all.
+    constant = metrics.binary_metrics([0, 1] * 4, [0.9] * 8)
+    assert constant["ece"] == pytest.approx(0.4) and constant["auc"] == 0.5
+    assert constant["brier"] == pytest.approx((0.9**2 + 0.1**2) / 2)
+    # Perfectly ranked, badly calibrated: AUC 1 does not make a probability.
+    ranked = metrics.binary_metrics([0, 0, 1, 1], [0.6, 0.65, 0.7, 0.99])
+    assert ranked["auc"] == 1.0 and ranked["ece"] == pytest.approx((0.6 + 0.65 + 0.3 + 0.01) / 4)
+    # Defined on one class too (a per-method subset of a small split).
+    one = metrics.binary_metrics([1, 1], [0.9, 0.5])
+    assert one["ece"] == pytest.approx(0.3) and one["brier"] == pytest.approx(0.13)
