@@ -597,6 +597,8 @@ def main(argv=None) -> int:
     except (ConfigError, FileNotFoundError, TrainingDiverged) as e:
         log.error("%s", e)
         return 1
+    finally:
+        input_pipeline.release_worker_batches()
     log.info(
         "done at step %d/%d%s",
         result.step,
