@@ -31,8 +31,8 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
+from ldattn_jax import eval_names, thresholds
 from ldattn_jax import metrics as metrics_lib
-from ldattn_jax import thresholds
 from ldattn_jax.defect_capture import DefectCapture
 
 # Record fields evaluation needs (frames are sliced to what the model reads).
@@ -200,10 +200,6 @@ def iterate_batches(source, config, batch_size: int):
     return input_pipeline.in_worker_processes(ds.to_iter_dataset(options), config)
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80]
-
-
 def _write_csv(path: str, cols: dict, names: list[str]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -322,16 +318,18 @@ def evaluate(
     datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
     dataset = "+".join(datasets)
     shards_sha256 = metrics_lib.shards_fingerprint(data_dir)
-    run_name = f"{_safe(dataset)}_{split}_{step}"
-    if os.path.abspath(data_dir) != os.path.abspath(str(config.data.dir or "")):
-        # Another build (--data) may carry the training data's name (a held-out
-        # synthetic build, FF++ at another compression): its results must not
-        # overwrite those of the run's own data.
-        run_name += f"_data{shards_sha256[:8]}"
-    if config.model.dtype != trained_dtype:
-        run_name += f"_{config.model.dtype}"
-    if threshold != metrics_lib.DEFAULT_THRESHOLD:
-        run_name += f"_t{threshold:.6g}"
+    # Another build (--data) may carry the training data's name (a held-out
+    # synthetic build, FF++ at another compression): its results must not
+    # overwrite those of the run's own data.
+    own_data = os.path.abspath(data_dir) == os.path.abspath(str(config.data.dir or ""))
+    run_name = eval_names.run_name(
+        dataset,
+        split,
+        step,
+        other_data_sha256=None if own_data else shards_sha256,
+        dtype=str(config.model.dtype) if config.model.dtype != trained_dtype else None,
+        threshold=threshold if threshold != metrics_lib.DEFAULT_THRESHOLD else None,
+    )
     out_dir = os.path.join(workdir, "eval", run_name)
     os.makedirs(out_dir, exist_ok=True)
 
@@ -382,7 +380,7 @@ def evaluate(
                 figures.attention_overlay(
                     rec["frames"][0],
                     maps,
-                    os.path.join(out_dir, "attention", _safe(name) + ".png"),
+                    os.path.join(out_dir, "attention", eval_names.safe(name) + ".png"),
                     title=f"{rec['video_id']} ({method}) P(fake) = {prob:.3f}",
                     mask=rec["mask"] if rec["mask"].any() else None,
                     each_map=True,

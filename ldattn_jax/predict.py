@@ -36,11 +36,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_prep.faces import FACE_MODES
-from ldattn_jax import thresholds
+from ldattn_jax import eval_names, thresholds
 from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
-    _safe,
     add_dtype_argument,
     load_run_config,
     local_workdir,
@@ -265,7 +264,7 @@ def predict_videos(
             # FF++'s fakes of four methods share file names (000_003.mp4): the
             # path's hash keeps their figures apart.
             digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
-            tag = f"{_safe(os.path.basename(video))}_{digest}"
+            tag = f"{eval_names.safe(os.path.basename(video))}_{digest}"
             try:
                 entry["heatmaps"] = [
                     figures.attention_overlay(

@@ -15,8 +15,8 @@ import argparse
 import glob
 import json
 import os
-import re
 
+from ldattn_jax import eval_names
 from ldattn_jax import metrics as metrics_lib
 
 VAL = "val"
@@ -24,9 +24,6 @@ VAL = "val"
 # records the metrics.json it read instead (relative to the workdir).
 DEFAULT_SOURCE = metrics_lib.DEFAULT_SOURCE
 GIVEN_SOURCE = metrics_lib.GIVEN_SOURCE
-# evaluate's results of another build than the run's own data carry this in
-# their directory name (evaluate.evaluate): their val is not the run's val.
-_OTHER_DATA = re.compile(r"_data[0-9a-f]{8}(_|$)")
 
 
 def parse_threshold(text: str) -> float | str:
@@ -75,8 +72,8 @@ def val_eer_threshold(
     if data_dir and os.path.isdir(data_dir):
         fingerprint = metrics_lib.shards_fingerprint(data_dir)
     for path in sorted(glob.glob(os.path.join(workdir, "eval", "*", "metrics.json"))):
-        if _OTHER_DATA.search(os.path.basename(os.path.dirname(path))):
-            continue
+        if eval_names.of_other_data(os.path.basename(os.path.dirname(path))):
+            continue  # results of another build: their val is not the run's val
         try:
             with open(path) as f:
                 doc = json.load(f)

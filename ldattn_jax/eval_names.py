@@ -1,0 +1,44 @@
+"""How evaluate names its output directories, for the tools that find them again.
+
+WORKDIR/eval/<dataset>_<split>_<step>[_data<sha8>][_<dtype>][_t<threshold>]/:
+``_data`` marks shards other than the run's own (``--data``), with the first 8
+hex digits of their fingerprint; ``_<dtype>`` a compute dtype other than the
+trained one; ``_t`` a decision threshold other than 0.5. `thresholds` looks
+for the run's own val result, `report` for what a run trained on.
+"""
+
+from __future__ import annotations
+
+import re
+
+_OTHER_DATA = re.compile(r"_data[0-9a-f]{8}(_|$)")
+
+
+def run_name(
+    dataset: str,
+    split: str,
+    step: int,
+    *,
+    other_data_sha256: str | None = None,
+    dtype: str | None = None,
+    threshold: float | None = None,
+) -> str:
+    """The directory name; each optional part only where it differs from the run's own."""
+    name = f"{safe(dataset)}_{split}_{step}"
+    if other_data_sha256:
+        name += f"_data{other_data_sha256[:8]}"
+    if dtype:
+        name += f"_{dtype}"
+    if threshold is not None:
+        name += f"_t{threshold:.6g}"
+    return name
+
+
+def of_other_data(name: str) -> bool:
+    """Whether the directory ``name`` holds results of shards other than the run's own."""
+    return bool(_OTHER_DATA.search(name))
+
+
+def safe(name: str) -> str:
+    """``name`` as one path component: runs of other characters become '_'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80]
