@@ -409,6 +409,13 @@ def summary_lines(doc: dict) -> list[str]:
     ]
     if ci:
         lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
+    acc_ci = [
+        f"{level} [{b['acc_ci95'][0]:.4f}, {b['acc_ci95'][1]:.4f}]"
+        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
+        if b.get("acc_ci95") is not None  # documents written before it was measured
+    ]
+    if acc_ci:
+        lines.append(f"ACC 95% interval (same resamples): {', '.join(acc_ci)}")
     cal = [
         f"{level} ECE {b['ece']:.4f}, Brier {b['brier']:.4f}"
         for level, b in (("frame", doc["frame"]), ("video", doc["video"]))

@@ -48,6 +48,7 @@ METRIC_KEYS = (
     "n",
     "counts",
     "acc",
+    "acc_ci95",
     "auc",
     "auc_ci95",
     "eer",
@@ -226,11 +227,33 @@ def auc_ci(
     22k frames (2-vCPU Xeon): 1000 resamples for every block of an FF++ test
     evaluation would otherwise take minutes.
     """
-    labels, scores = _both_classes(labels, scores, "auc_ci")
+    return bootstrap_intervals(labels, scores, groups, resamples=resamples, level=level, seed=seed)[
+        "auc"
+    ]
+
+
+def bootstrap_intervals(
+    labels,
+    scores,
+    groups=None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CI_LEVEL,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """{'auc': interval, 'acc': interval}: `auc_ci`'s, and ACC's at ``threshold``
+    on the same resamples (the resample's weighted share of correct calls;
+    within-class draws keep the test set's class mix)."""
+    labels, scores = _both_classes(labels, scores, "bootstrap_intervals")
     _, u = np.unique(scores, return_inverse=True)  # distinct scores, ascending
     pos = labels == 1
-    weights = bootstrap_weights(labels, groups, resamples=resamples, seed=seed)
-    return _interval([weighted_auc(u, pos, w) for w in weights], level)
+    correct = ((scores > threshold) == pos).astype(np.float64)
+    aucs, accs = [], []
+    for w in bootstrap_weights(labels, groups, resamples=resamples, seed=seed):
+        aucs.append(weighted_auc(u, pos, w))
+        accs.append(np.dot(w, correct) / w.sum())
+    return {"auc": _interval(aucs, level), "acc": _interval(accs, level)}
 
 
 def paired_auc_difference(
@@ -280,10 +303,10 @@ def paired_auc_difference(
 def binary_metrics(
     labels, scores, threshold: float = DEFAULT_THRESHOLD, groups=None, *, with_ci: bool = True
 ) -> dict:
-    """ACC, AUC (with its 95% interval), EER, AP, log-loss, Brier score,
+    """ACC and AUC (with their 95% intervals), EER, AP, log-loss, Brier score,
     calibration error (ECE), counts and confusion matrix of one subset.
-    ``groups``: video ids of frames, for ``auc_ci``; ``with_ci=False`` skips
-    the interval (None): training's validation needs only the AUC.
+    ``groups``: video ids of frames, for the intervals (``bootstrap_intervals``);
+    ``with_ci=False`` skips them (None): training's validation needs only the AUC.
 
     Ranking metrics (AUC, EER, AP) are undefined when only one class is
     present; they are then ``None`` and ``undefined_reason`` says why, instead
@@ -296,6 +319,7 @@ def binary_metrics(
         "n": n,
         "counts": {"real": n - n_fake, "fake": n_fake},
         "acc": None,
+        "acc_ci95": None,
         "auc": None,
         "auc_ci95": None,
         "eer": None,
@@ -321,7 +345,9 @@ def binary_metrics(
     out["ece"] = expected_calibration_error(labels, scores)
     if 0 < n_fake < n:
         out["auc"] = float(skm.roc_auc_score(labels, scores))
-        out["auc_ci95"] = list(auc_ci(labels, scores, groups)) if with_ci else None
+        if with_ci:
+            ci = bootstrap_intervals(labels, scores, groups, threshold=threshold)
+            out["auc_ci95"], out["acc_ci95"] = list(ci["auc"]), list(ci["acc"])
         out["ap"] = float(skm.average_precision_score(labels, scores))
         out["eer"] = equal_error_rate(labels, scores)
         out["eer_threshold"] = eer_threshold(labels, scores)

@@ -5,11 +5,11 @@
 EVAL is an evaluate output directory (RUN/eval/<dataset>_<split>_<step>/) or
 its metrics.json. For each, the figures of the paper for the same model,
 dataset, compression, manipulation method and level (`paper_tables`) are put
-beside ours: paper | ours | our AUC's 95% interval | where the paper's figure
-lies against that interval. A paper AUC above our interval is one this run
-does not reproduce on this test set; inside it, the test set cannot tell the
-two apart. ACC has no interval here and depends on the decision threshold,
-which the paper does not state (the line under each evaluation names ours).
+beside ours: paper | ours | our 95% interval | where the paper's figure lies
+against that interval. A paper AUC above our interval is one this run does
+not reproduce on this test set; inside it, the test set cannot tell the two
+apart. ACC depends on the decision threshold, which the paper does not state
+(the line over each evaluation names ours), so the closing count is of AUCs.
 
 Which table applies needs the data the run was *trained* on (Celeb-DF
 scores are Table II after training on Celeb-DF, Table VI after training on
@@ -103,7 +103,8 @@ def _rows(table: str, subset: str, level: str, block: dict, figures: dict) -> li
     for metric in ("acc", "auc"):
         if metric not in figures:
             continue
-        ci = tuple(block["auc_ci95"]) if metric == "auc" and block.get("auc_ci95") else None
+        # Documents from before acc_ci95 existed have only the AUC's interval.
+        ci = tuple(block[f"{metric}_ci95"]) if block.get(f"{metric}_ci95") else None
         out.append(
             Row(
                 table,
@@ -255,7 +256,8 @@ def format_report(entries: list[dict]) -> str:
                     "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                 )
             for r in e["rows"]:
-                if r["verdict"] in tally:
+                # ACC hangs on a threshold the paper does not state: AUCs only.
+                if r["metric"] == "AUC" and r["verdict"] in tally:
                     tally[r["verdict"]] += 1
         else:
             lines.append("  no figure of the paper applies")

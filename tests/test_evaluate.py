@@ -72,11 +72,12 @@ def test_summary_and_prediction_tables():
     # Perfectly separated: every resample too, so the interval is [1, 1].
     assert "AUC 95% interval (bootstrap over videos): frame [1.0000, 1.0000], video" in lines[3]
     # Scores 0.1..0.9 on labels 0 0 0 0 1 1 1 1: off by |sum(labels - scores)| per bin / n.
+    assert lines[4].startswith("ACC 95% interval (same resamples): frame [")
     frame_ece = metrics.expected_calibration_error(cols["label"], cols["score"])
-    assert lines[4].startswith(
+    assert lines[5].startswith(
         f"calibration (ECE 0: a score p is fake p of the time): frame ECE {frame_ece:.4f}, Brier "
     )
-    assert lines[5] == (
+    assert lines[6] == (
         "video-level EER threshold of this split: 0.5 (to apply one, choose it on val: "
         "evaluate --split val)"
     )

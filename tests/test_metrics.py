@@ -146,6 +146,23 @@ def test_auc_ci_resamples_videos_not_frames():
         metrics.auc_ci([0, 1, 1], [0.1, 0.2, 0.3], ["a", "a", "b"])
 
 
+def test_acc_interval_is_sklearns_accuracy_over_the_same_video_resamples():
+    labels, scores, ids = _videos(2, 40, 8)
+    t = 0.55
+    m = metrics.binary_metrics(labels, scores, threshold=t, groups=ids)
+    pred = (scores > t).astype(int)
+    accs = [
+        skm.accuracy_score(labels, pred, sample_weight=w)
+        for w in metrics.bootstrap_weights(labels, ids, resamples=1000, seed=0)
+    ]
+    assert m["acc_ci95"] == pytest.approx(list(np.percentile(accs, [2.5, 97.5])), abs=1e-12)
+    assert m["acc_ci95"][0] < m["acc"] < m["acc_ci95"][1]
+    # The AUC's interval comes from the same resamples, unchanged by the ACC's.
+    assert m["auc_ci95"] == list(metrics.auc_ci(labels, scores, ids))
+    assert metrics.binary_metrics(labels, scores, with_ci=False)["acc_ci95"] is None
+    assert metrics.binary_metrics([1, 1], [0.9, 0.2])["acc_ci95"] is None  # one class
+
+
 def test_auc_ci_covers_the_true_auc_about_95_percent_of_the_time():
     # Binormal scores: the true AUC is Phi(d / sqrt 2). 200 test sets of 80 samples.
     from scipy.stats import norm
@@ -304,6 +321,7 @@ def test_schema_pin():
         "n",
         "counts",
         "acc",
+        "acc_ci95",
         "auc",
         "auc_ci95",
         "eer",

@@ -72,7 +72,9 @@ def test_ffpp_lq_rows_are_tables_i_iii_and_iv_and_the_verdict_reads_the_interval
         nt["paper"] == 0.9631 and nt["ours"] == doc["per_method"]["NeuralTextures"]["video"]["auc"]
     )
     assert rows[("III", "real + Deepfakes (c40)", "ACC")]["paper"] == 0.9947
-    assert rows[("III", "real + Deepfakes (c40)", "ACC")]["verdict"] == "-"  # no interval for ACC
+    acc = rows[("III", "real + Deepfakes (c40)", "ACC")]
+    assert list(acc["ci95"]) == doc["per_method"]["Deepfakes"]["frame"]["acc_ci95"]
+    assert acc["verdict"] == report.verdict(0.9947, acc["ci95"]) != "-"
     assert len(entry["rows"]) == 2 + 4 * 2 * 2  # Table I; III and IV per method, ACC + AUC
     text = report.format_report([entry])
     verdicts = [r["verdict"] for r in entry["rows"] if r["metric"] == "AUC"]
