@@ -402,25 +402,22 @@ def summary_lines(doc: dict) -> list[str]:
         f, v = d["frame"], d["video"]
         vals = (f["auc"], f["acc"], v["auc"], v["acc"])
         lines.append(f"{name:<24} " + " ".join(f"{fmt(x):>9}" for x in vals))
-    ci = [
-        f"{level} [{b['auc_ci95'][0]:.4f}, {b['auc_ci95'][1]:.4f}]"
-        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
-        if b["auc_ci95"] is not None
-    ]
+
+    def both_levels(key: str, text) -> list[str]:
+        # A key a document of an older version lacks (or null) is left out.
+        levels = (("frame", doc["frame"]), ("video", doc["video"]))
+        return [f"{level} {text(b)}" for level, b in levels if b.get(key) is not None]
+
+    def interval(pair) -> str:
+        return f"[{pair[0]:.4f}, {pair[1]:.4f}]"
+
+    ci = both_levels("auc_ci95", lambda b: interval(b["auc_ci95"]))
     if ci:
         lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
-    acc_ci = [
-        f"{level} [{b['acc_ci95'][0]:.4f}, {b['acc_ci95'][1]:.4f}]"
-        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
-        if b.get("acc_ci95") is not None  # documents written before it was measured
-    ]
-    if acc_ci:
-        lines.append(f"ACC 95% interval (same resamples): {', '.join(acc_ci)}")
-    cal = [
-        f"{level} ECE {b['ece']:.4f}, Brier {b['brier']:.4f}"
-        for level, b in (("frame", doc["frame"]), ("video", doc["video"]))
-        if b.get("ece") is not None  # documents written before calibration was measured
-    ]
+    ci = both_levels("acc_ci95", lambda b: interval(b["acc_ci95"]))
+    if ci:
+        lines.append(f"ACC 95% interval (same resamples): {', '.join(ci)}")
+    cal = both_levels("ece", lambda b: f"ECE {b['ece']:.4f}, Brier {b['brier']:.4f}")
     if cal:
         lines.append(f"calibration (ECE 0: a score p is fake p of the time): {'; '.join(cal)}")
     if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
