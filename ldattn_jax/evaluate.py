@@ -346,6 +346,7 @@ def evaluate(
         defect_capture=capture.summary(),
         threshold=threshold,
         threshold_source=threshold_source,
+        trained_on=metrics_lib.build_identity(config.data.dir or None),
     )
     paths = {"out_dir": out_dir}
     paths["metrics_json"] = os.path.join(out_dir, "metrics.json")

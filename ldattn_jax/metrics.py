@@ -494,6 +494,25 @@ def shards_fingerprint(data_dir: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def build_identity(data_dir: str | os.PathLike | None) -> dict | None:
+    """{'dataset', 'compression'} of the data_prep build in ``data_dir`` (its
+    summary.json), compression for FF++ only; None where it is not readable.
+
+    Recorded as metrics.json's ``trained_on`` (the run's own shards), so that
+    what a run trained on travels with its results: `report` needs it to
+    pick the paper's table (Celeb-DF after Celeb-DF is Table II, after FF++
+    Table VI) where the shards are not at hand.
+    """
+    try:
+        with open(os.path.join(os.fspath(data_dir), "summary.json")) as f:
+            args = json.load(f)["args"]
+        dataset = str(args["dataset"])
+    except (OSError, TypeError, ValueError, KeyError):
+        return None
+    compression = args.get("compression") if dataset == "ffpp" else None
+    return {"dataset": dataset, "compression": compression}
+
+
 def to_jsonable(obj):
     """numpy scalars/arrays → Python; NaN/inf → None (strict JSON has no NaN)."""
     if isinstance(obj, Mapping):
@@ -523,6 +542,7 @@ def metrics_document(
     threshold: float = DEFAULT_THRESHOLD,
     threshold_source: str | None = None,
     compute_dtype: str = "float32",
+    trained_on: Mapping | None = None,
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
@@ -530,6 +550,7 @@ def metrics_document(
     in docs/evaluation.md; per-method / per-compression maps are keyed by the
     values found in the data. ``threshold_source``: how ``threshold`` was
     chosen (`ldattn_jax.thresholds`); by default DEFAULT_SOURCE at 0.5, else GIVEN_SOURCE.
+    ``trained_on``: `build_identity` of the run's own shards.
     """
     levels, vc = compute_all(frame_cols, threshold)
     doc = {
@@ -544,6 +565,7 @@ def metrics_document(
         "compute_dtype": compute_dtype,
         "config_sha256": config_sha256,
         "shards_sha256": shards_sha256,
+        "trained_on": dict(trained_on) if trained_on is not None else None,
         "num_frames": int(len(frame_cols["label"])),
         "num_videos": int(len(vc["label"])),
         **levels,

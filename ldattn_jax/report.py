@@ -13,9 +13,10 @@ apart. ACC depends on the decision threshold, which the paper does not state
 
 Which table applies needs the data the run was *trained* on (Celeb-DF
 scores are Table II after training on Celeb-DF, Table VI after training on
-FF++): it is read from RUN/config.json's data.dir (that build's
-summary.json), else taken as the evaluated data when evaluate used the run's
-own shards, else ``--trained-on`` must say.
+FF++): metrics.json's ``trained_on`` (evaluate records it from the run's own
+build), else RUN/config.json's data.dir (that build's summary.json), else the
+evaluated data when evaluate used the run's own shards, else ``--trained-on``
+must say.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import os
 import sys
 
-from ldattn_jax import eval_names
+from ldattn_jax import eval_names, metrics
 from ldattn_jax import paper_tables as paper
 
 QUALITY = {"c23": "HQ", "c40": "LQ"}
@@ -69,16 +70,19 @@ def load_eval(path: str) -> tuple[dict, str]:
 
 def training_data(eval_dir: str, doc: dict) -> tuple[str | None, str | None, str]:
     """(dataset, compression, how it was found) the run behind ``eval_dir`` trained on."""
+    if doc.get("trained_on"):
+        t = doc["trained_on"]
+        return t["dataset"], t.get("compression"), "metrics.json trained_on"
+    # Documents from before trained_on: the run's shards, if they are at hand.
     workdir = os.path.dirname(os.path.dirname(eval_dir))
     try:
         with open(os.path.join(workdir, "config.json")) as f:
             data_dir = json.load(f)["data"]["dir"]
-        with open(os.path.join(data_dir, "summary.json")) as f:
-            args = json.load(f)["args"]
-        compression = args.get("compression") if args["dataset"] == "ffpp" else None
-        return args["dataset"], compression, f"{data_dir}/summary.json"
     except (OSError, ValueError, KeyError, TypeError):
-        pass  # the training shards are not at hand here
+        data_dir = None
+    found = metrics.build_identity(data_dir) if data_dir else None
+    if found is not None:
+        return found["dataset"], found["compression"], f"{data_dir}/summary.json"
     if not eval_names.of_other_data(os.path.basename(eval_dir)):
         # evaluate read the run's own shards: what it evaluated is what it trained on.
         comps = sorted(doc["per_compression"])

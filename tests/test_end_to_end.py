@@ -165,6 +165,7 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
         with open(os.path.join(out_dir, "metrics.json")) as f:
             doc = json.load(f)
         assert doc["threshold_source"] == "given"
+        assert doc["trained_on"] == {"dataset": "synthetic", "compression": None}
         with open(os.path.join(out_dir, "video_scores.csv")) as f:
             videos = list(csv.DictReader(f))
         # ACC and the confusion matrix at that threshold, AUC unchanged by it.

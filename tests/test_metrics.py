@@ -270,6 +270,7 @@ TOP = {
     "compute_dtype",
     "config_sha256",
     "shards_sha256",
+    "trained_on",
     "num_frames",
     "num_videos",
     "frame",
@@ -516,3 +517,15 @@ def test_calibration_hand_computable_cases():
     # Defined on one class too (a per-method subset of a small split).
     one = metrics.binary_metrics([1, 1], [0.9, 0.5])
     assert one["ece"] == pytest.approx(0.3) and one["brier"] == pytest.approx(0.13)
+
+
+def test_build_identity_reads_the_builds_summary(tmp_path):
+    assert metrics.build_identity(tmp_path) is None  # no summary.json
+    assert metrics.build_identity(None) is None
+    (tmp_path / "summary.json").write_text('{"args": {"dataset": "ffpp", "compression": "c40"}}')
+    assert metrics.build_identity(tmp_path) == {"dataset": "ffpp", "compression": "c40"}
+    # Compression names FF++'s quality only; other readers ignore the flag.
+    (tmp_path / "summary.json").write_text('{"args": {"dataset": "celebdf", "compression": "c23"}}')
+    assert metrics.build_identity(str(tmp_path)) == {"dataset": "celebdf", "compression": None}
+    (tmp_path / "summary.json").write_text("{not json")
+    assert metrics.build_identity(tmp_path) is None

@@ -121,6 +121,14 @@ def test_celebdf_is_table_ii_or_vi_by_what_the_run_trained_on(tmp_path):
     assert {r["table"] for r in a["rows"]} == {"II"}
     assert [(r["table"], r["metric"], r["paper"]) for r in b["rows"]] == [("VI", "AUC", 0.7033)]
     assert c["rows"] == [] and "pass --trained-on" in c["notes"][0]
+    # evaluate records what the run trained on: no shards needed then.
+    recorded = _eval_dir(
+        tmp_path / "d",
+        "celebdf_test_120_data0123abcd",
+        {**doc, "trained_on": {"dataset": "ffpp", "compression": "c40"}},
+    )
+    (d,) = report.report([recorded])
+    assert d["rows"][0]["table"] == "VI" and d["trained_on"]["from"] == "metrics.json trained_on"
     (forced,) = report.report([unknown], trained_on="ffpp")
     assert forced["rows"][0]["table"] == "VI" and forced["trained_on"]["from"] == "--trained-on"
 
