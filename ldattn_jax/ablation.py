@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from ldattn_jax import demo, paper_tables
-from ldattn_jax.metrics import binary_metrics
+from ldattn_jax.metrics import binary_metrics, paired_auc_difference
 
 # Methods of the synthetic set whose single frames are unchanged in kind
 # (data_prep/synthesize.py): a frame-only model cannot separate them from reals.
@@ -75,6 +75,8 @@ def run_numbers(result: dict) -> dict:
         "video_auc_temporal_only": binary_metrics(label[temporal], score[temporal])["auc"],
         "frame_auc_all": doc["frame"]["auc"],
         "video_acc_all": doc["video"]["acc"],
+        # For paper_steps' paired test of two variants on the same videos.
+        "video_scores": result["video_scores"],
     }
     capture = doc.get("defect_capture") or {}
     for module, d in (capture.get("modules") or {}).items():
@@ -136,12 +138,28 @@ def order_check(agg: dict, key: str) -> dict:
     }
 
 
+# paper_steps: a step up the order counts as shown in a seed when the paired
+# bootstrap's two-sided p (metrics.paired_auc_difference) is below this.
+SIGNIFICANCE = 0.05
+# The video subsets of the keys paper_steps tests (run_numbers' columns).
+_STEP_SUBSETS = {
+    "video_auc_all": lambda label, method: np.ones(label.size, bool),
+    "video_auc_per_frame_methods": lambda label, method: (
+        (label == 0) | ~np.isin(method, TEMPORAL_ONLY)
+    ),
+}
+
+
 def paper_steps(runs: dict[str, dict[int, dict]], key: str) -> list[dict]:
     """Each step up Table VIII's order, seed by seed: is the gap more than noise?
 
     For adjacent variants (lower, higher) of PAPER_ORDER: the mean difference of
     `key` and in how many of the seeds both ran the higher one scored higher.
     A gap that half the seeds contradict is not an order, whatever the means say.
+    Where both runs of a seed kept their video scores, the same videos also
+    give a paired bootstrap of the difference (`metrics.paired_auc_difference`):
+    `seeds_significant` counts the seeds where the higher one is higher with
+    p < SIGNIFICANCE, so a gap within the held-out set's own noise shows too.
     """
     present = [v for v in PAPER_ORDER if v in runs]
     steps = []
@@ -152,6 +170,9 @@ def paper_steps(runs: dict[str, dict[int, dict]], key: str) -> list[dict]:
             if _is_num(runs[lower][s].get(key)) and _is_num(runs[higher][s].get(key))
         ]
         diffs = [runs[higher][s][key] - runs[lower][s][key] for s in seeds]
+        paired = [_paired(runs[lower][s], runs[higher][s], key) for s in seeds]
+        p_values = [None if t is None else t["p_value"] for t in paired]
+        tested = [t for t in paired if t is not None]
         steps.append(
             {
                 "lower": lower,
@@ -159,9 +180,30 @@ def paper_steps(runs: dict[str, dict[int, dict]], key: str) -> list[dict]:
                 "mean_diff": float(np.mean(diffs)) if diffs else None,
                 "seeds_agreeing": int(sum(d > 0 for d in diffs)),
                 "seeds": len(seeds),
+                "p_values": p_values,
+                "seeds_tested": len(tested),
+                "seeds_significant": sum(
+                    t["delta"] > 0 and t["p_value"] < SIGNIFICANCE for t in tested
+                ),
             }
         )
     return steps
+
+
+def _paired(lower: dict, higher: dict, key: str) -> dict | None:
+    """paired_auc_difference(lower, higher) on `key`'s videos, or None where it cannot run."""
+    subset = _STEP_SUBSETS.get(key)
+    paths = (lower.get("video_scores"), higher.get("video_scores"))
+    if subset is None or not all(p and os.path.isfile(p) for p in paths):
+        return None
+    a, b = (_read_csv(p) for p in paths)
+    row = {v: i for i, v in enumerate(b["video_id"])}
+    if len(row) != len(a["video_id"]) or not all(v in row for v in a["video_id"]):
+        return None  # not the same videos: nothing to pair
+    b_score = b["score"][[row[v] for v in a["video_id"]]].astype(float)
+    label = a["label"].astype(int)
+    keep = subset(label, a["method"])
+    return paired_auc_difference(label[keep], a["score"].astype(float)[keep], b_score[keep])
 
 
 COLUMNS = (
@@ -235,6 +277,12 @@ def markdown(agg: dict, heldout: dict, runs: dict | None = None) -> str:
                 + "; ".join(
                     f"{st['lower']} -> {st['higher']} {st['mean_diff']:+.3f}, higher in "
                     f"{st['seeds_agreeing']}/{st['seeds']} seeds"
+                    + (
+                        f" (p < {SIGNIFICANCE:g} in {st['seeds_significant']}/"
+                        f"{st['seeds_tested']}, paired bootstrap over videos)"
+                        if st["seeds_tested"]
+                        else ""
+                    )
                     for st in paper_steps(runs, key)
                     if st["mean_diff"] is not None
                 )

@@ -97,6 +97,70 @@ def test_aggregate_and_order_check():
     assert "not reproduced" not in md
 
 
+def _scores_csv(path, ids, labels, methods, scores):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video_id", "label", "method", "compression", "num_frames", "score"])
+        for row in zip(
+            ids, labels, methods, ["c23"] * len(ids), [4] * len(ids), scores, strict=True
+        ):
+            w.writerow(row)
+    return str(path)
+
+
+def test_steps_test_each_seed_with_a_paired_bootstrap_on_the_same_videos(tmp_path):
+    from ldattn_jax.metrics import paired_auc_difference
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 40)
+    methods = np.where(
+        labels == 0, "original", np.where(np.arange(80) % 2, "Upsampling", "TemporalJitter")
+    )
+    ids = np.array([f"v{i:02d}" for i in range(80)])
+    noisy = np.clip(0.5 + 0.15 * (labels - 0.5) + rng.normal(0, 0.2, 80), 0, 1)
+    clean = np.clip(0.5 + 0.8 * (labels - 0.5) + rng.normal(0, 0.1, 80), 0, 1)
+    near = np.clip(noisy + rng.normal(0, 0.01, 80), 0, 1)
+    runs = {"xception": {}, "lda_spatial": {}}
+    for seed, better in ((0, clean), (1, near)):
+        for variant, scores in (("xception", noisy), ("lda_spatial", better)):
+            path = _scores_csv(tmp_path / f"{variant}{seed}.csv", ids, labels, methods, scores)
+            auc = roc_auc_score(labels, scores)
+            runs[variant][seed] = {"video_auc_all": auc, "video_scores": path}
+    # lda_spatial's rows in another order: paired by video id, not by row.
+    rev = slice(None, None, -1)
+    runs["lda_spatial"][0]["video_scores"] = _scores_csv(
+        tmp_path / "rev.csv", ids[rev], labels[rev], methods[rev], clean[rev]
+    )
+    (step,) = ablation.paper_steps(runs, "video_auc_all")
+    assert (step["seeds_tested"], step["seeds_significant"]) == (2, 1)
+    assert step["p_values"][0] == pytest.approx(
+        paired_auc_difference(labels, noisy, clean)["p_value"]
+    )
+    assert step["p_values"][1] > ablation.SIGNIFICANCE  # 0.01 noise on the same scores
+    # The per-frame-methods key tests reals against the non-temporal fakes only.
+    (pf,) = ablation.paper_steps(
+        {
+            v: {s: r | {"video_auc_per_frame_methods": 0.5} for s, r in by.items()}
+            for v, by in runs.items()
+        },
+        "video_auc_per_frame_methods",
+    )
+    keep = (labels == 0) | (methods == "Upsampling")
+    want = paired_auc_difference(labels[keep], noisy[keep], clean[keep])["p_value"]
+    assert pf["p_values"][0] == pytest.approx(want)
+    agg = ablation.aggregate(runs)
+    md = ablation.markdown(agg, {"videos": 80, "real": 40, "fake": 40, "records": 320}, runs)
+    agreeing = step["seeds_agreeing"]  # the near copy may land either side by chance
+    assert f"higher in {agreeing}/2 seeds (p < 0.05 in 1/2, paired bootstrap over videos)" in md
+    # Scores of other videos (or gone) cannot be paired: counted as untested.
+    runs["lda_spatial"][1]["video_scores"] = _scores_csv(
+        tmp_path / "other.csv", [f"w{i}" for i in range(80)], labels, methods, near
+    )
+    runs["xception"][0]["video_scores"] = str(tmp_path / "gone.csv")
+    (step,) = ablation.paper_steps(runs, "video_auc_all")
+    assert step["p_values"] == [None, None] and step["seeds_tested"] == 0
+
+
 @pytest.mark.slow
 def test_ablation_cli_end_to_end(tmp_path):
     tiny = [
