@@ -54,17 +54,21 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def val_eer_threshold(
-    workdir: str, step: int, compute_dtype: str, data_dir: str | None = None
+    workdir: str,
+    step: int,
+    compute_dtype: str,
+    data_dir: str | None = None,
+    val_split: str = VAL,
 ) -> tuple[float, str]:
     """(video-level EER threshold, metrics.json relative to ``workdir``) of the
-    run's own val split at checkpoint ``step`` computed in ``compute_dtype``.
+    run's own ``val_split`` at checkpoint ``step`` computed in ``compute_dtype``.
 
     ``data_dir``: the run's shards; where given and present, a val result of
     another build of them (rebuilt since) is refused as stale.
     """
     rerun = (
-        f"python -m ldattn_jax.evaluate --workdir {workdir} --split val --checkpoint {step} "
-        f"--dtype {compute_dtype}"
+        f"python -m ldattn_jax.evaluate --workdir {workdir} --split {val_split} "
+        f"--checkpoint {step} --dtype {compute_dtype}"
     )
     found: dict[str, float | None] = {}
     stale = []
@@ -78,7 +82,7 @@ def val_eer_threshold(
             with open(path) as f:
                 doc = json.load(f)
             if (doc["split"], doc["checkpoint"]["step"], doc["compute_dtype"]) != (
-                VAL,
+                val_split,
                 step,
                 compute_dtype,
             ):
@@ -96,7 +100,7 @@ def val_eer_threshold(
         why = (
             f"the val results {stale} are of another build of {data_dir} (rebuilt since)"
             if stale
-            else f"no val evaluation of checkpoint step {step} in {compute_dtype} under "
+            else f"no {val_split} evaluation of checkpoint step {step} in {compute_dtype} under "
             f"{os.path.join(workdir, 'eval')}"
         )
         raise FileNotFoundError(f"--threshold val: {why}; run first: {rerun}")
@@ -130,13 +134,16 @@ def resolve(
         threshold = float(threshold)
         same = threshold == metrics_lib.DEFAULT_THRESHOLD
         return threshold, DEFAULT_SOURCE if same else GIVEN_SOURCE
-    if VAL in splits:
-        raise ValueError(
-            "--threshold val on the val split itself would measure ACC at a threshold chosen "
-            "on the same videos; evaluate another split with it, or pass --threshold P"
-        )
     data = config.get("data") or {}
-    return val_eer_threshold(workdir, step, str(config.model.dtype), data.get("dir") or None)
+    # The split training chose its checkpoints on (config.data.val_split).
+    val_split = data.get("val_split") or VAL
+    if val_split in splits:
+        raise ValueError(
+            f"--threshold val on the {val_split} split itself would measure ACC at a threshold "
+            "chosen on the same videos; evaluate another split with it, or pass --threshold P"
+        )
+    dtype = str(config.model.dtype)
+    return val_eer_threshold(workdir, step, dtype, data.get("dir") or None, val_split)
 
 
 def describe(threshold: float, source: str) -> str:

@@ -93,3 +93,9 @@ def test_resolve_names_the_source_and_refuses_val_on_val(tmp_path):
     with pytest.raises(ValueError, match="val split itself"):
         thresholds.resolve("val", config, str(wd), 7, splits=("train", "val"))
     assert "EER threshold of eval/synthetic_val_7/metrics.json" in thresholds.describe(0.37, rel)
+    # A run that chose its checkpoints on another split reads that split's result.
+    held = _val_doc(wd, "synthetic_heldout_7", split="heldout", eer=0.61)
+    config.data = {"val_split": "heldout"}
+    assert thresholds.resolve("val", config, str(wd), 7, splits=("test", "val")) == (0.61, held)
+    with pytest.raises(ValueError, match="heldout split itself"):
+        thresholds.resolve("val", config, str(wd), 7, splits=("heldout",))
