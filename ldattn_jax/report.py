@@ -1,6 +1,7 @@
 """Our evaluations beside the LDA paper's tables: which of its numbers a run reproduces.
 
-    python -m ldattn_jax.report EVAL [EVAL ...] [--trained-on ffpp|celebdf] [--json OUT]
+    python -m ldattn_jax.report EVAL [EVAL ...] [--trained-on ffpp|celebdf] [--markdown]
+        [--json OUT]
 
 EVAL is an evaluate output directory (RUN/eval/<dataset>_<split>_<step>/) or
 its metrics.json. For each, the figures of the paper for the same model,
@@ -226,7 +227,20 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def format_report(entries: list[dict]) -> str:
+def _cells(r: dict) -> tuple[str, ...]:
+    ci = "-" if r["ci95"] is None else f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]"
+    verdict = r["verdict"] if r["verdict"] != "-" else ""
+    paper, ours = _fmt(r["paper"]), _fmt(r["ours"])
+    return (r["table"], r["subset"], r["level"], r["metric"], paper, ours, ci, verdict)
+
+
+HEADER = ("table", "subset", "level", "metric", "paper", "ours", "ours 95% CI", "")
+
+
+def format_report(entries: list[dict], *, markdown: bool = False) -> str:
+    """The printout: per evaluation a header line, its rows and notes; then the
+    count of paper AUCs inside / above / below our intervals. ``markdown``:
+    the rows as a Markdown table (for a README or a paper's appendix)."""
     lines = []
     tally = {"inside": 0, "paper above": 0, "paper below": 0}
     for e in entries:
@@ -239,32 +253,24 @@ def format_report(entries: list[dict]) -> str:
             f"trained on {what} ({trained['from']}); ACC at threshold {e['threshold']:.6g} "
             f"({e['threshold_source'] or 'default'})"
         )
-        if e["rows"]:
-            header = ("table", "subset", "level", "metric", "paper", "ours", "ours 95% CI", "")
-            body = [
-                (
-                    r["table"],
-                    r["subset"],
-                    r["level"],
-                    r["metric"],
-                    _fmt(r["paper"]),
-                    _fmt(r["ours"]),
-                    "-" if r["ci95"] is None else f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]",
-                    r["verdict"] if r["verdict"] != "-" else "",
-                )
-                for r in e["rows"]
-            ]
-            widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
-            for row in (header, *body):
-                lines.append(
-                    "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                )
-            for r in e["rows"]:
-                # ACC hangs on a threshold the paper does not state: AUCs only.
-                if r["metric"] == "AUC" and r["verdict"] in tally:
-                    tally[r["verdict"]] += 1
+        body = [_cells(r) for r in e["rows"]]
+        if markdown and body:
+            lines.append("")
+            header = (*HEADER[:-1], "paper vs ours")
+            lines += ["| " + " | ".join(row) + " |" for row in (header, ("---",) * len(header))]
+            lines += ["| " + " | ".join(row) + " |" for row in body]
+            lines.append("")
+        elif body:
+            widths = [max(len(row[i]) for row in (HEADER, *body)) for i in range(len(HEADER))]
+            for row in (HEADER, *body):
+                cells = (c.ljust(w) for c, w in zip(row, widths, strict=True))
+                lines.append(("  " + "  ".join(cells)).rstrip())
         else:
             lines.append("  no figure of the paper applies")
+        for r in e["rows"]:
+            # ACC hangs on a threshold the paper does not state: AUCs only.
+            if r["metric"] == "AUC" and r["verdict"] in tally:
+                tally[r["verdict"]] += 1
         lines.extend(f"  note: {n}" for n in e["notes"])
     n = sum(tally.values())
     if n:
@@ -287,6 +293,7 @@ def main(argv=None) -> int:
         default=None,
         help="the data every run given trained on, where its shards are not at hand",
     )
+    p.add_argument("--markdown", action="store_true", help="print the rows as Markdown tables")
     p.add_argument("--json", default=None, help="also write the rows here")
     args = p.parse_args(argv)
     try:
@@ -294,7 +301,7 @@ def main(argv=None) -> int:
     except ReportError as e:
         print(f"report: error: {e}", file=sys.stderr)
         return 1
-    print(format_report(entries))
+    print(format_report(entries, markdown=args.markdown))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(entries, f, indent=2)

@@ -167,6 +167,11 @@ def test_cli_writes_json_and_names_a_bad_path(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "lda_st step 120 on ffpp test, trained on ffpp c40" in printed
     assert json.loads(out.read_text())[0]["rows"][0]["table"] == "I"
+    assert report.main([path, "--markdown"]) == 0
+    md = capsys.readouterr().out.splitlines()
+    i = md.index("| table | subset | level | metric | paper | ours | ours 95% CI | paper vs ours |")
+    assert md[i + 1] == "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    assert md[i + 2].startswith("| I | FF++ LQ (c40), all methods | frame | ACC | 0.9581 | ")
     assert report.main([str(tmp_path / "nope")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("report: error: ") and "nope not found" in err
