@@ -129,71 +129,80 @@ def comparisons(doc: dict, trained_on: str | None, trained_compression: str | No
     """(rows, notes): the paper's figures that apply to this evaluation, and why
     others do not."""
     model, dataset = doc["model"], doc["dataset"]
-    rows: list[Row] = []
-    notes: list[str] = []
     if dataset == "ffpp":
-        if trained_on not in ("ffpp", None):
-            notes.append(f"trained on {trained_on}: the paper reports no such FF++ test")
-            return rows, notes
-        comps = sorted(doc["per_compression"])
-        for comp in comps:
-            if comp not in QUALITY:
-                notes.append(f"compression {comp}: the paper reports HQ (c23) and LQ (c40) only")
-                continue
-            if trained_compression not in (None, comp):
-                notes.append(
-                    f"{comp} test of a run trained on {trained_compression}: the paper trains "
-                    "and tests at one compression"
-                )
-                continue
-            block = doc["per_compression"][comp]["frame"]
-            subset = f"FF++ {QUALITY[comp]} ({comp}), all methods"
-            if model in paper.TABLE_I[comp]:
-                # At c23 Tables I and VIII give Ours and Xception the same figures.
-                name = "I, VIII" if comp == "c23" else "I"
-                rows += _rows(name, subset, "frame", block, paper.TABLE_I[comp][model])
-            elif comp == "c23" and model in paper.TABLE_VIII:
-                rows += _rows("VIII", subset, "frame", block, paper.TABLE_VIII[model])
-        if len(comps) != 1:
-            notes.append(
-                f"per-method rows (Tables III, IV) need one compression per evaluation; this "
-                f"one pools {', '.join(comps)}"
-            )
-        elif comps[0] in QUALITY and trained_compression in (None, comps[0]):
-            comp = comps[0]
-            for method in paper.FFPP_METHODS:
-                sub = doc["per_method"].get(method)
-                if sub is None:
-                    continue
-                subset = f"real + {method} ({comp})"
-                if model in paper.TABLE_III:
-                    rows += _rows(
-                        "III", subset, "frame", sub["frame"], paper.TABLE_III[model][method]
-                    )
-                if comp == "c40" and model in paper.TABLE_IV:
-                    rows += _rows(
-                        "IV", subset, "video", sub["video"], paper.TABLE_IV[model][method]
-                    )
-            if model in paper.TABLE_III and rows:
-                notes.append("Table III does not say which compression it used")
+        rows, notes = _ffpp(doc, model, trained_on, trained_compression)
     elif dataset == "celebdf":
-        if trained_on == "celebdf" and model in paper.TABLE_II:
-            rows += _rows("II", "Celeb-DF", "frame", doc["frame"], paper.TABLE_II[model])
-        elif trained_on == "ffpp" and model in paper.TABLE_VI:
-            rows += _rows(
-                "VI", "Celeb-DF, trained on FF++", "frame", doc["frame"], paper.TABLE_VI[model]
-            )
-            notes.append('Table VI trains on "HQ and LQ of FaceForensics++"')
-        elif trained_on is None:
-            notes.append(
-                "training data unknown (the run's shards are not at hand): pass --trained-on "
-                "celebdf (Table II) or ffpp (Table VI)"
-            )
+        rows, notes = _celebdf(doc, model, trained_on)
     else:
-        notes.append(f"the paper reports no {dataset} results")
+        rows, notes = [], [f"the paper reports no {dataset} results"]
     if not rows and model not in paper.TABLE_VIII:
         notes.append(f"model {model}: the paper's tables hold lda_st, xception and (VIII) variants")
     return rows, notes
+
+
+def _ffpp(doc: dict, model: str, trained_on, trained_compression) -> tuple[list[Row], list[str]]:
+    """Tables I and VIII per compression; III and IV per method (one compression only)."""
+    rows: list[Row] = []
+    notes: list[str] = []
+    if trained_on not in ("ffpp", None):
+        return rows, [f"trained on {trained_on}: the paper reports no such FF++ test"]
+    comps = sorted(doc["per_compression"])
+    usable = []
+    for comp in comps:
+        if comp not in QUALITY:
+            notes.append(f"compression {comp}: the paper reports HQ (c23) and LQ (c40) only")
+        elif trained_compression not in (None, comp):
+            notes.append(
+                f"{comp} test of a run trained on {trained_compression}: the paper trains "
+                "and tests at one compression"
+            )
+        else:
+            usable.append(comp)
+    for comp in usable:
+        block = doc["per_compression"][comp]["frame"]
+        subset = f"FF++ {QUALITY[comp]} ({comp}), all methods"
+        if model in paper.TABLE_I[comp]:
+            # At c23 Tables I and VIII give Ours and Xception the same figures.
+            name = "I, VIII" if comp == "c23" else "I"
+            rows += _rows(name, subset, "frame", block, paper.TABLE_I[comp][model])
+        elif comp == "c23" and model in paper.TABLE_VIII:
+            rows += _rows("VIII", subset, "frame", block, paper.TABLE_VIII[model])
+    if len(comps) > 1:
+        notes.append(
+            f"per-method rows (Tables III, IV) need one compression per evaluation; this "
+            f"one pools {', '.join(comps)}"
+        )
+        return rows, notes
+    for comp in usable:  # the one compression, where it is comparable
+        for method in paper.FFPP_METHODS:
+            sub = doc["per_method"].get(method)
+            if sub is None:
+                continue
+            subset = f"real + {method} ({comp})"
+            if model in paper.TABLE_III:
+                rows += _rows("III", subset, "frame", sub["frame"], paper.TABLE_III[model][method])
+            if comp == "c40" and model in paper.TABLE_IV:
+                rows += _rows("IV", subset, "video", sub["video"], paper.TABLE_IV[model][method])
+    if any(r.table == "III" for r in rows):
+        notes.append("Table III does not say which compression it used")
+    return rows, notes
+
+
+def _celebdf(doc: dict, model: str, trained_on) -> tuple[list[Row], list[str]]:
+    """Table II after training on Celeb-DF, Table VI after training on FF++."""
+    if trained_on == "celebdf" and model in paper.TABLE_II:
+        return _rows("II", "Celeb-DF", "frame", doc["frame"], paper.TABLE_II[model]), []
+    if trained_on == "ffpp" and model in paper.TABLE_VI:
+        rows = _rows(
+            "VI", "Celeb-DF, trained on FF++", "frame", doc["frame"], paper.TABLE_VI[model]
+        )
+        return rows, ['Table VI trains on "HQ and LQ of FaceForensics++"']
+    if trained_on is None:
+        return [], [
+            "training data unknown (the run's shards are not at hand): pass --trained-on "
+            "celebdf (Table II) or ffpp (Table VI)"
+        ]
+    return [], []
 
 
 def report(paths: list[str], trained_on: str | None = None) -> list[dict]:
