@@ -179,6 +179,7 @@ def table(results: dict[str, dict]) -> str:
         lines.extend("  " + line for line in summary_lines(doc))
         lines.append(f"  metrics.json: {r['metrics_json']}")
         lines.append(f"  roc.png:      {r['roc']}")
+        lines.append(f"  calibration:  {r['calibration']}")
         if r["attention"]:
             lines.append(
                 f"  attention:    {os.path.join(r['out_dir'], 'attention')}/ "

@@ -255,7 +255,7 @@ def evaluate(
     results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
-    'attention': [png paths]}``.
+    'calibration', 'attention': [png paths]}``.
     """
     from tqdm import tqdm
 
@@ -367,6 +367,14 @@ def evaluate(
             "video": (vcols["label"], vcols["score"]),
         },
         os.path.join(out_dir, "roc.png"),
+        title=f"{config.model.name} on {dataset}/{split} (step {step})",
+    )
+    paths["calibration"] = figures.reliability_figure(
+        {
+            "frame": (frame_cols["label"], frame_cols["score"]),
+            "video": (vcols["label"], vcols["score"]),
+        },
+        os.path.join(out_dir, "calibration.png"),
         title=f"{config.model.name} on {dataset}/{split} (step {step})",
     )
     attention = []
@@ -524,7 +532,7 @@ def main(argv=None) -> int:
         print(f"evaluate: error: {text}", file=sys.stderr)
         return 1
     print("\n".join(summary_lines(out["metrics"])))
-    print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}")
+    print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}\ncalibration: {out['calibration']}")
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")
     return 0
 

@@ -49,6 +49,37 @@ def roc_figure(curves: Mapping[str, tuple], path: str | os.PathLike, title: str 
     return _save(fig, path)
 
 
+def reliability_figure(
+    curves: Mapping[str, tuple], path: str | os.PathLike, title: str = ""
+) -> str:
+    """Reliability diagram: per entry ``name -> (labels, scores)``, the fraction
+    of fakes against the mean P(fake) in each of metrics.ECE_BINS equal-width
+    bins (scikit-learn's ``calibration_curve``), with its ECE in the legend.
+
+    Points on the diagonal: a score of p is fake p of the time. A model that
+    ranks well (ROC) can still lie far from it, e.g. trained on FF++'s four
+    fakes per real; then its P(fake) is not a probability to read as such.
+    """
+    from sklearn.calibration import calibration_curve
+
+    from ldattn_jax.metrics import ECE_BINS, expected_calibration_error
+
+    fig = Figure(figsize=(4.8, 4.8))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", c="0.6", lw=1, label="calibrated")
+    for name, (labels, scores) in curves.items():
+        frac, mean = calibration_curve(labels, scores, n_bins=ECE_BINS)
+        ece = expected_calibration_error(labels, scores)
+        n = np.asarray(labels).size
+        ax.plot(mean, frac, marker="o", lw=1.5, label=f"{name} (ECE = {ece:.4f}, n = {n})")
+    ax.set(xlim=(0, 1), ylim=(-0.01, 1.01), xlabel="Mean P(fake) in bin", ylabel="Fraction fake")
+    ax.set_title(title or "Reliability")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def upsample_map(attn: np.ndarray, size: int) -> np.ndarray:
     """[g, g] → [size, size] by bilinear resize (smooth for viewing, values kept)."""
     return cv2.resize(np.asarray(attn, np.float32), (size, size), interpolation=cv2.INTER_LINEAR)

@@ -89,6 +89,7 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     assert len(vrows) == doc["num_videos"] == 10
     assert len({r["video_id"] for r in vrows}) == 10
     assert os.path.getsize(os.path.join(out_dir, "roc.png")) > 0
+    assert os.path.getsize(os.path.join(out_dir, "calibration.png")) > 0
     pngs = glob.glob(os.path.join(out_dir, "attention", "*.png"))
     assert any("real_" in os.path.basename(p) for p in pngs)
     assert any("fake_" in os.path.basename(p) for p in pngs)

@@ -53,3 +53,29 @@ def test_roc_figure_draws_each_curve_from_its_own_labels_and_scores(tmp_path, mo
     points = list(zip(f.get_xdata(), f.get_ydata(), strict=True))
     assert (1, 0) in points and all(y == 0 for x, y in points if x < 1)  # no fake caught early
     assert len(lines["one: one class, no ROC"].get_xdata()) == 0
+
+
+def test_reliability_figure_plots_sklearns_curve_with_the_ece(tmp_path, monkeypatch):
+    from sklearn.calibration import calibration_curve
+
+    from ldattn_jax import metrics
+
+    drawn = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: drawn.append(fig) or str(path))
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    scores = np.clip(0.3 + 0.4 * labels + rng.normal(0, 0.2, 200), 0, 1)
+    one = ([1, 1, 1], [0.2, 0.5, 0.9])  # one class: still a curve (all fake)
+    figures.reliability_figure({"frame": (labels, scores), "one": one}, tmp_path / "c.png")
+    (ax,) = drawn[0].axes
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    assert set(lines) == {"calibrated", "frame", "one"}
+    frac, mean = calibration_curve(labels, scores, n_bins=metrics.ECE_BINS)
+    np.testing.assert_allclose(lines["frame"].get_xdata(), mean)
+    np.testing.assert_allclose(lines["frame"].get_ydata(), frac)
+    ece = metrics.expected_calibration_error(labels, scores)
+    assert lines["frame"].get_label() == f"frame (ECE = {ece:.4f}, n = 200)"
+    assert list(lines["one"].get_ydata()) == [1, 1, 1]
+    monkeypatch.undo()
+    img = imread(figures.reliability_figure({"frame": (labels, scores)}, tmp_path / "c.png"))
+    assert img.ndim == 3 and img.shape[0] > 100
