@@ -496,7 +496,7 @@ def main(argv=None) -> int:
             faces=args.faces,
             threshold=args.threshold,
         )
-    except (FileNotFoundError, NotADirectoryError, FileExistsError, ValueError) as e:
+    except (FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError) as e:
         # The run cannot start (no checkpoint, --out a file, no val result for
         # --threshold val): one line, not a traceback.
         print(f"predict: error: {e}", file=sys.stderr)

@@ -26,6 +26,10 @@ DEFAULT_SOURCE = metrics_lib.DEFAULT_SOURCE
 GIVEN_SOURCE = metrics_lib.GIVEN_SOURCE
 
 
+class ThresholdError(ValueError):
+    """--threshold val cannot be resolved; the message says why and what to run."""
+
+
 def parse_threshold(text: str) -> float | str:
     """``--threshold``'s value: a probability in [0, 1] or the word ``val``."""
     if text == VAL:
@@ -106,12 +110,12 @@ def val_eer_threshold(
         raise FileNotFoundError(f"--threshold val: {why}; run first: {rerun}")
     values = set(found.values())
     if None in values:
-        raise ValueError(
+        raise ThresholdError(
             f"--threshold val: {sorted(found)} has no video-level EER threshold (its val "
             "split lacks a class); pass --threshold P"
         )
     if len(values) > 1:
-        raise ValueError(
+        raise ThresholdError(
             f"--threshold val: val results {sorted(found)} disagree ({sorted(values)}); remove "
             f"the stale ones or run again: {rerun}"
         )
@@ -138,7 +142,7 @@ def resolve(
     # The split training chose its checkpoints on (config.data.val_split).
     val_split = data.get("val_split") or VAL
     if val_split in splits:
-        raise ValueError(
+        raise ThresholdError(
             f"--threshold val on the {val_split} split itself would measure ACC at a threshold "
             "chosen on the same videos; evaluate another split with it, or pass --threshold P"
         )

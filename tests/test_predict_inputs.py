@@ -400,6 +400,13 @@ def test_threshold_val_reads_this_checkpoints_val_evaluation(
     # mean 0.523 and 0.464: both above 0.45.
     assert [r["verdict"] for r in rep["videos"]] == ["fake", "fake"]
     assert "verdicts at threshold 0.45 (--threshold val: " in capsys.readouterr().out
+    # Two val results of the step that disagree (one of an older build): refused, one line.
+    other = fake_run / "eval" / "synthetic_val_7_t0.3" / "metrics.json"
+    other.parent.mkdir()
+    other.write_text(json.dumps({**doc, "video": {"eer_threshold": 0.2}}))
+    rc = predict.main(["--workdir", str(fake_run), "--threshold", "val", *clips])
+    err = capsys.readouterr().err
+    assert rc == 2 and "disagree" in err and "Traceback" not in err
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
