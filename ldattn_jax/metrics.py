@@ -227,9 +227,8 @@ def auc_ci(
     22k frames (2-vCPU Xeon): 1000 resamples for every block of an FF++ test
     evaluation would otherwise take minutes.
     """
-    return bootstrap_intervals(labels, scores, groups, resamples=resamples, level=level, seed=seed)[
-        "auc"
-    ]
+    ci = bootstrap_intervals(labels, scores, groups, resamples=resamples, level=level, seed=seed)
+    return ci["auc"]
 
 
 def bootstrap_intervals(
