@@ -47,7 +47,8 @@ H264_TAGS = ("h264", "avc1")
 
 
 def load(paths: list[str]) -> list[dict]:
-    """Each file as {'path', 'machine', 'train', 'side_by_side', 'loader', 'predict'}."""
+    """Each file as {'path', 'machine', 'geometry', 'train', 'eval', 'side_by_side',
+    'loader', 'predict', 'loop', 'smoke'}; a section the file lacks is []."""
     docs = []
     for path in paths:
         try:
@@ -71,9 +72,11 @@ def load(paths: list[str]) -> list[dict]:
                 "machine": raw["machine"],
                 "geometry": raw.get("geometry"),
                 "train": raw.get("train", []),
+                "eval": raw.get("eval", []),
                 "side_by_side": side,
                 "loader": raw.get("loader", []),
                 "predict": predict,
+                "loop": raw.get("loop", []),
                 "smoke": bool(raw.get("smoke")),  # plan.py --smoke: tiny sizes, no result
             }
         )

@@ -62,6 +62,9 @@ def machine_info() -> dict[str, Any]:
         # Xeon in others, with loader rates 1.8x apart: CPU numbers compare
         # only within one model.
         "host_cpu_model": cpu_model(),
+        # A VM's model name can be generic ("Intel(R) Xeon(R) Processor") for
+        # CPU generations a bf16 or AMX kernel tells apart.
+        "host_cpu_id": cpu_id(),
         "host": platform.node(),
         "python": platform.python_version(),
         "jax": jax.__version__,
@@ -82,6 +85,26 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """'GenuineIntel family 6 model 207 stepping 2', or None where not on record."""
+    fields = {}
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("vendor_id", "cpu family", "model", "stepping"):
+                    fields.setdefault(key, value.strip())
+                elif not key:  # the first processor's block ends
+                    break
+    except OSError:
+        return None
+    if len(fields) < 4:
+        return None
+    return (f"{fields['vendor_id']} family {fields['cpu family']} model {fields['model']} "
+            f"stepping {fields['stepping']}")  # fmt: skip
 
 
 def write_json(path: str, data: dict) -> None:
