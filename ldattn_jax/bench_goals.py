@@ -48,7 +48,7 @@ H264_TAGS = ("h264", "avc1")
 
 def load(paths: list[str]) -> list[dict]:
     """Each file as {'path', 'machine', 'geometry', 'train', 'eval', 'side_by_side',
-    'loader', 'predict', 'loop', 'smoke'}; a section the file lacks is []."""
+    'loader', 'predict', 'loop', 'smoke', 'note'}; a section the file lacks is []."""
     docs = []
     for path in paths:
         try:
@@ -78,6 +78,9 @@ def load(paths: list[str]) -> list[dict]:
                 "predict": predict,
                 "loop": raw.get("loop", []),
                 "smoke": bool(raw.get("smoke")),  # plan.py --smoke: tiny sizes, no result
+                # A caveat written into the file afterwards (rows measured beside
+                # another job, superseded by a re-run): bench_diff prints it.
+                "note": raw.get("note"),
             }
         )
     return docs

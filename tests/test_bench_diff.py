@@ -116,7 +116,17 @@ def test_files_of_two_machines_on_one_side_are_refused(tmp_path, capsys):
     b = _write(tmp_path, "b.json", machine=dict(CPU, host_cpu_cores=8), train=[_train()])
     assert bench_diff.main(["--base", a, b, "--new", a]) == 2
     err = capsys.readouterr().err
-    assert "base files ran on different machines" in err and "a.json" in err and "b.json" in err
+    assert "base files ran on different machines (host_cpu_cores: a.json 2, b.json 8)" in err
+    # A field one file did not record is no conflict: the side has the recorded one.
+    c = _write(tmp_path, "c.json", machine=dict(CPU, host_cpu_id="GenuineIntel family 6 model 207"))
+    result = _run([a, c], [c])
+    assert result["same_machine"] and not result["unrecorded"]
+
+
+def test_a_files_note_is_printed(tmp_path):
+    base = _write(tmp_path, "a.json", train=[_train()], note="lda_st rows ran beside pytest")
+    new = _write(tmp_path, "b.json", train=[_train()])
+    assert "note in a.json: lda_st rows ran beside pytest" in bench_diff.render(_run([base], [new]))
 
 
 def test_smoke_runs_get_no_verdicts(tmp_path):
@@ -206,3 +216,15 @@ def test_cpu_id_reads_the_first_processor(tmp_path):
     info.write_text("processor\t: 0\nCPU implementer\t: 0x41\n")  # an Arm host: not on record
     assert cpu_id(str(info)) is None
     assert cpu_id(str(tmp_path / "missing")) is None
+
+
+def test_the_default_tolerance_follows_the_platform(tmp_path):
+    gpu = dict(CPU, platform="gpu", device_kind="NVIDIA H200")
+    for machine, default in ((CPU, 0.25), (gpu, 0.10)):
+        base = _write(tmp_path, "a.json", machine=machine, train=[_train()])
+        new = _write(tmp_path, "b.json", machine=machine, train=[_train(images_per_s=80.0)])
+        result = bench_diff.diff(bench_goals.load([base]), bench_goals.load([new]))
+        assert result["tolerance"] == default
+        key = ("lda_st batch=8 float32 62/56 stencils=True", "images_per_s")
+        # 0.8x: inside a CPU's 25%, outside an accelerator's 10%.
+        assert _verdicts(result)[key] == ("same" if machine is CPU else "WORSE")
