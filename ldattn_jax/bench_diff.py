@@ -29,7 +29,7 @@ scripts), 2 on unreadable input.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 from pathlib import Path
 
@@ -174,8 +174,8 @@ def diff(base_docs: list[dict], new_docs: list[dict], tolerance: float | None = 
     base_m, new_m = machine_of(base_docs, "base"), machine_of(new_docs, "new")
     if tolerance is None:
         tolerance = DEFAULT_TOLERANCE.get(new_m.get("platform"), OTHER_TOLERANCE)
-    if tolerance < 0:
-        raise ValueError(f"--tolerance {tolerance}: a fraction >= 0 (0.25 = 25%)")
+    if not (math.isfinite(tolerance) and tolerance >= 0):  # NaN compares False: all "same"
+        raise ValueError(f"--tolerance {tolerance}: a finite fraction >= 0 (0.25 = 25%)")
     # A field one run did not record (host_cpu_id before session 17) is unknown,
     # not different: it is named instead.
     unrecorded = [f for f in MACHINE_FIELDS if (base_m.get(f) is None) != (new_m.get(f) is None)]
@@ -287,11 +287,11 @@ def main(argv=None) -> int:
     try:
         result = diff(bench_goals.load(args.base), bench_goals.load(args.new), args.tolerance)
     except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"bench_diff: error: {e}", file=sys.stderr)
         return 2
     print(render(result))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if bench_goals.write_json_arg(args.json, result, "bench_diff"):
+        return 2
     worse = result["same_machine"] and any(r["verdict"] == "WORSE" for r in result["rows"])
     return 1 if worse else 0
 

@@ -46,6 +46,31 @@ GOAL_DEVICES = ("H100", "H200")
 H264_TAGS = ("h264", "avc1")
 
 
+# The fields the goals read from each row (a row with 'error' failed: exempt).
+REQUIRED = {
+    "train": ("variant", "batch", "dtype", "step_s", "images_per_s"),
+    "side_by_side": ("batch", "ratio", "ours", "timm"),
+    "loader": ("encoding", "workers"),
+    "predict": ("workers", "total_s", "decode_s", "model_s"),
+}
+
+
+def _check_layout(path: str, doc: dict) -> None:
+    """A ValueError naming the file and the section / row that is not a result's."""
+    hint = "is this a result of python -m ldattn_jax.benchmark?"
+    machine = doc["machine"]
+    if not isinstance(machine, dict) or "platform" not in machine:
+        raise ValueError(f"{path}: 'machine' is not a machine record (no 'platform'); {hint}")
+    for section in ("train", "eval", "side_by_side", "loader", "predict", "loop"):
+        rows = doc[section]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise ValueError(f"{path}: '{section}' is not a list of rows; {hint}")
+        for i, row in enumerate(rows):
+            missing = [k for k in REQUIRED.get(section, ()) if k not in row]
+            if missing and "error" not in row:
+                raise ValueError(f"{path}: {section}[{i}] lacks {missing}; {hint}")
+
+
 def load(paths: list[str]) -> list[dict]:
     """Each file as {'path', 'machine', 'geometry', 'train', 'eval', 'side_by_side',
     'loader', 'predict', 'loop', 'smoke', 'note'}; a section the file lacks is []."""
@@ -53,12 +78,12 @@ def load(paths: list[str]) -> list[dict]:
     for path in paths:
         try:
             raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: bad JSON, or not UTF-8 text
             raise ValueError(f"{path}: not a readable benchmark JSON ({e})") from e
         if not isinstance(raw, dict) or "machine" not in raw:
             raise ValueError(f"{path}: no 'machine' key; is this a benchmark result?")
         predict = raw.get("predict", [])
-        if isinstance(predict, dict):  # session 1's layout: one row, one extraction thread
+        if isinstance(predict, dict) and "workers" not in predict:  # session 1's: one thread
             predict = [dict(predict, workers=1)]
         side = list(raw.get("side_by_side", []))
         if "rows" in raw and "torch" in raw:  # torch_vs_jax.py's layout
@@ -83,6 +108,7 @@ def load(paths: list[str]) -> list[dict]:
                 "note": raw.get("note"),
             }
         )
+        _check_layout(path, docs[-1])
     return docs
 
 
@@ -331,8 +357,18 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(str(e))
     print(markdown(rows))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    return write_json_arg(args.json, rows, "bench_goals")
+
+
+def write_json_arg(path: str, data, prog: str) -> int:
+    """--json OUT: 0 once written (or not asked for), 2 with one line if OUT cannot be."""
+    if not path:
+        return 0
+    try:
+        Path(path).write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        print(f"{prog}: error: --json {path}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -17,7 +17,7 @@ CPU = {"platform": "cpu", "device_kind": "cpu", "device_count": 1, "process_coun
 
 def _train(variant="lda_st", batch=8, dtype="float32", **measured):
     row = {"variant": variant, "batch": batch, "dtype": dtype, "geometry": "62/56",
-           "images_per_s": 100.0, "compile_s": 10.0, "step_memory_bytes": 2**30,
+           "images_per_s": 100.0, "step_s": 0.08, "compile_s": 10.0, "step_memory_bytes": 2**30,
            "peak_device_memory_bytes": None}  # fmt: skip
     return dict(row, **measured)
 
@@ -228,3 +228,44 @@ def test_the_default_tolerance_follows_the_platform(tmp_path):
         key = ("lda_st batch=8 float32 62/56 stencils=True", "images_per_s")
         # 0.8x: inside a CPU's 25%, outside an accelerator's 10%.
         assert _verdicts(result)[key] == ("same" if machine is CPU else "WORSE")
+
+
+def test_input_that_is_no_result_is_refused_naming_file_and_row(tmp_path, capsys):
+    good = _write(tmp_path, "good.json", train=[_train()])
+    cases = {
+        "binary.json": b"\xff\xfe{",
+        "machine_int.json": json.dumps({"machine": 5}).encode(),
+        "train_dict.json": json.dumps({"machine": CPU, "train": {"a": 1}}).encode(),
+        "no_variant.json": json.dumps({"machine": CPU, "train": [{"batch": 8}]}).encode(),
+    }
+    says = {
+        "binary.json": "binary.json: not a readable benchmark JSON",
+        "machine_int.json": "machine_int.json: 'machine' is not a machine record",
+        "train_dict.json": "train_dict.json: 'train' is not a list of rows",
+        "no_variant.json": "no_variant.json: train[0] lacks ['variant'",
+    }
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert bench_diff.main(["--base", good, "--new", str(tmp_path / name)]) == 2
+        assert says[name] in capsys.readouterr().err
+    # A failed row needs none of them: it carries its error instead.
+    failed = _write(tmp_path, "failed.json", train=[{"variant": "x", "batch": 8, "error": "OOM"}])
+    assert bench_goals.load([failed])[0]["train"][0]["error"] == "OOM"
+
+
+def test_a_nan_tolerance_is_refused(tmp_path, capsys):
+    # NaN compares False both ways: every change would read "same".
+    base = _write(tmp_path, "a.json", train=[_train()])
+    for bad in ("nan", "inf", "-0.1"):
+        assert bench_diff.main(["--base", base, "--new", base, "--tolerance", bad]) == 2
+        assert "a finite fraction >= 0" in capsys.readouterr().err
+
+
+def test_a_json_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    base = _write(tmp_path, "a.json", train=[_train()])
+    for out in (tmp_path / "no" / "such" / "x.json", tmp_path):
+        assert bench_diff.main(["--base", base, "--new", base, "--json", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"bench_diff: error: --json {out}: cannot write")
+        assert bench_goals.main([base, "--json", str(out)]) == 2
+        assert capsys.readouterr().err.startswith(f"bench_goals: error: --json {out}")
