@@ -191,7 +191,16 @@ def test_ablation_cli_end_to_end(tmp_path):
     cfg1 = json.loads((out / "seed1" / "train_lda_spatial" / "config.json").read_text())
     assert cfg1["seed"] == 1
     assert doc["aggregate"]["lda_spatial"]["video_auc_all"]["n"] == 2
-    assert "| lda_spatial | 2 |" in (out / "ablation" / "ablation.md").read_text()
+    md = (out / "ablation" / "ablation.md").read_text()
+    assert "| lda_spatial | 2 |" in md
+    # The table reads the same paired tests the JSON holds (computed once).
+    (step,) = doc["order"]["video_auc_all"]["steps"]
+    assert (step["lower"], step["higher"], step["seeds"]) == ("xception", "lda_spatial", 2)
+    if step["mean_diff"] is not None:
+        assert (
+            f"xception -> lda_spatial {step['mean_diff']:+.3f}, higher in "
+            f"{step['seeds_agreeing']}/2 seeds"
+        ) in md
 
 
 def test_each_seed_is_trained_apart_and_scored_on_the_heldout_build(tmp_path, monkeypatch):
