@@ -246,6 +246,45 @@ def _resolve_step(manager: ocp.CheckpointManager, which, workdir) -> int:
     return step
 
 
+class CheckpointMismatchError(ValueError):
+    """The checkpoint holds another network than the config builds."""
+
+
+def _param_shapes(tree) -> dict[str, tuple]:
+    """{'backbone/conv1/kernel': shape}: a restore target's or a checkpoint's leaves."""
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {
+        "/".join(str(getattr(k, "key", k)) for k in path): tuple(getattr(leaf, "shape", ()))
+        for path, leaf in leaves
+    }
+
+
+def check_same_model(saved: dict[str, tuple], wanted: dict[str, tuple], where: str, name: str):
+    """Refuses a restore of ``wanted`` from ``saved`` unless both hold the same
+    parameters at the same shapes. A partial restore reads any subset silently:
+    an xception config would restore an lda_st checkpoint's backbone and score
+    as a model that was never trained."""
+    extra = sorted(saved.keys() - wanted.keys())
+    missing = sorted(wanted.keys() - saved.keys())
+    shape = [f"{k} {saved[k]} vs {wanted[k]}" for k in sorted(wanted.keys() & saved.keys())
+             if saved[k] != wanted[k]]  # fmt: skip
+    if not (extra or missing or shape):
+        return
+    parts = [
+        f"{len(v)} {what} (e.g. {', '.join(v[:2])})"
+        for v, what in (
+            (extra, "parameters only in the checkpoint"),
+            (missing, f"only in model.name={name}"),
+            (shape, "of other shapes, checkpoint vs config"),
+        )
+        if v
+    ]
+    raise CheckpointMismatchError(
+        f"{where} holds another network than this config's model ({'; '.join(parts)}): "
+        "use the run's own config (WORKDIR/config.json, no --config.model.* overrides)"
+    )
+
+
 def restore_for_inference(config, workdir, which="best"):
     """(model in eval mode, step) from WORKDIR/checkpoints; `which` = 'best' | 'latest' | int.
 
@@ -269,6 +308,14 @@ def restore_for_inference(config, workdir, which="best"):
                 a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device)
             ),
             nnx.to_pure_dict(abstract_state),
+        )
+        saved = manager.item_metadata(step)["state"]
+        saved = getattr(saved, "tree", saved)
+        check_same_model(
+            _param_shapes(saved["0"] if "0" in saved else saved[0]),
+            _param_shapes(target),
+            f"checkpoint step {step} of {workdir}",
+            config.model.name,
         )
         # Partial restore: only the model (item 0 of the (model, optimizer) state).
         restored = manager.restore(

@@ -258,6 +258,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def flat_values(config: ml_collections.ConfigDict) -> dict:
+    """{'model.name': 'lda_st', ...}: a config's leaves by dotted key, as its JSON has them."""
+    return _flat(json.loads(config.to_json()))
+
+
 def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> list[str]:
     """Compares `config` with the config.json a workdir was trained with.
 
@@ -275,7 +280,7 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     if not path.exists():
         return []
     old = _flat(json.loads(path.read_text()))
-    new = _flat(json.loads(config.to_json()))
+    new = flat_values(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     model = [k for k in changed if k.startswith("model.")]
     if model:

@@ -30,8 +30,15 @@ def run_name(
     if dtype:
         name += f"_{dtype}"
     if threshold is not None:
-        name += f"_t{threshold:.6g}"
+        name += f"_t{threshold_text(threshold)}"
     return name
+
+
+def threshold_text(threshold: float) -> str:
+    """The shortest text that reads back as the same float. A rounded one
+    (0.451463 for 0.45146312) would name two thresholds' results alike and,
+    copied into --threshold, apply another threshold than the one printed."""
+    return repr(float(threshold))
 
 
 def of_other_data(name: str) -> bool:

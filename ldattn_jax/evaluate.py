@@ -41,30 +41,66 @@ META_FIELDS = ("label", "dataset", "compression", "method", "video_id", "frame_i
 EVAL_FIELDS = (*META_FIELDS, "frames", "mask", "has_mask")
 
 
+# What --config / --config.* may not change in a run's config: the network its
+# checkpoints hold (a model that is a subset of it restores without a word and
+# scores as another model), the compute dtype (--dtype names its results apart)
+# and the shards that count as the run's own (--data names other builds apart).
+_RUN_KEYS = ("model.", "data.dir")
+
+
 def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
-    """The run's config: ``config_path`` (+ overrides) or ``WORKDIR/config.json``.
+    """The run's config: ``WORKDIR/config.json`` or ``config_path``, + overrides.
 
     train.py writes the resolved config to the workdir, so a workdir alone is
-    enough to rebuild the model exactly as it was trained.
+    enough to rebuild the model exactly as it was trained. Where it has one,
+    ``config_path`` and the overrides may change only what the run did not
+    fix (batch size, mesh, loader threads): a ConfigError names the others.
     """
-    import ml_collections
+    from ldattn_jax.config_utils import ConfigError, apply_overrides, flat_values, load_config
 
-    if config_path:
-        from ldattn_jax.config_utils import load_config
-
-        return load_config(config_path, overrides)
     path = os.path.join(workdir, "config.json")
-    if not os.path.isfile(path):
+    run = _read_run_config(path) if os.path.isfile(path) else None
+    if config_path:
+        config = load_config(config_path, overrides)
+    elif run is None:
         raise FileNotFoundError(
             f"{path} not found: pass --config CFG, or a --workdir written by ldattn_jax.train"
         )
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
-    if overrides:
-        from ldattn_jax.config_utils import apply_overrides
-
-        config = apply_overrides(config, overrides)
+    else:
+        # On a copy: apply_overrides changes its argument, and `run` is the reference.
+        config = apply_overrides(run.copy_and_resolve_references(), overrides)
+    if run is not None:
+        old, new = flat_values(run), flat_values(config)
+        changed = sorted(
+            k for k in old.keys() | new.keys()
+            if k.startswith(_RUN_KEYS) and old.get(k) != new.get(k)
+        )  # fmt: skip
+        if changed:
+            diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+            raise ConfigError(
+                f"--config/--config.* change what {path} was trained with ({diffs}); its "
+                "checkpoints hold that model. Drop them: the workdir alone rebuilds the run "
+                "(--data for other shards, --dtype for another compute dtype)"
+            )
     return config
+
+
+def _read_run_config(path: str):
+    import ml_collections
+
+    from ldattn_jax.config_utils import ConfigError
+
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e}); it is the run's resolved config") from e
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        raise ConfigError(
+            f"{path}: not a config written by ldattn_jax.train (no 'model' section); pass "
+            "the --workdir of a training run"
+        )
+    return ml_collections.ConfigDict(doc)
 
 
 def with_compute_dtype(config, dtype: str | None):
@@ -243,15 +279,15 @@ def evaluate(
     figures_per_class: int = 2,
     progress: bool = True,
     dtype: str | None = None,
-    threshold: float | str = metrics_lib.DEFAULT_THRESHOLD,
+    threshold: float | str | None = None,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
     ``dtype`` computes in another dtype than the run was trained in (see
     `with_compute_dtype`); its results go to their own directory, suffixed
     with the dtype. ``threshold``: the decision threshold of ACC and the
-    confusion matrices (e.g. a validation split's ``eer_threshold``), or
-    ``"val"`` to read that from this checkpoint's val evaluation (`thresholds`);
+    confusion matrices (e.g. a validation split's ``eer_threshold``; None: 0.5),
+    or ``"val"`` to read that from this checkpoint's val evaluation (`thresholds`);
     results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
@@ -438,11 +474,14 @@ def summary_lines(doc: dict) -> list[str]:
         # The offset of a well-ranked model shows here; the threshold is only
         # honest on data other than that it was chosen on.
         use = (
-            f"pass --threshold {t:.6g} (or --threshold val) to evaluate test or to predict"
+            f"pass --threshold {eval_names.threshold_text(t)} (or --threshold val) to evaluate "
+            "test or to predict"
             if doc["split"] == "val"
             else "to apply one, choose it on val: evaluate --split val"
         )
-        lines.append(f"video-level EER threshold of this split: {t:.6g} ({use})")
+        lines.append(
+            f"video-level EER threshold of this split: {eval_names.threshold_text(t)} ({use})"
+        )
     dc = doc.get("defect_capture") or {}
     for module, d in (dc.get("modules") or {}).items():
         a = d["all"]
@@ -480,6 +519,17 @@ def local_workdir(parser: argparse.ArgumentParser, workdir: str) -> str:
     return os.path.abspath(workdir)
 
 
+def positive_int(text: str) -> int:
+    """argparse type of counts (--batch_size): 0 or -3 would be read as 'default' or 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
+    return value
+
+
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     from ldattn_jax.models.lda import COMPUTE_DTYPES
 
@@ -501,7 +551,7 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
     p.add_argument("--split", default="test", help="test | val | train | NAME+NAME (pooled) | all")
     p.add_argument("--data", default=None, help="shard dir; default config.data.dir")
-    p.add_argument("--batch_size", type=int, default=None)
+    p.add_argument("--batch_size", type=positive_int, default=None)
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
@@ -530,7 +580,7 @@ def main(argv=None) -> int:
         # as train and predict print them, not a traceback.
         text = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"evaluate: error: {text}", file=sys.stderr)
-        return 1
+        return 2
     print("\n".join(summary_lines(out["metrics"])))
     print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}\ncalibration: {out['calibration']}")
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")

@@ -43,9 +43,10 @@ from ldattn_jax.evaluate import (
     add_dtype_argument,
     load_run_config,
     local_workdir,
+    positive_int,
     with_compute_dtype,
 )
-from ldattn_jax.metrics import DEFAULT_THRESHOLD, to_jsonable
+from ldattn_jax.metrics import to_jsonable
 from ldattn_jax.predict_journal import Journal, run_key
 
 # A video scored from fewer key frames than this (or than --frames_per_video, if
@@ -123,7 +124,7 @@ def predict_videos(
     checkpoint: str | int = "best",
     frames_per_video: int = 32,
     heatmaps: bool = False,
-    threshold: float | str = DEFAULT_THRESHOLD,
+    threshold: float | str | None = None,
     batch_size: int | None = None,
     workers: int | None = None,
     dtype: str | None = None,
@@ -430,16 +431,6 @@ def _face_rows(row: dict) -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 1")
-    return value
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ldattn_jax.predict", description="Score videos as real or fake."
@@ -448,12 +439,12 @@ def main(argv=None) -> int:
     p.add_argument("--workdir", required=True, help="training workdir (config.json, checkpoints/)")
     p.add_argument("--out", default=None, help="output dir; default WORKDIR/predict")
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
-    p.add_argument("--frames_per_video", type=_positive, default=32)
+    p.add_argument("--frames_per_video", type=positive_int, default=32)
     p.add_argument("--heatmaps", action="store_true", help="write attention overlays (PNG)")
-    p.add_argument("--batch_size", type=_positive, default=None)
+    p.add_argument("--batch_size", type=positive_int, default=None)
     p.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=None,
         help="threads for decode + dlib (default: all cores)",
     )
@@ -474,6 +465,9 @@ def main(argv=None) -> int:
     thresholds.add_threshold_argument(p)
     args = p.parse_args(argv)
     args.workdir = local_workdir(p, args.workdir)
+    from ldattn_jax.checkpointing import CheckpointMismatchError
+    from ldattn_jax.config_utils import ConfigError
+
     if not os.path.isfile(os.path.join(args.workdir, "config.json")):
         print(f"predict: error: {args.workdir} has no config.json: pass as --workdir the "
               "directory a training run wrote (python -m ldattn_jax.train --workdir)",
@@ -496,9 +490,12 @@ def main(argv=None) -> int:
             faces=args.faces,
             threshold=args.threshold,
         )
-    except (FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError) as e:
+    except (
+        FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError,
+        ConfigError, CheckpointMismatchError,
+    ) as e:  # fmt: skip
         # The run cannot start (no checkpoint, --out a file, no val result for
-        # --threshold val): one line, not a traceback.
+        # --threshold val, a broken config.json): one line, not a traceback.
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
     for s in report["skipped"]:

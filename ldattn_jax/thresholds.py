@@ -50,7 +50,7 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threshold",
         type=parse_threshold,
-        default=metrics_lib.DEFAULT_THRESHOLD,
+        default=None,  # None: the default, recorded as such; a given 0.5 is "given"
         help="call a video (frame) fake when its fake probability is above this (default "
         "0.5); 'val': the video-level EER threshold that evaluate --split val found for the "
         "same checkpoint and dtype (docs/evaluation.md)",
@@ -76,6 +76,7 @@ def val_eer_threshold(
     )
     found: dict[str, float | None] = {}
     stale = []
+    unreadable = []  # evaluate's metrics.json files cut short or of an older layout
     fingerprint = None
     if data_dir and os.path.isdir(data_dir):
         fingerprint = metrics_lib.shards_fingerprint(data_dir)
@@ -93,9 +94,17 @@ def val_eer_threshold(
                 continue
             value = doc["video"]["eer_threshold"]
             sha = doc["shards_sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not one of evaluate's documents (or cut short): not a val result
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            # Cut short, or written by an older version: it may be the val
+            # result asked for, so a refusal names it rather than "none found".
+            unreadable.append(f"{os.path.relpath(path, workdir)} ({type(e).__name__}: {e})")
+            continue
         rel = os.path.relpath(path, workdir)
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise ThresholdError(
+                f"--threshold val: {path} gives video.eer_threshold = {value!r}, not a "
+                f"probability in [0, 1]; remove that directory and run again: {rerun}"
+            )
         if fingerprint is not None and sha != fingerprint:
             stale.append(rel)
         else:
@@ -107,6 +116,8 @@ def val_eer_threshold(
             else f"no {val_split} evaluation of checkpoint step {step} in {compute_dtype} under "
             f"{os.path.join(workdir, 'eval')}"
         )
+        if unreadable:
+            why += f" (unreadable, so not used: {'; '.join(unreadable[:3])})"
         raise FileNotFoundError(f"--threshold val: {why}; run first: {rerun}")
     values = set(found.values())
     if None in values:
@@ -125,26 +136,37 @@ def val_eer_threshold(
 
 
 def resolve(
-    threshold: float | str, config, workdir: str, step: int, *, splits: tuple[str, ...] = ()
+    threshold: float | str | None,
+    config,
+    workdir: str,
+    step: int,
+    *,
+    splits: tuple[str, ...] = (),
 ) -> tuple[float, str]:
     """(threshold, source) for ``--threshold``'s value once checkpoint ``step`` is known.
 
-    ``config``: the run's, at the compute dtype in use. source: "default",
-    "given", or the val metrics.json it was read from. ``splits``: what is
-    being evaluated; ``val`` is refused on val itself (a threshold chosen on
-    the data it is measured on flatters its ACC).
+    ``threshold`` None: the default. ``config``: the run's, at the compute
+    dtype in use. source: "default", "given" (any number passed, 0.5 too), or
+    the val metrics.json it was read from. ``splits``: what is being
+    evaluated; ``val`` is refused on val itself (a threshold chosen on the
+    data it is measured on flatters its ACC).
     """
+    if threshold is None:
+        return metrics_lib.DEFAULT_THRESHOLD, DEFAULT_SOURCE
     if threshold != VAL:
-        threshold = float(threshold)
-        same = threshold == metrics_lib.DEFAULT_THRESHOLD
-        return threshold, DEFAULT_SOURCE if same else GIVEN_SOURCE
+        return float(threshold), GIVEN_SOURCE
     data = config.get("data") or {}
     # The split training chose its checkpoints on (config.data.val_split).
     val_split = data.get("val_split") or VAL
     if val_split in splits:
+        which = (
+            f"the {val_split} split itself"
+            if len(splits) == 1
+            else f"{'+'.join(splits)}, which pools the {val_split} split"
+        )
         raise ThresholdError(
-            f"--threshold val on the {val_split} split itself would measure ACC at a threshold "
-            "chosen on the same videos; evaluate another split with it, or pass --threshold P"
+            f"--threshold val on {which} would measure ACC at a threshold chosen on the "
+            "same videos; evaluate another split with it, or pass --threshold P"
         )
     dtype = str(config.model.dtype)
     return val_eer_threshold(workdir, step, dtype, data.get("dir") or None, val_split)
@@ -155,4 +177,4 @@ def describe(threshold: float, source: str) -> str:
     how = {DEFAULT_SOURCE: "default", GIVEN_SOURCE: "--threshold"}.get(
         source, f"--threshold val: the video-level EER threshold of {source}"
     )
-    return f"threshold {threshold:.6g} ({how})"
+    return f"threshold {eval_names.threshold_text(threshold)} ({how})"

@@ -134,9 +134,36 @@ def test_evaluate_errors_are_one_line_that_names_the_cause(run, tmp_path, capsys
         evaluate.main(["--workdir", wd, "--config.nope=1"])
     assert e.value.code == 2 and "'nope'" in capsys.readouterr().err
     for args, says in ((["--split", "nosuch"], "nosuch"), (["--checkpoint", "7"], "7")):
-        assert evaluate.main(["--workdir", wd, "--no_progress", *args]) == 1
+        assert evaluate.main(["--workdir", wd, "--no_progress", *args]) == 2
         err = capsys.readouterr().err
         assert err.startswith("evaluate: error: ") and says in err and "Traceback" not in err
+    for bad in ("0", "-3"):
+        with pytest.raises(SystemExit) as e:
+            evaluate.main(["--workdir", wd, "--batch_size", bad])
+        assert e.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_refuses_another_model_than_the_checkpoints(run, capsys):
+    # An xception is a subset of the lda_st run's parameters: restored as it
+    # was, it scored as a model never trained and overwrote the run's results.
+    wd = str(run["workdir"])
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", wd, "--config.model.name=xception"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "model.name: 'lda_st' -> 'xception'" in err
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--workdir", wd, "--config", CONFIG, "--config.data.dir=/elsewhere"])
+    assert e.value.code == 2 and "data.dir" in capsys.readouterr().err
+    # Without the run's config.json to compare with, the checkpoint itself refuses.
+    from ldattn_jax.checkpointing import CheckpointMismatchError, restore_for_inference
+
+    config = evaluate.load_run_config(wd)
+    config.model.name = "xception"
+    with pytest.raises(CheckpointMismatchError, match="parameters only in the checkpoint"):
+        restore_for_inference(config, wd)
+    # What the run did not fix may change: a batch size.
+    assert evaluate.load_run_config(wd, overrides=["--config.batch_size=4"]).batch_size == 4
 
 
 @pytest.mark.slow
@@ -147,15 +174,15 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
     with open(os.path.join(val_dir, "metrics.json")) as f:
         t = json.load(f)["video"]["eer_threshold"]
     assert 0.0 <= t <= 1.0
-    assert f"--threshold {t:.6g}" in capsys.readouterr().out
+    assert f"--threshold {t!r}" in capsys.readouterr().out  # exact: it is to be copied
     # --threshold val reads it from there; val on val itself is refused.
     assert (
         evaluate.main(["--workdir", wd, "--no_progress", "--split", "val", "--threshold", "val"])
-        == 1
+        == 2
     )
     assert "val split itself" in capsys.readouterr().err
     assert evaluate.main(["--workdir", wd, "--no_progress", "--threshold", "val"]) == 0
-    (out_dir,) = glob.glob(os.path.join(wd, "eval", f"synthetic_test_*_t{t:.6g}"))
+    (out_dir,) = glob.glob(os.path.join(wd, "eval", f"synthetic_test_*_t{t!r}"))
     try:
         with open(os.path.join(out_dir, "metrics.json")) as f:
             assert (
@@ -174,7 +201,7 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
         assert doc["threshold"] == t and doc["video"]["acc"] == pytest.approx(sum(called) / 10)
         fp = sum(float(v["score"]) > t for v in videos if v["label"] == "0")
         assert doc["video"]["confusion_matrix"][0][1] == fp
-        assert f"ACC at threshold {t:.6g}" in capsys.readouterr().out
+        assert f"ACC at threshold {t!r}" in capsys.readouterr().out
     finally:
         shutil.rmtree(out_dir)  # other tests find the test split's one directory
     for bad in ("1.5", "x"):

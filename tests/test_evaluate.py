@@ -31,6 +31,30 @@ def test_missing_run_config_says_what_to_pass(tmp_path):
         evaluate.load_run_config(str(tmp_path))
 
 
+def test_a_broken_run_config_is_named(tmp_path):
+    from ldattn_jax.config_utils import ConfigError
+
+    path = tmp_path / "config.json"
+    for text, says in (('{"model": {"na', "unreadable"), ("[1]", "no 'model' section")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=says) as e:
+            evaluate.load_run_config(str(tmp_path))
+        assert str(path) in str(e.value)
+
+
+def test_a_checkpoint_of_another_network_is_refused():
+    from ldattn_jax.checkpointing import CheckpointMismatchError, check_same_model
+
+    saved = {"backbone/conv1/kernel": (3, 3, 3, 32), "spatial/template": (1, 16)}
+    check_same_model(saved, dict(saved), "ckpt", "lda_st")  # the same: no error
+    with pytest.raises(CheckpointMismatchError, match="1 parameters only in the checkpoint"):
+        check_same_model(saved, {"backbone/conv1/kernel": (3, 3, 3, 32)}, "ckpt", "xception")
+    with pytest.raises(CheckpointMismatchError, match="only in model.name=lda_st"):
+        check_same_model({"backbone/conv1/kernel": (3, 3, 3, 32)}, saved, "ckpt", "lda_st")
+    with pytest.raises(CheckpointMismatchError, match=r"\(1, 16\) vs \(1, 32\)"):
+        check_same_model(saved, {**saved, "spatial/template": (1, 32)}, "ckpt", "lda_st")
+
+
 def test_score_csvs_read_back_the_exact_scores(tmp_path):
     # Confident frames sit within 1e-7 of 1: a fixed-decimals CSV ties them and
     # an AUC recomputed from the file would not be metrics.json's.

@@ -267,6 +267,12 @@ def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkey
     assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "o"), clip]) == 2
     err = capsys.readouterr().err
     assert "checkpoints does not exist" in err and "Traceback" not in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model": {"na')  # cut short
+    assert predict.main(["--workdir", str(broken), "--out", str(tmp_path / "o"), clip]) == 2
+    err = capsys.readouterr().err
+    assert f"{broken / 'config.json'}: unreadable" in err and "Traceback" not in err
     for flag, value in (
         ("--frames_per_video", "0"),
         ("--workers", "-1"),

@@ -61,6 +61,34 @@ def test_val_says_which_command_makes_what_is_missing(tmp_path):
     assert f"evaluate --workdir {wd} --split val --checkpoint 7 --dtype bfloat16" in msg
 
 
+def test_val_refuses_a_threshold_that_is_no_probability(tmp_path):
+    for i, bad in enumerate((5.0, -0.2, "abc", [0.3])):
+        wd = tmp_path / f"run{i}"
+        _val_doc(wd, "synthetic_val_7", eer=bad)
+        with pytest.raises(thresholds.ThresholdError) as e:
+            thresholds.val_eer_threshold(str(wd), 7, "float32")
+        assert f"video.eer_threshold = {bad!r}, not a probability in [0, 1]" in str(e.value)
+        assert "synthetic_val_7/metrics.json" in str(e.value)
+
+
+def test_an_unreadable_val_result_is_named_not_ignored(tmp_path):
+    wd = tmp_path / "run"
+    (wd / "eval" / "synthetic_val_7").mkdir(parents=True)
+    (wd / "eval" / "synthetic_val_7" / "metrics.json").write_text('{"split": "val", "chec')
+    with pytest.raises(FileNotFoundError) as e:
+        thresholds.val_eer_threshold(str(wd), 7, "float32")
+    assert "unreadable, so not used: eval/synthetic_val_7/metrics.json (JSONDecodeError" in str(
+        e.value
+    )
+
+
+def test_the_argument_defaults_to_none_so_a_given_half_is_told_apart():
+    p = argparse.ArgumentParser()
+    thresholds.add_threshold_argument(p)
+    assert p.parse_args([]).threshold is None
+    assert p.parse_args(["--threshold", "0.5"]).threshold == 0.5
+
+
 def test_val_refuses_a_stale_build_disagreeing_results_and_a_one_class_val(tmp_path):
     data = tmp_path / "shards"
     data.mkdir()
@@ -87,10 +115,14 @@ def test_resolve_names_the_source_and_refuses_val_on_val(tmp_path):
     wd = tmp_path / "run"
     rel = _val_doc(wd, "synthetic_val_7")
     config = ml_collections.ConfigDict({"model": {"dtype": "float32"}})
-    assert thresholds.resolve(0.5, config, str(wd), 7) == (0.5, "default")
+    assert thresholds.resolve(None, config, str(wd), 7) == (0.5, "default")
+    # A number on the command line was chosen, 0.5 too: "given".
+    assert thresholds.resolve(0.5, config, str(wd), 7) == (0.5, "given")
     assert thresholds.resolve(0.4, config, str(wd), 7) == (0.4, "given")
     assert thresholds.resolve("val", config, str(wd), 7, splits=("test",)) == (0.37, rel)
     with pytest.raises(ValueError, match="val split itself"):
+        thresholds.resolve("val", config, str(wd), 7, splits=("val",))
+    with pytest.raises(ValueError, match=r"on train\+val, which pools the val split"):
         thresholds.resolve("val", config, str(wd), 7, splits=("train", "val"))
     assert "EER threshold of eval/synthetic_val_7/metrics.json" in thresholds.describe(0.37, rel)
     # A run that chose its checkpoints on another split reads that split's result.
