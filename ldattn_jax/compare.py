@@ -6,7 +6,9 @@ A and B are evaluate output directories (RUN/eval/<dataset>_<split>_<step>/)
 or CSV files of another tool's scores of the same videos, with the columns
 video_id, label (1 = fake), score (P(fake)), and frame_index for --level
 frame. Rows are matched by video id (and frame index), never by order; both
-must hold the same videos with the same labels.
+must hold the same videos with the same labels. A CSV is UTF-8 (Excel's
+byte-order mark is fine), its labels 0 or 1; a bad row is refused naming its
+file and line, and bad input exits 2.
 
 Two AUCs with overlapping intervals may still differ: both detectors meet the
 same hard and easy videos, and a paired bootstrap (the same resamples for
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import sys
@@ -38,6 +41,78 @@ class CompareError(ValueError):
     """The two score sets cannot be compared; the message says why and what to do."""
 
 
+def out_file_problem(path: str, example: str) -> str | None:
+    """Why ``--json path`` cannot be written, or None; checked before the work
+    is done, so that a typo in the path does not cost the run."""
+    if os.path.isdir(path):
+        return f"--json {path} is a directory: name a file, e.g. {os.path.join(path, example)}"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return (
+            f"--json {path}: the folder {folder} does not exist; create it or name a file "
+            "in an existing folder"
+        )
+    return None
+
+
+def _read_text(path: str) -> str:
+    """The CSV's text. utf-8-sig: Excel saves a byte-order mark first, which
+    would otherwise become part of the first column's name."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise CompareError(f"{path} cannot be read ({e.strerror})") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CompareError(
+            f"{path}:{line}: not UTF-8 text (byte {data[e.start]:#04x}): save the CSV as UTF-8"
+        ) from None
+
+
+def _number(row: dict, column: str, where: str) -> float:
+    try:
+        return float(row[column])
+    except ValueError:
+        raise CompareError(f"{where}: {column} {row[column]!r} is not a number") from None
+
+
+def _label(row: dict, where: str) -> int:
+    """0 or 1; 1.0 too (another tool may write floats), not 0.5, 2 or -1."""
+    value = _number(row, "label", where)
+    if value not in (0.0, 1.0):
+        raise CompareError(
+            f"{where}: label {row['label']!r} is neither 0 (real) nor 1 (fake): write each "
+            "video's true class, not a score"
+        )
+    return int(value)
+
+
+def _frame(row: dict, where: str) -> str:
+    """The frame index as text: 12 and 12.0 are one frame (another tool's
+    CSV may write either); 12.5 is none."""
+    value = _number(row, "frame_index", where)
+    if not value.is_integer():
+        raise CompareError(f"{where}: frame_index {row['frame_index']!r} is not a whole number")
+    return str(int(value))
+
+
+def _entry(row: dict, level: str, width: int, where: str) -> tuple[tuple, tuple[int, float]]:
+    """(key, (label, score)) of one CSV row of a header ``width`` fields wide."""
+    # csv fills a short row's missing fields with None and keys a long row's
+    # extra ones under None.
+    if None in row or None in row.values():
+        n = sum(v is not None for k, v in row.items() if k is not None)
+        n += len(row.get(None) or ())
+        raise CompareError(f"{where}: the row has {n} field(s), the header {width}")
+    if not row["video_id"].strip():
+        raise CompareError(f"{where}: the video_id is empty; every row needs its video's id")
+    frame = (_frame(row, where),) if level == "frame" else ()
+    return (row["video_id"], *frame), (_label(row, where), _number(row, "score", where))
+
+
 def read_scores(path: str, level: str) -> dict[tuple, tuple[int, float]]:
     """{key: (label, score)} of an evaluate directory or a CSV; key = (video_id,) or
     (video_id, frame_index)."""
@@ -45,28 +120,28 @@ def read_scores(path: str, level: str) -> dict[tuple, tuple[int, float]]:
         path = os.path.join(path, EVAL_FILE[level])
     if not os.path.isfile(path):
         raise CompareError(f"{path} not found: pass an evaluate output directory or a CSV file")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in NEEDED[level] if c not in (reader.fieldnames or [])]
-        if missing:
+    if path.lower().endswith(".json"):  # metrics.json holds no per-video scores
+        raise CompareError(
+            f"{path} is JSON: pass the evaluate directory or its scores CSV "
+            f"({EVAL_FILE['video']}, or {EVAL_FILE['frame']} for --level frame)"
+        )
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    fields = reader.fieldnames or []
+    missing = [c for c in NEEDED[level] if c not in fields]
+    if missing:
+        raise CompareError(
+            f"{path} lacks the column(s) {missing} that --level {level} needs "
+            f"({', '.join(NEEDED[level])})"
+        )
+    out = {}
+    for line, row in enumerate(reader, start=2):
+        key, value = _entry(row, level, len(fields), f"{path}:{line}")
+        if key in out:
+            hint = " (one row per frame? pass --level frame)" if level == "video" else ""
             raise CompareError(
-                f"{path} lacks the column(s) {missing} that --level {level} needs "
-                f"({', '.join(NEEDED[level])})"
+                f"{path}:{line}: {'/'.join(key)} appears twice; ids must be unique{hint}"
             )
-        out = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                value = (int(float(row["label"])), float(row["score"]))
-                # 12 and 12.0 are one frame (another tool's CSV may write either).
-                frame = (str(int(float(row["frame_index"]))),) if level == "frame" else ()
-            except ValueError:
-                raise CompareError(
-                    f"{path}:{line}: label, score or frame_index of {row} is not a number"
-                ) from None
-            key = (row["video_id"], *frame)
-            if key in out:
-                raise CompareError(f"{path}:{line}: {key} appears twice; ids must be unique")
-            out[key] = value
+        out[key] = value
     if not out:
         raise CompareError(f"{path} has no rows")
     return out
@@ -161,16 +236,26 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
     try:
+        problem = args.json and out_file_problem(args.json, "compare.json")
+        if problem:
+            raise CompareError(problem)
         result = compare(args.a, args.b, args.level)
+        print(format_result(result))
+        if args.json:
+            _write_json(args.json, result)
     except CompareError as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
-    print(format_result(result))
-    if args.json:
-        with open(args.json, "w") as f:
+    return 0
+
+
+def _write_json(path: str, result: dict) -> None:
+    try:
+        with open(path, "w") as f:
             json.dump(result, f, indent=2, allow_nan=False)
             f.write("\n")
-    return 0
+    except OSError as e:
+        raise CompareError(f"--json {path} cannot be written ({e.strerror})") from None
 
 
 if __name__ == "__main__":

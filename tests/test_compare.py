@@ -128,3 +128,71 @@ def test_scores_of_different_videos_or_labels_are_refused(tmp_path, capsys):
     _ids_csv(b, range(6), score=3.0)
     assert compare.main([a, b]) == 2
     assert "probabilities in [0, 1]" in capsys.readouterr().err
+
+
+def _lines(path, text, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("v0,0,0.1\nv1\n", ":3: the row has 1 field(s), the header 3"),
+        ("v0,0,0.1\nv1,1,0.9,7\n", ":3: the row has 4 field(s), the header 3"),
+        ("v0,0,0.1\nv1,0.5,0.9\n", ":3: label '0.5' is neither 0 (real) nor 1 (fake)"),
+        ("v0,0,0.1\n,1,0.9\n", ":3: the video_id is empty"),
+        ("v0,0,0.1\nv1,1,high\n", ":3: score 'high' is not a number"),
+    ],
+)
+def test_a_bad_row_is_named_by_file_and_line(tmp_path, capsys, body, why):
+    good = _lines(tmp_path / "a.csv", "video_id,label,score\nv0,0,0.1\nv1,1,0.9\n")
+    bad = _lines(tmp_path / "b.csv", "video_id,label,score\n" + body)
+    assert compare.main([good, bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"compare: error: {bad}{why}") and err.count("\n") == 1
+
+
+def test_a_whole_frame_index_only(tmp_path, capsys):
+    head = "video_id,frame_index,label,score\n"
+    a = _lines(tmp_path / "a.csv", head + "v0,0,0,0.1\nv1,0,1,0.9\n")
+    b = _lines(tmp_path / "b.csv", head + "v0,0,0,0.1\nv1,0.5,1,0.9\n")
+    assert compare.main([a, b, "--level", "frame"]) == 2
+    assert f"{b}:3: frame_index '0.5' is not a whole number" in capsys.readouterr().err
+
+
+def test_encodings_excel_bom_is_read_other_than_utf8_refused(tmp_path, capsys):
+    text = "video_id,label,score\nv0,0,0.1\nv1,1,0.9\nv2,0,0.3\nv3,1,0.6\n"
+    a = _lines(tmp_path / "a.csv", text)
+    bom = _lines(tmp_path / "bom.csv", text, encoding="utf-8-sig")  # as Excel saves it
+    assert compare.main([a, bom]) == 0
+    capsys.readouterr()
+    latin = _lines(tmp_path / "latin.csv", text.replace("v3", "vidéo3"), encoding="latin-1")
+    assert compare.main([a, latin]) == 2
+    err = capsys.readouterr().err
+    assert f"{latin}:5: not UTF-8 text (byte 0xe9): save the CSV as UTF-8" in err
+
+
+def test_wrong_files_get_what_to_pass_instead(tmp_path, capsys):
+    run = tmp_path / "eval"
+    run.mkdir()
+    _lines(run / "metrics.json", "{}")
+    frames = "video_id,frame_index,label,score\nv0,0,0,0.1\nv0,8,0,0.2\nv1,0,1,0.9\n"
+    _lines(run / "scores.csv", frames)
+    assert compare.main([str(run / "metrics.json"), str(run / "scores.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json is JSON: pass the evaluate directory or its scores CSV" in err
+    assert compare.main([str(run / "scores.csv"), str(run / "scores.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "scores.csv:3: v0 appears twice; ids must be unique" in err
+    assert "(one row per frame? pass --level frame)" in err
+
+
+@pytest.mark.parametrize("where", ["missing/out.json", "."])
+def test_an_unwritable_json_out_is_refused_before_the_work(tmp_path, capsys, where):
+    a = _lines(tmp_path / "a.csv", "video_id,label,score\nv0,0,0.1\nv1,1,0.9\n")
+    out = tmp_path / where
+    assert compare.main([a, a, "--json", str(out)]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and got.err.startswith(f"compare: error: --json {out}")
+    assert ("does not exist" if where != "." else "is a directory") in got.err

@@ -1,5 +1,6 @@
 """report: our evaluations beside the paper's tables, with the right table for each."""
 
+import functools
 import json
 
 import numpy as np
@@ -8,9 +9,13 @@ import pytest
 from ldattn_jax import metrics, paper_tables, report
 
 
-def _doc(
-    dataset, comps=("c23",), model="lda_st", separation=0.4, methods=paper_tables.FFPP_METHODS
-):
+def _doc(dataset, comps=("c23",), model="lda_st", methods=paper_tables.FFPP_METHODS):
+    """A fresh copy (tests change theirs) of `_computed_doc`."""
+    return json.loads(_computed_doc(dataset, tuple(comps), model, tuple(methods)))
+
+
+@functools.cache  # the bootstrap intervals take a while; many tests share a document
+def _computed_doc(dataset, comps, model, methods, separation=0.4):
     rng = np.random.default_rng(0)
     rows = []
     for comp in comps:
@@ -37,7 +42,7 @@ def _doc(
         config_sha256="c",
         shards_sha256="s",
     )
-    return doc
+    return json.dumps(doc)
 
 
 def _eval_dir(root, name, doc, *, trained=None):
@@ -172,12 +177,180 @@ def test_cli_writes_json_and_names_a_bad_path(tmp_path, capsys):
     i = md.index("| table | subset | level | metric | paper | ours | ours 95% CI | paper vs ours |")
     assert md[i + 1] == "| --- | --- | --- | --- | --- | --- | --- | --- |"
     assert md[i + 2].startswith("| I | FF++ LQ (c40), all methods | frame | ACC | 0.9581 | ")
-    assert report.main([str(tmp_path / "nope")]) == 1
+    # Bad input exits 2, as predict and compare do.
+    assert report.main([str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("report: error: ") and "nope not found" in err
     (tmp_path / "bad.json").write_text("{}")
-    assert report.main([str(tmp_path / "bad.json")]) == 1
+    assert report.main([str(tmp_path / "bad.json")]) == 2
     assert "not a metrics.json of evaluate" in capsys.readouterr().err
+
+
+def test_recorded_training_data_wins_over_trained_on(tmp_path):
+    # A c40 test of a c23-trained run: the flag must not drop the recorded c23.
+    doc = _doc("ffpp", comps=("c40",))
+    recorded = _eval_dir(
+        tmp_path / "a",
+        "ffpp_test_120_data0123abcd",
+        {**doc, "trained_on": {"dataset": "ffpp", "compression": "c23"}},
+    )
+    (agrees,) = report.report([recorded], trained_on="ffpp")
+    assert agrees["trained_on"] == {
+        "dataset": "ffpp",
+        "compression": "c23",
+        "from": "metrics.json trained_on",
+    }
+    assert agrees["rows"] == [] and "trains and tests at one compression" in agrees["notes"][0]
+    (disagrees,) = report.report([recorded], trained_on="celebdf")
+    assert disagrees["trained_on"]["dataset"] == "ffpp" and disagrees["rows"] == []
+    assert disagrees["notes"][0].startswith(
+        "--trained-on celebdf ignored: metrics.json trained_on records ffpp c23"
+    )
+    # No trained_on in metrics.json, but the run's shards at hand: they win too.
+    shards = _eval_dir(
+        tmp_path / "b",
+        "celebdf_test_120_data0123abcd",
+        _doc("celebdf", comps=("raw",), methods=("Celeb-synthesis",)),
+        trained={"dataset": "ffpp", "compression": "c23"},
+    )
+    (b,) = report.report([shards], trained_on="celebdf")
+    assert [r["table"] for r in b["rows"]] == ["VI"] and "ignored" in b["notes"][0]
+    # Nothing recorded: the flag says, over the guess from the directory's name.
+    guessed = _eval_dir(tmp_path / "c", "celebdf_test_120", _doc("celebdf", comps=("raw",)))
+    (c,) = report.report([guessed], trained_on="ffpp")
+    assert c["trained_on"]["from"] == "--trained-on" and c["rows"][0]["table"] == "VI"
+
+
+@pytest.mark.parametrize(
+    "split, why",
+    [
+        ("val", "split val: the paper's tables are test-split results"),
+        ("train", "split train: the paper's tables are test-split results"),
+        ("test+val", "split test+val pools test with val"),
+        (None, "metrics.json records no split"),
+    ],
+)
+def test_only_test_splits_are_put_beside_the_paper(tmp_path, split, why):
+    doc = _doc("ffpp", comps=("c23",))
+    other = {k: v for k, v in doc.items() if k != "split"}
+    if split is not None:
+        other["split"] = split
+    test = _eval_dir(tmp_path, "ffpp_test_120", doc)
+    # Another run: not the same evaluation as the test one whatever its split.
+    off = _eval_dir(tmp_path / "other", "ffpp_x_120", other)
+    a, b = report.report([test, off])
+    assert a["rows"] and b["rows"] == [] and why in b["notes"][0]
+    # The count is of the test evaluation's AUCs alone.
+    count = report.format_report([a, b]).splitlines()[-1]
+    assert count.startswith("paper AUCs") and count == report.format_report([a]).splitlines()[-1]
+
+
+def test_each_evaluation_is_counted_once(tmp_path):
+    doc = _doc("ffpp", comps=("c23",))
+    plain = _eval_dir(tmp_path, "ffpp_test_120", doc)
+    # The same run, checkpoint and data at another threshold and dtype.
+    t03 = _eval_dir(tmp_path, "ffpp_test_120_t0.3", {**doc, "threshold": 0.3})
+    bf16 = _eval_dir(tmp_path, "ffpp_test_120_bfloat16", {**doc, "compute_dtype": "bfloat16"})
+    (one,) = report.report([plain])
+    n = sum(r["metric"] == "AUC" for r in one["rows"])
+    alone = report.format_report([one]).splitlines()[-1]
+    assert f"of {n} inside" in alone
+    entries = report.report([plain, f"{plain}/metrics.json", t03, bf16, plain + "/"])
+    assert [e["eval"] for e in entries] == [plain, t03, bf16]
+    again = f"given again as {plain}/metrics.json: reported and counted once"
+    assert again in entries[0]["notes"] and f"given again as {plain}/:" in entries[0]["notes"][-1]
+    assert [e["counted_with"] for e in entries] == [None, plain, plain]
+    assert "its AUCs are not counted again" in entries[1]["notes"][-1]
+    assert report.format_report(entries).splitlines()[-1] == alone
+    # Another run's evaluation of the same step and data is a measurement of its own.
+    other = _eval_dir(tmp_path / "seed2", "ffpp_test_120", doc)
+    both = report.report([plain, other])
+    assert f"of {2 * n} inside" in report.format_report(both).splitlines()[-1]
+
+
+def _without(d, *keys):
+    """``d`` without the nested key ``keys``."""
+    d = json.loads(json.dumps(d))
+    node = d
+    for k in keys[:-1]:
+        node = node[k]
+    del node[keys[-1]]
+    return d
+
+
+@functools.cache
+def _broken_docs():
+    doc = _doc("ffpp", comps=("c23",))
+    bad_ci = json.loads(json.dumps(doc))
+    bad_ci["per_compression"]["c23"]["frame"]["auc_ci95"] = 0.9
+    return {
+        "number": (3, "holds a number, not a JSON object"),
+        "null": (None, "holds null, not a JSON object"),
+        "array": ([doc], "holds an array, not a JSON object"),
+        "no threshold": (_without(doc, "threshold"), "lacks ['threshold']"),
+        "trained_on without dataset": (
+            {**doc, "trained_on": {"compression": "c23"}},
+            "has trained_on = {'compression': 'c23'} without a 'dataset' name",
+        ),
+        "block without auc": (
+            _without(doc, "per_compression", "c23", "frame", "auc"),
+            "per_compression.c23.frame has no 'auc'",
+        ),
+        "method block not an object": (
+            {**doc, "per_method": {**doc["per_method"], "Deepfakes": [1]}},
+            "per_method.Deepfakes.frame is missing or not an object",
+        ),
+        "interval not a pair": (bad_ci, "c23.frame.auc_ci95 = 0.9 is not a [low, high] pair"),
+        "checkpoint a list": ({**doc, "checkpoint": [120]}, "has checkpoint = an array"),
+    }
+
+
+BROKEN = [
+    "number",
+    "null",
+    "array",
+    "no threshold",
+    "trained_on without dataset",
+    "block without auc",
+    "method block not an object",
+    "interval not a pair",
+    "checkpoint a list",
+]
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_a_malformed_metrics_json_is_one_line_naming_the_file(tmp_path, capsys, case):
+    content, why = _broken_docs()[case]
+    path = _eval_dir(tmp_path, "ffpp_test_120", content)
+    assert report.main([path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"report: error: {path}/metrics.json") and err.count("\n") == 1
+    assert why in err and "re-run evaluate with this version" in err
+
+
+def test_a_directory_named_metrics_json_is_one_line(tmp_path, capsys):
+    (tmp_path / "ffpp_test_120" / "metrics.json").mkdir(parents=True)
+    assert report.main([str(tmp_path / "ffpp_test_120")]) == 2
+    err = capsys.readouterr().err
+    assert "ffpp_test_120/metrics.json cannot be read (Is a directory)" in err
+    assert err.count("\n") == 1
+
+
+def test_a_threshold_of_unrecorded_source_is_not_called_default(tmp_path):
+    doc = _without({**_doc("ffpp", comps=("c23",)), "threshold": 0.3}, "threshold_source")
+    (entry,) = report.report([_eval_dir(tmp_path, "ffpp_test_120_t0.3", doc)])
+    header = report.format_report([entry]).splitlines()[0]
+    assert header.endswith("ACC at threshold 0.3 (source not recorded)")
+
+
+@pytest.mark.parametrize("where", ["missing/out.json", "."])
+def test_an_unwritable_json_out_is_refused_before_the_work(tmp_path, capsys, where):
+    path = _eval_dir(tmp_path, "ffpp_test_120", _doc("ffpp", comps=("c23",)))
+    out = tmp_path / where
+    assert report.main([path, "--json", str(out)]) == 2
+    got = capsys.readouterr()
+    assert got.out == "" and got.err.startswith(f"report: error: --json {out}")
+    assert ("does not exist" if where != "." else "is a directory") in got.err
 
 
 @pytest.mark.parametrize(
