@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import difflib
 import glob
 import json
 import math
@@ -300,6 +301,11 @@ def evaluate(
     from ldattn_jax.checkpointing import restore_for_inference
 
     data_dir = data_dir or config.data.dir
+    if data_dir and os.path.isfile(data_dir):
+        raise ValueError(
+            f"shard dir {data_dir!r} is a file: pass --data the directory data_prep.build "
+            "wrote (its --out), not one of its files"
+        )
     if not data_dir or not os.path.isdir(data_dir):
         raise FileNotFoundError(
             f"shard dir {data_dir!r} not found: pass --data DIR (the --out of data_prep.build) "
@@ -556,6 +562,14 @@ def main(argv=None) -> int:
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
     args, overrides = p.parse_known_args(argv)
+    for item in overrides:  # unknown flags pass as config overrides: catch typos here
+        if item.startswith("--") and not item.startswith("--config."):
+            flag = item.split("=", 1)[0]
+            known = [s for action in p._actions for s in action.option_strings]
+            close = difflib.get_close_matches(flag, known, n=1)
+            p.error(
+                f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
+            )
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError
 

@@ -471,10 +471,10 @@ def _header(e: dict) -> str:
     # Documents from before threshold_source: how the threshold was chosen is
     # not known (0.5 may have been given, another value read from val).
     source = e["threshold_source"] or "source not recorded"
+    threshold = eval_names.threshold_text(e["threshold"])
     return (
         f"{e['eval']}: {e['model']} step {e['step']} on {e['dataset']} {e['split']}, "
-        f"trained on {what} ({trained['from']}); ACC at threshold {eval_names.threshold_text(e['threshold'])} "
-        f"({source})"
+        f"trained on {what} ({trained['from']}); ACC at threshold {threshold} ({source})"
     )
 
 

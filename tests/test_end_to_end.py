@@ -141,6 +141,12 @@ def test_evaluate_errors_are_one_line_that_names_the_cause(run, tmp_path, capsys
         with pytest.raises(SystemExit) as e:
             evaluate.main(["--workdir", wd, "--batch_size", bad])
         assert e.value.code == 2 and "whole number >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # a typo is no config override
+        evaluate.main(["--workdir", wd, "--thresold", "0.3"])
+    assert "unrecognized argument --thresold; did you mean --threshold?" in capsys.readouterr().err
+    shard = next(p for p in run["shards"].iterdir() if p.is_file())
+    assert evaluate.main(["--workdir", wd, "--no_progress", "--data", str(shard)]) == 2
+    assert "is a file: pass --data the directory" in capsys.readouterr().err
 
 
 @pytest.mark.slow
