@@ -33,7 +33,7 @@ import math
 import sys
 from pathlib import Path
 
-from ldattn_jax import bench_goals
+from ldattn_jax import bench_goals, json_out
 
 HIGH, LOW = "higher", "lower"  # which direction is better
 # Per section: the fields that name a row's setting, and the measurements
@@ -82,7 +82,8 @@ def _setting(section: str, doc: dict, row: dict) -> tuple:
     for field in SECTIONS[section][0]:
         value = row.get(field)
         if field == "geometry":
-            value = GEOMETRY_LABELS.get(value or doc.get("geometry"), value or doc.get("geometry"))
+            value = value or doc.get("geometry")
+            value = GEOMETRY_LABELS.get(value, value)
         elif field == "stencils" and value is None:
             value = doc["machine"].get("stencils")
         elif field == "dtype" and value is None and section == "predict":
@@ -290,7 +291,9 @@ def main(argv=None) -> int:
         print(f"bench_diff: error: {e}", file=sys.stderr)
         return 2
     print(render(result))
-    if bench_goals.write_json_arg(args.json, result, "bench_diff"):
+    problem = args.json and json_out.write(args.json, result)
+    if problem:
+        print(f"bench_diff: error: {problem}", file=sys.stderr)
         return 2
     worse = result["same_machine"] and any(r["verdict"] == "WORSE" for r in result["rows"])
     return 1 if worse else 0

@@ -29,6 +29,8 @@ import json
 import sys
 from pathlib import Path
 
+from ldattn_jax import json_out
+
 GEOMETRY = "398/224"
 DTYPE = "bfloat16"
 # The targets, as issue 6 states them.
@@ -357,17 +359,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         p.error(str(e))
     print(markdown(rows))
-    return write_json_arg(args.json, rows, "bench_goals")
-
-
-def write_json_arg(path: str, data, prog: str) -> int:
-    """--json OUT: 0 once written (or not asked for), 2 with one line if OUT cannot be."""
-    if not path:
-        return 0
-    try:
-        Path(path).write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as e:
-        print(f"{prog}: error: --json {path}: cannot write ({e.strerror or e})", file=sys.stderr)
+    problem = args.json and json_out.write(args.json, rows)
+    if problem:
+        print(f"bench_goals: error: {problem}", file=sys.stderr)
         return 2
     return 0
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import sys
 
 import numpy as np
 
-from ldattn_jax import metrics
+from ldattn_jax import json_out, metrics
 
 NEEDED = {
     "video": ("video_id", "label", "score"),
@@ -39,20 +38,6 @@ EVAL_FILE = {"video": "video_scores.csv", "frame": "scores.csv"}
 
 class CompareError(ValueError):
     """The two score sets cannot be compared; the message says why and what to do."""
-
-
-def out_file_problem(path: str, example: str) -> str | None:
-    """Why ``--json path`` cannot be written, or None; checked before the work
-    is done, so that a typo in the path does not cost the run."""
-    if os.path.isdir(path):
-        return f"--json {path} is a directory: name a file, e.g. {os.path.join(path, example)}"
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        return (
-            f"--json {path}: the folder {folder} does not exist; create it or name a file "
-            "in an existing folder"
-        )
-    return None
 
 
 def _read_text(path: str) -> str:
@@ -236,26 +221,18 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args(argv)
     try:
-        problem = args.json and out_file_problem(args.json, "compare.json")
+        problem = args.json and json_out.problem(args.json, "compare.json")
         if problem:
             raise CompareError(problem)
         result = compare(args.a, args.b, args.level)
         print(format_result(result))
-        if args.json:
-            _write_json(args.json, result)
+        problem = args.json and json_out.write(args.json, result, allow_nan=False)
+        if problem:
+            raise CompareError(problem)
     except CompareError as e:
         print(f"compare: error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def _write_json(path: str, result: dict) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2, allow_nan=False)
-            f.write("\n")
-    except OSError as e:
-        raise CompareError(f"--json {path} cannot be written ({e.strerror})") from None
 
 
 if __name__ == "__main__":

@@ -40,9 +40,8 @@ import json
 import os
 import sys
 
-from ldattn_jax import eval_names, metrics
+from ldattn_jax import eval_names, json_out, metrics
 from ldattn_jax import paper_tables as paper
-from ldattn_jax.compare import out_file_problem
 
 QUALITY = {"c23": "HQ", "c40": "LQ"}
 TEST_SPLIT = "test"  # the split the paper's tables are measured on
@@ -517,15 +516,6 @@ def format_report(entries: list[dict], *, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, entries: list[dict]) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(entries, f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise ReportError(f"--json {path} cannot be written ({e.strerror})") from None
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ldattn_jax.report", description=__doc__.split("\n")[0]
@@ -543,13 +533,15 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         # Checked first: a typo in OUT should not cost the whole report.
-        problem = args.json and out_file_problem(args.json, "report.json")
+        problem = args.json and json_out.problem(args.json, "report.json")
         if problem:
             raise ReportError(problem)
         entries = report(args.evals, args.trained_on)
         print(format_report(entries, markdown=args.markdown))
         if args.json:
-            _write_json(args.json, entries)
+            problem = json_out.write(args.json, entries)
+            if problem:
+                raise ReportError(problem)
             print(f"wrote {args.json}")
     except ReportError as e:
         print(f"report: error: {e}", file=sys.stderr)
