@@ -75,6 +75,19 @@ def _label(row: dict, where: str) -> int:
     return int(value)
 
 
+def _score(row: dict, where: str) -> float:
+    """A finite number: another tool may write nan or inf for a video it could
+    not score, which would otherwise fail later in the metrics without a line."""
+    value = _number(row, "score", where)
+    if not np.isfinite(value):
+        raise CompareError(
+            f"{where}: score {row['score']!r} is not a finite number: give the video a "
+            "score (e.g. what that tool reports for a video it could not score) or drop it "
+            "from both files"
+        )
+    return value
+
+
 def _frame(row: dict, where: str) -> str:
     """The frame index as text: 12 and 12.0 are one frame (another tool's
     CSV may write either); 12.5 is none."""
@@ -95,7 +108,7 @@ def _entry(row: dict, level: str, width: int, where: str) -> tuple[tuple, tuple[
     if not row["video_id"].strip():
         raise CompareError(f"{where}: the video_id is empty; every row needs its video's id")
     frame = (_frame(row, where),) if level == "frame" else ()
-    return (row["video_id"], *frame), (_label(row, where), _number(row, "score", where))
+    return (row["video_id"], *frame), (_label(row, where), _score(row, where))
 
 
 def read_scores(path: str, level: str) -> dict[tuple, tuple[int, float]]:

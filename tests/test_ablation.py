@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from test_train_helpers import use_jit_cache
 
 from ldattn_jax import ablation
 
@@ -163,6 +164,9 @@ def test_steps_test_each_seed_with_a_paired_bootstrap_on_the_same_videos(tmp_pat
 
 @pytest.mark.slow
 def test_ablation_cli_end_to_end(tmp_path):
+    # Seed 1 compiles the programs seed 0 did (the seed is data, not shape):
+    # the persistent cache serves them instead of a second compile of each.
+    use_jit_cache()
     tiny = [
         "--config.model.image_size=62", "--config.model.attention_size=56",
         "--config.model.patch_size=8", "--config.model.embed_dim=16",

@@ -143,6 +143,8 @@ def _lines(path, text, encoding="utf-8"):
         ("v0,0,0.1\nv1,0.5,0.9\n", ":3: label '0.5' is neither 0 (real) nor 1 (fake)"),
         ("v0,0,0.1\n,1,0.9\n", ":3: the video_id is empty"),
         ("v0,0,0.1\nv1,1,high\n", ":3: score 'high' is not a number"),
+        ("v0,0,0.1\nv1,1,nan\n", ":3: score 'nan' is not a finite number"),
+        ("v0,0,-inf\nv1,1,0.9\n", ":2: score '-inf' is not a finite number"),
     ],
 )
 def test_a_bad_row_is_named_by_file_and_line(tmp_path, capsys, body, why):
