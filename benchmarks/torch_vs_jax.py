@@ -14,11 +14,12 @@ so it can sit in any environment. Never run by the test suite.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import time
+
+from data_prep import cli
 
 # JAX would otherwise take 75% of the GPU at its first call, leaving timm's
 # larger batches to fail for lack of memory rather than for being slow.
@@ -153,7 +154,7 @@ def one_device_problem() -> str | None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-sizes", default="32,128")
     p.add_argument("--size", type=int, default=398)
     p.add_argument("--repeats", type=int, default=5)

@@ -15,7 +15,6 @@ it timed the depthwise conv and the pool only.)
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
@@ -24,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_prep import cli
 from ldattn_jax import bench_utils
 from ldattn_jax.models import xception
 
@@ -121,7 +121,7 @@ def measure(batch: int, size: int, dtype: str, repeats: int, ops=None, rows=None
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--size", type=int, default=398)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])

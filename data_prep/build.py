@@ -38,6 +38,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from data_prep import cli
 from data_prep import encoding as enc
 from data_prep.originals import MIN_FACE_CHANGE
 from data_prep.readers import DatasetError, VideoItem, read_dataset
@@ -322,7 +323,7 @@ def _face_change_arg(text: str) -> float | None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m data_prep.build",
         description="Videos -> dlib face crop stacks -> ArrayRecord shards (TFDS).",
     )
@@ -333,7 +334,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--methods", default="", help="comma-separated FF++ methods (default: the four)")
     p.add_argument("--splits", default=None, help="FF++ split JSON dir (default ROOT/splits)")
     # The underscore spelling is accepted too (ldattn_jax/demo.py uses it).
-    p.add_argument("--frames-per-video", "--frames_per_video", type=int, default=32)
+    p.add_argument("--frames-per-video", type=int, default=32)
     p.add_argument("--stack", type=int, default=3, help="n: frames after the key frame")
     p.add_argument("--size", type=int, default=398, help="crop side in pixels")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -350,7 +351,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"levels) from the original its metadata.json names (default {MIN_FACE_CHANGE:g}; "
         "'off' keeps every stack and does not decode the originals)",
     )
-    p.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
         "--replace",
         action="store_true",

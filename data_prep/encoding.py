@@ -161,10 +161,11 @@ def benchmark(
 
 
 def main() -> None:
-    import argparse
     import json
 
-    p = argparse.ArgumentParser(description="Measure face-stack storage encodings (one core).")
+    from data_prep import cli
+
+    p = cli.ArgumentParser(description="Measure face-stack storage encodings (one core).")
     p.add_argument("--size", type=int, default=398)
     p.add_argument("--frames", type=int, default=4)
     p.add_argument("--min-time", type=float, default=1.0)

@@ -40,7 +40,6 @@ seed (same seed -> same frames, masks and splits).
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures as cf
 import contextlib
 import json
@@ -51,6 +50,7 @@ import sys
 import cv2
 import numpy as np
 
+from data_prep import cli
 from data_prep.readers import MASK_SUFFIX, SYNTHETIC_METHODS
 
 FRAME = 256  # frame side: a ~100 px face, which dlib's HOG finds without upsampling
@@ -416,7 +416,7 @@ def synthesize(
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m data_prep.synthesize", description=__doc__.split("\n")[0]
     )
     p.add_argument("--out", required=True)

@@ -13,12 +13,12 @@ record (every file is checked), 2 a split the build does not have.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from data_prep import cli
 from data_prep.array_record_file import RecordFile, ShardFormatError, UnsupportedLayout
 from data_prep.shards import SPLITS, find_builder_dir
 
@@ -138,7 +138,7 @@ def verify(data_dir: str, splits=None, threads: int | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = cli.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data_dir", help="the --out of `python -m data_prep.build`")
     p.add_argument(
         "--splits", default=None, help=f"comma-separated (default: all the build has, of {SPLITS})"

@@ -29,7 +29,6 @@ OUT/ablation/ablation.md (the table).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -38,6 +37,7 @@ import time
 
 import numpy as np
 
+from data_prep import cli
 from ldattn_jax import demo, paper_tables
 from ldattn_jax.metrics import binary_metrics, paired_auc_difference
 
@@ -302,9 +302,7 @@ def heldout_build(out: str, num_videos: int, frames_per_video: int, size: int, s
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ldattn_jax.ablation", description=__doc__.split("\n")[0]
-    )
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="the demo's output dir (data is shared)")
     p.add_argument("--variants", default=",".join(demo.VARIANTS))
     p.add_argument("--seeds", default="0,1", help="training seeds (config.seed)")

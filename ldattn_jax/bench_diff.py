@@ -28,11 +28,11 @@ scripts), 2 on unreadable input.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
+from data_prep import cli
 from ldattn_jax import bench_goals, json_out
 
 HIGH, LOW = "higher", "lower"  # which direction is better
@@ -275,7 +275,7 @@ def render(result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ldattn_jax.bench_diff", description=__doc__)
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.bench_diff", description=__doc__)
     p.add_argument("--base", nargs="+", required=True, help="the earlier run's JSON files")
     p.add_argument("--new", nargs="+", required=True, help="the later run's JSON files")
     p.add_argument(

@@ -24,11 +24,11 @@ old and new code is neither.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from data_prep import cli
 from ldattn_jax import json_out
 
 GEOMETRY = "398/224"
@@ -350,7 +350,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ldattn_jax.bench_goals", description=__doc__)
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.bench_goals", description=__doc__)
     p.add_argument("files", nargs="+", help="benchmark JSON files (any of the three layouts)")
     p.add_argument("--json", default="", help="also write the rows as JSON here")
     args = p.parse_args(argv)

@@ -32,7 +32,6 @@ except at toy sizes: benchmarks print numbers, tests assert behaviour.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -47,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_prep import cli
 from ldattn_jax import bench_utils, schedules, sharding
 from ldattn_jax.config_utils import load_config
 
@@ -730,7 +730,7 @@ def _measure(args, work: str, results: dict, save) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.benchmark", description=__doc__)
     p.add_argument("what", choices=["train", "eval", "loader", "predict", "loop", "all"])
     p.add_argument("--json", default="", help="also write the results as JSON here")
     p.add_argument(

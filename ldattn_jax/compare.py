@@ -19,7 +19,6 @@ interval, then B - A with the paired interval and p-value
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -27,6 +26,7 @@ import sys
 
 import numpy as np
 
+from data_prep import cli
 from ldattn_jax import json_out, metrics
 
 NEEDED = {
@@ -225,9 +225,7 @@ def format_result(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ldattn_jax.compare", description=__doc__.split("\n")[0]
-    )
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.compare", description=__doc__.split("\n")[0])
     p.add_argument("a", help="evaluate output directory or CSV (video_id, label, score)")
     p.add_argument("b", help="the same, of the other detector")
     p.add_argument("--level", choices=("video", "frame"), default="video")

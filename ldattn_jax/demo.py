@@ -14,12 +14,13 @@ ship inside installed packages; nothing is downloaded.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+
+from data_prep import cli
 
 VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
 # Data size of the demo (the model/training side lives in configs/demo.py).
@@ -202,9 +203,7 @@ def table(results: dict[str, dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ldattn_jax.demo", description=__doc__.split("\n")[0]
-    )
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out")
     p.add_argument("--variants", default="lda_st", help=f"comma-separated from {VARIANTS}")
     p.add_argument(

@@ -32,6 +32,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
+from data_prep import cli
 from ldattn_jax import eval_names, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
@@ -549,9 +550,7 @@ def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ldattn_jax.evaluate", description=__doc__.split("\n")[0]
-    )
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--workdir", required=True, help="training workdir (checkpoints/, config.json)")
     p.add_argument("--config", default=None, help="config file; default WORKDIR/config.json")
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)

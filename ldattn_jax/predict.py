@@ -26,7 +26,6 @@ frames (``FEW_FRAMES``): a video is fake if any person in it is.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from data_prep import cli
 from data_prep.faces import FACE_MODES
 from ldattn_jax import eval_names, thresholds
 from ldattn_jax.evaluate import (
@@ -432,7 +432,7 @@ def _face_rows(row: dict) -> list[tuple[str, str, str, str]]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
+    p = cli.ArgumentParser(
         prog="python -m ldattn_jax.predict", description="Score videos as real or fake."
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, or directories of them")

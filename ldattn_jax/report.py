@@ -34,12 +34,12 @@ line on stderr and exit status 2.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 
+from data_prep import cli
 from ldattn_jax import eval_names, json_out, metrics
 from ldattn_jax import paper_tables as paper
 
@@ -517,9 +517,7 @@ def format_report(entries: list[dict], *, markdown: bool = False) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m ldattn_jax.report", description=__doc__.split("\n")[0]
-    )
+    p = cli.ArgumentParser(prog="python -m ldattn_jax.report", description=__doc__.split("\n")[0])
     p.add_argument("evals", nargs="+", metavar="EVAL", help="evaluate output dirs or metrics.json")
     p.add_argument(
         "--trained-on",

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from data_prep import cli
 from ldattn_jax import summary
 from ldattn_jax.models.lda import DEFAULTS, build_model, required_frames
 
@@ -75,7 +75,7 @@ def train_losses(model_config, steps: int = 8, lr: float = 0.05, seed: int = 0) 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/ffpp.py")
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args(argv)

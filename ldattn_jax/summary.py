@@ -10,7 +10,6 @@ built with nnx.eval_shape and only lowered, never run.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import importlib.util
 import json
@@ -21,6 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from data_prep import cli
 from ldattn_jax.models.lda import VARIANTS, build_model, required_frames
 
 # Paper Table VII: (GMACs, M params). Its "Flops" are multiply-adds.
@@ -146,7 +146,7 @@ def format_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file with get_config()")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args, overrides = parser.parse_known_args(argv)

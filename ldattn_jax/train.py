@@ -13,7 +13,6 @@ checkpoint, preemption).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -31,6 +30,7 @@ from etils import epath
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from data_prep import cli
 from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
 from ldattn_jax.config_utils import (
     ConfigError,
@@ -568,7 +568,7 @@ def _fmt(x):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m ldattn_jax.train",
         description="Train an LDA deepfake detector (docs/training.md).",
         epilog="Any --config.KEY=VALUE overrides a config value (see docs/training.md).",

@@ -1,0 +1,53 @@
+"""The argument parser of every command line in data_prep and ldattn_jax.
+
+Our commands grew two spellings of long flags: data_prep and the benchmarks
+write ``--frames-per-video`` and ``--no-progress``, while evaluate and predict
+write ``--frames_per_video`` and ``--no_progress`` beside the ml_collections
+overrides (``--config.model.dtype``). Nobody should have to remember which
+command uses which, so this parser reads ``-`` and ``_`` inside a long flag as
+the same character: ``--batch-size`` reaches evaluate's ``--batch_size``.
+
+A flag is rewritten only to the one flag this parser defines in that form;
+``--config.*`` overrides (which no parser defines) pass as written, as does
+everything after a bare ``--``. (data_prep is the lower
+layer: ldattn_jax imports it, never the other way round, so this lives here.)
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _canonical(flag: str) -> str:
+    return "--" + flag[2:].replace("_", "-")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse.ArgumentParser whose long flags match with ``-`` or ``_`` alike."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        import sys
+
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(self.respelled(args), namespace)
+
+    def respelled(self, args: list[str]) -> list[str]:
+        """``args`` with each long flag in the spelling this parser defines."""
+        known = [s for s in self._option_string_actions if s.startswith("--")]
+        by_canonical: dict[str, list[str]] = {}
+        for flag in known:
+            by_canonical.setdefault(_canonical(flag), []).append(flag)
+        out = list(args)
+        for i, arg in enumerate(out):
+            if arg == "--":
+                break  # what follows is positional, whatever it looks like
+            if not arg.startswith("--"):
+                continue
+            flag, sep, value = arg.partition("=")
+            # One defined flag of this canonical form: that one. None (an
+            # override such as --config.model.dtype, a typo) or two defined
+            # spellings (each then meant as written): as it is.
+            match = by_canonical.get(_canonical(flag), [])
+            if len(match) == 1:
+                out[i] = match[0] + sep + value
+        return out
