@@ -328,6 +328,14 @@ def test_a_malformed_metrics_json_is_one_line_naming_the_file(tmp_path, capsys, 
     assert why in err and "re-run evaluate with this version" in err
 
 
+def test_evaluate_writes_every_key_report_reads():
+    # report takes a missing optional key for an older file (a note, no error):
+    # a key renamed on the writing side would pass silently without this.
+    doc = json.loads(_computed_doc("ffpp", ("c23",), "lda_st", paper_tables.FFPP_METHODS))
+    assert set(report._REQUIRED) | set(report._OPTIONAL) <= set(doc)
+    assert report.schema_problem(doc) is None
+
+
 def test_a_directory_named_metrics_json_is_one_line(tmp_path, capsys):
     (tmp_path / "ffpp_test_120" / "metrics.json").mkdir(parents=True)
     assert report.main([str(tmp_path / "ffpp_test_120")]) == 2
