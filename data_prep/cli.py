@@ -9,13 +9,14 @@ the same character: ``--batch-size`` reaches evaluate's ``--batch_size``.
 
 A flag is rewritten only to the one flag this parser defines in that form;
 ``--config.*`` overrides (which no parser defines) pass as written, as does
-everything after a bare ``--``. (data_prep is the lower
-layer: ldattn_jax imports it, never the other way round, so this lives here.)
+everything after a bare ``--``. This lives in data_prep, the lower layer:
+ldattn_jax imports data_prep, never the other way round.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def _canonical(flag: str) -> str:
@@ -26,8 +27,6 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse.ArgumentParser whose long flags match with ``-`` or ``_`` alike."""
 
     def parse_known_args(self, args=None, namespace=None):
-        import sys
-
         args = list(sys.argv[1:] if args is None else args)
         return super().parse_known_args(self.respelled(args), namespace)
 
