@@ -16,6 +16,7 @@ ldattn_jax imports data_prep, never the other way round.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 
@@ -50,3 +51,22 @@ class ArgumentParser(argparse.ArgumentParser):
             if len(match) == 1:
                 out[i] = match[0] + sep + value
         return out
+
+    def parse_with_overrides(self, args=None) -> tuple[argparse.Namespace, list[str]]:
+        """(this parser's arguments, the ``--config.*`` overrides) of a command
+        that passes what it does not define to ml_collections. Anything else it
+        does not define (a typo'd flag, a stray word) is refused, exit 2, with
+        the nearest flag, not handed on to fail as a malformed override."""
+        parsed, overrides = self.parse_known_args(args)
+        for i, item in enumerate(overrides):
+            if item.startswith("--config."):
+                continue
+            before = overrides[i - 1] if i else ""
+            if not item.startswith("--") and before.startswith("--config.") and "=" not in before:
+                continue  # the value of '--config.KEY VALUE'
+            flag = item.split("=", 1)[0]
+            close = difflib.get_close_matches(flag, list(self._option_string_actions), n=1)
+            self.error(
+                f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
+            )
+        return parsed, overrides

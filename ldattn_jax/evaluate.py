@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import difflib
 import glob
 import json
 import math
@@ -560,15 +559,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
-    args, overrides = p.parse_known_args(argv)
-    for item in overrides:  # unknown flags pass as config overrides: catch typos here
-        if item.startswith("--") and not item.startswith("--config."):
-            flag = item.split("=", 1)[0]
-            known = [s for action in p._actions for s in action.option_strings]
-            close = difflib.get_close_matches(flag, known, n=1)
-            p.error(
-                f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
-            )
+    args, overrides = p.parse_with_overrides(argv)
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError
 

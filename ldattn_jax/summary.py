@@ -149,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="config file with get_config()")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args, overrides = parser.parse_known_args(argv)
-    bad = [o for o in overrides if not o.startswith("--config.")]
-    if bad:
-        parser.error(f"unrecognised arguments {bad} (overrides look like --config.model.x=value)")
+    args, overrides = parser.parse_with_overrides(argv)
     summary = summarize(load_config(args.config, overrides))
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0

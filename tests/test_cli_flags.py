@@ -66,3 +66,21 @@ def test_every_command_line_uses_the_shared_parser():
     ]
     # The device kit's plan runs only inside run_part.sh, with fixed flags.
     assert plain == ["benchmarks/device/plan.py"]
+
+
+def test_overrides_pass_and_typos_are_named(capsys):
+    p = ArgumentParser(prog="t")  # no positionals: a stray word is left over
+    p.add_argument("--threshold")
+    p.add_argument("--no-progress", action="store_true")
+    args, overrides = p.parse_with_overrides(
+        ["--threshold", "0.4", "--config.a=1", "--config.b", "2", "--no_progress"]
+    )
+    assert (args.threshold, args.no_progress) == ("0.4", True)
+    assert overrides == ["--config.a=1", "--config.b", "2"]
+    for argv, why in [
+        (["--thresold=0.4"], "unrecognized argument --thresold; did you mean --threshold?"),
+        (["--config.a=1", "stray"], "unrecognized argument stray"),
+    ]:
+        with pytest.raises(SystemExit):
+            p.parse_with_overrides(argv)
+        assert why in capsys.readouterr().err
