@@ -281,6 +281,7 @@ def evaluate(
     progress: bool = True,
     dtype: str | None = None,
     threshold: float | str | None = None,
+    calibration: str | None = None,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
@@ -290,6 +291,8 @@ def evaluate(
     confusion matrices (e.g. a validation split's ``eer_threshold``; None: 0.5),
     or ``"val"`` to read that from this checkpoint's val evaluation (`thresholds`);
     results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
+    ``calibration``: ``"val"`` measures here the calibration map the val
+    evaluation of this checkpoint fitted (metrics.json ``calibration.applied``).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'calibration', 'attention': [png paths]}``.
@@ -323,6 +326,9 @@ def evaluate(
     # Before the split is read: a missing val result fails in a second, not after it.
     threshold, threshold_source = thresholds.resolve(
         threshold, config, workdir, step, splits=tuple(splits)
+    )
+    applied = thresholds.resolve_calibration(
+        calibration, config, workdir, step, splits=tuple(splits)
     )
     predictor = Predictor(model, config, batch_size)
 
@@ -388,6 +394,7 @@ def evaluate(
         defect_capture=capture.summary(),
         threshold=threshold,
         threshold_source=threshold_source,
+        calibration=applied,
         trained_on=metrics_lib.build_identity(config.data.dir or None),
     )
     paths = {"out_dir": out_dir}
@@ -488,6 +495,7 @@ def summary_lines(doc: dict) -> list[str]:
         lines.append(
             f"video-level EER threshold of this split: {eval_names.threshold_text(t)} ({use})"
         )
+    lines.extend(calibration_lines(doc))
     dc = doc.get("defect_capture") or {}
     for module, d in (dc.get("modules") or {}).items():
         a = d["all"]
@@ -496,6 +504,28 @@ def summary_lines(doc: dict) -> list[str]:
             f"{a['mass_share_uniform']:.3f}), pointing {a['pointing_hit_rate']:.3f} "
             f"(uniform {a['pointing_uniform']:.3f}), contrast {a['map_contrast']:.2g}, n = {a['n']}"
         )
+    return lines
+
+
+def calibration_lines(doc: dict) -> list[str]:
+    """The even-odds calibration: val's fitted map, or val's map measured here."""
+    cal = doc.get("calibration") or {}  # older documents have none
+    lines = []
+    fit = cal.get("fit")
+    if fit and doc["split"] == "val":
+        lines.append(
+            f"calibration at even odds fitted on these videos: P = sigmoid({fit['a']:.4f} "
+            f"* logit(score) {fit['b']:+.4f}) (predict/evaluate --calibration val apply it)"
+        )
+    applied = cal.get("applied")
+    if applied:
+        before, after = applied["ece_even_odds_before"], applied["ece_even_odds_after"]
+        measured = (
+            f"ECE at even odds {before:.4f} before, {after:.4f} after"
+            if before is not None
+            else "not measurable (one class)"
+        )
+        lines.append(f"calibration of {applied['source']} on this split's videos: {measured}")
     return lines
 
 
@@ -559,6 +589,7 @@ def main(argv=None) -> int:
     p.add_argument("--no_progress", action="store_true")
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
+    thresholds.add_calibration_argument(p, "measure the ECE of this split's video scores")
     args, overrides = p.parse_with_overrides(argv)
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.config_utils import ConfigError
@@ -578,6 +609,7 @@ def main(argv=None) -> int:
             progress=not args.no_progress,
             dtype=args.dtype,
             threshold=args.threshold,
+            calibration=args.calibration,
         )
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
         # Errors that name the file / split / checkpoint and what to do: one line,

@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from ldattn_jax import calibration as calibration_lib
+
 # Bump when a key of metrics.json is renamed, removed or changes meaning.
 # Adding keys is backwards compatible and keeps the version.
 SCHEMA_VERSION = 1
@@ -135,7 +137,7 @@ def eer_threshold(labels, scores) -> float:
     return float(np.nextafter(thr[i], -np.inf))  # everything called fake
 
 
-def expected_calibration_error(labels, scores, bins: int = ECE_BINS) -> float:
+def expected_calibration_error(labels, scores, bins: int = ECE_BINS, sample_weight=None) -> float:
     """|fraction of fakes - mean P(fake)| per equal-width score bin, weighted by
     the bin's share of the samples: 0 when a score of p means "fake p of the
     time". Bins as sklearn's ``calibration_curve(strategy="uniform")``
@@ -144,14 +146,17 @@ def expected_calibration_error(labels, scores, bins: int = ECE_BINS) -> float:
     Why beside AUC: AUC only ranks; a detector trained on FF++'s 4 fakes per
     real, or applied to another dataset, can rank well while its 0.9 means far
     less than 90% -- and predict reports that number to an analyst.
+    ``sample_weight``: each sample's weight (`calibration.even_odds_weights`
+    measures calibration at even odds on a split of any class mix).
     """
     labels, scores = _check_inputs(labels, scores, "expected_calibration_error")
     if labels.size == 0:
         raise ValueError("expected_calibration_error needs at least one sample")
+    w = np.ones(labels.size) if sample_weight is None else np.asarray(sample_weight, np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.searchsorted(edges[1:-1], scores)
-    gap = np.bincount(which, weights=labels - scores, minlength=bins)
-    return float(np.abs(gap).sum() / labels.size)
+    gap = np.bincount(which, weights=w * (labels - scores), minlength=bins)
+    return float(np.abs(gap).sum() / w.sum())
 
 
 def weighted_auc(rank: np.ndarray, pos: np.ndarray, weight: np.ndarray) -> float:
@@ -458,6 +463,34 @@ def compute_all(
     return out, vc
 
 
+def calibration_block(video_labels, video_scores, applied: tuple[Mapping, str] | None = None):
+    """metrics.json's ``calibration``: ``fit``, Platt's map at even odds fitted on
+    these videos (`ldattn_jax.calibration`; None on a one-class split), and
+    ``applied``: a map fitted elsewhere (``applied`` = (map, where it came from),
+    e.g. the run's val split) measured here by its ECE at even odds (each class
+    weighted to half) before and after it, or None. The ECE at even odds of the
+    fit's own split is no test of it (fitted on the same videos), so it is not
+    reported."""
+    labels, scores = _check_inputs(video_labels, video_scores, "calibration_block")
+    out = {"fit": calibration_lib.fit(labels, scores), "applied": None}
+    if applied is not None:
+        cal, source = applied
+        before = after = None
+        if 0 < int(labels.sum()) < labels.size:  # even odds need both classes
+            w = calibration_lib.even_odds_weights(labels)
+            before = expected_calibration_error(labels, scores, sample_weight=w)
+            calibrated = calibration_lib.apply(cal, scores)
+            after = expected_calibration_error(labels, calibrated, sample_weight=w)
+        out["applied"] = {
+            "source": source,
+            "a": float(cal["a"]),
+            "b": float(cal["b"]),
+            "ece_even_odds_before": before,
+            "ece_even_odds_after": after,
+        }
+    return out
+
+
 def config_hash(config) -> str:
     """sha256 of the canonical JSON (sorted keys) of a config or plain dict."""
     d = config.to_dict() if hasattr(config, "to_dict") else dict(config)
@@ -542,6 +575,7 @@ def metrics_document(
     threshold_source: str | None = None,
     compute_dtype: str = "float32",
     trained_on: Mapping | None = None,
+    calibration: tuple[Mapping, str] | None = None,
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
@@ -549,7 +583,9 @@ def metrics_document(
     in docs/evaluation.md; per-method / per-compression maps are keyed by the
     values found in the data. ``threshold_source``: how ``threshold`` was
     chosen (`ldattn_jax.thresholds`); by default DEFAULT_SOURCE at 0.5, else GIVEN_SOURCE.
-    ``trained_on``: `build_identity` of the run's own shards.
+    ``trained_on``: `build_identity` of the run's own shards. ``calibration``:
+    (map, source) of a calibration fitted elsewhere to measure here
+    (`calibration_block`).
     """
     levels, vc = compute_all(frame_cols, threshold)
     doc = {
@@ -568,6 +604,7 @@ def metrics_document(
         "num_frames": int(len(frame_cols["label"])),
         "num_videos": int(len(vc["label"])),
         **levels,
+        "calibration": calibration_block(vc["label"], vc["score"], calibration),
         "defect_capture": dict(defect_capture) if defect_capture is not None else None,
     }
     return to_jsonable(doc), vc

@@ -16,6 +16,9 @@ files under it. Exit status is 1 if
 no video could be scored, 2 if the run itself cannot start (no trained
 workdir, ``--out`` is a file).
 
+``--calibration val`` adds each video's fake probability at even odds, through
+the Platt map fitted on the run's val videos (`ldattn_jax.calibration`).
+
 ``--faces largest`` (the default, as in training) scores the largest face of
 each key frame. ``--faces all`` scores every face: faces are linked over the
 key frames into tracks (``data_prep.faces.assign_tracks``, one id per person),
@@ -36,6 +39,7 @@ import numpy as np
 
 from data_prep import cli
 from data_prep.faces import FACE_MODES
+from ldattn_jax import calibration as calibration_lib
 from ldattn_jax import eval_names, thresholds
 from ldattn_jax.evaluate import (
     Predictor,
@@ -130,6 +134,7 @@ def predict_videos(
     dtype: str | None = None,
     reuse: bool = True,
     faces: str = "largest",
+    calibration: str | None = None,
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
 
@@ -144,6 +149,11 @@ def predict_videos(
 
     ``faces="all"`` scores every face of each key frame (the module docstring);
     each row then has ``faces`` (per face) and its score is one face's.
+
+    ``calibration="val"`` adds to each video (and face) ``calibrated_probability``:
+    its score through the Platt map at even odds that the val evaluation of
+    this checkpoint fitted (`ldattn_jax.calibration`). The verdict stays the
+    raw score's against ``threshold``.
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
@@ -164,6 +174,7 @@ def predict_videos(
     model, step = restore_for_inference(config, workdir, checkpoint)
     # "val": the EER threshold of this very checkpoint's val evaluation (thresholds).
     threshold, threshold_source = thresholds.resolve(threshold, config, workdir, step)
+    calibrated = thresholds.resolve_calibration(calibration, config, workdir, step)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
     settings = {
@@ -193,6 +204,11 @@ def predict_videos(
 
     items, skipped = expand_videos(list(videos))
     few = min(FEW_FRAMES, frames_per_video)
+    cal_map = calibrated[0] if calibrated else None
+
+    def decide(entry: dict, *, reused: bool) -> dict:
+        return _verdict(entry, threshold, few, heatmaps, reused=reused, calibration=cal_map)
+
     reused = {}
     for i, (video, error) in enumerate(items):
         earlier = journal.earlier(video) if error is None else None
@@ -220,7 +236,7 @@ def predict_videos(
         if i in reused:
             # The path as given this time (the journal matched the file, not the text).
             row = {**reused[i], "video": video}
-            results.append(_verdict(row, threshold, few, heatmaps, reused=True))
+            results.append(decide(row, reused=True))
             continue
         submit(submitted)
         submitted += 1
@@ -281,7 +297,7 @@ def predict_videos(
                 entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
         entry = to_jsonable(entry)
         journal.record(video, entry, settings)
-        results.append(_verdict(entry, threshold, few, heatmaps, reused=False))
+        results.append(decide(entry, reused=False))
     lookahead.shutdown()
     journal.close()
     if reused:
@@ -300,6 +316,7 @@ def predict_videos(
             "compute_dtype": str(config.model.dtype),
             "threshold": threshold,
             "threshold_source": threshold_source,
+            "calibration": {**calibrated[0], "source": calibrated[1]} if calibrated else None,
             "frames_per_video": frames_per_video,
             "few_frames_below": few,
             "reused": len(reused),
@@ -371,9 +388,24 @@ def _heatmaps_exist(entry: dict) -> bool:
     return bool(entry.get("heatmaps")) and all(os.path.exists(p) for p in entry["heatmaps"])
 
 
-def _verdict(entry: dict, threshold: float, few: int, heatmaps: bool, *, reused: bool) -> dict:
+def _verdict(
+    entry: dict,
+    threshold: float,
+    few: int,
+    heatmaps: bool,
+    *,
+    reused: bool,
+    calibration: dict | None = None,
+) -> dict:
     """A scored video's row as this run reports it: the verdict at this threshold,
-    the few-frames flag at this --frames_per_video, heatmap fields only if asked."""
+    the few-frames flag at this --frames_per_video, heatmap fields only if asked,
+    the even-odds probability under this ``calibration`` map if one is given."""
+
+    def even_odds(p: float) -> dict:
+        if calibration is None:
+            return {}
+        return {"calibrated_probability": float(calibration_lib.apply(calibration, [p])[0])}
+
     row = dict(entry)
     if not heatmaps:
         row.pop("heatmaps", None)
@@ -384,18 +416,31 @@ def _verdict(entry: dict, threshold: float, few: int, heatmaps: bool, *, reused:
                 **f,
                 "verdict": "fake" if f["fake_probability"] > threshold else "real",
                 "few_frames": f["frames_scored"] < few,
+                **even_odds(f["fake_probability"]),
             }
             for f in row["faces"]
         ]
         row.update(_video_face(row["faces"], few))
     row["verdict"] = "fake" if row["fake_probability"] > threshold else "real"
     row["few_frames"] = row["frames_scored"] < few
+    row.update(even_odds(row["fake_probability"]))
     row["reused"] = reused
     return row
 
 
 def format_table(report: dict) -> str:
-    rows = [("video", "frames scored", "fake probability", "verdict")]
+    """One line per video (and, with --faces all, per face of a video of two or
+    more); with --calibration val a column of the even-odds probability."""
+    calibrated = report.get("calibration") is not None
+    head = ("video", "frames scored", "fake probability")
+    rows = [(*head, *(("at even odds",) if calibrated else ()), "verdict")]
+
+    def line(name: str, entry: dict, verdict: str) -> tuple[str, ...]:
+        probs = [f"{entry['fake_probability']:.4f}"]
+        if calibrated:
+            probs.append(f"{entry['calibrated_probability']:.4f}")
+        return (name, str(entry["frames_scored"]), *probs, verdict)
+
     for r in report["videos"]:
         if r["status"] == "ok":
             verdict = r["verdict"]
@@ -403,22 +448,23 @@ def format_table(report: dict) -> str:
                 verdict += " (few frames: weak evidence)"
             if r.get("heatmaps_error"):
                 verdict += f" (no heatmaps: {r['heatmaps_error']})"
-            rows.append(
-                (r["video"], str(r["frames_scored"]), f"{r['fake_probability']:.4f}", verdict)
-            )
+            rows.append(line(r["video"], r, verdict))
             if len(r.get("faces", ())) >= 2:
-                rows.extend(_face_rows(r))
+                rows.extend(line(*face) for face in _face_rows(r))
         else:
-            rows.append((r["video"], "0", "-", f"not scored ({r['reason']}): {r['message']}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            dashes = ("-",) * (len(rows[0]) - 3)
+            rows.append((r["video"], "0", *dashes, f"not scored ({r['reason']}): {r['message']}"))
+    # The verdict, last, is not padded: it may be long (an error message).
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in rows
     )
 
 
-def _face_rows(row: dict) -> list[tuple[str, str, str, str]]:
-    """The table's indented line per face of a video scored with --faces all."""
+def _face_rows(row: dict) -> list[tuple[str, dict, str]]:
+    """(name, face entry, verdict) of the table's indented line per face of a
+    video scored with --faces all."""
     rows = []
     for f in row["faces"]:
         verdict = f["verdict"]
@@ -427,7 +473,7 @@ def _face_rows(row: dict) -> list[tuple[str, str, str, str]]:
         if f["few_frames"]:
             verdict += " (few frames: weak evidence)"
         name = f"  face {f['face']} (around {', '.join(str(int(v)) for v in f['box'])})"
-        rows.append((name, str(f["frames_scored"]), f"{f['fake_probability']:.4f}", verdict))
+        rows.append((name, f, verdict))
     return rows
 
 
@@ -463,6 +509,7 @@ def main(argv=None) -> int:
     )
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
+    thresholds.add_calibration_argument(p, "add each video's calibrated fake probability")
     args = p.parse_args(argv)
     args.workdir = local_workdir(p, args.workdir)
     from ldattn_jax.checkpointing import CheckpointMismatchError
@@ -489,6 +536,7 @@ def main(argv=None) -> int:
             reuse=not args.rescore,
             faces=args.faces,
             threshold=args.threshold,
+            calibration=args.calibration,
         )
     except (
         FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError,
@@ -503,6 +551,12 @@ def main(argv=None) -> int:
     print(format_table(report))
     if report["threshold_source"] != thresholds.DEFAULT_SOURCE:
         print(f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}")
+    if report["calibration"] is not None:
+        print(
+            "at even odds: P(fake) if fakes and reals were equally likely a priori, through "
+            f"the calibration of {report['calibration']['source']}; for prior odds O "
+            "(fakes per real), multiply its odds p / (1 - p) by O"
+        )
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])
     if not scored:

@@ -1,4 +1,7 @@
-"""The decision threshold of ACC and of predict's verdicts, and where it came from.
+"""What the run's val split chose, read back for other splits: the decision
+threshold of ACC and of predict's verdicts (``--threshold``), the calibration
+map of predict's even-odds probability (``--calibration val``), and where each
+came from.
 
 ``--threshold`` takes a probability, or ``val``: the video-level EER threshold
 that ``evaluate --split val`` found for the *same* checkpoint step and compute
@@ -16,7 +19,7 @@ import glob
 import json
 import os
 
-from ldattn_jax import eval_names
+from ldattn_jax import calibration, eval_names
 from ldattn_jax import metrics as metrics_lib
 
 VAL = "val"
@@ -57,24 +60,28 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def val_eer_threshold(
+def val_results(
     workdir: str,
     step: int,
     compute_dtype: str,
-    data_dir: str | None = None,
-    val_split: str = VAL,
-) -> tuple[float, str]:
-    """(video-level EER threshold, metrics.json relative to ``workdir``) of the
-    run's own ``val_split`` at checkpoint ``step`` computed in ``compute_dtype``.
+    data_dir: str | None,
+    val_split: str,
+    *,
+    flag: str,
+    read,
+) -> dict:
+    """{metrics.json relative to ``workdir``: ``read(document)``} of the run's own
+    ``val_split`` evaluated at checkpoint ``step`` in ``compute_dtype``; at least
+    one, else FileNotFoundError naming the command that makes it. ``flag``
+    (``--threshold val``) begins every message.
 
     ``data_dir``: the run's shards; where given and present, a val result of
-    another build of them (rebuilt since) is refused as stale.
+    another build of them (rebuilt since) is refused as stale. A file ``read``
+    fails on (KeyError, ...: cut short, or of an older layout) is named in the
+    refusal rather than skipped in silence.
     """
-    rerun = (
-        f"python -m ldattn_jax.evaluate --workdir {workdir} --split {val_split} "
-        f"--checkpoint {step} --dtype {compute_dtype}"
-    )
-    found: dict[str, float | None] = {}
+    rerun = rerun_command(workdir, val_split, step, compute_dtype)
+    found: dict = {}
     stale = []
     unreadable = []  # evaluate's metrics.json files cut short or of an older layout
     fingerprint = None
@@ -92,7 +99,7 @@ def val_eer_threshold(
                 compute_dtype,
             ):
                 continue
-            value = doc["video"]["eer_threshold"]
+            value = read(doc)
             sha = doc["shards_sha256"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             # Cut short, or written by an older version: it may be the val
@@ -100,11 +107,6 @@ def val_eer_threshold(
             unreadable.append(f"{os.path.relpath(path, workdir)} ({type(e).__name__}: {e})")
             continue
         rel = os.path.relpath(path, workdir)
-        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-            raise ThresholdError(
-                f"--threshold val: {path} gives video.eer_threshold = {value!r}, not a "
-                f"probability in [0, 1]; remove that directory and run again: {rerun}"
-            )
         if fingerprint is not None and sha != fingerprint:
             stale.append(rel)
         else:
@@ -118,21 +120,94 @@ def val_eer_threshold(
         )
         if unreadable:
             why += f" (unreadable, so not used: {'; '.join(unreadable[:3])})"
-        raise FileNotFoundError(f"--threshold val: {why}; run first: {rerun}")
-    values = set(found.values())
-    if None in values:
+        raise FileNotFoundError(f"{flag}: {why}; run first: {rerun}")
+    return found
+
+
+def rerun_command(workdir: str, val_split: str, step: int, compute_dtype: str) -> str:
+    """The evaluate command that writes the val result a lookup needs."""
+    return (
+        f"python -m ldattn_jax.evaluate --workdir {workdir} --split {val_split} "
+        f"--checkpoint {step} --dtype {compute_dtype}"
+    )
+
+
+def one_value(found: dict, flag: str, what: str, rerun: str):
+    """The value all of ``found`` (`val_results`) agree on, and the file it is
+    read from: the first by name (the one at the default threshold, where val
+    was evaluated at several). Several disagreeing ones are refused."""
+    distinct = {json.dumps(v, sort_keys=True) for v in found.values()}
+    if len(distinct) > 1:
         raise ThresholdError(
-            f"--threshold val: {sorted(found)} has no video-level EER threshold (its val "
+            f"{flag}: val results {sorted(found)} disagree on {what}; remove the stale ones "
+            f"or run again: {rerun}"
+        )
+    first = min(found)
+    return found[first], first
+
+
+def val_eer_threshold(
+    workdir: str,
+    step: int,
+    compute_dtype: str,
+    data_dir: str | None = None,
+    val_split: str = VAL,
+) -> tuple[float, str]:
+    """(video-level EER threshold, metrics.json relative to ``workdir``) of the
+    run's own ``val_split`` at checkpoint ``step`` computed in ``compute_dtype``.
+
+    ``data_dir``: the run's shards; where given and present, a val result of
+    another build of them (rebuilt since) is refused as stale.
+    """
+    flag = "--threshold val"
+    found = val_results(
+        workdir,
+        step,
+        compute_dtype,
+        data_dir,
+        val_split,
+        flag=flag,
+        read=lambda doc: doc["video"]["eer_threshold"],
+    )
+    for rel, value in found.items():
+        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            raise ThresholdError(
+                f"{flag}: {os.path.join(workdir, rel)} gives video.eer_threshold = {value!r}, "
+                "not a probability in [0, 1]; remove that directory and run again: "
+                + rerun_command(workdir, val_split, step, compute_dtype)
+            )
+    if None in found.values():
+        raise ThresholdError(
+            f"{flag}: {sorted(found)} has no video-level EER threshold (its val "
             "split lacks a class); pass --threshold P"
         )
-    if len(values) > 1:
-        raise ThresholdError(
-            f"--threshold val: val results {sorted(found)} disagree ({sorted(values)}); remove "
-            f"the stale ones or run again: {rerun}"
+    value, rel = one_value(
+        found,
+        flag,
+        "the threshold",
+        rerun_command(workdir, val_split, step, compute_dtype),
+    )
+    return float(value), rel
+
+
+def val_split_of(config, splits: tuple[str, ...], flag: str) -> str:
+    """The split training chose its checkpoints on (config.data.val_split), which
+    ``flag`` reads from; refused when ``splits`` (what is being evaluated)
+    contains it: a value chosen on the data it is measured on flatters it."""
+    data = config.get("data") or {}
+    val_split = data.get("val_split") or VAL
+    if val_split in splits:
+        which = (
+            f"the {val_split} split itself"
+            if len(splits) == 1
+            else f"{'+'.join(splits)}, which pools the {val_split} split"
         )
-    # Several directories (val evaluated at two thresholds) hold one value; the
-    # first by name is the one at the default threshold where there is one.
-    return float(values.pop()), min(found)
+        raise ThresholdError(
+            f"{flag} on {which} would measure it on the videos it was chosen on; evaluate "
+            "another split with it"
+            + (", or pass --threshold P" if flag.startswith("--threshold") else "")
+        )
+    return val_split
 
 
 def resolve(
@@ -155,21 +230,9 @@ def resolve(
         return metrics_lib.DEFAULT_THRESHOLD, DEFAULT_SOURCE
     if threshold != VAL:
         return float(threshold), GIVEN_SOURCE
-    data = config.get("data") or {}
-    # The split training chose its checkpoints on (config.data.val_split).
-    val_split = data.get("val_split") or VAL
-    if val_split in splits:
-        which = (
-            f"the {val_split} split itself"
-            if len(splits) == 1
-            else f"{'+'.join(splits)}, which pools the {val_split} split"
-        )
-        raise ThresholdError(
-            f"--threshold val on {which} would measure ACC at a threshold chosen on the "
-            "same videos; evaluate another split with it, or pass --threshold P"
-        )
-    dtype = str(config.model.dtype)
-    return val_eer_threshold(workdir, step, dtype, data.get("dir") or None, val_split)
+    val_split = val_split_of(config, splits, "--threshold val")
+    data_dir = (config.get("data") or {}).get("dir") or None
+    return val_eer_threshold(workdir, step, str(config.model.dtype), data_dir, val_split)
 
 
 def describe(threshold: float, source: str) -> str:
@@ -178,3 +241,62 @@ def describe(threshold: float, source: str) -> str:
         source, f"--threshold val: the video-level EER threshold of {source}"
     )
     return f"threshold {eval_names.threshold_text(threshold)} ({how})"
+
+
+def val_calibration(
+    workdir: str,
+    step: int,
+    compute_dtype: str,
+    data_dir: str | None = None,
+    val_split: str = VAL,
+) -> tuple[dict, str]:
+    """(Platt map at even odds, metrics.json relative to ``workdir``) that
+    ``evaluate --split val`` fitted for checkpoint ``step`` in ``compute_dtype``
+    (`ldattn_jax.calibration`), found as `val_eer_threshold` finds the threshold."""
+    flag = "--calibration val"
+    found = val_results(
+        workdir,
+        step,
+        compute_dtype,
+        data_dir,
+        val_split,
+        flag=flag,
+        read=lambda doc: doc["calibration"]["fit"],
+    )
+    if None in found.values():
+        raise ThresholdError(
+            f"{flag}: {sorted(found)} has no calibration (its val split lacks a class)"
+        )
+    value, rel = one_value(
+        found,
+        flag,
+        "the calibration",
+        rerun_command(workdir, val_split, step, compute_dtype),
+    )
+    try:
+        return calibration.validate(value), rel
+    except ValueError as e:
+        raise ThresholdError(f"{flag}: {os.path.join(workdir, rel)}: {e}") from None
+
+
+def add_calibration_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--calibration",
+        choices=(VAL,),
+        default=None,
+        help=f"val: {what}, through the Platt map (at even odds: fakes and reals equally "
+        "likely) that evaluate --split val fitted for the same checkpoint and dtype "
+        "(docs/evaluation.md)",
+    )
+
+
+def resolve_calibration(
+    value: str | None, config, workdir: str, step: int, *, splits: tuple[str, ...] = ()
+) -> tuple[dict, str] | None:
+    """(map, source) for ``--calibration``'s value once checkpoint ``step`` is
+    known; None without the flag. Refused on the val split itself."""
+    if value is None:
+        return None
+    val_split = val_split_of(config, splits, "--calibration val")
+    data_dir = (config.get("data") or {}).get("dir") or None
+    return val_calibration(workdir, step, str(config.model.dtype), data_dir, val_split)

@@ -216,6 +216,46 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
         assert "give a probability in [0, 1]" in capsys.readouterr().err
 
 
+def test_val_fits_a_calibration_that_another_split_measures(run, capsys):
+    from ldattn_jax import calibration
+
+    wd = str(run["workdir"])
+    assert evaluate.main(["--workdir", wd, "--split", "val", "--no_progress"]) == 0
+    (val_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_val_*"))
+    with open(os.path.join(val_dir, "metrics.json")) as f:
+        val = json.load(f)
+    with open(os.path.join(val_dir, "video_scores.csv")) as f:
+        videos = list(csv.DictReader(f))
+    labels = [int(v["label"]) for v in videos]
+    # The map in metrics.json is the fit of the video scores beside it.
+    again = calibration.fit(labels, [float(v["score"]) for v in videos])
+    fit = val["calibration"]["fit"]
+    assert (fit["method"], fit["counts"]) == (again["method"], again["counts"])
+    assert (fit["a"], fit["b"]) == pytest.approx((again["a"], again["b"]), rel=1e-6, abs=1e-9)
+    assert val["calibration"]["applied"] is None
+    assert "calibration at even odds fitted on these videos" in capsys.readouterr().out
+    # Measured on another split (train: both classes, no new test directory).
+    assert (
+        evaluate.main(
+            ["--workdir", wd, "--split", "train", "--calibration", "val", "--no_progress"]
+        )
+        == 0
+    )
+    (train_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_train_*"))
+    with open(os.path.join(train_dir, "metrics.json")) as f:
+        applied = json.load(f)["calibration"]["applied"]
+    assert applied["source"] == os.path.relpath(val_dir, wd) + "/metrics.json"
+    assert (applied["a"], applied["b"]) == (fit["a"], fit["b"])
+    assert 0.0 <= applied["ece_even_odds_after"] <= 1.0
+    assert f"calibration of {applied['source']} on this split's videos: ECE at even odds" in (
+        capsys.readouterr().out
+    )
+    shutil.rmtree(train_dir)
+    # Not on val itself: fitted on the same videos.
+    assert evaluate.main(["--workdir", wd, "--split", "val", "--calibration", "val"]) == 2
+    assert "--calibration val on the val split itself" in capsys.readouterr().err
+
+
 def test_evaluate_pools_splits(run):
     # A held-out build is all test data: --split all reads every split once.
     wd = str(run["workdir"])

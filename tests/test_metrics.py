@@ -277,6 +277,7 @@ TOP = {
     "video",
     "per_method",
     "per_compression",
+    "calibration",
     "defect_capture",
 }
 
@@ -285,6 +286,17 @@ def assert_schema_v1(doc):
     assert doc["schema_version"] == 1
     assert set(doc) == TOP
     assert set(doc["checkpoint"]) == {"step", "which"}
+    assert set(doc["calibration"]) == {"fit", "applied"}
+    if doc["calibration"]["fit"] is not None:
+        assert set(doc["calibration"]["fit"]) == {"method", "a", "b", "counts"}
+    if doc["calibration"]["applied"] is not None:
+        assert set(doc["calibration"]["applied"]) == {
+            "source",
+            "a",
+            "b",
+            "ece_even_odds_before",
+            "ece_even_odds_after",
+        }
     for level in LEVELS:
         assert set(doc[level]) == BLOCK
         assert set(doc[level]["counts"]) == {"real", "fake"}

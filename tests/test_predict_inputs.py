@@ -415,6 +415,66 @@ def test_threshold_val_reads_this_checkpoints_val_evaluation(
     assert rc == 2 and "disagree" in err and "Traceback" not in err
 
 
+def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    from scipy.special import expit, logit
+
+    from ldattn_jax import calibration
+
+    values = {"pair.mp4": {0: [60] * 8, 1: [40, 240] * 4}, "alone.mp4": {0: [200] * 8}}
+    monkeypatch.setattr(faces, "extract_stacks", _people(values, []))
+    clips = [_clip(tmp_path / name, 1) for name in values]
+    # Scored first without it: the journal's scores get the map on the rerun too.
+    rc, rep = _run(fake_run, tmp_path / "out", "--faces", "all", *clips)
+    assert rc == 0 and rep["calibration"] is None
+    assert "calibrated_probability" not in rep["videos"][0]
+    assert "at even odds" not in capsys.readouterr().out
+    # An older val result without a calibration is named, with the command to rerun.
+    val = fake_run / "eval" / "synthetic_val_7" / "metrics.json"
+    val.parent.mkdir(parents=True)
+    doc = {
+        "split": "val",
+        "checkpoint": {"step": 7, "which": "best"},
+        "compute_dtype": "float32",
+        "shards_sha256": "s",
+        "video": {"eer_threshold": 0.45},
+    }
+    val.write_text(json.dumps(doc))
+    rc = predict.main(["--workdir", str(fake_run), "--calibration", "val", *clips])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--calibration val: " in err and "KeyError" in err
+    assert "--split val --checkpoint 7" in err and "Traceback" not in err
+
+    fit = {"method": calibration.METHOD, "a": 2.0, "b": -1.0, "counts": {"real": 2, "fake": 3}}
+    val.write_text(json.dumps({**doc, "calibration": {"fit": fit, "applied": None}}))
+    rc, rep = _run(fake_run, tmp_path / "out", "--faces", "all", "--calibration", "val", *clips)
+    assert rc == 0 and rep["reused"] == 2
+    assert rep["calibration"] == {
+        "method": calibration.METHOD,
+        "a": 2.0,
+        "b": -1.0,
+        "source": os.path.join("eval", "synthetic_val_7", "metrics.json"),
+    }
+
+    def even(p):
+        return float(expit(2.0 * logit(p) - 1.0))
+
+    pair, alone = rep["videos"]
+    for row in (pair, *pair["faces"], alone):
+        assert row["calibrated_probability"] == pytest.approx(even(row["fake_probability"]))
+    # The video's is its most suspicious face's; the verdict stays the raw score's.
+    assert pair["calibrated_probability"] == pytest.approx(even(140 / 255))
+    assert pair["verdict"] == "fake" and even(140 / 255) < 0.5
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split("  ")[-3:] == ["fake probability", "at even odds", "verdict"]
+    row = next(line for line in out if line.startswith(clips[0])).split()
+    assert row[-3:] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}", "fake"]
+    face1 = next(line for line in out if line.startswith("  face 1")).split()
+    assert face1[-6:-4] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}"]
+    assert any(line.startswith("at even odds: P(fake) if fakes and reals") for line in out)
+
+
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
     fake_run, tmp_path, monkeypatch
 ):
