@@ -94,11 +94,11 @@ def validate(value) -> dict:
     """A map read from a file: a dict of this method with finite ``a`` and ``b``,
     else ValueError saying what is wrong."""
     if not isinstance(value, dict) or value.get("method") != METHOD:
-        raise ValueError(f"calibration.fit is not a {METHOD} map: {value!r}")
+        raise ValueError(f"gives calibration.fit = {value!r}, not a {METHOD} map")
     try:
         a, b = float(value["a"]), float(value["b"])
     except (TypeError, KeyError, ValueError) as e:
-        raise ValueError(f"calibration.fit lacks a number: {e!r}") from None
+        raise ValueError(f"gives calibration.fit without a number: {e!r}") from None
     if not (np.isfinite(a) and np.isfinite(b)):
-        raise ValueError(f"calibration.fit has a non-finite parameter (a={a}, b={b})")
+        raise ValueError(f"gives calibration.fit with a non-finite parameter (a={a}, b={b})")
     return {"method": METHOD, "a": a, "b": b}

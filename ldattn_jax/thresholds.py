@@ -132,18 +132,54 @@ def rerun_command(workdir: str, val_split: str, step: int, compute_dtype: str) -
     )
 
 
-def one_value(found: dict, flag: str, what: str, rerun: str):
-    """The value all of ``found`` (`val_results`) agree on, and the file it is
-    read from: the first by name (the one at the default threshold, where val
-    was evaluated at several). Several disagreeing ones are refused."""
-    distinct = {json.dumps(v, sort_keys=True) for v in found.values()}
-    if len(distinct) > 1:
+def val_value(
+    workdir: str,
+    step: int,
+    compute_dtype: str,
+    data_dir: str | None,
+    val_split: str,
+    *,
+    flag: str,
+    what: str,
+    read,
+    check,
+    if_one_class: str = "",
+):
+    """(value, metrics.json relative to ``workdir``): ``read(document)`` of the
+    run's val result (`val_results`), ``check``-ed (it returns the value to
+    use or raises ValueError saying what is wrong), the same in every val result
+    of that checkpoint (the first by name: the one at the default threshold,
+    where val was evaluated at several). Refused, naming the file and the
+    command to rerun, when one is wrong, when they disagree, or when it is None
+    (a one-class val split; ``if_one_class`` says what to do then)."""
+    found = val_results(workdir, step, compute_dtype, data_dir, val_split, flag=flag, read=read)
+    rerun = rerun_command(workdir, val_split, step, compute_dtype)
+    checked = {}
+    for rel, value in found.items():
+        if value is None:
+            raise ThresholdError(
+                f"{flag}: {rel} has no {what} (its val split lacks a class){if_one_class}"
+            )
+        try:
+            checked[rel] = check(value)
+        except ValueError as e:
+            raise ThresholdError(
+                f"{flag}: {os.path.join(workdir, rel)} {e}; remove that directory and run "
+                f"again: {rerun}"
+            ) from None
+    if len({json.dumps(v, sort_keys=True) for v in checked.values()}) > 1:
         raise ThresholdError(
-            f"{flag}: val results {sorted(found)} disagree on {what}; remove the stale ones "
-            f"or run again: {rerun}"
+            f"{flag}: val results {sorted(found)} disagree on the {what}; remove the stale "
+            f"ones or run again: {rerun}"
         )
-    first = min(found)
-    return found[first], first
+    first = min(checked)
+    return checked[first], first
+
+
+def _probability(value) -> float:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+        raise ValueError(f"gives video.eer_threshold = {value!r}, not a probability in [0, 1]")
+    return float(value)
 
 
 def val_eer_threshold(
@@ -159,35 +195,18 @@ def val_eer_threshold(
     ``data_dir``: the run's shards; where given and present, a val result of
     another build of them (rebuilt since) is refused as stale.
     """
-    flag = "--threshold val"
-    found = val_results(
+    return val_value(
         workdir,
         step,
         compute_dtype,
         data_dir,
         val_split,
-        flag=flag,
+        flag="--threshold val",
+        what="video-level EER threshold",
         read=lambda doc: doc["video"]["eer_threshold"],
+        check=_probability,
+        if_one_class="; pass --threshold P",
     )
-    for rel, value in found.items():
-        if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-            raise ThresholdError(
-                f"{flag}: {os.path.join(workdir, rel)} gives video.eer_threshold = {value!r}, "
-                "not a probability in [0, 1]; remove that directory and run again: "
-                + rerun_command(workdir, val_split, step, compute_dtype)
-            )
-    if None in found.values():
-        raise ThresholdError(
-            f"{flag}: {sorted(found)} has no video-level EER threshold (its val "
-            "split lacks a class); pass --threshold P"
-        )
-    value, rel = one_value(
-        found,
-        flag,
-        "the threshold",
-        rerun_command(workdir, val_split, step, compute_dtype),
-    )
-    return float(value), rel
 
 
 def val_split_of(config, splits: tuple[str, ...], flag: str) -> str:
@@ -253,30 +272,17 @@ def val_calibration(
     """(Platt map at even odds, metrics.json relative to ``workdir``) that
     ``evaluate --split val`` fitted for checkpoint ``step`` in ``compute_dtype``
     (`ldattn_jax.calibration`), found as `val_eer_threshold` finds the threshold."""
-    flag = "--calibration val"
-    found = val_results(
+    return val_value(
         workdir,
         step,
         compute_dtype,
         data_dir,
         val_split,
-        flag=flag,
+        flag="--calibration val",
+        what="calibration",
         read=lambda doc: doc["calibration"]["fit"],
+        check=calibration.validate,
     )
-    if None in found.values():
-        raise ThresholdError(
-            f"{flag}: {sorted(found)} has no calibration (its val split lacks a class)"
-        )
-    value, rel = one_value(
-        found,
-        flag,
-        "the calibration",
-        rerun_command(workdir, val_split, step, compute_dtype),
-    )
-    try:
-        return calibration.validate(value), rel
-    except ValueError as e:
-        raise ThresholdError(f"{flag}: {os.path.join(workdir, rel)}: {e}") from None
 
 
 def add_calibration_argument(parser: argparse.ArgumentParser, what: str) -> None:

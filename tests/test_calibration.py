@@ -127,8 +127,8 @@ def test_val_calibration_is_found_as_the_threshold_is_and_checked(tmp_path):
             # A val result of an older version: named, with its error, not skipped.
             ("absent", "unreadable, so not used: eval/synthetic_val_7/metrics.json \\(KeyError"),
             (None, "has no calibration \\(its val split lacks a class\\)"),
-            ({**fit, "a": None}, "lacks a number"),
-            ({**fit, "method": "isotonic"}, "is not a platt_even_odds map"),
+            ({**fit, "a": None}, "synthetic_val_7/metrics.json gives calibration.fit without a"),
+            ({**fit, "method": "isotonic"}, "not a platt_even_odds map; remove that directory"),
         ]
     ):
         other = tmp_path / f"run{i}"

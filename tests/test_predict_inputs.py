@@ -375,6 +375,21 @@ def test_a_videos_score_is_the_mean_of_its_frames_and_the_verdict_is_above_thres
     assert [r["verdict"] for r in rep["videos"]] == ["real", "real", "fake"]
 
 
+def _val_result(workdir, step):
+    """A val evaluation's metrics.json as far as the val lookups read it (no calibration)."""
+    val = workdir / "eval" / f"synthetic_val_{step}" / "metrics.json"
+    val.parent.mkdir(parents=True)
+    doc = {
+        "split": "val",
+        "checkpoint": {"step": step, "which": "best"},
+        "compute_dtype": "float32",
+        "shards_sha256": "s",
+        "video": {"eer_threshold": 0.45},
+    }
+    val.write_text(json.dumps(doc))
+    return val, doc
+
+
 def test_threshold_val_reads_this_checkpoints_val_evaluation(
     fake_run, tmp_path, monkeypatch, capsys
 ):
@@ -382,16 +397,7 @@ def test_threshold_val_reads_this_checkpoints_val_evaluation(
     monkeypatch.setattr(faces, "extract_stacks", _per_stack(values))
     clips = [_clip(tmp_path / name, 3) for name in values]
     # The fake run restores step 7; a val result of step 6 is not its.
-    val = fake_run / "eval" / "synthetic_val_6" / "metrics.json"
-    val.parent.mkdir(parents=True)
-    doc = {
-        "split": "val",
-        "checkpoint": {"step": 6, "which": "best"},
-        "compute_dtype": "float32",
-        "shards_sha256": "s",
-        "video": {"eer_threshold": 0.45},
-    }
-    val.write_text(json.dumps(doc))
+    val, doc = _val_result(fake_run, step=6)
     rc = predict.main(["--workdir", str(fake_run), "--threshold", "val", *clips])
     err = capsys.readouterr().err
     assert rc == 2 and "no val evaluation of checkpoint step 7" in err and "Traceback" not in err
@@ -431,16 +437,7 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     assert "calibrated_probability" not in rep["videos"][0]
     assert "at even odds" not in capsys.readouterr().out
     # An older val result without a calibration is named, with the command to rerun.
-    val = fake_run / "eval" / "synthetic_val_7" / "metrics.json"
-    val.parent.mkdir(parents=True)
-    doc = {
-        "split": "val",
-        "checkpoint": {"step": 7, "which": "best"},
-        "compute_dtype": "float32",
-        "shards_sha256": "s",
-        "video": {"eer_threshold": 0.45},
-    }
-    val.write_text(json.dumps(doc))
+    val, doc = _val_result(fake_run, step=7)
     rc = predict.main(["--workdir", str(fake_run), "--calibration", "val", *clips])
     err = capsys.readouterr().err
     assert rc == 2 and "--calibration val: " in err and "KeyError" in err
