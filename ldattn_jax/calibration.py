@@ -101,4 +101,8 @@ def validate(value) -> dict:
         raise ValueError(f"gives calibration.fit without a number: {e!r}") from None
     if not (np.isfinite(a) and np.isfinite(b)):
         raise ValueError(f"gives calibration.fit with a non-finite parameter (a={a}, b={b})")
-    return {"method": METHOD, "a": a, "b": b}
+    out = {"method": METHOD, "a": a, "b": b}
+    counts = value.get("counts")
+    if isinstance(counts, dict) and all(isinstance(counts.get(k), int) for k in ("real", "fake")):
+        out["counts"] = {"real": counts["real"], "fake": counts["fake"]}  # how firm the map is
+    return out

@@ -323,13 +323,17 @@ def evaluate(
     trained_dtype = str(config.model.dtype)
     config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
+    # Another build (--data) may carry the training data's name (a held-out
+    # synthetic build, FF++ at another compression): its results must not
+    # overwrite those of the run's own data, and its val split is not the one
+    # the run's val results were chosen on.
+    own_data = os.path.abspath(data_dir) == os.path.abspath(str(config.data.dir or ""))
+    own_splits = tuple(splits) if own_data else ()
     # Before the split is read: a missing val result fails in a second, not after it.
     threshold, threshold_source = thresholds.resolve(
-        threshold, config, workdir, step, splits=tuple(splits)
+        threshold, config, workdir, step, splits=own_splits
     )
-    applied = thresholds.resolve_calibration(
-        calibration, config, workdir, step, splits=tuple(splits)
-    )
+    applied = thresholds.resolve_calibration(calibration, config, workdir, step, splits=own_splits)
     predictor = Predictor(model, config, batch_size)
 
     cols = defaultdict(list)
@@ -366,10 +370,6 @@ def evaluate(
     datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
     dataset = "+".join(datasets)
     shards_sha256 = metrics_lib.shards_fingerprint(data_dir)
-    # Another build (--data) may carry the training data's name (a held-out
-    # synthetic build, FF++ at another compression): its results must not
-    # overwrite those of the run's own data.
-    own_data = os.path.abspath(data_dir) == os.path.abspath(str(config.data.dir or ""))
     run_name = eval_names.run_name(
         dataset,
         split,

@@ -551,11 +551,16 @@ def main(argv=None) -> int:
     print(format_table(report))
     if report["threshold_source"] != thresholds.DEFAULT_SOURCE:
         print(f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}")
-    if report["calibration"] is not None:
+    cal = report["calibration"]
+    if cal is not None:
+        counts = cal.get("counts")
+        fitted = (
+            f" (fitted on {counts['real']} real + {counts['fake']} fake videos)" if counts else ""
+        )
         print(
             "at even odds: P(fake) if fakes and reals were equally likely a priori, through "
-            f"the calibration of {report['calibration']['source']}; for prior odds O "
-            "(fakes per real), multiply its odds p / (1 - p) by O"
+            f"the calibration of {cal['source']}{fitted}; for prior odds O (fakes per real), "
+            "multiply its odds p / (1 - p) by O"
         )
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])

@@ -216,7 +216,7 @@ def test_a_threshold_chosen_on_val_is_applied_to_test(run, capsys):
         assert "give a probability in [0, 1]" in capsys.readouterr().err
 
 
-def test_val_fits_a_calibration_that_another_split_measures(run, capsys):
+def test_val_fits_a_calibration_that_another_split_measures(run, tmp_path, capsys):
     from ldattn_jax import calibration
 
     wd = str(run["workdir"])
@@ -254,6 +254,18 @@ def test_val_fits_a_calibration_that_another_split_measures(run, capsys):
     # Not on val itself: fitted on the same videos.
     assert evaluate.main(["--workdir", wd, "--split", "val", "--calibration", "val"]) == 2
     assert "--calibration val on the val split itself" in capsys.readouterr().err
+    # Another build's val split is not the run's: both lookups apply there (a
+    # held-out build is evaluated with --split all, which pools its val).
+    other = tmp_path / "held_out"
+    shutil.copytree(run["shards"], other)
+    flags = ["--calibration", "val", "--threshold", "val", "--no_progress"]
+    assert evaluate.main(["--workdir", wd, "--data", str(other), "--split", "all", *flags]) == 0
+    (other_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_test+train+val_*_data*_t*"))
+    with open(os.path.join(other_dir, "metrics.json")) as f:
+        doc = json.load(f)
+    assert doc["calibration"]["applied"]["source"] == applied["source"]
+    assert doc["threshold_source"] == applied["source"]
+    shutil.rmtree(other_dir)
 
 
 def test_evaluate_pools_splits(run):

@@ -451,6 +451,7 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
         "method": calibration.METHOD,
         "a": 2.0,
         "b": -1.0,
+        "counts": {"real": 2, "fake": 3},
         "source": os.path.join("eval", "synthetic_val_7", "metrics.json"),
     }
 
@@ -469,7 +470,8 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     assert row[-3:] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}", "fake"]
     face1 = next(line for line in out if line.startswith("  face 1")).split()
     assert face1[-6:-4] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}"]
-    assert any(line.startswith("at even odds: P(fake) if fakes and reals") for line in out)
+    (note,) = [line for line in out if line.startswith("at even odds: P(fake) if fakes")]
+    assert "(fitted on 2 real + 3 fake videos)" in note
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
