@@ -557,10 +557,14 @@ def main(argv=None) -> int:
         fitted = (
             f" (fitted on {counts['real']} real + {counts['fake']} fake videos)" if counts else ""
         )
+        # The verdict compares the raw score with the threshold; on the even-odds
+        # scale that threshold sits elsewhere than 0.5 (an EER threshold balances
+        # error rates, not odds), so say where.
+        at = float(calibration_lib.apply(cal, [report["threshold"]])[0])
         print(
             "at even odds: P(fake) if fakes and reals were equally likely a priori, through "
             f"the calibration of {cal['source']}{fitted}; for prior odds O (fakes per real), "
-            "multiply its odds p / (1 - p) by O"
+            f"multiply its odds p / (1 - p) by O. The verdicts' threshold is {at:.4f} at even odds"
         )
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])

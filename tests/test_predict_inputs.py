@@ -472,6 +472,7 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     assert face1[-6:-4] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}"]
     (note,) = [line for line in out if line.startswith("at even odds: P(fake) if fakes")]
     assert "(fitted on 2 real + 3 fake videos)" in note
+    assert note.endswith(f"The verdicts' threshold is {even(0.5):.4f} at even odds")
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
