@@ -359,6 +359,7 @@ def main(argv=None) -> int:
                 split="all",
                 data_dir=heldout,
                 figures_per_class=1,
+                failures_per_class=0,  # the table needs none; evaluate draws them on request
                 progress=False,
             )
             runs[variant][seed] = run_numbers(result) | {"metrics_json": result["metrics_json"]}

@@ -188,6 +188,11 @@ def table(results: dict[str, dict]) -> str:
             )
         else:
             lines.append("  attention:    none (this variant has no attention maps)")
+        if r.get("failures"):
+            lines.append(
+                f"  failures:     {os.path.join(r['out_dir'], 'failures')}/ "
+                f"({len(r['failures'])} PNGs: the videos most wrong, paper V-E)"
+            )
     if len(results) > 1:  # the ablation at a glance (paper Table VIII)
         methods = sorted({m for r in results.values() for m in r["metrics"]["per_method"]})
         lines.append("== ablation: video AUC (paper Table VIII order) ==")

@@ -9,7 +9,8 @@ Celeb-DF). ``--split`` may pool splits (``test+val``; ``all`` = every split of
 the build): for a held-out build no split was trained on, so all of it is test
 data, and more test videos mean less noisy AUCs. Writes ``WORKDIR/eval/<dataset>_<split>_<step>/``:
 metrics.json (schema in docs/evaluation.md), scores.csv (per frame),
-video_scores.csv (per video), roc.png and attention/*.png.
+video_scores.csv (per video), roc.png, calibration.png, attention/*.png and
+failures/*.png (per class the videos most wrong at the threshold, paper V-E).
 
 The model runs jitted on all local devices with the batch split over the
 mesh of ``config.mesh``, exactly like training; the last batch is padded to
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import glob
 import json
 import math
@@ -35,6 +37,7 @@ from data_prep import cli
 from ldattn_jax import eval_names, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
+from ldattn_jax.failure_cases import FailureCases
 
 # Record fields evaluation needs (frames are sliced to what the model reads).
 META_FIELDS = ("label", "dataset", "compression", "method", "video_id", "frame_index")
@@ -278,6 +281,7 @@ def evaluate(
     data_dir: str | None = None,
     batch_size: int | None = None,
     figures_per_class: int = 2,
+    failures_per_class: int = 4,
     progress: bool = True,
     dtype: str | None = None,
     threshold: float | str | None = None,
@@ -293,9 +297,11 @@ def evaluate(
     results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
     ``calibration``: ``"val"`` measures here the calibration map the val
     evaluation of this checkpoint fitted (metrics.json ``calibration.applied``).
+    ``failures_per_class``: per class, the videos most wrong at the threshold
+    drawn by their most wrong frame to ``failures/`` (`failure_cases`).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
-    'calibration', 'attention': [png paths]}``.
+    'calibration', 'attention': [png paths], 'failures': [png paths]}``.
     """
     from tqdm import tqdm
 
@@ -338,6 +344,7 @@ def evaluate(
 
     cols = defaultdict(list)
     capture = DefectCapture()
+    failures = FailureCases(failures_per_class, threshold)
     samples: dict[str, list] = defaultdict(list)  # method -> [(record fields, maps)]
     seen_videos: set[str] = set()
     n_batches = -(-n_records // predictor.batch_size)
@@ -354,6 +361,9 @@ def evaluate(
             cols[k].extend(np.asarray(batch[k]).tolist())
         cols["score"].extend(probs.tolist())
         capture.add(maps, batch["mask"], batch["has_mask"], batch["label"], batch["method"])
+        ids = np.asarray(batch["video_id"]).astype(str)
+        for i, (vid, label, prob) in enumerate(zip(ids, batch["label"], probs, strict=True)):
+            failures.add(vid, label, prob, functools.partial(_case, batch, probs, maps, i))
         if maps and figures_per_class:
             for i, vid in enumerate(np.asarray(batch["video_id"]).astype(str)):
                 method = str(batch["method"][i])
@@ -445,7 +455,51 @@ def evaluate(
                 )
             )
     paths["attention"] = attention
+    paths["failures"] = _draw_failures(failures, out_dir, threshold)
     return {"metrics": doc, **paths}
+
+
+def _case(batch, probs, maps, i: int) -> dict:
+    """What a failure-case figure needs of the batch's i-th record (copied: the
+    loader reuses its batch buffers)."""
+    return {
+        "face": np.array(batch["frames"][i][0]),
+        "mask": np.array(batch["mask"][i]),
+        "maps": {k: np.array(v[i]) for k, v in maps.items()},
+        "prob": float(probs[i]),
+        **{k: str(np.asarray(batch[k][i])) for k in ("video_id", "method", "frame_index")},
+    }
+
+
+def _draw_failures(failures: FailureCases, out_dir: str, threshold: float) -> list[str]:
+    """failures/<class>_<rank>_<video>_f<frame>.png, rank 0 the most wrong: the key
+    frame and the mean of each module's maps, as the paper's Fig. 9 shows them.
+    An earlier evaluation's figures there go first."""
+    from ldattn_jax import figures
+
+    for stale in glob.glob(os.path.join(out_dir, "failures", "*.png")):
+        os.remove(stale)
+    paths = []
+    rank = defaultdict(int)
+    for cls, _, case in failures.cases():
+        name = f"{cls}_{rank[cls]}_{case['video_id']}_f{case['frame_index']}"
+        rank[cls] += 1
+        face, mask = case["face"], case["mask"]
+        if mask.shape != face.shape[:2]:  # shards at another size
+            mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_NEAREST)
+        called = "fake" if cls == "real" else "real"
+        paths.append(
+            figures.attention_overlay(
+                face,
+                case["maps"],
+                os.path.join(out_dir, "failures", eval_names.safe(name) + ".png"),
+                title=f"{case['video_id']} ({case['method']}) frame {case['frame_index']}: "
+                f"{cls}, called {called}, P(fake) = {case['prob']:.3f} "
+                f"(threshold {eval_names.threshold_text(threshold)})",
+                mask=mask if mask.any() else None,
+            )
+        )
+    return paths
 
 
 def summary_lines(doc: dict) -> list[str]:
@@ -566,6 +620,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type of counts where 0 means none (--failures)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number >= 0")
+    return value
+
+
 def add_dtype_argument(parser: argparse.ArgumentParser) -> None:
     from ldattn_jax.models.lda import COMPUTE_DTYPES
 
@@ -587,6 +652,13 @@ def main(argv=None) -> int:
     p.add_argument("--data", default=None, help="shard dir; default config.data.dir")
     p.add_argument("--batch_size", type=positive_int, default=None)
     p.add_argument("--no_progress", action="store_true")
+    p.add_argument(
+        "--failures",
+        type=non_negative_int,
+        default=4,
+        help="per class, how many of the videos most wrong at the threshold to draw to "
+        "failures/ by their most wrong frame (paper V-E; 0: none)",
+    )
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
     thresholds.add_calibration_argument(p, "measure the ECE of this split's video scores")
@@ -610,6 +682,7 @@ def main(argv=None) -> int:
             dtype=args.dtype,
             threshold=args.threshold,
             calibration=args.calibration,
+            failures_per_class=args.failures,
         )
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
         # Errors that name the file / split / checkpoint and what to do: one line,
@@ -620,6 +693,10 @@ def main(argv=None) -> int:
     print("\n".join(summary_lines(out["metrics"])))
     print(f"metrics: {out['metrics_json']}\nroc: {out['roc']}\ncalibration: {out['calibration']}")
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")
+    print(
+        f"failures: {os.path.join(out['out_dir'], 'failures')} ({len(out['failures'])} PNGs: "
+        "per class the videos most wrong at the threshold, by their most wrong frame)"
+    )
     return 0
 
 

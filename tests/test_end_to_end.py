@@ -12,11 +12,13 @@ import os
 import shutil
 
 import pytest
+from test_failure_cases import expected_failures
 from test_metrics import assert_schema_v1
 
 from data_prep import build, synthesize
 from ldattn_jax import evaluate, predict
 from ldattn_jax.config_utils import load_config
+from ldattn_jax.eval_names import safe
 from ldattn_jax.train import train_and_evaluate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
@@ -93,7 +95,24 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     pngs = glob.glob(os.path.join(out_dir, "attention", "*.png"))
     assert any("real_" in os.path.basename(p) for p in pngs)
     assert any("fake_" in os.path.basename(p) for p in pngs)
-    assert "metrics.json" in capsys.readouterr().out
+    # Failure cases: per class the 4 videos most wrong at 0.5, by their worst frame.
+    want = expected_failures(
+        [r["video_id"] for r in rows],
+        [int(r["label"]) for r in rows],
+        [float(r["score"]) for r in rows],
+        4,
+        0.5,
+    )
+    frame_of = {(r["video_id"], float(r["score"])): r["frame_index"] for r in rows}
+    names = sorted(
+        f"{cls}_{rank}_{safe(vid)}_f{frame_of[vid, p]}.png"
+        for cls, kept in want.items()
+        for rank, (vid, p) in enumerate(kept)
+    )
+    assert names, "a 2-step model gets some videos wrong"
+    assert sorted(map(os.path.basename, glob.glob(os.path.join(out_dir, "failures", "*")))) == names
+    out = capsys.readouterr().out
+    assert "metrics.json" in out and f"failures ({len(names)} PNGs" in out
 
 
 @pytest.mark.slow

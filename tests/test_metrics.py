@@ -405,11 +405,12 @@ def test_demo_table_shows_every_variant_method_and_the_ablation():
             "metrics": doc, "metrics_json": f"/x/{variant}/metrics.json",
             "roc": f"/x/{variant}/roc.png", "out_dir": f"/x/{variant}", "attention": [],
             "calibration": f"/x/{variant}/calibration.png",
+            "failures": [f"/x/{variant}/failures/real_0_v_f0.png"],
         }  # fmt: skip
     text = demo.table(results)
     needles = ["== xception (step 7) ==", "== lda_st (step 7) ==", "real+Deepfakes"]
     needles += ["real+NeuralTextures", "/x/lda_st/metrics.json", "== ablation: video AUC"]
-    needles += ["/x/lda_st/calibration.png"]
+    needles += ["/x/lda_st/calibration.png", "failures:     /x/lda_st/failures/ (1 PNGs"]
     for needle in needles:
         assert needle in text, needle
     auc = f"{results['lda_st']['metrics']['video']['auc']:.3f}"
