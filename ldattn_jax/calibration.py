@@ -16,10 +16,11 @@ Why even odds and not the split's own mix: the mix of a validation split says
 how a dataset was made, not how likely a suspect video is to be fake. An
 analyst with prior odds O (fakes per real) multiplies the even-odds odds by O.
 
-The map is monotone (a > 0 for any detector better than chance), so it
-changes no ranking: AUC, and the verdict at a threshold, are those of the raw
-score. ``predict --calibration val`` reports it beside the raw score, fitted
-on the run's own val split (looked up as ``--threshold val`` is,
+The map is monotone increasing where a > 0 (any detector that ranks fakes
+above reals on val), so it changes no ranking: AUC, and the verdict at a
+threshold, are those of the raw score; predict warns when a is not positive.
+``predict --calibration val`` reports it beside the raw score, fitted on the
+run's own val split (looked up as ``--threshold val`` is,
 `ldattn_jax.thresholds`); ``evaluate --calibration val`` measures on another
 split whether it holds there (ECE at even odds, before and after).
 

@@ -566,6 +566,12 @@ def main(argv=None) -> int:
             f"the calibration of {cal['source']}{fitted}; for prior odds O (fakes per real), "
             f"multiply its odds p / (1 - p) by O. The verdicts' threshold is {at:.4f} at even odds"
         )
+        if cal["a"] <= 0:
+            print(
+                f"warning: that map's slope a = {cal['a']:.4g} is not positive: on val a higher "
+                "score was not more likely fake, so the even-odds probabilities say nothing",
+                file=sys.stderr,
+            )
     print(f"per-frame scores: {report['json']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])
     if not scored:

@@ -473,6 +473,10 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     (note,) = [line for line in out if line.startswith("at even odds: P(fake) if fakes")]
     assert "(fitted on 2 real + 3 fake videos)" in note
     assert note.endswith(f"The verdicts' threshold is {even(0.5):.4f} at even odds")
+    # A map whose slope is not positive says nothing, and predict says so.
+    val.write_text(json.dumps({**doc, "calibration": {"fit": {**fit, "a": -0.5}, "applied": None}}))
+    rc, _ = _run(fake_run, tmp_path / "out", "--calibration", "val", *clips)
+    assert rc == 0 and "slope a = -0.5 is not positive" in capsys.readouterr().err
 
 
 def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_scored_once(
