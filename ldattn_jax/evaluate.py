@@ -10,7 +10,8 @@ the build): for a held-out build no split was trained on, so all of it is test
 data, and more test videos mean less noisy AUCs. Writes ``WORKDIR/eval/<dataset>_<split>_<step>/``:
 metrics.json (schema in docs/evaluation.md), scores.csv (per frame),
 video_scores.csv (per video), roc.png, calibration.png, attention/*.png and
-failures/*.png (per class the videos most wrong at the threshold, paper V-E).
+failures/*.png (of the reals and of each method's fakes, the videos most
+wrong at the threshold: paper V-E).
 
 The model runs jitted on all local devices with the batch split over the
 mesh of ``config.mesh``, exactly like training; the last batch is padded to
@@ -37,7 +38,7 @@ from data_prep import cli
 from ldattn_jax import eval_names, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
-from ldattn_jax.failure_cases import FailureCases
+from ldattn_jax.failure_cases import FailureCases, group_of
 
 # Record fields evaluation needs (frames are sliced to what the model reads).
 META_FIELDS = ("label", "dataset", "compression", "method", "video_id", "frame_index")
@@ -297,8 +298,9 @@ def evaluate(
     results at another than 0.5 go to their own directory, suffixed ``_t<threshold>``.
     ``calibration``: ``"val"`` measures here the calibration map the val
     evaluation of this checkpoint fitted (metrics.json ``calibration.applied``).
-    ``failures_per_class``: per class, the videos most wrong at the threshold
-    drawn by their most wrong frame to ``failures/`` (`failure_cases`).
+    ``failures_per_class``: of the real videos and of each method's fakes, the
+    ones most wrong at the threshold drawn by their most wrong frame to
+    ``failures/`` (`failure_cases`).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'calibration', 'attention': [png paths], 'failures': [png paths]}``.
@@ -362,8 +364,10 @@ def evaluate(
         cols["score"].extend(probs.tolist())
         capture.add(maps, batch["mask"], batch["has_mask"], batch["label"], batch["method"])
         ids = np.asarray(batch["video_id"]).astype(str)
+        methods = np.asarray(batch["method"]).astype(str)
         for i, (vid, label, prob) in enumerate(zip(ids, batch["label"], probs, strict=True)):
-            failures.add(vid, label, prob, functools.partial(_case, batch, probs, maps, i))
+            group = group_of(label, methods[i])
+            failures.add(group, vid, label, prob, functools.partial(_case, batch, probs, maps, i))
         if maps and figures_per_class:
             for i, vid in enumerate(np.asarray(batch["video_id"]).astype(str)):
                 method = str(batch["method"][i])
@@ -472,18 +476,17 @@ def _case(batch, probs, maps, i: int) -> dict:
 
 
 def _draw_failures(failures: FailureCases, out_dir: str, threshold: float) -> list[str]:
-    """failures/<class>_<rank>_<video>_f<frame>.png, rank 0 the most wrong: the key
-    frame and the mean of each module's maps, as the paper's Fig. 9 shows them.
-    An earlier evaluation's figures there go first."""
+    """failures/<group>_<rank>_<video>_f<frame>.png (group: real or fake_<method>),
+    rank 0 the most wrong: the key frame and the mean of each module's maps, as
+    the paper's Fig. 9 shows them. An earlier evaluation's figures there go first."""
     from ldattn_jax import figures
 
     for stale in glob.glob(os.path.join(out_dir, "failures", "*.png")):
         os.remove(stale)
     paths = []
-    rank = defaultdict(int)
-    for cls, _, case in failures.cases():
-        name = f"{cls}_{rank[cls]}_{case['video_id']}_f{case['frame_index']}"
-        rank[cls] += 1
+    for group, rank, case in failures.cases():
+        name = f"{group}_{rank}_{case['video_id']}_f{case['frame_index']}"
+        cls = "real" if group == "real" else "fake"
         face, mask = case["face"], case["mask"]
         if mask.shape != face.shape[:2]:  # shards at another size
             mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_NEAREST)
@@ -656,8 +659,8 @@ def main(argv=None) -> int:
         "--failures",
         type=non_negative_int,
         default=4,
-        help="per class, how many of the videos most wrong at the threshold to draw to "
-        "failures/ by their most wrong frame (paper V-E; 0: none)",
+        help="of the real videos and of each method's fakes, how many of those most wrong at "
+        "the threshold to draw to failures/ by their most wrong frame (paper V-E; 0: none)",
     )
     add_dtype_argument(p)
     thresholds.add_threshold_argument(p)
@@ -695,7 +698,7 @@ def main(argv=None) -> int:
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")
     print(
         f"failures: {os.path.join(out['out_dir'], 'failures')} ({len(out['failures'])} PNGs: "
-        "per class the videos most wrong at the threshold, by their most wrong frame)"
+        "of the real videos and of each method's fakes those most wrong at the threshold)"
     )
     return 0
 

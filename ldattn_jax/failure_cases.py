@@ -3,30 +3,35 @@
 The paper sorts its failures into abnormal inputs (an incomplete face, an
 excessive head angle) and abnormal attention (maps that weigh the frontier
 over the face); both show only on the frames themselves. Evaluation streams a
-split once, so this keeps, per class, the ``k`` videos whose most wrong frame
-is the most wrong at the decision threshold: a real frame scored above it (the
-higher, the worse) or a fake one at or below it (the lower, the worse). One
-frame per video, so that one bad video cannot fill every slot; frames on the
-right side of the threshold are not failures and are never kept.
+split once, so this keeps, per group (the real videos; the fakes of each
+manipulation method, as the paper's Tables III/IV split them, so that the
+hardest method cannot hide the failures of the others), the ``k`` videos whose
+most wrong frame is the most wrong at the decision threshold: a real frame
+scored above it (the higher, the worse) or a fake one at or below it (the
+lower, the worse). One frame per video, so that one bad video cannot fill
+every slot; frames on the right side of the threshold are never kept.
 
-Memory is bounded by ``k`` frames per class, whatever the split's size.
+Memory is bounded by ``k`` frames per group, whatever the split's size.
 """
 
 from __future__ import annotations
 
-CLASSES = ("real", "fake")
+
+def group_of(label: int, method: str) -> str:
+    """``real``, or ``fake_<method>``: what a failure is ranked among."""
+    return "real" if int(label) == 0 else f"fake_{method}"
 
 
 class FailureCases:
-    """Per class, the ``k`` most wrong videos seen so far, each by its most wrong frame."""
+    """Per group, the ``k`` most wrong videos seen so far, each by its most wrong frame."""
 
     def __init__(self, k: int, threshold: float):
         if k < 0:
             raise ValueError(f"failure cases: k={k} must be >= 0")
         self.k = k
         self.threshold = float(threshold)
-        # class -> video_id -> (wrongness, case); a case is what `add` was given.
-        self._kept: dict[str, dict[str, tuple[float, dict]]] = {c: {} for c in CLASSES}
+        # group -> video_id -> (wrongness, case); a case is what `add` built.
+        self._kept: dict[str, dict[str, tuple[float, object]]] = {}
 
     def wrongness(self, label: int, prob: float) -> float | None:
         """How far on the wrong side of the threshold; None when the call is right.
@@ -38,7 +43,7 @@ class FailureCases:
             return self.threshold - prob if prob <= self.threshold else None
         return prob - self.threshold if prob > self.threshold else None
 
-    def add(self, video_id: str, label: int, prob: float, make_case) -> None:
+    def add(self, group: str, video_id: str, label: int, prob: float, make_case) -> None:
         """Considers one frame. ``make_case()`` builds what to keep (frames, maps,
         ...) and is only called when the frame is kept, so frames that are
         right, or less wrong than the ones kept, cost nothing."""
@@ -47,7 +52,7 @@ class FailureCases:
         w = self.wrongness(int(label), float(prob))
         if w is None:
             return
-        kept = self._kept[CLASSES[int(label)]]
+        kept = self._kept.setdefault(group, {})
         if video_id in kept:
             if w <= kept[video_id][0]:
                 return
@@ -60,13 +65,14 @@ class FailureCases:
             del kept[least]
         kept[video_id] = (w, make_case())
 
-    def cases(self) -> list[tuple[str, float, dict]]:
-        """(class, wrongness, case), per class most wrong first (ties by video id)."""
+    def cases(self) -> list[tuple[str, int, object]]:
+        """(group, rank, case) by group name, then rank 0 (the most wrong) on;
+        ties by video id."""
         out = []
-        for c in CLASSES:
-            kept = self._kept[c]
-            for video_id in sorted(kept, key=lambda v: (-kept[v][0], v)):
-                out.append((c, kept[video_id][0], kept[video_id][1]))
+        for group in sorted(self._kept):
+            kept = self._kept[group]
+            ranked = sorted(kept, key=lambda v: (-kept[v][0], v))
+            out.extend((group, rank, kept[v][1]) for rank, v in enumerate(ranked))
         return out
 
 

@@ -95,18 +95,20 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     pngs = glob.glob(os.path.join(out_dir, "attention", "*.png"))
     assert any("real_" in os.path.basename(p) for p in pngs)
     assert any("fake_" in os.path.basename(p) for p in pngs)
-    # Failure cases: per class the 4 videos most wrong at 0.5, by their worst frame.
+    # Failure cases: of the reals and of each method's fakes, the 4 videos most
+    # wrong at 0.5, by their worst frame.
     want = expected_failures(
         [r["video_id"] for r in rows],
         [int(r["label"]) for r in rows],
         [float(r["score"]) for r in rows],
         4,
         0.5,
+        [r["method"] for r in rows],
     )
     frame_of = {(r["video_id"], float(r["score"])): r["frame_index"] for r in rows}
     names = sorted(
-        f"{cls}_{rank}_{safe(vid)}_f{frame_of[vid, p]}.png"
-        for cls, kept in want.items()
+        f"{group}_{rank}_{safe(vid)}_f{frame_of[vid, p]}.png"
+        for group, kept in want.items()
         for rank, (vid, p) in enumerate(kept)
     )
     assert names, "a 2-step model gets some videos wrong"
