@@ -1,4 +1,5 @@
-"""Figures from arrays: ROC curves (paper Fig. 7) and attention overlays (Figs. 2, 10, 11).
+"""Figures from arrays: ROC curves (paper Fig. 7), reliability diagrams, attention
+overlays (Figs. 2, 10, 11) and predict's score timelines.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot): no global
 backend state, no display needed, safe in worker threads and on servers.
@@ -132,5 +133,26 @@ def attention_overlay(
                 panel(axes[1 + i, j], m[i], f"{name} map {i}")
     if title:
         fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def score_timeline(
+    lines: Mapping[str, tuple], threshold: float, path: str | os.PathLike, title: str = ""
+) -> str:
+    """P(fake) of each scored key frame along a video: per entry ``name ->
+    (frame indices, probabilities)`` one line (a face, with ``predict --faces
+    all``), the decision threshold dashed. Where in the video the evidence lies:
+    a manipulation of a few seconds shows as a run of frames above the line
+    that the video's mean score may dilute."""
+    fig = Figure(figsize=(7.2, 3.0))
+    ax = fig.add_subplot()
+    for name, (frames, probs) in lines.items():
+        ax.plot(frames, probs, marker="o", ms=3, lw=1.2, label=name)
+    ax.axhline(threshold, ls="--", c="0.4", lw=1, label=f"threshold {threshold:.4g}")
+    ax.set(ylim=(-0.02, 1.02), xlabel="frame", ylabel="P(fake)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(loc="best", fontsize=7)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)

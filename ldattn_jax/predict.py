@@ -18,6 +18,7 @@ workdir, ``--out`` is a file).
 
 ``--calibration val`` adds each video's fake probability at even odds, through
 the Platt map fitted on the run's val videos (`ldattn_jax.calibration`).
+``--timeline`` draws each video's P(fake) per key frame along the video.
 
 ``--faces largest`` (the default, as in training) scores the largest face of
 each key frame. ``--faces all`` scores every face: faces are linked over the
@@ -135,6 +136,7 @@ def predict_videos(
     reuse: bool = True,
     faces: str = "largest",
     calibration: str | None = None,
+    timeline: bool = False,
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
 
@@ -154,6 +156,9 @@ def predict_videos(
     its score through the Platt map at even odds that the val evaluation of
     this checkpoint fitted (`ldattn_jax.calibration`). The verdict stays the
     raw score's against ``threshold``.
+
+    ``timeline`` draws each scored video's P(fake) per key frame along the
+    video (per face with ``faces="all"``) to OUT/timelines/ (``timeline``).
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
@@ -207,7 +212,10 @@ def predict_videos(
     cal_map = calibrated[0] if calibrated else None
 
     def decide(entry: dict, *, reused: bool) -> dict:
-        return _verdict(entry, threshold, few, heatmaps, reused=reused, calibration=cal_map)
+        row = _verdict(entry, threshold, few, heatmaps, reused=reused, calibration=cal_map)
+        if timeline:  # drawn from the scores, so a reused video gets one too
+            _draw_timeline(row, threshold, out_dir)
+        return row
 
     reused = {}
     for i, (video, error) in enumerate(items):
@@ -278,10 +286,7 @@ def predict_videos(
             entry["faces"] = _face_scores(frames)
             entry.update(_video_face(entry["faces"], few))
         if heatmaps and maps:
-            # FF++'s fakes of four methods share file names (000_003.mp4): the
-            # path's hash keeps their figures apart.
-            digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
-            tag = f"{eval_names.safe(os.path.basename(video))}_{digest}"
+            tag = _figure_tag(video)
             try:
                 entry["heatmaps"] = [
                     figures.attention_overlay(
@@ -384,6 +389,44 @@ def _heatmap_picks(stacks: list[dict], probs: np.ndarray, by_face: bool):
                 yield i, f"_face{face}_f{k}", f" face {face} frame {k}"
 
 
+def _figure_tag(video: str) -> str:
+    """A video's figures' file-name stem: FF++'s fakes of four methods share file
+    names (000_003.mp4), so the hash of the path keeps their figures apart."""
+    digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
+    return f"{eval_names.safe(os.path.basename(video))}_{digest}"
+
+
+def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
+    """OUT/timelines/<tag>.png for a scored row: its key frames' P(fake) in frame
+    order, one line per face when it has two or more; sets ``timeline`` (or
+    ``timeline_error``: a figure must not cost the video its score)."""
+    from ldattn_jax import figures
+
+    if row["status"] != "ok":
+        return
+    if len(row.get("faces", ())) >= 2:
+        lines = {
+            f"face {f['face']}": (f["frame_indices"], f["fake_probabilities"]) for f in row["faces"]
+        }
+    else:
+        frames = row["frames"]
+        lines = {"key frames": ([f["frame_index"] for f in frames],
+                                [f["fake_probability"] for f in frames])}  # fmt: skip
+    title = (
+        f"{os.path.basename(row['video'])}: P(fake) {row['fake_probability']:.3f} (mean), "
+        f"{row['verdict']}"
+    )
+    try:
+        row["timeline"] = figures.score_timeline(
+            lines,
+            threshold,
+            os.path.join(out_dir, "timelines", _figure_tag(row["video"]) + ".png"),
+            title=title,
+        )
+    except Exception as e:  # noqa: BLE001 -- as for heatmaps
+        row["timeline_error"] = f"{type(e).__name__}: {e}"
+
+
 def _heatmaps_exist(entry: dict) -> bool:
     return bool(entry.get("heatmaps")) and all(os.path.exists(p) for p in entry["heatmaps"])
 
@@ -448,6 +491,8 @@ def format_table(report: dict) -> str:
                 verdict += " (few frames: weak evidence)"
             if r.get("heatmaps_error"):
                 verdict += f" (no heatmaps: {r['heatmaps_error']})"
+            if r.get("timeline_error"):
+                verdict += f" (no timeline: {r['timeline_error']})"
             rows.append(line(r["video"], r, verdict))
             if len(r.get("faces", ())) >= 2:
                 rows.extend(line(*face) for face in _face_rows(r))
@@ -487,6 +532,12 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="best", type=_parse_checkpoint)
     p.add_argument("--frames_per_video", type=positive_int, default=32)
     p.add_argument("--heatmaps", action="store_true", help="write attention overlays (PNG)")
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="draw each video's P(fake) per key frame along the video (PNG): where the "
+        "evidence lies",
+    )
     p.add_argument("--batch_size", type=positive_int, default=None)
     p.add_argument(
         "--workers",
@@ -530,6 +581,7 @@ def main(argv=None) -> int:
             checkpoint=args.checkpoint,
             frames_per_video=args.frames_per_video,
             heatmaps=args.heatmaps,
+            timeline=args.timeline,
             batch_size=args.batch_size,
             workers=args.workers,
             dtype=args.dtype,

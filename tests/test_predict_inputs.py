@@ -717,3 +717,58 @@ def test_heatmaps_of_every_face(fake_run, tmp_path, monkeypatch):
     # Each face's first frame and its most suspicious one (face 0: the first again).
     assert names == ["face0_f0.png", "face1_f0.png", "face1_f9.png"]
     assert all(map(os.path.isfile, row["heatmaps"]))
+
+
+def test_a_timeline_per_video_shows_each_faces_key_frames_and_survives_a_failed_figure(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    from ldattn_jax import figures
+
+    few = predict.FEW_FRAMES
+    values = {
+        "pair.mp4": {0: [60] * few, 1: [40] * 3 + [200] + [40] * (few - 4)},
+        "alone.mp4": {0: [30, 220, 30]},
+    }
+    monkeypatch.setattr(faces, "extract_stacks", _people(values, []))
+    clips = [_clip(tmp_path / name, 1) for name in values]
+    drawn = {}
+    real_draw = figures.score_timeline
+
+    def spy(lines, threshold, path, title=""):
+        drawn[os.path.basename(title.split(":")[0])] = (lines, threshold)
+        return real_draw(lines, threshold, path, title)
+
+    monkeypatch.setattr(figures, "score_timeline", spy)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, "--faces", "all", "--timeline", "--threshold", "0.6", *clips)
+    assert rc == 0
+    pair, alone = rep["videos"]
+    for row in (pair, alone):
+        assert os.path.isfile(row["timeline"])
+        assert os.path.dirname(row["timeline"]) == str(out / "timelines")
+    assert pair["timeline"] != alone["timeline"]
+    lines, threshold = drawn["pair.mp4"]
+    assert threshold == 0.6 and list(lines) == ["face 0", "face 1"]
+    assert lines["face 1"][0] == [3 * k for k in range(few)]
+    assert lines["face 1"][1] == pytest.approx([v / 255 for v in values["pair.mp4"][1]])
+    # One face: one line of the video's key frames.
+    assert list(drawn["alone.mp4"][0]) == ["key frames"]
+    assert drawn["alone.mp4"][0]["key frames"] == (
+        [0, 3, 6],
+        pytest.approx([30 / 255, 220 / 255, 30 / 255]),
+    )
+
+    # Reused from the journal: drawn again. A figure that fails costs no score.
+    def broken(*a, **k):
+        raise RuntimeError("no ink")
+
+    monkeypatch.setattr(figures, "score_timeline", broken)
+    capsys.readouterr()
+    rc, rep = _run(fake_run, out, "--faces", "all", "--timeline", *clips)
+    assert rc == 0 and rep["reused"] == 2
+    assert all(r["timeline_error"] == "RuntimeError: no ink" for r in rep["videos"])
+    assert "timeline" not in rep["videos"][0] and rep["videos"][0]["status"] == "ok"
+    assert "(no timeline: RuntimeError: no ink)" in capsys.readouterr().out
+    # Without the flag, none.
+    rc, rep = _run(fake_run, out, *clips)
+    assert "timeline" not in rep["videos"][0] and "timeline_error" not in rep["videos"][0]
