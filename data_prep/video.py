@@ -273,6 +273,18 @@ def decode_stacks(path: str, frames_per_video: int, stack: int, sink: FrameSink,
     return total
 
 
+def nominal_fps(path: str) -> float | None:
+    """The frame rate the container declares, or None where it gives none (or the
+    file does not open): for showing frame indices as times. A variable-frame-rate
+    stream's is its nominal rate, so such times are approximate."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        fps = float(cap.get(cv2.CAP_PROP_FPS)) if cap.isOpened() else 0.0
+    finally:
+        cap.release()
+    return fps if 0.0 < fps < 1000.0 else None
+
+
 def decode_keys(path: str, keys: list[int], stack: int, sink: FrameSink, *,
                 rgb: bool = True) -> int:  # fmt: skip
     """Like ``decode_stacks``, but with key frames planned by the caller (another

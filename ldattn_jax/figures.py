@@ -138,19 +138,26 @@ def attention_overlay(
 
 
 def score_timeline(
-    lines: Mapping[str, tuple], threshold: float, path: str | os.PathLike, title: str = ""
+    lines: Mapping[str, tuple],
+    threshold: float,
+    path: str | os.PathLike,
+    title: str = "",
+    fps: float | None = None,
 ) -> str:
     """P(fake) of each scored key frame along a video: per entry ``name ->
     (frame indices, probabilities)`` one line (a face, with ``predict --faces
-    all``), the decision threshold dashed. Where in the video the evidence lies:
-    a manipulation of a few seconds shows as a run of frames above the line
-    that the video's mean score may dilute."""
+    all``), the decision threshold dashed; seconds on the x axis where ``fps``
+    is known, else frame indices. Where in the video the evidence lies: a
+    manipulation of a few seconds shows as a run of frames above the line that
+    the video's mean score may dilute."""
     fig = Figure(figsize=(7.2, 3.0))
     ax = fig.add_subplot()
     for name, (frames, probs) in lines.items():
-        ax.plot(frames, probs, marker="o", ms=3, lw=1.2, label=name)
+        x = np.asarray(frames, np.float64) / fps if fps else frames
+        ax.plot(x, probs, marker="o", ms=3, lw=1.2, label=name)
     ax.axhline(threshold, ls="--", c="0.4", lw=1, label=f"threshold {threshold:.4g}")
-    ax.set(ylim=(-0.02, 1.02), xlabel="frame", ylabel="P(fake)")
+    xlabel = f"time (s; frame / {fps:.4g} fps)" if fps else "frame"
+    ax.set(ylim=(-0.02, 1.02), xlabel=xlabel, ylabel="P(fake)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="best", fontsize=7)
     ax.grid(alpha=0.3)

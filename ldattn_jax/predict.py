@@ -398,8 +398,10 @@ def _figure_tag(video: str) -> str:
 
 def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
     """OUT/timelines/<tag>.png for a scored row: its key frames' P(fake) in frame
-    order, one line per face when it has two or more; sets ``timeline`` (or
-    ``timeline_error``: a figure must not cost the video its score)."""
+    order (in seconds at the container's frame rate), one line per face when it
+    has two or more; sets ``timeline`` (or ``timeline_error``: a figure must not
+    cost the video its score)."""
+    from data_prep.video import nominal_fps
     from ldattn_jax import figures
 
     if row["status"] != "ok":
@@ -422,6 +424,7 @@ def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
             threshold,
             os.path.join(out_dir, "timelines", _figure_tag(row["video"]) + ".png"),
             title=title,
+            fps=nominal_fps(row["video"]),
         )
     except Exception as e:  # noqa: BLE001 -- as for heatmaps
         row["timeline_error"] = f"{type(e).__name__}: {e}"

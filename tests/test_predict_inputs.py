@@ -734,9 +734,10 @@ def test_a_timeline_per_video_shows_each_faces_key_frames_and_survives_a_failed_
     drawn = {}
     real_draw = figures.score_timeline
 
-    def spy(lines, threshold, path, title=""):
+    def spy(lines, threshold, path, title="", fps=None):
         drawn[os.path.basename(title.split(":")[0])] = (lines, threshold)
-        return real_draw(lines, threshold, path, title)
+        assert fps is None  # these clips are stand-ins, not videos: frame indices
+        return real_draw(lines, threshold, path, title, fps)
 
     monkeypatch.setattr(figures, "score_timeline", spy)
     out = tmp_path / "out"
@@ -772,3 +773,28 @@ def test_a_timeline_per_video_shows_each_faces_key_frames_and_survives_a_failed_
     # Without the flag, none.
     rc, rep = _run(fake_run, out, *clips)
     assert "timeline" not in rep["videos"][0] and "timeline_error" not in rep["videos"][0]
+
+
+def test_the_frame_rate_a_video_declares_puts_its_timeline_in_seconds(tmp_path, monkeypatch):
+    from ldattn_jax import figures
+
+    clip = _write(tmp_path / "c.mkv", 10)  # 25 fps
+    assert video.nominal_fps(clip) == 25.0
+    for bad in (tmp_path / "none.mp4", tmp_path / "text.mp4"):
+        if bad.name == "text.mp4":
+            bad.write_text("hello")
+        assert video.nominal_fps(str(bad)) is None
+    axes = []
+    real_save = figures._save
+
+    def keep_axis(fig, path):
+        axes.append(fig.axes[0])
+        return real_save(fig, path)
+
+    monkeypatch.setattr(figures, "_save", keep_axis)
+    figures.score_timeline({"key frames": ([0, 50], [0.2, 0.9])}, 0.5, tmp_path / "t.png", fps=25.0)
+    figures.score_timeline({"key frames": ([0, 50], [0.2, 0.9])}, 0.5, tmp_path / "f.png")
+    seconds, frames = axes
+    assert list(seconds.lines[0].get_xdata()) == [0.0, 2.0]
+    assert seconds.get_xlabel() == "time (s; frame / 25 fps)"
+    assert list(frames.lines[0].get_xdata()) == [0, 50] and frames.get_xlabel() == "frame"
