@@ -369,15 +369,12 @@ def evaluate(
             group = group_of(label, methods[i])
             failures.add(group, vid, label, prob, functools.partial(_case, batch, probs, maps, i))
         if maps and figures_per_class:
-            for i, vid in enumerate(np.asarray(batch["video_id"]).astype(str)):
-                method = str(batch["method"][i])
+            for i, (vid, method) in enumerate(zip(ids, methods, strict=True)):
                 if vid in seen_videos or len(samples[method]) >= figures_per_class:
                     continue
                 seen_videos.add(vid)
                 rec = {k: np.asarray(batch[k][i]) for k in ("frames", "mask", "label", "video_id")}
-                if rec["mask"].shape != rec["frames"].shape[1:3]:  # shards at another size
-                    size = rec["frames"].shape[1:3][::-1]
-                    rec["mask"] = cv2.resize(rec["mask"], size, interpolation=cv2.INTER_NEAREST)
+                rec["mask"] = _mask_at(rec["mask"], rec["frames"].shape[1:3])
                 samples[method].append((rec, float(probs[i]), {k: v[i] for k, v in maps.items()}))
 
     frame_cols = {k: np.asarray(v) for k, v in cols.items()}
@@ -463,6 +460,13 @@ def evaluate(
     return {"metrics": doc, **paths}
 
 
+def _mask_at(mask: np.ndarray, shape) -> np.ndarray:
+    """The region mask at the frames' (height, width): shards built at another size."""
+    if mask.shape == tuple(shape):
+        return mask
+    return cv2.resize(mask, tuple(shape)[::-1], interpolation=cv2.INTER_NEAREST)
+
+
 def _case(batch, probs, maps, i: int) -> dict:
     """What a failure-case figure needs of the batch's i-th record (copied: the
     loader reuses its batch buffers)."""
@@ -486,18 +490,17 @@ def _draw_failures(failures: FailureCases, out_dir: str, threshold: float) -> li
     paths = []
     for group, rank, case in failures.cases():
         name = f"{group}_{rank}_{case['video_id']}_f{case['frame_index']}"
-        cls = "real" if group == "real" else "fake"
-        face, mask = case["face"], case["mask"]
-        if mask.shape != face.shape[:2]:  # shards at another size
-            mask = cv2.resize(mask, face.shape[:2][::-1], interpolation=cv2.INTER_NEAREST)
-        called = "fake" if cls == "real" else "real"
+        face = case["face"]
+        mask = _mask_at(case["mask"], face.shape[:2])
+        # A failure is called the other class: a real one fake, a fake one real.
+        label, called = ("real", "fake") if group == "real" else ("fake", "real")
         paths.append(
             figures.attention_overlay(
                 face,
                 case["maps"],
                 os.path.join(out_dir, "failures", eval_names.safe(name) + ".png"),
                 title=f"{case['video_id']} ({case['method']}) frame {case['frame_index']}: "
-                f"{cls}, called {called}, P(fake) = {case['prob']:.3f} "
+                f"{label}, called {called}, P(fake) = {case['prob']:.3f} "
                 f"(threshold {eval_names.threshold_text(threshold)})",
                 mask=mask if mask.any() else None,
             )

@@ -209,10 +209,11 @@ def val_eer_threshold(
     )
 
 
-def val_split_of(config, splits: tuple[str, ...], flag: str) -> str:
+def val_split_of(config, splits: tuple[str, ...], flag: str, instead: str = "") -> str:
     """The split training chose its checkpoints on (config.data.val_split), which
     ``flag`` reads from; refused when ``splits`` (what is being evaluated)
-    contains it: a value chosen on the data it is measured on flatters it."""
+    contains it: a value chosen on the data it is measured on flatters it.
+    ``instead``: what else the refusal suggests."""
     data = config.get("data") or {}
     val_split = data.get("val_split") or VAL
     if val_split in splits:
@@ -223,8 +224,7 @@ def val_split_of(config, splits: tuple[str, ...], flag: str) -> str:
         )
         raise ThresholdError(
             f"{flag} on {which} would measure it on the videos it was chosen on; evaluate "
-            "another split with it"
-            + (", or pass --threshold P" if flag.startswith("--threshold") else "")
+            "another split with it" + instead
         )
     return val_split
 
@@ -249,7 +249,7 @@ def resolve(
         return metrics_lib.DEFAULT_THRESHOLD, DEFAULT_SOURCE
     if threshold != VAL:
         return float(threshold), GIVEN_SOURCE
-    val_split = val_split_of(config, splits, "--threshold val")
+    val_split = val_split_of(config, splits, "--threshold val", ", or pass --threshold P")
     data_dir = (config.get("data") or {}).get("dir") or None
     return val_eer_threshold(workdir, step, str(config.model.dtype), data_dir, val_split)
 

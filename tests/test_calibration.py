@@ -1,11 +1,10 @@
 """Platt scaling at even odds: the fit, its cross-check, its measurement, its lookup."""
 
-import json
-
 import numpy as np
 import pytest
 from scipy import special
 from sklearn.calibration import _sigmoid_calibration
+from test_thresholds import _val_doc as val_doc
 
 from ldattn_jax import calibration, metrics, thresholds
 
@@ -97,19 +96,9 @@ def test_a_map_fitted_on_val_is_measured_on_another_split():
 
 
 def _val_doc(workdir, name, fit, *, step=7):
-    path = workdir / "eval" / name / "metrics.json"
-    path.parent.mkdir(parents=True)
-    doc = {
-        "split": "val",
-        "checkpoint": {"step": step, "which": "best"},
-        "compute_dtype": "float32",
-        "shards_sha256": "s",
-        "video": {"eer_threshold": 0.4},
-    }
-    if fit != "absent":
-        doc["calibration"] = {"fit": fit, "applied": None}
-    path.write_text(json.dumps(doc))
-    return str(path.relative_to(workdir))
+    """test_thresholds' val document with ``fit`` as its calibration ("absent": none)."""
+    extra = {} if fit == "absent" else {"calibration": {"fit": fit, "applied": None}}
+    return val_doc(workdir, name, step=step, eer=0.4, **extra)
 
 
 def test_val_calibration_is_found_as_the_threshold_is_and_checked(tmp_path):

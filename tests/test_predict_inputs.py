@@ -14,6 +14,7 @@ import av  # the test extra (ldattn_jax[bench]): writes what OpenCV cannot
 import cv2
 import numpy as np
 import pytest
+from test_thresholds import _val_doc as val_doc
 
 from data_prep import faces, video
 from data_prep.video import VideoError
@@ -376,18 +377,10 @@ def test_a_videos_score_is_the_mean_of_its_frames_and_the_verdict_is_above_thres
 
 
 def _val_result(workdir, step):
-    """A val evaluation's metrics.json as far as the val lookups read it (no calibration)."""
-    val = workdir / "eval" / f"synthetic_val_{step}" / "metrics.json"
-    val.parent.mkdir(parents=True)
-    doc = {
-        "split": "val",
-        "checkpoint": {"step": step, "which": "best"},
-        "compute_dtype": "float32",
-        "shards_sha256": "s",
-        "video": {"eer_threshold": 0.45},
-    }
-    val.write_text(json.dumps(doc))
-    return val, doc
+    """test_thresholds' val document for step ``step`` (threshold 0.45, no
+    calibration): its path and content, to rewrite."""
+    val = workdir / val_doc(workdir, f"synthetic_val_{step}", step=step, eer=0.45)
+    return val, json.loads(val.read_text())
 
 
 def test_threshold_val_reads_this_checkpoints_val_evaluation(

@@ -11,7 +11,9 @@ from ldattn_jax import thresholds
 from ldattn_jax.metrics import shards_fingerprint
 
 
-def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", sha="s"):
+def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", sha="s", **extra):
+    """A val evaluation's metrics.json as far as the val lookups read it (``extra``:
+    more top-level keys, e.g. calibration); its path relative to ``workdir``."""
     path = workdir / "eval" / name / "metrics.json"
     path.parent.mkdir(parents=True)
     doc = {
@@ -20,6 +22,7 @@ def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", s
         "compute_dtype": dtype,
         "shards_sha256": sha,
         "video": {"eer_threshold": eer},
+        **extra,
     }
     path.write_text(json.dumps(doc))
     return os.path.relpath(path, workdir)
