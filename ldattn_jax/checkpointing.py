@@ -285,6 +285,18 @@ def check_same_model(saved: dict[str, tuple], wanted: dict[str, tuple], where: s
     )
 
 
+def state_files_sha256(workdir, step: int) -> str | None:
+    """sha256 of the files of checkpoint ``step``'s state (model + optimizer;
+    `provenance.tree_sha256`): which weights scored, where a step number alone
+    would also name a checkpoint of a later run retrained in the same workdir.
+    None for a gs:// workdir (not read file by file here)."""
+    from ldattn_jax.provenance import tree_sha256
+
+    if "://" in os.fspath(workdir):
+        return None
+    return tree_sha256(os.path.join(os.fspath(checkpoint_dir(workdir)), str(int(step)), "state"))
+
+
 def restore_for_inference(config, workdir, which="best"):
     """(model in eval mode, step) from WORKDIR/checkpoints; `which` = 'best' | 'latest' | int.
 

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from data_prep import cli
-from ldattn_jax import eval_names, thresholds
+from ldattn_jax import eval_names, provenance, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
 from ldattn_jax.failure_cases import FailureCases, group_of
@@ -287,6 +287,7 @@ def evaluate(
     dtype: str | None = None,
     threshold: float | str | None = None,
     calibration: str | None = None,
+    command: list[str] | None = None,
 ) -> dict:
     """Evaluates one checkpoint on one split (or several pooled: see `resolve_splits`).
 
@@ -300,7 +301,8 @@ def evaluate(
     evaluation of this checkpoint fitted (metrics.json ``calibration.applied``).
     ``failures_per_class``: of the real videos and of each method's fakes, the
     ones most wrong at the threshold drawn by their most wrong frame to
-    ``failures/`` (`failure_cases`).
+    ``failures/`` (`failure_cases`). ``command``: the command line recorded in
+    metrics.json's ``provenance`` (None: this process's argv).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'calibration', 'attention': [png paths], 'failures': [png paths]}``.
@@ -309,8 +311,9 @@ def evaluate(
 
     from data_prep import shards
     from ldattn_jax import figures
-    from ldattn_jax.checkpointing import restore_for_inference
+    from ldattn_jax.checkpointing import restore_for_inference, state_files_sha256
 
+    started = provenance.utc_now()
     data_dir = data_dir or config.data.dir
     if data_dir and os.path.isfile(data_dir):
         raise ValueError(
@@ -407,6 +410,8 @@ def evaluate(
         threshold_source=threshold_source,
         calibration=applied,
         trained_on=metrics_lib.build_identity(config.data.dir or None),
+        checkpoint_sha256=state_files_sha256(workdir, step),
+        provenance=provenance.provenance(started, command),
     )
     paths = {"out_dir": out_dir}
     paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
@@ -689,6 +694,7 @@ def main(argv=None) -> int:
             threshold=args.threshold,
             calibration=args.calibration,
             failures_per_class=args.failures,
+            command=[*p.prog.split(), *(sys.argv[1:] if argv is None else argv)],
         )
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
         # Errors that name the file / split / checkpoint and what to do: one line,

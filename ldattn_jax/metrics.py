@@ -576,6 +576,8 @@ def metrics_document(
     compute_dtype: str = "float32",
     trained_on: Mapping | None = None,
     calibration: tuple[Mapping, str] | None = None,
+    checkpoint_sha256: str | None = None,
+    provenance: Mapping | None = None,
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
@@ -585,7 +587,9 @@ def metrics_document(
     chosen (`ldattn_jax.thresholds`); by default DEFAULT_SOURCE at 0.5, else GIVEN_SOURCE.
     ``trained_on``: `build_identity` of the run's own shards. ``calibration``:
     (map, source) of a calibration fitted elsewhere to measure here
-    (`calibration_block`).
+    (`calibration_block`). ``checkpoint_sha256``: the checkpoint's state files
+    (`checkpointing.state_files_sha256`); ``provenance``: code, libraries,
+    devices and command (`ldattn_jax.provenance`).
     """
     levels, vc = compute_all(frame_cols, threshold)
     doc = {
@@ -596,7 +600,11 @@ def metrics_document(
         "threshold": threshold,
         "threshold_source": threshold_source
         or (DEFAULT_SOURCE if threshold == DEFAULT_THRESHOLD else GIVEN_SOURCE),
-        "checkpoint": {"step": int(checkpoint_step), "which": str(checkpoint_which)},
+        "checkpoint": {
+            "step": int(checkpoint_step),
+            "which": str(checkpoint_which),
+            "state_sha256": checkpoint_sha256,
+        },
         "compute_dtype": compute_dtype,
         "config_sha256": config_sha256,
         "shards_sha256": shards_sha256,
@@ -606,5 +614,6 @@ def metrics_document(
         **levels,
         "calibration": calibration_block(vc["label"], vc["score"], calibration),
         "defect_capture": dict(defect_capture) if defect_capture is not None else None,
+        "provenance": dict(provenance) if provenance is not None else None,
     }
     return to_jsonable(doc), vc

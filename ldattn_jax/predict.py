@@ -41,7 +41,7 @@ import numpy as np
 from data_prep import cli
 from data_prep.faces import FACE_MODES
 from ldattn_jax import calibration as calibration_lib
-from ldattn_jax import eval_names, thresholds
+from ldattn_jax import eval_names, provenance, thresholds
 from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
@@ -137,6 +137,7 @@ def predict_videos(
     faces: str = "largest",
     calibration: str | None = None,
     timeline: bool = False,
+    command: list[str] | None = None,
 ) -> dict:
     """Scores each video; returns (and writes to OUT/predictions.json) the report.
 
@@ -159,11 +160,18 @@ def predict_videos(
 
     ``timeline`` draws each scored video's P(fake) per key frame along the
     video (per face with ``faces="all"``) to OUT/timelines/ (``timeline``).
+
+    Each scored video's row has the ``sha256`` and ``size_bytes`` of the file
+    as it was read; the report names the checkpoint's state files
+    (``checkpoint.state_sha256``) and, in ``provenance``, the code, library
+    versions, devices and ``command`` (None: this process's argv).
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
-    from ldattn_jax.checkpointing import restore_for_inference
+    from ldattn_jax.checkpointing import restore_for_inference, state_files_sha256
     from ldattn_jax.metrics import config_hash
+
+    started = provenance.utc_now()
 
     if frames_per_video < 1 or (workers is not None and workers < 1):
         raise ValueError(
@@ -182,9 +190,12 @@ def predict_videos(
     calibrated = thresholds.resolve_calibration(calibration, config, workdir, step)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
+    state_sha256 = state_files_sha256(workdir, step)
     settings = {
         "workdir": os.path.abspath(workdir),
         "checkpoint_step": int(step),
+        # A workdir retrained from scratch reuses step numbers: the weights decide.
+        "checkpoint_state_sha256": state_sha256,
         "config_sha256": config_hash(config),
         "compute_dtype": str(config.model.dtype),
         "frames_per_video": int(frames_per_video),
@@ -198,7 +209,9 @@ def predict_videos(
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
-        return extract_stacks(
+        # The file's bytes as read now: what the score is evidence about.
+        read = {"sha256": provenance.file_sha256(video), "size_bytes": os.path.getsize(video)}
+        return read, extract_stacks(
             video,
             frames_per_video=frames_per_video,
             stack=stack,
@@ -249,7 +262,7 @@ def predict_videos(
         submit(submitted)
         submitted += 1
         try:
-            stacks = futures.pop(i).result()
+            read, stacks = futures.pop(i).result()
             probs, maps = score_stacks(predictor, stacks)
         except VideoError as e:
             entry.update(reason=e.reason, message=e.message)
@@ -276,6 +289,7 @@ def predict_videos(
         ]
         entry.update(
             status="ok",
+            **read,
             frames_scored=len(stacks),
             fake_probability=float(probs.mean()),  # the same video score as evaluation
             frames=frames,
@@ -317,7 +331,11 @@ def predict_videos(
             **({"faces": faces} if by_face else {}),
             "workdir": workdir,
             "model": str(config.model.name),
-            "checkpoint": {"step": int(step), "which": str(checkpoint)},
+            "checkpoint": {
+                "step": int(step),
+                "which": str(checkpoint),
+                "state_sha256": state_sha256,
+            },
             "compute_dtype": str(config.model.dtype),
             "threshold": threshold,
             "threshold_source": threshold_source,
@@ -328,6 +346,7 @@ def predict_videos(
             "journal": journal.path,
             "videos": results,
             "skipped": skipped,
+            "provenance": provenance.provenance(started, command),
         }
     )
     report["json"] = os.path.join(out_dir, "predictions.json")
@@ -592,6 +611,7 @@ def main(argv=None) -> int:
             faces=args.faces,
             threshold=args.threshold,
             calibration=args.calibration,
+            command=[*p.prog.split(), *(sys.argv[1:] if argv is None else argv)],
         )
     except (
         FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError,

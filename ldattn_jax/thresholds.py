@@ -9,7 +9,8 @@ dtype of this run, read from its metrics.json under WORKDIR/eval/. Why a
 lookup and not only a number to copy: ``--checkpoint best`` moves as training
 goes on, and a threshold copied from an older checkpoint's val run would be
 applied to a newer model without a word. The lookup refuses what does not
-match (another step, dtype or shard build) and says which command makes it.
+match (another step, dtype or shard build, or other weights at that step: a
+workdir trained again) and says which command makes it.
 """
 
 from __future__ import annotations
@@ -76,17 +77,21 @@ def val_results(
     (``--threshold val``) begins every message.
 
     ``data_dir``: the run's shards; where given and present, a val result of
-    another build of them (rebuilt since) is refused as stale. A file ``read``
+    another build of them (rebuilt since) is refused as stale, and so is one
+    of other weights at this step (its ``checkpoint.state_sha256`` is not that
+    of the checkpoint now in the workdir: trained again since). A file ``read``
     fails on (KeyError, ...: cut short, or of an older layout) is named in the
     refusal rather than skipped in silence.
     """
     rerun = rerun_command(workdir, val_split, step, compute_dtype)
     found: dict = {}
     stale = []
+    retrained = []
     unreadable = []  # evaluate's metrics.json files cut short or of an older layout
     fingerprint = None
     if data_dir and os.path.isdir(data_dir):
         fingerprint = metrics_lib.shards_fingerprint(data_dir)
+    weights = _Weights(workdir, step)
     for path in sorted(glob.glob(os.path.join(workdir, "eval", "*", "metrics.json"))):
         if eval_names.of_other_data(os.path.basename(os.path.dirname(path))):
             continue  # results of another build: their val is not the run's val
@@ -101,6 +106,8 @@ def val_results(
                 continue
             value = read(doc)
             sha = doc["shards_sha256"]
+            # Written before state_sha256 was recorded: the weights cannot be told.
+            state_sha = doc["checkpoint"].get("state_sha256")
         except (OSError, ValueError, KeyError, TypeError) as e:
             # Cut short, or written by an older version: it may be the val
             # result asked for, so a refusal names it rather than "none found".
@@ -109,12 +116,17 @@ def val_results(
         rel = os.path.relpath(path, workdir)
         if fingerprint is not None and sha != fingerprint:
             stale.append(rel)
+        elif state_sha is not None and weights.differ(state_sha):
+            retrained.append(rel)
         else:
             found[rel] = value
     if not found:
         why = (
             f"the val results {stale} are of another build of {data_dir} (rebuilt since)"
             if stale
+            else f"the val results {retrained} are of other weights at checkpoint step {step} "
+            "(the workdir was trained again since)"
+            if retrained
             else f"no {val_split} evaluation of checkpoint step {step} in {compute_dtype} under "
             f"{os.path.join(workdir, 'eval')}"
         )
@@ -122,6 +134,23 @@ def val_results(
             why += f" (unreadable, so not used: {'; '.join(unreadable[:3])})"
         raise FileNotFoundError(f"{flag}: {why}; run first: {rerun}")
     return found
+
+
+class _Weights:
+    """The checkpoint's state hash, read once and only when a val result records one."""
+
+    def __init__(self, workdir: str, step: int):
+        self.workdir, self.step, self._sha = workdir, step, False
+
+    def differ(self, recorded: str) -> bool:
+        if self._sha is False:
+            from ldattn_jax.checkpointing import state_files_sha256
+
+            try:
+                self._sha = state_files_sha256(self.workdir, self.step)
+            except FileNotFoundError:
+                self._sha = None  # no checkpoint files here: nothing to compare
+        return self._sha is not None and self._sha != recorded
 
 
 def rerun_command(workdir: str, val_split: str, step: int, compute_dtype: str) -> str:

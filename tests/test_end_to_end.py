@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 
+import orbax.checkpoint as ocp
 import pytest
 from test_failure_cases import expected_failures
 from test_metrics import assert_schema_v1
@@ -19,6 +20,7 @@ from data_prep import build, synthesize
 from ldattn_jax import evaluate, predict
 from ldattn_jax.config_utils import load_config
 from ldattn_jax.eval_names import safe
+from ldattn_jax.provenance import file_sha256, tree_sha256
 from ldattn_jax.train import train_and_evaluate
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
@@ -72,6 +74,13 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
         doc = json.load(f)
     assert_schema_v1(doc)
     assert doc["model"] == "lda_st" and doc["split"] == "test" and doc["checkpoint"]["step"] == 2
+    # The weights that scored: orbax's files of step 2's state, wherever they are copied.
+    state = os.path.join(wd, "checkpoints", "2", "state")
+    assert doc["checkpoint"]["state_sha256"] == tree_sha256(state)
+    assert doc["provenance"]["command"] == [
+        "python", "-m", "ldattn_jax.evaluate", "--workdir", wd, "--no_progress"
+    ]  # fmt: skip
+    assert doc["provenance"]["packages"]["orbax-checkpoint"] == ocp.__version__
     assert len(doc["shards_sha256"]) == len(doc["config_sha256"]) == 64
     methods = {"AbnormalStructure", "MismatchedColor", "TemporalJitter", "Upsampling"}
     assert set(doc["per_method"]) == methods
@@ -326,10 +335,15 @@ def test_predict_scores_good_videos_and_names_bad_ones(run, tmp_path, capsys):
     for path in (real, fake):
         v = by_video[path]
         assert v["status"] == "ok" and v["frames_scored"] == len(v["frames"]) >= 1
+        assert v["sha256"] == file_sha256(path) and v["size_bytes"] == os.path.getsize(path)
         assert v["verdict"] in ("real", "fake") and 0.0 <= v["fake_probability"] <= 1.0
         assert all(os.path.isfile(p) for p in v["heatmaps"])
     bad = by_video[str(bogus)]
     assert bad["status"] == "error" and bad["reason"] and "not_a_video" in bad["message"]
+    # The real checkpoint's state files, as evaluate names them.
+    assert rep["checkpoint"]["state_sha256"] == tree_sha256(
+        os.path.join(wd, "checkpoints", "2", "state")
+    )
     table = capsys.readouterr().out
     assert "not scored" in table and os.path.basename(real) in table
     # Nothing scorable → non-zero exit.

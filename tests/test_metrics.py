@@ -279,13 +279,29 @@ TOP = {
     "per_compression",
     "calibration",
     "defect_capture",
+    "provenance",
+}
+PROVENANCE = {
+    "ldattn_jax",
+    "git_commit",
+    "git_dirty",
+    "python",
+    "platform",
+    "devices",
+    "packages",
+    "command",
+    "started_utc",
+    "finished_utc",
 }
 
 
 def assert_schema_v1(doc):
     assert doc["schema_version"] == 1
     assert set(doc) == TOP
-    assert set(doc["checkpoint"]) == {"step", "which"}
+    assert set(doc["checkpoint"]) == {"step", "which", "state_sha256"}
+    if doc["provenance"] is not None:
+        assert set(doc["provenance"]) == PROVENANCE
+        assert set(doc["provenance"]["devices"]) == {"platform", "kind", "count"}
     assert set(doc["calibration"]) == {"fit", "applied"}
     if doc["calibration"]["fit"] is not None:
         assert set(doc["calibration"]["fit"]) == {"method", "a", "b", "counts"}

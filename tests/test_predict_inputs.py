@@ -7,6 +7,7 @@ training run and no dlib are needed.
 """
 
 import fractions
+import hashlib
 import json
 import os
 
@@ -173,6 +174,10 @@ def fake_run(tmp_path, monkeypatch):
     workdir.mkdir()
     config = {"model": {"name": "lda_st", "image_size": 8, "stack": 3, "dtype": "float32"}}
     (workdir / "config.json").write_text(json.dumps(config))
+    for step in (7, 8):  # the state files predict fingerprints (the model is a stand-in)
+        state = workdir / "checkpoints" / str(step) / "state"
+        state.mkdir(parents=True)
+        (state / "weights").write_bytes(bytes([step]) * 64)
     monkeypatch.setattr(checkpointing, "restore_for_inference", lambda c, w, which: (None, 7))
     monkeypatch.setattr(predict, "Predictor", _Model)
     monkeypatch.setattr(
@@ -265,7 +270,10 @@ def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkey
     assert "is a file; pass a directory" in capsys.readouterr().err
     # The real restore: a workdir with a config but no checkpoints.
     monkeypatch.undo()
-    assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "o"), clip]) == 2
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((fake_run / "config.json").read_text())
+    assert predict.main(["--workdir", str(bare), "--out", str(tmp_path / "o"), clip]) == 2
     err = capsys.readouterr().err
     assert "checkpoints does not exist" in err and "Traceback" not in err
     broken = tmp_path / "broken"
@@ -565,6 +573,56 @@ def test_a_file_replaced_in_place_is_scored_again_by_size_or_by_time(fake_run, t
     row = _run(fake_run, out, clip)[1]["videos"][0]
     assert not row["reused"] and row["fake_probability"] == pytest.approx(200 / 255)
     assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    # Other bytes under the very stamp the journal holds (same size, time put back):
+    # its content decides.
+    stamp = os.stat(clip).st_mtime_ns
+    _clip(clip, 2, 170)
+    os.utime(clip, ns=(stamp, stamp))
+    row = _run(fake_run, out, clip)[1]["videos"][0]
+    assert not row["reused"] and row["fake_probability"] == pytest.approx(170 / 255)
+    assert row["sha256"] == hashlib.sha256(b"2 170").hexdigest()
+
+
+def test_a_checkpoint_retrained_at_the_same_step_is_scored_again(fake_run, tmp_path):
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    first = _run(fake_run, out, clip)[1]
+    assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    # The workdir trained again from scratch: step 7 again, other weights.
+    (fake_run / "checkpoints" / "7" / "state" / "weights").write_bytes(b"\x01" * 64)
+    rc, rep = _run(fake_run, out, clip)
+    assert not rep["videos"][0]["reused"]
+    assert rep["checkpoint"]["step"] == first["checkpoint"]["step"] == 7
+    assert rep["checkpoint"]["state_sha256"] != first["checkpoint"]["state_sha256"]
+
+
+def test_each_row_names_the_bytes_it_scored_and_the_report_its_model_and_software(
+    fake_run, tmp_path
+):
+    import jax
+
+    from ldattn_jax.provenance import tree_sha256
+
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    (tmp_path / "bad.mp4").write_text("")  # no stacks: an error row
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, clip, tmp_path / "bad.mp4")
+    ok, bad = rep["videos"]
+    assert ok["sha256"] == hashlib.sha256(b"2 40").hexdigest() and ok["size_bytes"] == 4
+    assert bad["status"] == "error" and "sha256" not in bad  # nothing was scored
+    state = fake_run / "checkpoints" / "7" / "state"
+    assert rep["checkpoint"] == {"step": 7, "which": "best", "state_sha256": tree_sha256(state)}
+    prov = rep["provenance"]
+    assert prov["command"] == [
+        "python", "-m", "ldattn_jax.predict", "--workdir", str(fake_run), "--out", str(out),
+        clip, str(tmp_path / "bad.mp4"),
+    ]  # fmt: skip
+    assert prov["packages"]["jax"] == jax.__version__
+    assert prov["devices"]["count"] == jax.device_count()
+    assert prov["started_utc"] <= prov["finished_utc"]
+    # A reused row keeps the fingerprint of the bytes it was scored from.
+    again = _run(fake_run, out, clip)[1]["videos"][0]
+    assert again["reused"] and again["sha256"] == ok["sha256"]
 
 
 def test_heatmaps_asked_for_are_drawn_when_the_journal_has_none(fake_run, tmp_path):

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import shutil
 
 import ml_collections
 import pytest
@@ -112,6 +113,40 @@ def test_val_refuses_a_stale_build_disagreeing_results_and_a_one_class_val(tmp_p
     _val_doc(other, "synthetic_val_7", eer=None)
     with pytest.raises(ValueError, match="no video-level EER threshold"):
         thresholds.val_eer_threshold(str(other), 7, "float32")
+
+
+def test_val_of_other_weights_at_the_same_step_is_refused(tmp_path):
+    from ldattn_jax.provenance import tree_sha256
+
+    wd = tmp_path / "run"
+    state = wd / "checkpoints" / "7" / "state"
+    state.mkdir(parents=True)
+    (state / "weights").write_bytes(b"\x01" * 32)
+
+    def doc(name, state_sha256, **kw):
+        rel = _val_doc(wd, name, **kw)
+        path = wd / rel
+        d = json.loads(path.read_text())
+        d["checkpoint"]["state_sha256"] = state_sha256
+        path.write_text(json.dumps(d))
+        return rel
+
+    fit = {"method": "platt_even_odds", "a": 1.0, "b": 0.0}
+    rel = doc("synthetic_val_7", tree_sha256(state), calibration={"fit": fit})
+    assert thresholds.val_calibration(str(wd), 7, "float32") == (fit, rel)
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32") == (0.37, rel)
+    (state / "weights").write_bytes(b"\x02" * 32)  # the workdir trained again: step 7 anew
+    with pytest.raises(
+        FileNotFoundError, match="other weights at checkpoint step 7 .*trained again"
+    ) as e:
+        thresholds.val_eer_threshold(str(wd), 7, "float32")
+    assert "--split val --checkpoint 7" in str(e.value)  # and the command that makes it
+    with pytest.raises(FileNotFoundError, match="trained again"):
+        thresholds.val_calibration(str(wd), 7, "float32")
+    # Of an older evaluate, with no state_sha256 (or a gs:// run's null): not told, trusted.
+    shutil.rmtree(wd / "eval")
+    rel = doc("synthetic_val_7", None)
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32") == (0.37, rel)
 
 
 def test_resolve_names_the_source_and_refuses_val_on_val(tmp_path):

@@ -1,0 +1,139 @@
+"""What produced a result: the exact files, model and software, for a record.
+
+A forensic score is evidence only with its chain of custody: which file was
+analysed (its sha256, not just a path that can be overwritten), by which model
+(the checkpoint's files, not a step number that a retrained workdir reuses),
+with which code and libraries (decode and face detection differ between
+OpenCV / dlib versions, and so do scores). `evaluate` and `predict` write
+`provenance(...)` into their JSON so a number can be reproduced or challenged
+later.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+# The pinned packages whose versions can move a score (pyproject.toml).
+PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "grain",
+    "array-record",
+    "tensorflow-datasets",
+    "opencv-python-headless",
+    "dlib-bin",
+    "face-recognition-models",
+    "ml-collections",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+)
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (a video of GBs never sits in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_sha256(directory: str | os.PathLike) -> str:
+    """sha256 over every file under ``directory``: relative path, size and bytes, sorted.
+
+    Two copies of a checkpoint hash alike wherever they lie; a retrained
+    checkpoint at the same step does not.
+    """
+    root = os.fspath(directory)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"tree_sha256: {root!r} is not a directory")
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            h.update(f"{rel}\0{os.path.getsize(path)}\0".encode())
+            with open(path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+    return h.hexdigest()
+
+
+def package_versions(names=PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution; None where it is not installed."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _git(repo: str, *args: str) -> str | None:
+    try:
+        p = subprocess.run(
+            ["git", "-C", repo, *args], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no git on the machine
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def code_version(repo: str | None = None) -> dict:
+    """{'ldattn_jax', 'git_commit', 'git_dirty'}: the package's version and, when it
+    runs from a git checkout of this project (``repo``, default the folder above
+    the package), the commit and whether tracked files differ from it (None
+    where that cannot be told: an installed copy, no git)."""
+    from ldattn_jax import __version__
+
+    # Only the project's own checkout: a copy installed inside some other
+    # repository must not be credited with that repository's commit.
+    repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    commit = dirty = None
+    if os.path.exists(os.path.join(repo, ".git")):
+        commit = _git(repo, "rev-parse", "HEAD")
+        status = _git(repo, "status", "--porcelain", "--untracked-files=no")
+        dirty = None if commit is None or status is None else bool(status)
+    return {"ldattn_jax": __version__, "git_commit": commit, "git_dirty": dirty}
+
+
+def utc_now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def provenance(started_utc: str, command: list[str] | None = None) -> dict:
+    """The ``provenance`` block of metrics.json / predictions.json.
+
+    ``started_utc``: when the run began (`utc_now()` at its start); finished is
+    now. ``command``: the command line that ran (None: this process's argv).
+    """
+    import jax
+
+    devices = jax.devices()
+    return {
+        **code_version(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "devices": {
+            "platform": devices[0].platform,
+            "kind": devices[0].device_kind,
+            "count": len(devices),
+        },
+        "packages": package_versions(),
+        "command": list(sys.argv if command is None else command),
+        "started_utc": started_utc,
+        "finished_utc": utc_now(),
+    }
