@@ -57,7 +57,7 @@ ARCHIVE="/tmp/ldattn_jax_src.tar.gz"
 run tar -C "$HERE" --exclude .venv --exclude .git -czf "$ARCHIVE" .
 run gcloud compute tpus tpu-vm scp "$ARCHIVE" "$NAME:~/ldattn_jax_src.tar.gz" \
   --worker=all --zone "$ZONE" "${PROJECT_FLAG[@]}"
-INSTALL='mkdir -p ~/ldattn_jax && tar -C ~/ldattn_jax -xzf ~/ldattn_jax_src.tar.gz && cd ~/ldattn_jax && python3 -m venv .venv && .venv/bin/pip install -q -e . && .venv/bin/pip install -q "jax[tpu]==0.10.2" gcsfs'
+INSTALL='mkdir -p ~/ldattn_jax && tar -C ~/ldattn_jax -xzf ~/ldattn_jax_src.tar.gz && cd ~/ldattn_jax && python3 -m venv .venv && .venv/bin/pip install -q -e ".[gcs]" && .venv/bin/pip install -q "jax[tpu]==0.10.2"'
 run gcloud compute tpus tpu-vm ssh "$NAME" --worker=all --zone "$ZONE" "${PROJECT_FLAG[@]}" \
   --command "$INSTALL"
 

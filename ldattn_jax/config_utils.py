@@ -240,6 +240,31 @@ def apply_overrides(
     return config
 
 
+def check_storage(workdir: str, data_dir: str | None) -> None:
+    """ConfigError, before any device work, where a path cannot be used here.
+
+    A gs:// workdir (a pod's: every host writes its shards of one checkpoint)
+    goes through etils, which needs gcsfs for Google Cloud Storage; without it
+    the run would stop on an ImportError deep in the first file it writes. The
+    shards are read as local files (grain's ArrayRecord reader), so a gs://
+    ``data.dir`` cannot be opened at all: copy it or mount the bucket.
+    """
+    if str(workdir).startswith("gs://") and not any(
+        importlib.util.find_spec(m) for m in ("gcsfs", "tensorflow")
+    ):
+        raise ConfigError(
+            f"--workdir {workdir} is on Google Cloud Storage, which needs gcsfs here: "
+            "pip install -e '.[gcs]' (launch/tpu_pod.sh installs it), or pass a local "
+            "or shared-filesystem workdir"
+        )
+    if data_dir and "://" in str(data_dir):
+        raise ConfigError(
+            f"config.data.dir={data_dir!r}: the shards are read as local files; copy them to "
+            "each host (gcloud storage cp -r) or mount the bucket there (gcsfuse) at one path "
+            "on every host, and pass that path"
+        )
+
+
 def write_config(config: ml_collections.ConfigDict, path: str | os.PathLike) -> None:
     """Writes the resolved config as JSON (what the run really used); gs:// works too."""
     from etils import epath

@@ -36,6 +36,7 @@ from ldattn_jax.config_utils import (
     ConfigError,
     check_resume_config,
     check_step_counts,
+    check_storage,
     load_config,
     write_config,
 )
@@ -587,6 +588,7 @@ def main(argv=None) -> int:
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:
         config = load_config(args.config, overrides)
+        check_storage(args.workdir, config.data.dir)
     except ConfigError as e:
         parser.error(str(e))
     maybe_initialize_distributed()

@@ -200,3 +200,38 @@ def test_flags_read_0_and_1_and_step_counts_refuse_booleans():
     c.log_every = True
     with pytest.raises(ConfigError, match=r"config\.log_every=True: expected an integer"):
         check_step_counts(c)
+
+
+def test_a_gs_workdir_without_gcsfs_and_gs_shards_are_refused_before_any_device_work(
+    monkeypatch, capsys
+):
+    import importlib.util
+
+    from ldattn_jax import config_utils, train
+
+    real = importlib.util.find_spec
+    present = set()
+    monkeypatch.setattr(
+        config_utils.importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            object()
+            if name in present
+            else (None if name in ("gcsfs", "tensorflow") else real(name, *a))
+        ),  # fmt: skip
+    )
+    with pytest.raises(config_utils.ConfigError, match=r"gs://b/run .*pip install -e '\.\[gcs\]'"):
+        config_utils.check_storage("gs://b/run", "/data/shards")
+    config_utils.check_storage("/shared/run", "/data/shards")  # local paths: nothing to say
+    present.add("gcsfs")
+    config_utils.check_storage("gs://b/run", "/data/shards")
+    with pytest.raises(config_utils.ConfigError, match=r"data.dir='gs://b/shards'.*gcsfuse"):
+        config_utils.check_storage("gs://b/run", "gs://b/shards")
+    # Through the command line: exit 2 and the reason, no traceback, nothing started.
+    present.clear()
+    demo = os.path.join(os.path.dirname(__file__), "..", "configs", "demo.py")
+    with pytest.raises(SystemExit) as e:
+        train.main(["--config", demo, "--workdir", "gs://b/run"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs gcsfs here" in err and "Traceback" not in err

@@ -76,6 +76,9 @@ def test_tpu_pod_dry_run_creates_installs_and_trains_on_all_workers():
     assert len(ssh) == 2 and all("--worker=all" in c for c in ssh)
     remote = [c[c.index("--command") + 1] for c in ssh]
     assert "pip install" in remote[0] and "jax[tpu]==0.10.2" in remote[0]
+    # The gs:// workdir needs gcsfs: the project's pinned extra, not whatever is newest.
+    install = shlex.split(remote[0])
+    assert install[install.index("-e") + 1] == ".[gcs]" and "gcsfs" not in install
     # What each worker's shell runs: cd, then python with the arguments as given.
     train = shlex.split(remote[1])
     assert train[:3] == ["cd", "~/ldattn_jax", "&&"]
@@ -98,6 +101,15 @@ def test_tpu_pod_quotes_config_workdir_and_overrides_for_the_remote_shell():
     train = shlex.split(ssh[ssh.index("--command") + 1])
     expected = ["--config", "configs/my ffpp.py", "--workdir", "gs://bucket/runs/a b", MESH]
     assert train[-5:] == expected
+
+
+def test_the_gcs_extra_pins_gcsfs_and_the_fsspec_it_runs_on():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    pins = dict(req.split("==") for req in extras["gcs"])
+    assert set(pins) == {"gcsfs", "fsspec"} and all(pins.values())
 
 
 def test_tpu_pod_refuses_a_local_workdir():
