@@ -400,6 +400,7 @@ def evaluate(
         dataset=dataset,
         split=split,
         model=str(config.model.name),
+        model_settings=config.model.to_dict(),
         checkpoint_step=step,
         checkpoint_which=str(checkpoint),
         compute_dtype=str(config.model.dtype),

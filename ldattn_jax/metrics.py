@@ -578,6 +578,7 @@ def metrics_document(
     calibration: tuple[Mapping, str] | None = None,
     checkpoint_sha256: str | None = None,
     provenance: Mapping | None = None,
+    model_settings: Mapping | None = None,
 ) -> tuple[dict, dict]:
     """The full metrics.json document (schema v1) and the per-video columns.
 
@@ -589,7 +590,9 @@ def metrics_document(
     (map, source) of a calibration fitted elsewhere to measure here
     (`calibration_block`). ``checkpoint_sha256``: the checkpoint's state files
     (`checkpointing.state_files_sha256`); ``provenance``: code, libraries,
-    devices and command (`ldattn_jax.provenance`).
+    devices and command (`ldattn_jax.provenance`). ``model_settings``: the run's
+    ``config.model`` (which network: `report` puts a run of other settings
+    beside the paper's sweeps, Tables IX-XI, not beside its main tables).
     """
     levels, vc = compute_all(frame_cols, threshold)
     doc = {
@@ -597,6 +600,7 @@ def metrics_document(
         "dataset": dataset,
         "split": split,
         "model": model,
+        "model_settings": dict(model_settings) if model_settings is not None else None,
         "threshold": threshold,
         "threshold_source": threshold_source
         or (DEFAULT_SOURCE if threshold == DEFAULT_THRESHOLD else GIVEN_SOURCE),

@@ -16,6 +16,16 @@ What the paper leaves open, and how a comparison reads it:
 - The paper's Xception rows come from the literature (the backbone as others
   trained it), not from the same training as Ours.
 - ACC depends on the decision threshold, which the paper does not state.
+- Tables IX and X (m maps, n frames) name neither data nor compression;
+  their m = 4 and n = 3 rows are Table I's HQ figures for Ours, so they are
+  read as FF++ c23, frame level, lda_st.
+- Table XI (Celeb-DF at four input resolutions) does not name its metric;
+  Ours at 398 is Table II's ACC (99.13), so it is read as ACC. Its Xception
+  is the authors' own reproduction at each size (90.87 at 398, not Table
+  II's 89.55).
+- Table X's n: IV-D's "the next n frames" is ``config.model.stack`` (as
+  this project reads it, models/README.md); the table's own title ("n
+  consecutive frames") would make it stack + 1.
 """
 
 from __future__ import annotations
@@ -82,3 +92,66 @@ TABLE_VIII = {
     "lda_temporal": {"acc": 0.9880, "auc": 0.9985},
     "lda_st": {"acc": 0.9951, "auc": 0.9988},
 }
+
+# The paper's network: the settings every table but IX-XI is of (configs/ffpp.py;
+# a test keeps them equal). Init, compute dtype and BatchNorm momentum are left
+# out: they change how a network was trained or rounded, not which it is.
+PAPER_NETWORK = {
+    "image_size": 398,
+    "attention_size": 224,
+    "patch_size": 16,
+    "embed_dim": 768,
+    "num_templates": 12,
+    "num_maps": 4,
+    "stack": 3,
+    "num_classes": 2,
+    "middle_blocks": 8,
+    "spatial_stage": "conv2",
+    "temporal_stage": "block1",
+    "residual_scale": 1.0,
+}
+_BACKBONE = ("image_size", "middle_blocks", "num_classes")
+_ATTENTION = ("attention_size", "patch_size", "embed_dim", "num_templates", "num_maps")
+_TEMPORAL = ("stack", "temporal_stage", "residual_scale")
+# Which settings each variant's network depends on.
+NETWORK_KEYS = {
+    "xception": _BACKBONE,
+    "lda_spatial": (*_BACKBONE, *_ATTENTION, "spatial_stage"),
+    "lda_temporal": (*_BACKBONE, *_ATTENTION, *_TEMPORAL),
+    "lda_st": tuple(PAPER_NETWORK),
+}
+
+# Table IX: lda_st with m attention maps (FF++ c23 frame level, by its m = 4 row).
+TABLE_IX = {
+    1: {"acc": 0.9779, "auc": 0.9973},
+    2: {"acc": 0.9935, "auc": 0.9962},
+    3: {"acc": 0.9947, "auc": 0.9994},
+    4: {"acc": 0.9951, "auc": 0.9988},
+    5: {"acc": 0.9938, "auc": 0.9991},
+}
+
+# Table X: lda_st with n frames after the key frame (config.model.stack; FF++ c23).
+TABLE_X = {
+    2: {"acc": 0.9933, "auc": 0.9985},
+    3: {"acc": 0.9951, "auc": 0.9988},
+    4: {"acc": 0.9948, "auc": 0.9993},
+    5: {"acc": 0.9912, "auc": 0.9976},
+}
+
+# Table XI: Celeb-DF (trained on it) at input resolution R (config.model.image_size),
+# read as ACC; at R != 398 the maps meet the features through adaptive average pooling.
+TABLE_XI = {
+    "lda_st": {256: 0.9487, 299: 0.9540, 398: 0.9913, 448: 0.9691},
+    "xception": {256: 0.9061, 299: 0.9082, 398: 0.9087, 448: 0.9046},
+}
+
+
+def network_differences(model: str, settings: dict) -> dict[str, tuple]:
+    """{key: (ours, the paper's)} of the settings ``model``'s network depends on
+    that differ from the paper's (a missing key counts as the paper's)."""
+    out = {}
+    for key in NETWORK_KEYS.get(model, ()):
+        ours = settings.get(key, PAPER_NETWORK[key])
+        if ours != PAPER_NETWORK[key]:
+            out[key] = (ours, PAPER_NETWORK[key])
+    return out

@@ -65,6 +65,7 @@ _OPTIONAL = {
     "checkpoint": dict,
     "trained_on": dict,
     "shards_sha256": str,
+    "model_settings": dict,
 }
 _JSON_TYPE = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
 
@@ -286,13 +287,38 @@ def split_note(split: str | None) -> str | None:
     )
 
 
-def comparisons(doc: dict, trained_on: str | None, trained_compression: str | None):
+def model_settings(eval_dir: str, doc: dict) -> dict | None:
+    """The run's ``config.model``: metrics.json's ``model_settings``, else the run's
+    config.json (the folder above eval/); None where neither is at hand."""
+    if isinstance(doc.get("model_settings"), dict):
+        return doc["model_settings"]
+    workdir = os.path.dirname(os.path.dirname(eval_dir))
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            model = json.load(f)["model"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return model if isinstance(model, dict) else None
+
+
+def comparisons(
+    doc: dict,
+    trained_on: str | None,
+    trained_compression: str | None,
+    settings: dict | None = None,
+):
     """(rows, notes): the paper's figures that apply to this evaluation, and why
-    others do not."""
+    others do not. ``settings``: the run's ``config.model`` (`model_settings`);
+    a network other than the paper's is put beside the sweep it belongs to
+    (Tables IX-XI) or beside nothing. None: not recorded, taken as the paper's
+    network, with a note."""
     model, dataset = doc["model"], doc["dataset"]
     off = split_note(doc.get("split"))
     if off:
         return [], [off]
+    differences = paper.network_differences(model, settings or {})
+    if differences:
+        return _sweep(doc, model, trained_on, trained_compression, differences)
     if dataset == "ffpp":
         rows, notes = _ffpp(doc, model, trained_on, trained_compression)
     elif dataset == "celebdf":
@@ -301,7 +327,49 @@ def comparisons(doc: dict, trained_on: str | None, trained_compression: str | No
         rows, notes = [], [f"the paper reports no {dataset} results"]
     if not rows and model not in paper.TABLE_VIII:
         notes.append(f"model {model}: the paper's tables hold lda_st, xception and (VIII) variants")
+    if rows and settings is None:
+        notes.append(
+            "the run's model settings are not recorded (no model_settings in metrics.json, "
+            "no config.json above eval/): compared as the paper's network"
+        )
     return rows, notes
+
+
+def _sweep(doc: dict, model: str, trained_on, trained_compression, differences: dict):
+    """The one row of Table IX (m maps), X (n frames) or XI (resolution) that a
+    network differing from the paper's in that one setting belongs to."""
+    what = ", ".join(
+        f"model.{k} = {ours!r} (the paper's {theirs!r})"
+        for k, (ours, theirs) in differences.items()
+    )
+    sweeps = {
+        # setting: (table, its figures for this model or None, data, trained on, name)
+        "num_maps": ("IX", paper.TABLE_IX if model == "lda_st" else None, "ffpp", "m"),
+        "stack": ("X", paper.TABLE_X if model == "lda_st" else None, "ffpp", "n"),
+        "image_size": ("XI", paper.TABLE_XI.get(model), "celebdf", "R"),
+    }
+    (key,) = differences if len(differences) == 1 else (None,)
+    if key not in sweeps or sweeps[key][1] is None:
+        return [], [f"{what}: no table of the paper has this network"]
+    table, figures, dataset, name = sweeps[key]
+    value = differences[key][0]
+    if value not in figures:
+        return [], [f"{what}: Table {table} has {name} = {sorted(figures)} only"]
+    if doc["dataset"] != dataset or trained_on not in (dataset, None):
+        data = "FF++ HQ (c23)" if dataset == "ffpp" else "Celeb-DF, trained on it"
+        return [], [f"{what}: Table {table} is of {data}"]
+    notes = [f"{what}: Table {table}'s row for {name} = {value}, not the main tables"]
+    if dataset == "celebdf":
+        subset = f"Celeb-DF at {value}x{value}"
+        notes.append("Table XI does not name its metric: read as ACC (its 398 row is Table II's)")
+        return _rows(table, subset, "frame", doc, ("frame",), {"acc": figures[value]}), notes
+    if "c23" not in doc["per_compression"] or trained_compression not in (None, "c23"):
+        return [], [f"{what}: Table {table} is of FF++ HQ (c23) (its default row is Table I's)"]
+    subset = f"FF++ HQ (c23), all methods, {name} = {value}"
+    keys = ("per_compression", "c23", "frame")
+    if key == "stack":
+        notes.append("Table X's n read as model.stack (IV-D); by its title n would be stack + 1")
+    return _rows(table, subset, "frame", doc, keys, figures[value]), notes
 
 
 def _ffpp(doc: dict, model: str, trained_on, trained_compression) -> tuple[list[Row], list[str]]:
@@ -326,8 +394,9 @@ def _ffpp(doc: dict, model: str, trained_on, trained_compression) -> tuple[list[
         keys = ("per_compression", comp, "frame")
         subset = f"FF++ {QUALITY[comp]} ({comp}), all methods"
         if model in paper.TABLE_I[comp]:
-            # At c23 Tables I and VIII give Ours and Xception the same figures.
-            name = "I, VIII" if comp == "c23" else "I"
+            # At c23 Tables I and VIII give Ours and Xception the same figures,
+            # and so do IX (m = 4) and X (n = 3) for Ours.
+            name = "I" if comp != "c23" else "I, VIII, IX, X" if model == "lda_st" else "I, VIII"
             rows += _rows(name, subset, "frame", doc, keys, paper.TABLE_I[comp][model])
         elif comp == "c23" and model in paper.TABLE_VIII:
             rows += _rows("VIII", subset, "frame", doc, keys, paper.TABLE_VIII[model])
@@ -364,7 +433,11 @@ def _per_method(doc: dict, model: str, comp: str) -> list[Row]:
 def _celebdf(doc: dict, model: str, trained_on) -> tuple[list[Row], list[str]]:
     """Table II after training on Celeb-DF, Table VI after training on FF++."""
     if trained_on == "celebdf" and model in paper.TABLE_II:
-        return _rows("II", "Celeb-DF", "frame", doc, ("frame",), paper.TABLE_II[model]), []
+        rows = _rows("II", "Celeb-DF", "frame", doc, ("frame",), paper.TABLE_II[model])
+        # Table XI's 398 row: Table II's ACC for Ours, the authors' own Xception.
+        xi = {"acc": paper.TABLE_XI[model][398]}
+        rows += _rows("XI", "Celeb-DF at 398x398", "frame", doc, ("frame",), xi)
+        return rows, ["Table XI does not name its metric: read as ACC (its 398 row is Table II's)"]
     if trained_on == "ffpp" and model in paper.TABLE_VI:
         subset = "Celeb-DF, trained on FF++"
         rows = _rows("VI", subset, "frame", doc, ("frame",), paper.TABLE_VI[model])
@@ -395,7 +468,7 @@ def _entry(path: str, trained_on: str | None) -> tuple[dict, tuple | None]:
     doc, eval_dir = load_eval(path)
     dataset, compression, how, notes = training_data(eval_dir, doc, trained_on)
     try:
-        rows, more = comparisons(doc, dataset, compression)
+        rows, more = comparisons(doc, dataset, compression, model_settings(eval_dir, doc))
     except _Malformed as e:
         raise ReportError(f"{metrics_file(path)}: {e}; {RERUN}") from None
     entry = {

@@ -81,6 +81,9 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
         "python", "-m", "ldattn_jax.evaluate", "--workdir", wd, "--no_progress"
     ]  # fmt: skip
     assert doc["provenance"]["packages"]["orbax-checkpoint"] == ocp.__version__
+    # Which network: the run's config.model, as report matches it against the paper's.
+    settings = doc["model_settings"]
+    assert (settings["name"], settings["image_size"], settings["num_maps"]) == ("lda_st", 62, 2)
     assert len(doc["shards_sha256"]) == len(doc["config_sha256"]) == 64
     methods = {"AbnormalStructure", "MismatchedColor", "TemporalJitter", "Upsampling"}
     assert set(doc["per_method"]) == methods

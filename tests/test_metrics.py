@@ -264,6 +264,7 @@ TOP = {
     "dataset",
     "split",
     "model",
+    "model_settings",
     "threshold",
     "threshold_source",
     "checkpoint",

@@ -45,14 +45,16 @@ def _computed_doc(dataset, comps, model, methods, separation=0.4):
     return json.dumps(doc)
 
 
-def _eval_dir(root, name, doc, *, trained=None):
-    """A run's workdir with one evaluation; ``trained``: summary.json args of its shards."""
+def _eval_dir(root, name, doc, *, trained=None, model=None):
+    """A run's workdir with one evaluation; ``trained``: summary.json args of its shards;
+    ``model``: its config.json's model section."""
     workdir = root / "run"
     out = workdir / "eval" / name
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps(doc))
     data = root / "shards"
-    (workdir / "config.json").write_text(json.dumps({"data": {"dir": str(data)}}))
+    config = {"data": {"dir": str(data)}, **({"model": model} if model is not None else {})}
+    (workdir / "config.json").write_text(json.dumps(config))
     if trained is not None:
         data.mkdir()
         (data / "summary.json").write_text(json.dumps({"args": trained}))
@@ -99,7 +101,7 @@ def test_verdict_places_the_papers_figure_against_our_interval():
 
 
 def test_hq_runs_get_tables_i_and_viii_and_variants_table_viii_only(tmp_path):
-    for model, table in (("lda_st", "I, VIII"), ("lda_spatial", "VIII")):
+    for model, table in (("lda_st", "I, VIII, IX, X"), ("lda_spatial", "VIII")):
         doc = _doc("ffpp", comps=("c23",), model=model)
         path = _eval_dir(tmp_path / model, "ffpp_test_120", doc)  # shards not at hand
         (entry,) = report.report([path])
@@ -123,7 +125,9 @@ def test_celebdf_is_table_ii_or_vi_by_what_the_run_trained_on(tmp_path):
     )
     unknown = _eval_dir(tmp_path / "c", "celebdf_test_120_data0123abcd", doc)
     a, b, c = report.report([own, cross, unknown])
-    assert {r["table"] for r in a["rows"]} == {"II"}
+    assert {r["table"] for r in a["rows"]} == {"II", "XI"}
+    xi = next(r for r in a["rows"] if r["table"] == "XI")  # ACC only: its metric is unnamed
+    assert (xi["metric"], xi["paper"], xi["ours"]) == ("ACC", 0.9913, doc["frame"]["acc"])
     assert [(r["table"], r["metric"], r["paper"]) for r in b["rows"]] == [("VI", "AUC", 0.7033)]
     assert c["rows"] == [] and "pass --trained-on" in c["notes"][0]
     # evaluate records what the run trained on: no shards needed then.
@@ -153,7 +157,7 @@ def test_what_the_paper_does_not_report_is_said_not_invented(tmp_path):
     (pooled,) = report.report(
         [_eval_dir(tmp_path / "y", "ffpp_test_120", _doc("ffpp", comps=("c23", "c40")))]
     )
-    assert {r["table"] for r in pooled["rows"]} == {"I, VIII", "I"}
+    assert {r["table"] for r in pooled["rows"]} == {"I, VIII, IX, X", "I"}
     assert any("need one compression per evaluation" in n for n in pooled["notes"])
     (dfdc,) = report.report(
         [
@@ -362,11 +366,101 @@ def test_an_unwritable_json_out_is_refused_before_the_work(tmp_path, capsys, whe
 
 
 @pytest.mark.parametrize(
-    "table", ["TABLE_I", "TABLE_II", "TABLE_III", "TABLE_IV", "TABLE_VI", "TABLE_VIII"]
-)
+    "table",
+    ["TABLE_I", "TABLE_II", "TABLE_III", "TABLE_IV", "TABLE_VI", "TABLE_VIII", "TABLE_IX",
+     "TABLE_X", "TABLE_XI"],
+)  # fmt: skip
 def test_paper_figures_are_fractions(table):
     def leaves(d):
         for v in d.values():
             yield from leaves(v) if isinstance(v, dict) else [v]
 
     assert all(0.4 < x <= 1.0 for x in leaves(getattr(paper_tables, table)))
+
+
+def _sweep_entry(
+    tmp_path, name, settings, *, dataset="ffpp", comps=("c23",), model="lda_st", trained=None
+):
+    if dataset == "celebdf":
+        doc = _doc("celebdf", comps=("raw",), model=model, methods=("Celeb-synthesis",))
+    else:
+        doc = _doc(dataset, comps=comps, model=model)
+    doc["model_settings"] = {"name": model, **settings}
+    (entry,) = report.report(
+        [_eval_dir(tmp_path / name, f"{dataset}_test_120", doc, trained=trained)]
+    )
+    return entry, doc
+
+
+def test_a_network_other_than_the_papers_meets_its_sweep_row_or_no_table(tmp_path):
+    entry, doc = _sweep_entry(tmp_path, "m2", {"num_maps": 2, "image_size": 398})
+    assert [(r["table"], r["metric"], r["paper"]) for r in entry["rows"]] == [
+        ("IX", "ACC", 0.9935),
+        ("IX", "AUC", 0.9962),
+    ]  # and not Tables I, III, VIII: they are of m = 4
+    assert entry["rows"][1]["ours"] == doc["per_compression"]["c23"]["frame"]["auc"]
+    assert entry["rows"][0]["subset"] == "FF++ HQ (c23), all methods, m = 2"
+    assert "model.num_maps = 2 (the paper's 4)" in entry["notes"][0]
+    entry, _ = _sweep_entry(tmp_path, "n2", {"stack": 2})
+    assert {(r["table"], r["paper"]) for r in entry["rows"]} == {("X", 0.9933), ("X", 0.9985)}
+    assert any("by its title n would be stack + 1" in n for n in entry["notes"])
+    # Off the sweep, two settings at once, another variant, other data: said, not matched.
+    for name, settings, kw, why in (
+        ("m6", {"num_maps": 6}, {}, "Table IX has m = [1, 2, 3, 4, 5] only"),
+        ("m2n2", {"num_maps": 2, "stack": 2}, {}, "no table of the paper has this network"),
+        ("spatial", {"num_maps": 2}, {"model": "lda_spatial"}, "no table of the paper has"),
+        ("d256", {"embed_dim": 256}, {}, "model.embed_dim = 256 (the paper's 768): no table"),
+        ("c40", {"num_maps": 2}, {"comps": ("c40",)}, "Table IX is of FF++ HQ (c23)"),
+        ("r299ff", {"image_size": 299}, {}, "Table XI is of Celeb-DF, trained on it"),
+    ):
+        entry, _ = _sweep_entry(tmp_path, name, settings, **kw)
+        assert entry["rows"] == [] and why in entry["notes"][0], (name, entry["notes"])
+    # What the network does not depend on changes nothing: Xception has no maps.
+    entry, _ = _sweep_entry(tmp_path, "xm2", {"num_maps": 2, "dtype": "bfloat16"}, model="xception")
+    assert {r["table"] for r in entry["rows"]} >= {"I, VIII", "III"}
+    # Table XI: Celeb-DF trained on it, at another input size; ACC only.
+    entry, doc = _sweep_entry(
+        tmp_path, "r299", {"image_size": 299}, dataset="celebdf", trained={"dataset": "celebdf"}
+    )
+    got = [(r["table"], r["subset"], r["metric"], r["paper"], r["ours"]) for r in entry["rows"]]
+    assert got == [("XI", "Celeb-DF at 299x299", "ACC", 0.9540, doc["frame"]["acc"])]
+    entry, _ = _sweep_entry(
+        tmp_path,
+        "x448",
+        {"image_size": 448},
+        dataset="celebdf",
+        model="xception",
+        trained={"dataset": "celebdf"},
+    )
+    assert [(r["table"], r["paper"]) for r in entry["rows"]] == [("XI", 0.9046)]
+
+
+def test_settings_come_from_metrics_json_else_the_runs_config_else_a_note(tmp_path):
+    doc = _doc("ffpp", comps=("c23",))
+    assert "model_settings" in doc and doc["model_settings"] is None  # built without them
+    doc.pop("model_settings")  # an evaluate from before they were recorded
+    path = _eval_dir(tmp_path / "a", "ffpp_test_120", doc, model={"name": "lda_st", "num_maps": 3})
+    (entry,) = report.report([path])
+    assert {r["table"] for r in entry["rows"]} == {"IX"}
+    (entry,) = report.report([_eval_dir(tmp_path / "b", "ffpp_test_120", doc)])
+    assert any(r["table"] == "I, VIII, IX, X" for r in entry["rows"])
+    assert any("model settings are not recorded" in n for n in entry["notes"])
+    # Recorded ones win over the config.json beside them.
+    recorded = {**doc, "model_settings": {"name": "lda_st", "num_maps": 4}}
+    path = _eval_dir(tmp_path / "c", "ffpp_test_120", recorded, model={"num_maps": 3})
+    (entry,) = report.report([path])
+    assert any(r["table"] == "I, VIII, IX, X" for r in entry["rows"])
+    assert not any("not recorded" in n for n in entry["notes"])
+
+
+def test_the_papers_network_is_the_models_defaults_and_configs_ffpp():
+    import os
+
+    from ldattn_jax.config_utils import load_config
+    from ldattn_jax.models import lda
+
+    config = load_config(os.path.join(os.path.dirname(__file__), "..", "configs", "ffpp.py"))
+    for key, value in paper_tables.PAPER_NETWORK.items():
+        assert lda.DEFAULTS[key] == value == config.model[key], key
+    for model, keys in paper_tables.NETWORK_KEYS.items():
+        assert model in lda.VARIANTS and set(keys) <= set(paper_tables.PAPER_NETWORK)
