@@ -94,3 +94,32 @@ def test_shards_of_another_stack_or_key_frames_are_not_reused(tmp_path, stages):
         with pytest.raises(demo.StaleStage, match=said):
             demo.build(videos, shards, *other)
     assert stages == ["data_prep.build"]
+
+
+@pytest.mark.parametrize("val", ["two_classes", "one_class", "missing"])
+def test_test_is_measured_at_vals_threshold_and_calibration_chosen_first_on_val(
+    tmp_path, monkeypatch, capsys, val
+):
+    from ldattn_jax import evaluate, train
+
+    monkeypatch.setattr(train, "train_and_evaluate", lambda *a: None)
+    calls = []
+
+    def fake_evaluate(config, workdir, **kw):
+        calls.append(kw)
+        if kw["split"] == "val" and val == "missing":
+            raise KeyError("no 'val' split in the build")
+        eer = None if kw["split"] == "val" and val == "one_class" else 0.45
+        return {"metrics": {"video": {"eer_threshold": eer, "counts": {"real": 0, "fake": 5}}}}
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    demo.run_variant("lda_st", str(tmp_path), str(tmp_path / "shards"))
+    assert [c["split"] for c in calls] == ["val", "test"]
+    assert calls[0]["checkpoint"] == calls[1]["checkpoint"] == "best"
+    assert calls[0]["figures_per_class"] == calls[0]["failures_per_class"] == 0
+    test = calls[1]
+    if val == "two_classes":
+        assert test["threshold"] == test["calibration"] == "val"
+    else:  # said, and test at the default threshold rather than no result
+        assert "threshold" not in test and "calibration" not in test
+        assert "no val threshold" in capsys.readouterr().out
