@@ -616,7 +616,8 @@ def local_workdir(parser: argparse.ArgumentParser, workdir: str) -> str:
         parser.error(
             f"--workdir {workdir}: this reads a run from local disk; copy what it needs "
             f"first (mkdir -p {local} && gcloud storage cp -r {url}/config.json "
-            f"{url}/checkpoints {local}/), then pass --workdir {local}"
+            f"{url}/checkpoints {local}/), then pass --workdir {local}; or mount the bucket "
+            "(gcsfuse) and pass the run's path under the mount"
         )
     return os.path.abspath(workdir)
 

@@ -19,6 +19,8 @@ workdir, ``--out`` is a file).
 ``--calibration val`` adds each video's fake probability at even odds, through
 the Platt map fitted on the run's val videos (`ldattn_jax.calibration`).
 ``--timeline`` draws each video's P(fake) per key frame along the video.
+Every run ends with ``OUT/report.html``, the report as one page to read
+(``ldattn_jax.case_report``).
 
 ``--faces largest`` (the default, as in training) scores the largest face of
 each key frame. ``--faces all`` scores every face: faces are linked over the
@@ -41,7 +43,7 @@ import numpy as np
 from data_prep import cli
 from data_prep.faces import FACE_MODES
 from ldattn_jax import calibration as calibration_lib
-from ldattn_jax import eval_names, provenance, thresholds
+from ldattn_jax import case_report, eval_names, provenance, thresholds
 from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
@@ -179,7 +181,8 @@ def predict_videos(
         )
     if faces not in FACE_MODES:
         raise ValueError(f"faces={faces!r}: one of {', '.join(FACE_MODES)}")
-    out_dir = out_dir or os.path.join(workdir, "predict")
+    # Absolute: the figure paths in predictions.json must not depend on this cwd.
+    out_dir = os.path.abspath(out_dir or os.path.join(workdir, "predict"))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory (it is created)")
     os.makedirs(out_dir, exist_ok=True)
@@ -353,6 +356,13 @@ def predict_videos(
     with open(report["json"], "w") as f:
         json.dump(report, f, indent=2, allow_nan=False)
         f.write("\n")
+    try:  # the scores are on disk: a page that fails to render must not cost them
+        report["html"] = case_report.write(report, out_dir)
+    except Exception as e:  # noqa: BLE001
+        report["html"] = None
+        print(f"warning: {case_report.REPORT} not written ({type(e).__name__}: {e}); "
+              f"python -m ldattn_jax.case_report {report['json']} tries again",
+              file=sys.stderr)  # fmt: skip
     return report
 
 
@@ -648,6 +658,8 @@ def main(argv=None) -> int:
                 file=sys.stderr,
             )
     print(f"per-frame scores: {report['json']}")
+    if report["html"]:
+        print(f"report for reading: {report['html']}")
     scored = sum(r["status"] == "ok" for r in report["videos"])
     if not scored:
         print("no video could be scored", file=sys.stderr)

@@ -157,3 +157,17 @@ def test_another_compute_dtype_is_a_copy_of_the_run_config():
     # The caller's config (what evaluate names its results by) is untouched.
     assert config.model.dtype == "float32"
     assert evaluate.with_compute_dtype(config, None) is config
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_cloud_workdir_is_refused_with_the_copy_to_make(command, capsys):
+    main = {"evaluate": evaluate.main, "predict": predict.main}[command]
+    args = ["--workdir", "gs://bucket/runs/ffpp/"] + (["v.mp4"] if command == "predict" else [])
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    # What to copy, where, and the --workdir to pass then; or a mount.
+    url = "gs://bucket/runs/ffpp"
+    assert f"gcloud storage cp -r {url}/config.json {url}/checkpoints runs/ffpp/" in err
+    assert "--workdir runs/ffpp;" in err and "gcsfuse" in err and "Traceback" not in err

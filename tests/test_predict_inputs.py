@@ -625,6 +625,31 @@ def test_each_row_names_the_bytes_it_scored_and_the_report_its_model_and_softwar
     assert again["reused"] and again["sha256"] == ok["sha256"]
 
 
+def test_the_run_ends_with_a_page_for_reading_and_a_failed_page_costs_no_score(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    from ldattn_jax import case_report
+
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, clip)
+    page = (out / "report.html").read_text()
+    assert rc == 0 and page == case_report.render(rep, str(out))  # what the command rewrites
+    assert (
+        rep["videos"][0]["sha256"] in page
+        and f"report for reading: {out}" in capsys.readouterr().out
+    )
+
+    def broken(report, out_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(case_report, "render", broken)
+    rc, rep = _run(fake_run, out, "--rescore", clip)
+    assert rc == 0 and rep["videos"][0]["status"] == "ok"  # the scores stand
+    err = capsys.readouterr().err
+    assert "report.html not written (OSError" in err and "python -m ldattn_jax.case_report" in err
+
+
 def test_heatmaps_asked_for_are_drawn_when_the_journal_has_none(fake_run, tmp_path):
     clip = _clip(tmp_path / "a.mp4", 2, 40)
     out = tmp_path / "out"
