@@ -212,9 +212,7 @@ def predict_videos(
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
-        # The file's bytes as read now: what the score is evidence about.
-        read = {"sha256": provenance.file_sha256(video), "size_bytes": os.path.getsize(video)}
-        return read, extract_stacks(
+        stacks = extract_stacks(
             video,
             frames_per_video=frames_per_video,
             stack=stack,
@@ -222,6 +220,13 @@ def predict_videos(
             workers=workers,
             faces=faces,
         )
+        # The bytes just decoded (from the page cache now): what the score is
+        # evidence about. After the decode, so that a missing or unreadable file
+        # gets the decoder's reason, not a bare OSError.
+        return {
+            "sha256": provenance.file_sha256(video),
+            "size_bytes": os.path.getsize(video),
+        }, stacks
 
     items, skipped = expand_videos(list(videos))
     few = min(FEW_FRAMES, frames_per_video)

@@ -166,6 +166,9 @@ def _stacks(path, frames_per_video, stack, size, workers):
     ]
 
 
+_REAL_EXTRACT_STACKS = faces.extract_stacks  # before any test replaces it
+
+
 @pytest.fixture
 def fake_run(tmp_path, monkeypatch):
     from ldattn_jax import checkpointing
@@ -623,6 +626,20 @@ def test_each_row_names_the_bytes_it_scored_and_the_report_its_model_and_softwar
     # A reused row keeps the fingerprint of the bytes it was scored from.
     again = _run(fake_run, out, clip)[1]["videos"][0]
     assert again["reused"] and again["sha256"] == ok["sha256"]
+
+
+def test_a_missing_or_unreadable_file_gets_the_decoders_reason_not_a_bare_oserror(
+    fake_run, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(faces, "extract_stacks", _REAL_EXTRACT_STACKS)
+    gone = tmp_path / "gone.mp4"
+    link = tmp_path / "link.mp4"
+    link.symlink_to(tmp_path / "nowhere.mp4")
+    rc, rep = _run(fake_run, tmp_path / "out", gone, link)
+    missing, broken = rep["videos"]
+    assert rc == 1 and missing["reason"] == broken["reason"] == "unreadable"
+    assert missing["message"] == f"{gone} does not exist"
+    assert "broken symbolic link" in broken["message"] and "Errno" not in broken["message"]
 
 
 def test_the_run_ends_with_a_page_for_reading_and_a_failed_page_costs_no_score(
