@@ -40,6 +40,7 @@ import numpy as np
 
 from data_prep import cli
 from data_prep import encoding as enc
+from data_prep.fingerprint import file_sha256
 from data_prep.originals import MIN_FACE_CHANGE
 from data_prep.readers import DatasetError, VideoItem, read_dataset
 
@@ -212,6 +213,12 @@ def process_video(
             }
             _atomic_write(npz_path, lambda p: np.savez(p, **arrays))
             status["records"] = len(stacks)
+        # Which bytes these crops (or this failure) came from; read after the
+        # decode, from the page cache. The cache key is path + size: this names the content.
+        try:
+            status["sha256"] = file_sha256(item.path)
+        except OSError:
+            status["sha256"] = None  # unreadable: its reason says so
         # The json marker comes last: its presence means "this video is done".
         _atomic_write(json_path, lambda p: _write_json(p, status))
     except Exception as e:  # noqa: BLE001 -- one bad video must never stop the run
@@ -721,6 +728,9 @@ def main(argv=None) -> int:
                 "compression": it.compression,
                 "method": it.method,
                 "records": status[it.video_id]["records"],
+                "path": os.path.abspath(it.path),
+                # null for a video cached before hashes were recorded
+                "sha256": status[it.video_id].get("sha256"),
                 "cache": os.path.abspath(cache_paths(cache_dir, it)[0]),
             }
         )

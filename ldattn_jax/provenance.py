@@ -19,6 +19,11 @@ import platform
 import subprocess
 import sys
 
+from data_prep.fingerprint import file_sha256
+
+__all__ = ["file_sha256", "tree_sha256", "package_versions", "code_version", "provenance",
+           "utc_now"]  # fmt: skip
+
 # The pinned packages whose versions can move a score (pyproject.toml).
 PACKAGES = (
     "jax",
@@ -37,16 +42,7 @@ PACKAGES = (
     "scipy",
     "scikit-learn",
 )
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks (a video of GBs never sits in memory)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+_CHUNK = 1 << 20  # as data_prep.fingerprint reads
 
 
 def tree_sha256(directory: str | os.PathLike) -> str:

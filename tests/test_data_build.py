@@ -1,8 +1,10 @@
 """build CLI: every failure kind lands in failures.jsonl, bad arguments fail before work."""
 
+import hashlib
 import json
 import os
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -123,6 +125,17 @@ def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, 
     assert len(fake) == 3 and all(r["has_mask"] and r["mask"].any() for r in fake)
     assert all(not r["has_mask"] and not r["mask"].any() for r in recs if r["label"] == 0)
     assert read_info(str(out))["splits"]["train"]["by_label"]["fake"]["records"] == 3
+    # Which bytes each split was built from: every source video by path and sha256,
+    # a failed one too where it can be read (the directory 007 cannot).
+    manifest = json.loads((out / "manifest.json").read_text())["splits"]
+    entries = {e["video_id"].rsplit("/", 1)[1]: e for es in manifest.values() for e in es}
+    assert set(entries) == {"000", "001", "002", "003", "004", "005", "006", "007", "000_001"}
+    for name, e in entries.items():
+        want = None if name == "007" else hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
+        assert e["sha256"] == want, name
+    assert entries["000_001"]["path"] == str(
+        faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"
+    )
 
 
 def test_exit_nonzero_only_when_nothing_written(faulty_tree, tmp_path):

@@ -1,0 +1,25 @@
+"""sha256 of a file's bytes: which exact video a crop, a record or a score came from.
+
+A path names a file that can be replaced (downloaded again, re-encoded, swapped);
+the hash names its content. `data_prep.build` records each source video's in
+the cache marker and OUT/manifest.json; `ldattn_jax.predict` each scored one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+_CHUNK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (a video of GBs never sits in memory).
+
+    ~1.3 GB/s on one core of the 2-vCPU Xeon VM: a 10-s 1080p video in milliseconds.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
