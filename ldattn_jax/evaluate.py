@@ -302,7 +302,7 @@ def evaluate(
     ``failures_per_class``: of the real videos and of each method's fakes, the
     ones most wrong at the threshold drawn by their most wrong frame to
     ``failures/`` (`failure_cases`). ``command``: the command line recorded in
-    metrics.json's ``provenance`` (None: this process's argv).
+    metrics.json's ``provenance`` (None: this process's command line).
 
     Returns ``{'metrics': doc, 'out_dir', 'metrics_json', 'scores', 'video_scores', 'roc',
     'calibration', 'attention': [png paths], 'failures': [png paths]}``.

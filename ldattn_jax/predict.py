@@ -166,7 +166,7 @@ def predict_videos(
     Each scored video's row has the ``sha256`` and ``size_bytes`` of the file
     as it was read; the report names the checkpoint's state files
     (``checkpoint.state_sha256``) and, in ``provenance``, the code, library
-    versions, devices and ``command`` (None: this process's argv).
+    versions, devices and ``command`` (None: this process's command line).
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures

@@ -114,7 +114,7 @@ def provenance(started_utc: str, command: list[str] | None = None) -> dict:
     """The ``provenance`` block of metrics.json / predictions.json.
 
     ``started_utc``: when the run began (`utc_now()` at its start); finished is
-    now. ``command``: the command line that ran (None: this process's argv).
+    now. ``command``: the command line that ran (None: this process's own).
     """
     import jax
 
@@ -129,7 +129,9 @@ def provenance(started_utc: str, command: list[str] | None = None) -> dict:
             "count": len(devices),
         },
         "packages": package_versions(),
-        "command": list(sys.argv if command is None else command),
+        # orig_argv: the interpreter's own command line (python -m ldattn_jax.demo), where
+        # argv would give only the module's file path.
+        "command": list(sys.orig_argv if command is None else command),
         "started_utc": started_utc,
         "finished_utc": utc_now(),
     }

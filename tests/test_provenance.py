@@ -6,6 +6,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 
 import jax
 import pytest
@@ -97,3 +98,5 @@ def test_the_block_names_devices_command_and_times():
     assert block["started_utc"] == started <= block["finished_utc"]
     assert block["started_utc"].endswith("+00:00")
     assert block["packages"]["jaxlib"] == __import__("jaxlib").__version__
+    # Called as a library (make demo runs evaluate): the process's command line as typed.
+    assert provenance.provenance(started)["command"] == sys.orig_argv
