@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import sys
 
@@ -178,6 +179,55 @@ def paired_arrays(a: dict, b: dict, names: tuple[str, str]) -> tuple[np.ndarray,
     )
 
 
+def run_of(path: str) -> dict | None:
+    """What made an evaluate directory's scores (its metrics.json, beside a CSV
+    too): model, step, dtype, the weights' and the shards' hashes, the code.
+    None for another tool's CSV, or a metrics.json that cannot be read."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    try:
+        with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
+            doc = json.load(f)
+        checkpoint = doc.get("checkpoint") or {}
+        prov = doc.get("provenance") or {}
+        return {
+            "model": doc.get("model"),
+            "step": checkpoint.get("step"),
+            "compute_dtype": doc.get("compute_dtype"),
+            "state_sha256": checkpoint.get("state_sha256"),
+            "shards_sha256": doc.get("shards_sha256"),
+            "git_commit": prov.get("git_commit"),
+            "git_dirty": prov.get("git_dirty"),
+        }
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def notes(run_a: dict | None, run_b: dict | None) -> list[str]:
+    """What a reader of B - A should know about where the two score sets came from."""
+    if run_a is None or run_b is None:
+        return []
+    out = []
+    same = run_a["state_sha256"] is not None and run_a["state_sha256"] == run_b["state_sha256"]
+    if same:
+        how = (
+            f"in {run_a['compute_dtype']} and {run_b['compute_dtype']}"
+            if run_a["compute_dtype"] != run_b["compute_dtype"]
+            else "in the same dtype"
+        )
+        out.append(
+            f"A and B are the same weights (state sha256 {run_a['state_sha256'][:12]}…) {how}: "
+            "a difference is not one of training"
+        )
+    if None not in (run_a["shards_sha256"], run_b["shards_sha256"]) and (
+        run_a["shards_sha256"] != run_b["shards_sha256"]
+    ):
+        out.append(
+            "A and B scored other builds of these videos (shards_sha256 differ: other crops, "
+            "size or frames): a difference may come from the data, not the detectors"
+        )
+    return out
+
+
 def compare(path_a: str, path_b: str, level: str = "video") -> dict:
     a, b = read_scores(path_a, level), read_scores(path_b, level)
     labels, sa, sb, videos = paired_arrays(a, b, ("A", "B"))
@@ -187,11 +237,15 @@ def compare(path_a: str, path_b: str, level: str = "video") -> dict:
         ci_a, ci_b = (metrics.auc_ci(labels, s, groups) for s in (sa, sb))
     except ValueError as e:  # one class only, scores outside [0, 1], ...
         raise CompareError(str(e)) from None
+    run_a, run_b = run_of(path_a), run_of(path_b)
     return metrics.to_jsonable(
         {
             "level": level,
             "a": path_a,
             "b": path_b,
+            "run_a": run_a,
+            "run_b": run_b,
+            "notes": notes(run_a, run_b),
             "counts": {"real": int((labels == 0).sum()), "fake": int(labels.sum())},
             "videos": len(set(videos.tolist())),
             **result,
@@ -199,6 +253,19 @@ def compare(path_a: str, path_b: str, level: str = "video") -> dict:
             "auc_b_ci95": list(ci_b),
         }
     )
+
+
+def _run_line(run: dict | None) -> str:
+    if run is None:
+        return ""
+    parts = [f"{run['model']} step {run['step']}", str(run["compute_dtype"])]
+    if run["state_sha256"]:
+        parts.append(f"weights {run['state_sha256'][:12]}…")
+    if run["git_commit"]:
+        parts.append(
+            f"code {run['git_commit'][:7]}" + (" with changes" if run["git_dirty"] else "")
+        )
+    return "  (" + ", ".join(parts) + ")"
 
 
 def format_result(r: dict) -> str:
@@ -213,13 +280,15 @@ def format_result(r: dict) -> str:
             f"{unit}, {r['resamples']} paired resamples",
             *(
                 f"  {name}  {path:<{width}}  AUC {auc:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
-                for name, path, auc, ci in (
-                    ("A", r["a"], r["auc_a"], r["auc_a_ci95"]),
-                    ("B", r["b"], r["auc_b"], r["auc_b_ci95"]),
+                + _run_line(run)
+                for name, path, auc, ci, run in (
+                    ("A", r["a"], r["auc_a"], r["auc_a_ci95"], r.get("run_a")),
+                    ("B", r["b"], r["auc_b"], r["auc_b_ci95"], r.get("run_b")),
                 )
             ),
             f"  B - A  {r['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]  p = {p}: the AUCs {verdict} "
             "at 95%",
+            *(f"  note: {n}" for n in r.get("notes", ())),
         ]
     )
 

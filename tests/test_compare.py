@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -198,3 +199,49 @@ def test_an_unwritable_json_out_is_refused_before_the_work(tmp_path, capsys, whe
     got = capsys.readouterr()
     assert got.out == "" and got.err.startswith(f"compare: error: --json {out}")
     assert ("does not exist" if where != "." else "is a directory") in got.err
+
+
+def _eval_dir(path, scores, labels, **doc):
+    """An evaluate output directory: video_scores.csv and the metrics.json keys compare reads."""
+    path.mkdir(parents=True)
+    rows = [{"video_id": f"v{i}", "label": int(y), "score": float(s)}
+            for i, (y, s) in enumerate(zip(labels, scores, strict=True))]  # fmt: skip
+    _write(path / "video_scores.csv", rows, ["video_id", "label", "score"])
+    (path / "metrics.json").write_text(json.dumps(doc))
+    return str(path)
+
+
+def _doc(state, shards="s1", dtype="float32", commit="a" * 40, dirty=False):
+    return {
+        "model": "lda_st", "compute_dtype": dtype, "shards_sha256": shards,
+        "checkpoint": {"step": 552, "which": "best", "state_sha256": state},
+        "provenance": {"git_commit": commit, "git_dirty": dirty},
+    }  # fmt: skip
+
+
+def test_each_side_names_its_run_and_a_shared_origin_is_said(tmp_path, capsys):
+    labels, a, b = _detectors(n=60)
+    run_a = _eval_dir(tmp_path / "a", a, labels, **_doc("1" * 64))
+    run_b = _eval_dir(tmp_path / "b", b, labels, **_doc("1" * 64, dtype="bfloat16", dirty=True))
+    assert compare.main([run_a, run_b, "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "(lda_st step 552, float32, weights 111111111111…, code aaaaaaa)" in out
+    assert "(lda_st step 552, bfloat16, weights 111111111111…, code aaaaaaa with changes)" in out
+    assert "note: A and B are the same weights (state sha256 111111111111…) in float32 and " \
+        "bfloat16: a difference is not one of training" in out  # fmt: skip
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["run_b"]["compute_dtype"] == "bfloat16" and len(saved["notes"]) == 1
+    # Other weights on another build of the same videos: the data is named as a cause.
+    run_c = _eval_dir(tmp_path / "c", b, labels, **_doc("2" * 64, shards="s2"))
+    r = compare.compare(run_a, run_c)
+    assert r["notes"] == [
+        "A and B scored other builds of these videos (shards_sha256 differ: other crops, size "
+        "or frames): a difference may come from the data, not the detectors"
+    ]
+    # Another tool's CSV (or a CSV beside no metrics.json) has no run to name: nothing said.
+    csv_b = tmp_path / "tool.csv"
+    shutil.copy(tmp_path / "b" / "video_scores.csv", csv_b)
+    r = compare.compare(run_a, str(csv_b))
+    assert r["run_b"] is None and r["notes"] == []
+    # The CSV inside an evaluate directory is that run's.
+    assert compare.compare(str(tmp_path / "a" / "video_scores.csv"), run_b)["run_a"]["step"] == 552
