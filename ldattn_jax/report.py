@@ -343,7 +343,7 @@ def _sweep(doc: dict, model: str, trained_on, trained_compression, differences: 
         for k, (ours, theirs) in differences.items()
     )
     sweeps = {
-        # setting: (table, its figures for this model or None, data, trained on, name)
+        # setting: (table, its figures for this model or None, its data, the setting's name)
         "num_maps": ("IX", paper.TABLE_IX if model == "lda_st" else None, "ffpp", "m"),
         "stack": ("X", paper.TABLE_X if model == "lda_st" else None, "ffpp", "n"),
         "image_size": ("XI", paper.TABLE_XI.get(model), "celebdf", "R"),
@@ -358,6 +358,11 @@ def _sweep(doc: dict, model: str, trained_on, trained_compression, differences: 
     if doc["dataset"] != dataset or trained_on not in (dataset, None):
         data = "FF++ HQ (c23)" if dataset == "ffpp" else "Celeb-DF, trained on it"
         return [], [f"{what}: Table {table} is of {data}"]
+    if trained_on is None and dataset == "celebdf":  # Celeb-DF after FF++ is no row of XI
+        return [], [
+            f"{what}: training data unknown (the run's shards are not at hand): pass "
+            f"--trained-on celebdf for Table {table}"
+        ]
     notes = [f"{what}: Table {table}'s row for {name} = {value}, not the main tables"]
     if dataset == "celebdf":
         subset = f"Celeb-DF at {value}x{value}"

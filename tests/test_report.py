@@ -433,6 +433,16 @@ def test_a_network_other_than_the_papers_meets_its_sweep_row_or_no_table(tmp_pat
         trained={"dataset": "celebdf"},
     )
     assert [(r["table"], r["paper"]) for r in entry["rows"]] == [("XI", 0.9046)]
+    # Celeb-DF scores of a run whose training data is not known: no row, the flag to pass.
+    doc = _doc("celebdf", comps=("raw",), methods=("Celeb-synthesis",))
+    doc["model_settings"] = {"name": "lda_st", "image_size": 299}
+    (entry,) = report.report([_eval_dir(tmp_path / "u", "celebdf_test_120_data0123abcd", doc)])
+    assert entry["rows"] == [] and "pass --trained-on celebdf for Table XI" in entry["notes"][0]
+    (entry,) = report.report(
+        [str(tmp_path / "u" / "run" / "eval" / "celebdf_test_120_data0123abcd")],
+        trained_on="celebdf",
+    )
+    assert [r["table"] for r in entry["rows"]] == ["XI"]
 
 
 def test_settings_come_from_metrics_json_else_the_runs_config_else_a_note(tmp_path):
