@@ -130,8 +130,27 @@ def _software(prov: dict | None) -> str:
         ("libraries", _e(packages)),
         ("command", f"<code>{_e(shlex.join(prov.get('command') or []))}</code>"),
         ("started / finished (UTC)", _e(f"{prov.get('started_utc')} / {prov.get('finished_utc')}")),
+        ("weights trained by", _training(prov.get("training"))),
     ]
     return _dl(items)
+
+
+def _training(sessions: list[dict] | None) -> str:
+    """One line per training session that made the weights: from which step, which code."""
+    if sessions is None:
+        return "not recorded (a run trained before its sessions were logged)"
+    lines = []
+    for s in sessions:
+        commit = (s.get("git_commit") or "no git checkout")[:12]
+        if s.get("git_dirty"):
+            commit += " with changes"
+        jax_version = (s.get("packages") or {}).get("jax")
+        text = (
+            f"from step {s.get('start_step')}: ldattn_jax {s.get('ldattn_jax')}, code {commit}, "
+            f"jax {jax_version}, started {s.get('started_utc')}"
+        )
+        lines.append(_e(text))
+    return "<br>".join(lines) or "none"
 
 
 def _summary(report: dict) -> str:

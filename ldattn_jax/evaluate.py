@@ -412,7 +412,9 @@ def evaluate(
         calibration=applied,
         trained_on=metrics_lib.build_identity(config.data.dir or None),
         checkpoint_sha256=state_files_sha256(workdir, step),
-        provenance=provenance.provenance(started, command),
+        provenance=provenance.provenance(
+            started, command, provenance.training_sessions(workdir, step)
+        ),
     )
     paths = {"out_dir": out_dir}
     paths["metrics_json"] = os.path.join(out_dir, "metrics.json")

@@ -354,7 +354,9 @@ def predict_videos(
             "journal": journal.path,
             "videos": results,
             "skipped": skipped,
-            "provenance": provenance.provenance(started, command),
+            "provenance": provenance.provenance(
+                started, command, provenance.training_sessions(workdir, step)
+            ),
         }
     )
     report["json"] = os.path.join(out_dir, "predictions.json")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -21,8 +22,8 @@ import sys
 
 from data_prep.fingerprint import file_sha256
 
-__all__ = ["file_sha256", "tree_sha256", "package_versions", "code_version", "provenance",
-           "utc_now"]  # fmt: skip
+__all__ = ["file_sha256", "tree_sha256", "package_versions", "code_version", "environment",
+           "provenance", "utc_now", "record_training_session", "training_sessions"]  # fmt: skip
 
 # The pinned packages whose versions can move a score (pyproject.toml).
 PACKAGES = (
@@ -110,12 +111,9 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def provenance(started_utc: str, command: list[str] | None = None) -> dict:
-    """The ``provenance`` block of metrics.json / predictions.json.
-
-    ``started_utc``: when the run began (`utc_now()` at its start); finished is
-    now. ``command``: the command line that ran (None: this process's own).
-    """
+def environment(command: list[str] | None = None) -> dict:
+    """Code, Python, platform, devices, library versions and the command line
+    (None: this process's own)."""
     import jax
 
     devices = jax.devices()
@@ -132,6 +130,60 @@ def provenance(started_utc: str, command: list[str] | None = None) -> dict:
         # orig_argv: the interpreter's own command line (python -m ldattn_jax.demo), where
         # argv would give only the module's file path.
         "command": list(sys.orig_argv if command is None else command),
+    }
+
+
+def provenance(
+    started_utc: str, command: list[str] | None = None, training: list[dict] | None = None
+) -> dict:
+    """The ``provenance`` block of metrics.json / predictions.json.
+
+    ``started_utc``: when the run began (`utc_now()` at its start); finished is
+    now. ``command``: the command line that ran (None: this process's own).
+    ``training``: the training sessions that made the weights (`training_sessions`).
+    """
+    return {
+        **environment(command),
         "started_utc": started_utc,
         "finished_utc": utc_now(),
+        "training": training,
     }
+
+
+# WORKDIR/TRAINING_LOG: one line per training session (a start or a resume) that
+# trained steps, with the code and libraries it ran: which code made the weights
+# (an evaluation's own provenance is the evaluating code's, often another commit).
+TRAINING_LOG = "train_provenance.jsonl"
+
+
+def record_training_session(workdir, start_step: int) -> None:
+    """Appends this session's line to WORKDIR/TRAINING_LOG (gs:// too, through etils:
+    read and rewritten whole, as GCS objects cannot be appended to)."""
+    from etils import epath
+
+    path = epath.Path(workdir) / TRAINING_LOG
+    line = json.dumps({"start_step": int(start_step), "started_utc": utc_now(), **environment()})
+    old = path.read_text() if path.exists() else ""
+    if old and not old.endswith("\n"):
+        old += "\n"  # a line cut short by a crash stays alone, unparseable
+    path.write_text(old + line + "\n")
+
+
+def training_sessions(workdir: str, step: int) -> list[dict] | None:
+    """The training sessions of a local workdir that contributed to checkpoint
+    ``step`` (those that started before it), in order; None where the run kept
+    no log (trained before it existed)."""
+    path = os.path.join(workdir, TRAINING_LOG)
+    if not os.path.isfile(path):
+        return None
+    sessions = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # cut short by a crash
+            start = row.get("start_step") if isinstance(row, dict) else None
+            if isinstance(start, int) and start < step:
+                sessions.append(row)
+    return sessions

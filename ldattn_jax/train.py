@@ -31,7 +31,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_prep import cli
-from ldattn_jax import checkpointing, input_pipeline, schedules, sharding
+from ldattn_jax import checkpointing, input_pipeline, provenance, schedules, sharding
 from ldattn_jax.config_utils import (
     ConfigError,
     check_resume_config,
@@ -439,6 +439,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         # workdir's config.json describing the checkpoints that are there.
         workdir_path.mkdir(parents=True, exist_ok=True)
         write_config(config, workdir_path / "config.json")
+        if start < total_steps:  # a finished run asked again trains nothing: no session
+            provenance.record_training_session(workdir_path, start)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_model, nnx.Param)))
     log.info("%s: %.2f M parameters", config.model.name, n_params / 1e6)
 

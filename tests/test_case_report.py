@@ -15,6 +15,12 @@ from ldattn_jax import case_report
 # A file name an adversary could choose: markup, an entity, quotes, URL syntax.
 HOSTILE = "<img src=x onerror=alert(1)>&amp;\"q'#1?.mp4"
 SHA = "ab" * 32
+TRAINING = [  # two sessions: trained from step 0, resumed at 300 from an edited checkout
+    {"start_step": 0, "ldattn_jax": "0.1.0", "git_commit": "e" * 40, "git_dirty": False,
+     "packages": {"jax": "0.10.2"}, "started_utc": "2026-11-29T10:00:00+00:00"},
+    {"start_step": 300, "ldattn_jax": "0.1.0", "git_commit": "d" * 40, "git_dirty": True,
+     "packages": {"jax": "0.10.2"}, "started_utc": "2026-11-29T12:00:00+00:00"},
+]  # fmt: skip
 
 
 class _Page(html.parser.HTMLParser):
@@ -77,7 +83,8 @@ def _report(out, *, calibrated=True):
                        "devices": {"platform": "cpu", "kind": "cpu", "count": 8},
                        "command": ["python", "-m", "ldattn_jax.predict", "a b.mp4"],
                        "started_utc": "2026-11-30T23:00:00+00:00",
-                       "finished_utc": "2026-11-30T23:01:00+00:00"},
+                       "finished_utc": "2026-11-30T23:01:00+00:00",
+                       "training": TRAINING},
     }  # fmt: skip
 
 
@@ -124,6 +131,8 @@ def test_the_page_names_the_evidence_and_what_decided_the_verdicts(tmp_path):
         "fitted on 6 real + 24 fake videos",
         "0.8125", "0.6100", "few frames: weak evidence", "not scored (truncated)",
         "1 (decides the video)", "100, 0, 160, 60",
+        "from step 0: ldattn_jax 0.1.0, code eeeeeeeeeeee, jax 0.10.2",
+        "from step 300: ldattn_jax 0.1.0, code dddddddddddd with changes",
     ):  # fmt: skip
         assert needle in text, needle
     assert "2 video(s), 1 scored, 1 fake" in text

@@ -81,6 +81,9 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
         "python", "-m", "ldattn_jax.evaluate", "--workdir", wd, "--no_progress"
     ]  # fmt: skip
     assert doc["provenance"]["packages"]["orbax-checkpoint"] == ocp.__version__
+    # And the code that trained those weights: the fixture's one session, from step 0.
+    (session,) = doc["provenance"]["training"]
+    assert session["start_step"] == 0 and session["ldattn_jax"] == doc["provenance"]["ldattn_jax"]
     # Which network: the run's config.model, as report matches it against the paper's.
     settings = doc["model_settings"]
     assert (settings["name"], settings["image_size"], settings["num_maps"]) == ("lda_st", 62, 2)

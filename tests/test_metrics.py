@@ -293,6 +293,7 @@ PROVENANCE = {
     "command",
     "started_utc",
     "finished_utc",
+    "training",
 }
 
 

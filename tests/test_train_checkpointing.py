@@ -13,7 +13,7 @@ import pytest
 from flax import nnx
 from test_train_helpers import DEMO_CONFIG
 
-from ldattn_jax import checkpointing, input_pipeline, train
+from ldattn_jax import checkpointing, input_pipeline, provenance, train
 from ldattn_jax.config_utils import ConfigError, load_config
 
 
@@ -139,6 +139,14 @@ def test_resuming_with_another_worker_count_continues_the_same_stream(tiny_run, 
     )
     last = train.train_and_evaluate(tiny_run("--config.total_steps=5"), run)  # and back
     assert _losses(run) == _losses(str(tmp_path / "ref"))  # same batches, step by step
+    # Which code trained the weights: one line per session that trained steps (a finished
+    # run asked again adds none), and a checkpoint's are those that began before it.
+    train.train_and_evaluate(tiny_run("--config.total_steps=5"), run)
+    sessions = provenance.training_sessions(run, 5)
+    assert [s["start_step"] for s in sessions] == [0, 2, 4]
+    assert [s["start_step"] for s in provenance.training_sessions(run, 3)] == [0, 2]
+    assert sessions[0]["packages"]["jax"] == jax.__version__ and sessions[0]["command"]
+    assert provenance.training_sessions(str(tmp_path / "none"), 5) is None  # kept no log
     for a, b in zip(jax.tree.leaves(ref.state), jax.tree.leaves(last.state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
