@@ -18,8 +18,12 @@ def file_sha256(path: str | os.PathLike) -> str:
 
     ~1.3 GB/s on one core of the 2-vCPU Xeon VM: a 10-s 1080p video in milliseconds.
     """
-    h = hashlib.sha256()
+    return hash_into(hashlib.sha256(), path).hexdigest()
+
+
+def hash_into(h, path: str | os.PathLike):
+    """Feeds a file's bytes to hash object ``h`` in 1 MiB chunks; returns ``h``."""
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
-    return h.hexdigest()
+    return h

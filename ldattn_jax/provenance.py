@@ -20,7 +20,7 @@ import platform
 import subprocess
 import sys
 
-from data_prep.fingerprint import file_sha256
+from data_prep.fingerprint import file_sha256, hash_into
 
 __all__ = ["file_sha256", "tree_sha256", "package_versions", "code_version", "environment",
            "provenance", "utc_now", "record_training_session", "training_sessions"]  # fmt: skip
@@ -43,7 +43,6 @@ PACKAGES = (
     "scipy",
     "scikit-learn",
 )
-_CHUNK = 1 << 20  # as data_prep.fingerprint reads
 
 
 def tree_sha256(directory: str | os.PathLike) -> str:
@@ -62,9 +61,7 @@ def tree_sha256(directory: str | os.PathLike) -> str:
             path = os.path.join(dirpath, name)
             rel = os.path.relpath(path, root).replace(os.sep, "/")
             h.update(f"{rel}\0{os.path.getsize(path)}\0".encode())
-            with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
+            hash_into(h, path)
     return h.hexdigest()
 
 
