@@ -35,8 +35,13 @@ import numpy as np
 from scipy import optimize, special
 
 METHOD = "platt_even_odds"
-# Scores of exactly 0 or 1 (float32 softmax saturates) would have infinite log-odds.
-_EPS = 1e-7
+# Scores of exactly 0 or 1 would have infinite log-odds. The clip is float64's
+# resolution next to 1, not a round 1e-7: evaluate and predict compute P(fake)
+# in float64 from the logit margin so that a confident model's scores stay
+# apart, and a 1e-7 clip would fold every margin above ~16 into one value (and
+# bend the fit of a confident model, whose videos mostly sit there). log-odds
+# thus span +-36, the margins float64 can still tell apart near 1.
+_EPS = float(np.finfo(np.float64).eps)
 
 
 def log_odds(scores) -> np.ndarray:

@@ -137,3 +137,24 @@ def test_calibration_val_is_refused_on_the_val_split_itself():
     with pytest.raises(ValueError, match="--calibration val on the val split itself"):
         thresholds.resolve_calibration("val", config, "/nowhere", 7, splits=("val",))
     assert thresholds.resolve_calibration(None, config, "/nowhere", 7, splits=("val",)) is None
+
+
+def test_a_confident_models_scores_keep_their_log_odds_and_fit():
+    # evaluate keeps P(fake) in float64 from the logit margin: margins of 20 and
+    # 30 are different videos, and a clip at 1e-7 made them one (log-odds 16.1).
+    margins = np.array([-30.0, -20.0, -5.0, 5.0, 20.0, 30.0])
+    assert calibration.log_odds(special.expit(margins)) == pytest.approx(margins, abs=5e-3)
+    # A confident model (margins ~ N(+-20, 8)): the fit on its scores is the fit on
+    # its exact margins, so a calibrated value rises with the margin beyond 16.
+    rng = np.random.default_rng(3)
+    z = np.concatenate([rng.normal(-20, 8, 140), rng.normal(20, 8, 560)])
+    z = np.clip(z, -35, 35)  # within float64's resolution next to 1
+    labels = np.concatenate([np.zeros(140, int), np.ones(560, int)])
+    got = calibration.fit(labels, special.expit(z))
+    big_a, big_b = _sigmoid_calibration(
+        z, labels, sample_weight=calibration.even_odds_weights(labels)
+    )
+    assert got["a"] == pytest.approx(-big_a, rel=1e-3)
+    assert got["b"] == pytest.approx(-big_b, abs=1e-3)
+    p = calibration.apply(got, special.expit(np.array([18.0, 25.0, 30.0])))
+    assert np.all(np.diff(p) > 0)
