@@ -4,16 +4,16 @@ Training stream (deterministic for a seed, checkpointable):
 
     indices (one epoch; minority class repeated when balance='sample')
       → seeded global shuffle, reshuffled every epoch → repeat forever
+      → draw a horizontal flip, ONE decision per stack (the residuals stay face motion)
       → this process's slice [process_index::process_count]
       → load the record (the shard source decodes in __getitem__)
       → keep the frames the model needs, resize to image_size if the shards differ
-      → draw a horizontal flip, ONE decision per stack (the residuals stay face motion)
       → per-process batch, flipping while copying → worker processes (mp_prefetch)
       → host batch
 
 A global step consumes `batch_size` consecutive elements of the shuffled
 stream, whatever the number of processes, so an epoch is the same set of
-examples on 1 CPU and on a pod. The iterator's state (grain
+examples, flipped alike, on 1 CPU and on a pod. The iterator's state (grain
 `DatasetIterator.get_state`) goes into the same orbax checkpoint as the model.
 
 The source is anything with `__len__` and `__getitem__` returning the dicts
@@ -149,15 +149,28 @@ class LoadRecord(grain.transforms.Map):
 
 
 class DrawFlip(grain.transforms.RandomMap):
-    """Draws the horizontal flip (p = 0.5) of a stack; `StackBatch` applies it.
+    """Index → (index, flip): draws the horizontal flip (p = 0.5) of a stack;
+    `StackBatch` applies it.
 
     One decision per stack, so every frame flips alike and the residuals stay
-    face motion. Flipping while the batch is copied together saves a 2 MB
-    copy per flipped stack (benchmarks/README.md, session 8).
+    face motion. Drawn on the global stream, before the per-process slice:
+    grain seeds an element's draw with its position in the dataset it is
+    applied to, so a draw after the slice gave element i of every process the
+    same flip (P hosts: B/P independent draws per global batch) and another
+    augmentation on a pod than on one host. Flipping while the batch is copied
+    together saves a 2 MB copy per flipped stack (benchmarks/README.md, session 8).
     """
 
-    def random_map(self, element, rng: np.random.Generator):
-        return dict(element, flip=bool(rng.random() < 0.5))
+    def random_map(self, index, rng: np.random.Generator):
+        return int(index), bool(rng.random() < 0.5)
+
+
+class LoadDrawnRecord(LoadRecord):
+    """(index, flip) → LoadRecord's dict with the stack's ``flip``."""
+
+    def map(self, element):
+        index, flip = element
+        return dict(super().map(index), flip=flip)
 
 
 class StackBatch:
@@ -221,10 +234,12 @@ def make_train_iterator(
     ds = grain.MapDataset.source(indices)
     # Explicit seeds (not ds.seed()) so adding a transformation never changes the order.
     ds = ds.shuffle(seed=config.seed).repeat(None)  # reshuffled every epoch
-    ds = ds[process_index::process_count]
-    ds = ds.map(LoadRecord(source, num_frames, config.model.image_size))
+    load = LoadRecord
     if config.data.flip:
-        ds = ds.random_map(DrawFlip(), seed=config.seed + 1)
+        ds = ds.random_map(DrawFlip(), seed=config.seed + 1)  # before the slice: DrawFlip
+        load = LoadDrawnRecord
+    ds = ds[process_index::process_count]
+    ds = ds.map(load(source, num_frames, config.model.image_size))
     ds = ds.batch(local_batch, drop_remainder=True, batch_fn=StackBatch())
     # Threads read whole batches ahead; the buffer is in batches, so keep it small
     # (grain's default of 500 would hold ~30 GB of 398px stacks).

@@ -114,8 +114,17 @@ def test_processes_read_disjoint_slices_of_the_same_global_batches():
     for step in range(5):
         ids0, ids1 = _ids(parts[0][step]), _ids(parts[1][step])
         assert len(ids0) == len(ids1) == 4 and not set(ids0) & set(ids1)
-        # A global step consumes the same 8 stream elements as on one process.
+        # A global step consumes the same 8 stream elements as on one process,
+        # flipped alike: the flip is drawn per element of the global stream (drawn
+        # after the slice, element i of both processes shared one draw).
         assert sorted(ids0 + ids1) == sorted(_ids(single[step]))
+        assert {**_flips(parts[0][step]), **_flips(parts[1][step])} == _flips(single[step])
+
+
+def _flips(batch):
+    """{record id: whether its stack was flipped} (frames hold their x coordinate)."""
+    rows = batch["frames"][:, 0, 0, :, 2]
+    return {i: bool(row[0] == S - 1) for i, row in zip(_ids(batch), rows, strict=True)}
 
 
 def test_iterator_state_resumes_exactly():
