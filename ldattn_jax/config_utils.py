@@ -295,7 +295,9 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     (or silently reuse a finished run for a new experiment), and another
     batch_size would resume the data stream and the lr schedule at the wrong
     place (both count batches of the old size: the iterator would skip or repeat
-    samples, the epochs would be miscounted): those are errors naming the keys.
+    samples, the epochs would be miscounted), and another seed, training split or
+    class balance (`STREAM_KEYS`) another stream under the same position: those
+    are errors naming the keys.
     Other differences (e.g. a larger total_steps to extend a run) are allowed
     and returned so the caller can log them.
     """
@@ -321,4 +323,25 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
             f"of {old.get('batch_size')!r}. Resume with --config.batch_size="
             f"{old.get('batch_size')}, or start a new --workdir."
         )
+    stream = [k for k in STREAM_KEYS if k in changed]
+    if "data.balance" in stream and "sample" not in (
+        old.get("data.balance"),
+        new.get("data.balance"),
+    ):
+        stream.remove("data.balance")  # 'none' <-> 'loss_weight' reweights the loss only
+    if stream:
+        diffs = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in stream)
+        flags = " ".join(f"--config.{k}={old.get(k)!r}" for k in stream)
+        raise ConfigError(
+            f"{path} was trained with another data stream ({diffs}); the saved data "
+            "position counts elements of the old stream's epochs, so the rest of this "
+            f"epoch would skip some samples and repeat others. Resume with {flags}, "
+            "or start a new --workdir."
+        )
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
+
+
+# Keys that define the order of the training stream (input_pipeline): the saved
+# grain position is an element count into it. data.dir is not one: the same
+# shards copied elsewhere (a local SSD) are the same stream.
+STREAM_KEYS = ("seed", "data.train_split", "data.balance")  # balance: to or from 'sample'

@@ -118,7 +118,7 @@ def test_write_config_round_trips(tmp_path):
     assert ml_collections.ConfigDict(back).data.dir == c.data.dir
 
 
-def test_resume_refuses_another_model_but_allows_other_changes(tmp_path):
+def test_resume_refuses_another_model_batch_or_stream_but_allows_other_changes(tmp_path):
     from ldattn_jax.config_utils import check_resume_config, write_config
 
     path = tmp_path / "config.json"
@@ -135,6 +135,26 @@ def test_resume_refuses_another_model_but_allows_other_changes(tmp_path):
     wider = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.batch_size=64"])
     with pytest.raises(ConfigError, match=r"batch_size 16, this run has 64.*batch_size=16"):
         check_resume_config(wider, path)
+    # The saved position is an element count into the stream these keys order.
+    for override, match in [
+        ("--config.seed=5", r"seed: 0 -> 5.*--config\.seed=0"),
+        (
+            "--config.data.balance=sample",
+            r"balance: 'loss_weight' -> 'sample'.*balance='loss_weight'",
+        ),
+        ("--config.data.train_split=train_all", r"data\.train_split: 'train' -> 'train_all'"),
+    ]:
+        other = load_config(os.path.join(ROOT, "configs", "demo.py"), [override])
+        with pytest.raises(ConfigError, match=match + r".*new --workdir"):
+            check_resume_config(other, path)
+    # The same shards copied elsewhere (a local SSD) are the same stream.
+    moved = load_config(os.path.join(ROOT, "configs", "demo.py"), ["--config.data.dir=/ssd/shards"])
+    assert check_resume_config(moved, path) == [f"data.dir: {c.data.dir!r} -> '/ssd/shards'"]
+    # Loss weights or none: the same stream, another loss (the caller logs it).
+    unweighted = load_config(
+        os.path.join(ROOT, "configs", "demo.py"), ["--config.data.balance=none"]
+    )
+    assert check_resume_config(unweighted, path) == ["data.balance: 'loss_weight' -> 'none'"]
 
 
 @pytest.mark.parametrize(
