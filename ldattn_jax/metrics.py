@@ -405,14 +405,25 @@ def video_scores(
 
 
 def method_subsets(methods, labels) -> dict[str, np.ndarray]:
-    """Boolean masks for "real + the fakes of one method" (paper Tables III/IV).
+    """Boolean masks for "the reals of one method + its fakes" (paper Tables III/IV).
 
-    Real samples (label 0) are in every subset; fakes only in their method's.
+    A real sample's method names whose original it is: a method with reals of
+    its own (FF++'s DeepFakeDetection: the actors' videos, method
+    "DeepFakeDetection", label 0) is paired with those only; the shared reals
+    ("real": FF++'s YouTube originals) with every other method. Pooling both
+    would score a method against footage of another kind, which a detector can
+    tell apart without seeing any forgery.
     """
     methods = np.asarray(methods).astype(str)
     labels = np.asarray(labels)
+    real = labels == 0
     fake_methods = sorted(set(methods[labels == 1].tolist()))
-    return {m: (labels == 0) | ((labels == 1) & (methods == m)) for m in fake_methods}
+    own = set(methods[real].tolist()) & set(fake_methods)
+    shared = real & ~np.isin(methods, sorted(own))
+    return {
+        m: (real & (methods == m) if m in own else shared) | (~real & (methods == m))
+        for m in fake_methods
+    }
 
 
 def value_subsets(values) -> dict[str, np.ndarray]:

@@ -254,6 +254,35 @@ def test_per_method_subsets_are_real_plus_that_methods_fakes():
     assert out["video"]["n"] == len(vc["video_id"]) == 18
 
 
+def test_a_method_with_its_own_reals_is_paired_with_those_only():
+    # FF++'s DeepFakeDetection: its reals are the actors' videos (method
+    # "DeepFakeDetection", label 0), the other methods' the YouTube ones ("real").
+    # A detector that tells YouTube footage from fakes but scores the actors high:
+    # pooled reals made Deepfakes 0.5 and DFD 1.0; each against its own, both 1.0.
+    vid = ["yt0", "yt1", "df0", "df1", "ac0", "ac1", "dfd0", "dfd1"]
+    method = ["real", "real", "Deepfakes", "Deepfakes"] + ["DeepFakeDetection"] * 4
+    label = [0, 0, 1, 1, 0, 0, 1, 1]
+    score = [0.1, 0.2, 0.8, 0.9, 0.85, 0.95, 0.97, 0.99]
+    masks = metrics.method_subsets(method, label)
+    assert {m: np.flatnonzero(v).tolist() for m, v in masks.items()} == {
+        "DeepFakeDetection": [4, 5, 6, 7],
+        "Deepfakes": [0, 1, 2, 3],
+    }
+    out, _ = metrics.compute_all(
+        {
+            "video_id": vid,
+            "label": label,
+            "score": score,
+            "method": method,
+            "compression": ["c23"] * 8,
+        }
+    )
+    for m in ("Deepfakes", "DeepFakeDetection"):
+        assert out["per_method"][m]["video"]["counts"] == {"real": 2, "fake": 2}
+        assert out["per_method"][m]["video"]["auc"] == 1.0
+    assert out["video"]["counts"] == {"real": 4, "fake": 4}  # the whole split keeps every real
+
+
 # Pinned nested key structure of metrics.json (schema_version 1). If this test
 # fails you renamed/removed a key: update docs/evaluation.md, bump
 # SCHEMA_VERSION, and say so in the changelog.
