@@ -39,7 +39,7 @@ import numpy as np
 
 from data_prep import cli
 from ldattn_jax import demo, paper_tables
-from ldattn_jax.metrics import binary_metrics, paired_auc_difference
+from ldattn_jax.metrics import TooFewVideos, binary_metrics, paired_auc_difference
 
 # Methods of the synthetic set whose single frames are unchanged in kind
 # (data_prep/synthesize.py): a frame-only model cannot separate them from reals.
@@ -203,7 +203,10 @@ def _paired(lower: dict, higher: dict, key: str) -> dict | None:
     b_score = b["score"][[row[v] for v in a["video_id"]]].astype(float)
     label = a["label"].astype(int)
     keep = subset(label, a["method"])
-    return paired_auc_difference(label[keep], a["score"].astype(float)[keep], b_score[keep])
+    try:
+        return paired_auc_difference(label[keep], a["score"].astype(float)[keep], b_score[keep])
+    except TooFewVideos:  # a tiny held-out build: no test, the AUCs still shown
+        return None
 
 
 COLUMNS = (

@@ -192,6 +192,14 @@ def bootstrap_weights(labels, groups=None, *, resamples: int, seed: int):
     if np.any(group_label[g] != labels):
         raise ValueError("bootstrap: a group (video) holds frames of both labels")
     classes = [np.flatnonzero(group_label == c) for c in (0, 1)]
+    for members, name in zip(classes, ("real", "fake"), strict=True):
+        if members.size < MIN_VIDEOS_PER_CLASS:
+            raise TooFewVideos(
+                f"{members.size} {name} video{'s' if members.size != 1 else ''}: a 95% "
+                f"interval needs at least {MIN_VIDEOS_PER_CLASS} videos of each class (a "
+                "class of one is the same video in every resample, so its error would be "
+                "left out)"
+            )
     rng = np.random.default_rng(seed)
     for _ in range(resamples):
         counts = np.zeros(group_label.size)
@@ -199,6 +207,16 @@ def bootstrap_weights(labels, groups=None, *, resamples: int, seed: int):
             drawn = members[rng.integers(0, members.size, members.size)]
             counts += np.bincount(drawn, minlength=counts.size)
         yield counts[g]
+
+
+# A stratified bootstrap redraws each class from its own videos: a class of one
+# video is the same in every resample, so its sampling error would be left out
+# and the "95%" interval (and a paired test's p) would shrink to a point.
+MIN_VIDEOS_PER_CLASS = 2
+
+
+class TooFewVideos(ValueError):
+    """A class has fewer than MIN_VIDEOS_PER_CLASS videos to resample."""
 
 
 def _interval(values, level: float) -> tuple[float, float]:
@@ -350,8 +368,11 @@ def binary_metrics(
     if 0 < n_fake < n:
         out["auc"] = float(skm.roc_auc_score(labels, scores))
         if with_ci:
-            ci = bootstrap_intervals(labels, scores, groups, threshold=threshold)
-            out["auc_ci95"], out["acc_ci95"] = list(ci["auc"]), list(ci["acc"])
+            try:
+                ci = bootstrap_intervals(labels, scores, groups, threshold=threshold)
+                out["auc_ci95"], out["acc_ci95"] = list(ci["auc"]), list(ci["acc"])
+            except TooFewVideos as e:
+                out["undefined_reason"] = f"no intervals: {e}"
         out["ap"] = float(skm.average_precision_score(labels, scores))
         out["eer"] = equal_error_rate(labels, scores)
         out["eer_threshold"] = eer_threshold(labels, scores)

@@ -129,6 +129,11 @@ def test_scores_of_different_videos_or_labels_are_refused(tmp_path, capsys):
     _ids_csv(b, range(6), score=3.0)
     assert compare.main([a, b]) == 2
     assert "probabilities in [0, 1]" in capsys.readouterr().err
+    # One fake video: every resample redraws it, so no difference can be tested.
+    _ids_csv(a, range(3), label=lambda i: int(i == 0))
+    _ids_csv(b, range(3), label=lambda i: int(i == 0), score=0.7)
+    assert compare.main([a, b]) == 2
+    assert "1 fake video: a 95% interval needs at least 2" in capsys.readouterr().err
 
 
 def _lines(path, text, encoding="utf-8"):

@@ -163,6 +163,24 @@ def test_acc_interval_is_sklearns_accuracy_over_the_same_video_resamples():
     assert metrics.binary_metrics([1, 1], [0.9, 0.2])["acc_ci95"] is None  # one class
 
 
+def test_no_interval_where_a_class_has_one_video():
+    # One real video is redrawn in every resample: its error would be left out and
+    # the "95%" interval shrink to a point (it was [0.875, 0.875] here).
+    labels = np.array([0] * 4 + [1] * 4)
+    scores = np.array([0.1, 0.2, 0.6, 0.3, 0.5, 0.7, 0.8, 0.9])
+    ids = np.array(["r"] * 4 + ["f"] * 2 + ["g"] * 2)
+    m = metrics.binary_metrics(labels, scores, groups=ids)
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(labels, scores))  # still measured
+    assert m["auc_ci95"] is None and m["acc_ci95"] is None
+    assert m["undefined_reason"].startswith("no intervals: 1 real video")
+    # Two per class: an interval again (and no reason).
+    ids2 = np.array(["r", "r", "s", "s", "f", "f", "g", "g"])
+    m2 = metrics.binary_metrics(labels, scores, groups=ids2)
+    assert m2["auc_ci95"] is not None and m2["undefined_reason"] is None
+    with pytest.raises(metrics.TooFewVideos, match="1 fake video"):
+        metrics.paired_auc_difference([0, 0, 1], [0.1, 0.2, 0.9], [0.2, 0.1, 0.8])
+
+
 def test_auc_ci_covers_the_true_auc_about_95_percent_of_the_time():
     # Binormal scores: the true AUC is Phi(d / sqrt 2). 200 test sets of 80 samples.
     from scipy.stats import norm
