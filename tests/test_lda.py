@@ -110,6 +110,8 @@ def test_bfloat16_compute_keeps_params_and_stats_fp32():
         (dict(dtype="float16"), None, "dtype='float16'"),
         ({}, (1, 3, 64, 64, 3), "frames are 64x64, the model expects 62x62"),
         ({}, (1, 2, 62, 62, 3), "needs 3 frames per sample"),
+        (dict(stack=0), None, r"stack=0: lda_st needs n >= 1 following frames"),
+        (dict(stack=-1), None, r"stack=-1: lda_st needs n >= 1"),
     ],
 )
 def test_bad_config_or_input_is_a_clear_error(override, frames_shape, message):
@@ -123,6 +125,12 @@ def test_bad_config_or_input_is_a_clear_error(override, frames_shape, message):
 
     with pytest.raises(ValueError, match=message):
         jax.eval_shape(run)
+
+
+def test_required_frames_refuses_a_temporal_model_without_following_frames():
+    assert required_frames(dict(name="lda_spatial", stack=0)) == 1  # no temporal module
+    with pytest.raises(ValueError, match=r"stack=0: lda_temporal needs n >= 1"):
+        required_frames(dict(name="lda_temporal", stack=0))
 
 
 def test_build_model_loads_vit_npz_into_both_modules(tmp_path):

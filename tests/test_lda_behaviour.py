@@ -111,7 +111,7 @@ def test_a_regions_temporal_activation_sums_its_slots():
 
 
 def test_maps_are_the_1x1_combination_of_the_activations_in_region_order():
-    # A_j = N * (sum_k w_jk a_k + b_j) (the module's definition, VI-B), each
+    # A_j = sum_k w_jk (N a_k) + b_j (the module's definition, VI-B), each
     # map laid out like the activations: cell (i, j) is region (i, j).
     module = LongDistanceAttention(
         slots=1, image_size=16, patch_size=4, embed_dim=32, num_templates=4, num_maps=2,
@@ -123,6 +123,6 @@ def test_maps_are_the_1x1_combination_of_the_activations_in_region_order():
     module.combine.bias[...] = jnp.asarray(b)
     images = jax.random.normal(jax.random.key(4), (2, 1, 16, 16, 3))
     a = np.asarray(module.activations(images))  # [B, K, 4, 4]
-    expected = 16 * (np.einsum("bkhw,km->bmhw", a, w) + b[None, :, None, None])
+    expected = np.einsum("bkhw,km->bmhw", 16 * a, w) + b[None, :, None, None]
     np.testing.assert_allclose(module(images), expected, rtol=1e-5, atol=1e-6)
     assert not np.allclose(expected, expected.transpose(0, 1, 3, 2), atol=1e-2)  # able to fail

@@ -67,10 +67,22 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_stack(name: str, stack) -> int:
+    # stack 0 built a "temporal" module over the key frame alone (a second spatial
+    # module under the temporal name); a negative one failed on a bare modulo.
+    if name in _TEMPORAL and (isinstance(stack, bool) or not isinstance(stack, int) or stack < 1):
+        raise ValueError(
+            f"config.model.stack={stack!r}: {name} needs n >= 1 following frames (the "
+            "temporal module reads the frame and the motion residuals of the next n; "
+            "the paper's n is 3, Table X tries 2-5)"
+        )
+    return stack
+
+
 def required_frames(model_config) -> int:
     """Frames per sample the model reads: 1 (xception, lda_spatial) or n+1."""
     name = _check_name(_get(model_config, "name"))
-    return _get(model_config, "stack") + 1 if name in _TEMPORAL else 1
+    return _check_stack(name, _get(model_config, "stack")) + 1 if name in _TEMPORAL else 1
 
 
 class LDAModel(nnx.Module):
@@ -97,6 +109,7 @@ class LDAModel(nnx.Module):
         rngs: nnx.Rngs,
     ):
         self.name = _check_name(name)
+        _check_stack(name, stack)
         if dtype not in _DTYPES:
             raise ValueError(f"config.model.dtype={dtype!r}; choose one of {tuple(_DTYPES)}")
         self.dtype = dtype

@@ -121,8 +121,9 @@ class LongDistanceAttention(nnx.Module):
                 rngs.params(), (num_templates, self.head_dim)
             )
         )
-        # Combination of the 12 maps into m (VI-B). Weights 1/12, bias 0: a mean
-        # of softmax maps, so N * map has mean exactly 1 over the regions.
+        # Combination of the 12 maps into m (VI-B), applied to N * activations
+        # (mean 1 over the regions). Weights 1/12, bias 0: every map has mean
+        # exactly 1 at init.
         self.combine = nnx.Conv(
             num_templates,
             num_maps,
@@ -153,8 +154,15 @@ class LongDistanceAttention(nnx.Module):
 
     def __call__(self, images: jax.Array) -> jax.Array:
         a = self.activations(images)  # [B, K, g, g]
-        maps = self.combine(jnp.transpose(a, (0, 2, 3, 1)))  # [B, g, g, m], fp32
-        maps = maps * (self.grid * self.grid)  # softmax mean is 1/N; rescale to mean 1
+        # Softmax activations have mean 1/N; scaled to mean 1 BEFORE the 1x1 conv,
+        # so its bias moves a map by its own value. Scaling the conv's output
+        # instead (N * (w a + b)) gave the bias N times the gradient and N times
+        # the effect (N^2 = 38,416 times a kernel weight's learning rate at N =
+        # 196): one SGD step at the paper's lr 3e-4 shifted a map's mean by ~3,
+        # and within 40 steps the maps were constants of +-20 with their 14x14
+        # pattern ~0.1% of them (models/README.md item 5).
+        n = self.grid * self.grid
+        maps = self.combine(jnp.transpose(a, (0, 2, 3, 1)) * n)  # [B, g, g, m], fp32
         return jnp.transpose(maps, (0, 3, 1, 2))
 
 
@@ -190,9 +198,10 @@ def expand_maps(maps: jax.Array, height: int, width: int) -> jax.Array:
 def channel_groups(channels: int, num_maps: int) -> np.ndarray:
     """Map index of each channel: m contiguous groups, as equal as possible.
 
-    Group j holds channels [floor(j*C/m), floor((j+1)*C/m)); when m divides C
-    every group has C/m channels. Unequal groups keep Table IX's m = 3 and
-    m = 5 runnable on the 64-channel conv2 stage.
+    Channel c belongs to group floor(c*m/C), so group j holds channels
+    [ceil(j*C/m), ceil((j+1)*C/m)); when m divides C every group has C/m
+    channels. Unequal groups keep Table IX's m = 3 and m = 5 runnable on the
+    64-channel conv2 stage.
     """
     if not 1 <= num_maps <= channels:
         raise ValueError(

@@ -1,7 +1,9 @@
 """Partial ViT-B/16 init of a LongDistanceAttention module (paper V-A, VI-D).
 
-Reads a checkpoint in Google's .npz layout (google-research/vision_transformer,
-big_vision) and copies what the module shares with ViT's first layer:
+Reads a checkpoint in google-research/vision_transformer's .npz layout (not
+big_vision's, whose keys differ: a params/ prefix, a top-level pos_embedding,
+MultiHeadDotProductAttention_0; such a file is refused naming the missing key)
+and copies what the module shares with ViT's first layer:
 
     embedding/kernel [p,p,3,D], embedding/bias [D]         -> patch_embed
     Transformer/posembed_input/pos_embedding [1,1+N,D]     -> pos_embed (row 0 = cls)
