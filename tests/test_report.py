@@ -89,7 +89,7 @@ def test_ffpp_lq_rows_are_tables_i_iii_and_iv_and_the_verdict_reads_the_interval
     # video-level AUCs (Table IV) lie below our intervals.
     assert verdicts.count("paper below") == 4 and nt["verdict"] == "paper below"
     assert "paper AUCs against our 95% intervals: 0 of 9 inside, 5 above" in text
-    assert "Table III does not say which compression it used" in text
+    assert "Table III does not say which compression it used, nor whether one model" in text
 
 
 def test_verdict_places_the_papers_figure_against_our_interval():
@@ -167,6 +167,22 @@ def test_what_the_paper_does_not_report_is_said_not_invented(tmp_path):
         ]
     )
     assert dfdc["rows"] == [] and dfdc["notes"] == ["the paper reports no dfdc results"]
+    # A build of other methods (data_prep.build --methods): no all-methods row, said;
+    # the per-method rows of the methods it has still compare.
+    for name, methods, why in (
+        ("df", ("Deepfakes",), "lacks Face2Face, FaceSwap, NeuralTextures"),
+        ("fsh", (*paper_tables.FFPP_METHODS, "FaceShifter"), "adds FaceShifter"),
+    ):
+        doc = _doc("ffpp", comps=("c23",), methods=methods)
+        (entry,) = report.report([_eval_dir(tmp_path / name, "ffpp_test_120", doc)])
+        assert not any("all methods" in r["subset"] for r in entry["rows"]), name
+        assert any(why in n and "not the paper's all-methods" in n for n in entry["notes"])
+        assert {r["table"] for r in entry["rows"]} == {"III"}
+    # A sweep run too (Table IX pools the four methods).
+    doc = _doc("ffpp", comps=("c23",), methods=("Deepfakes", "FaceSwap"))
+    doc["model_settings"] = {"name": "lda_st", "num_maps": 2}
+    (entry,) = report.report([_eval_dir(tmp_path / "m2df", "ffpp_test_120", doc)])
+    assert entry["rows"] == [] and "Table IX pools FF++'s four methods" in entry["notes"][0]
 
 
 def test_cli_writes_json_and_names_a_bad_path(tmp_path, capsys):
