@@ -664,6 +664,19 @@ def main(argv=None) -> int:
                 "score was not more likely fake, so the even-odds probabilities say nothing",
                 file=sys.stderr,
             )
+    if args.faces == "all" and (
+        report["threshold_source"] != thresholds.DEFAULT_SOURCE or cal is not None
+    ):
+        # Val's threshold and calibration were fitted on largest-face video scores;
+        # the most suspicious of several faces is a maximum, higher for any real video
+        # of two or more people, so their verdicts err towards "fake" more than val says.
+        print(
+            "note: with --faces all a video's score is its most suspicious face's; val's "
+            "threshold and calibration were fitted on largest-face scores, so a real video "
+            "of several people is called fake more often than val's error rate says: read "
+            "each face's own score beside it",
+            file=sys.stderr,
+        )
     print(f"per-frame scores: {report['json']}")
     if report["html"]:
         print(f"report for reading: {report['html']}")

@@ -468,15 +468,20 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     # The video's is its most suspicious face's; the verdict stays the raw score's.
     assert pair["calibrated_probability"] == pytest.approx(even(140 / 255))
     assert pair["verdict"] == "fake" and even(140 / 255) < 0.5
-    out = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    out = captured.out.splitlines()
     assert out[0].split("  ")[-3:] == ["fake probability", "at even odds", "verdict"]
     row = next(line for line in out if line.startswith(clips[0])).split()
     assert row[-3:] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}", "fake"]
+    # Val's map was fitted on largest-face scores, not on a maximum over faces: said.
+    assert "fitted on largest-face scores" in captured.err
     face1 = next(line for line in out if line.startswith("  face 1")).split()
     assert face1[-6:-4] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}"]
     (note,) = [line for line in out if line.startswith("at even odds: P(fake) if fakes")]
     assert "(fitted on 2 real + 3 fake videos)" in note
     assert note.endswith(f"The verdicts' threshold is {even(0.5):.4f} at even odds")
+    _run(fake_run, tmp_path / "out", "--calibration", "val", *clips)  # largest face: no note
+    assert "largest-face" not in capsys.readouterr().err
     # A map whose slope is not positive says nothing, and predict says so.
     val.write_text(json.dumps({**doc, "calibration": {"fit": {**fit, "a": -0.5}, "applied": None}}))
     rc, _ = _run(fake_run, tmp_path / "out", "--calibration", "val", *clips)
