@@ -8,8 +8,10 @@ Two phases:
  1. faces (parallel over videos): each finished video leaves one file in
     OUT/cache/<params>/ (npz of its stacks, plus a small json "done" marker,
     each written atomically), so a killed run, rerun with the same arguments,
-    skips what is done. A failed video is also "done": its reason is cached
-    (except 'error' and 'worker_crashed', which a rerun may not meet). A worker
+    skips what is done (a marker whose stacks are missing or damaged is not:
+    cache_entry_problem). A failed video is also "done": its reason is cached
+    (except 'error' and 'worker_crashed', which a rerun may not meet, and
+    'unreadable', which a fix outside the file ends: UNCACHED_REASONS). A worker
     process that dies (segfault, OOM kill) costs only the video it was on.
  2. shards (one process): the TFDS builder reads the cache in a fixed order and
     writes OUT/lda_faces/<config>/1.0.0 -- byte-identical for the same cache.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -34,6 +37,7 @@ import signal
 import sys
 import tempfile
 import time
+import zipfile
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -48,17 +52,36 @@ from data_prep.readers import DatasetError, VideoItem, read_dataset
 
 
 def _atomic_write(path: str, write) -> None:
-    """write(tmp_path) then rename: a reader never sees a half-written file."""
-    d = os.path.dirname(path)
+    """write(tmp_path), flushed to disk, then rename: a reader never sees a
+    half-written file, and after a crash the new name holds the whole file.
+
+    Without the fsync a power loss or kernel crash soon after the rename can
+    leave the new name on a file whose data never reached the disk (delayed
+    allocation, ext4/xfs): an empty .npz behind its "done" marker. The folder
+    is synced after the rename so that the rename itself is on disk before
+    whatever is written next (a video's marker after its .npz).
+    """
+    d = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
     os.close(fd)
     try:
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    with contextlib.suppress(OSError):  # some file systems cannot sync a folder
+        _fsync(d)
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def cache_params(frames_per_video: int, stack: int, size: int) -> str:
@@ -120,13 +143,47 @@ BUILD_ARGS = "build_args.json"  # beside the shards: which settings made them
 
 def build_settings(a: argparse.Namespace) -> dict:
     settings = {k: getattr(a, k) for k in BUILD_KEYS}
-    settings["root"] = os.path.abspath(a.root)
-    settings["splits"] = a.splits and os.path.abspath(a.splits)
     # Only DFDC names originals: other datasets' builds stay comparable with
     # build_args.json written before this setting existed.
     if a.dataset == "dfdc":
         settings["min_face_change"] = a.min_face_change
-    return settings
+    return resolved_settings(settings)
+
+
+def parse_methods(text: str) -> tuple[str, ...] | None:
+    """--methods 'A,B' -> ('A', 'B'); None when empty (the dataset's default)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip()) or None
+
+
+def resolved_settings(settings: dict) -> dict:
+    """Build settings as the data depends on them, so that two spellings of one
+    build compare equal: the root and split folder absolute, --splits's default
+    (ROOT/splits) written out, the methods read (default filled in, repeats
+    dropped) and sorted: the output does not depend on their order (items are
+    sorted by id, and TFDS orders records by a hash of their key). Settings a
+    dataset ignores are None (--splits and --compression for Celeb-DF and DFDC).
+
+    Also takes build_args.json of builds made before the settings were resolved
+    (methods as the raw --methods string, splits None for the default), so such
+    a build is not refused as "other settings" for its spelling alone.
+    """
+    from data_prep.readers import DFD, resolve_methods
+
+    s = dict(settings)
+    dataset, root = s.get("dataset"), s.get("root")
+    s["root"] = root and os.path.abspath(root)
+    methods = s.get("methods")
+    if isinstance(methods, str):
+        methods = parse_methods(methods)
+    s["methods"] = sorted(resolve_methods(dataset, methods and tuple(methods)))
+    if dataset in ("ffpp", "synthetic"):
+        # DeepFakeDetection alone reads no split file (it is split by actor).
+        uses_splits = any(m != DFD for m in s["methods"])
+        splits = s.get("splits") or (root and os.path.join(root, "splits"))
+        s["splits"] = os.path.abspath(splits) if uses_splits and splits else None
+    else:
+        s["splits"] = s["compression"] = None
+    return s
 
 
 def replaced_settings(data_dir: str, settings: dict) -> list[str]:
@@ -136,12 +193,18 @@ def replaced_settings(data_dir: str, settings: dict) -> list[str]:
     if not os.path.isfile(path):
         return []
     with open(path) as f:
-        old = json.load(f)
+        old = resolved_settings(json.load(f))
+    settings = resolved_settings(settings)
     return [
-        f"--{k.replace('_', '-')} {old.get(k)!r} -> {v!r}"
+        f"--{k.replace('_', '-')} {_shown(old.get(k))} -> {_shown(v)}"
         for k, v in settings.items()
         if old.get(k) != v
     ]
+
+
+def _shown(value) -> str:
+    # Methods as --methods spells them.
+    return repr(",".join(value)) if isinstance(value, list) else repr(value)
 
 
 def _file_key(path: str) -> str:
@@ -150,6 +213,18 @@ def _file_key(path: str) -> str:
     except OSError:
         size = -1
     return f"{os.path.abspath(path)}|{size}"
+
+
+# Video failures that are not cached, so that a rerun tries the video again.
+# 'unreadable' is a missing file, a directory, a broken link or no read
+# permission: fixed outside the file (chmod, mounting the drive, restoring the
+# link), which leaves the cache key (id, path, size) as it was, so a cached
+# failure would outlive its fix. Checking again costs a stat. ('error' and
+# 'worker_crashed' are not cached either: _error_status.)
+UNCACHED_REASONS = ("unreadable",)
+_NOT_CACHED = "not cached, so the next run tries it again"
+# What every cached .npz holds (process_video); checked before a build trusts it.
+NPZ_KEYS = ("frames", "frame_index", "box", "landmarks", "mask", "has_mask")
 
 
 def cache_paths(cache_dir: str, item: VideoItem) -> tuple[str, str]:
@@ -192,6 +267,8 @@ def process_video(
         try:
             stacks = extract_stacks(item.path, frames_per_video, stack, size)
         except VideoError as e:
+            if e.reason in UNCACHED_REASONS:
+                return {**status, "reason": e.reason, "message": f"{e.message}; {_NOT_CACHED}"}
             status.update(reason=e.reason, message=e.message)
         else:
             mask, has_mask, problem = stack_masks(item.mask_path, item.path, stacks, size)
@@ -291,8 +368,41 @@ def _error_status(item: VideoItem, reason: str, what: str) -> dict:
         "records": 0,
         "reason": reason,
         "warning": None,
-        "message": f"{item.path}: {what}; not cached, so the next run tries it again",
+        "message": f"{item.path}: {what}; {_NOT_CACHED}",
     }
+
+
+def cache_entry_problem(npz_path: str, json_path: str) -> str | None:
+    """Why a video's cache entry (its "done" marker) cannot be used, or None.
+
+    The shards are rewritten from the cache after the old ones are deleted, so an
+    entry whose stacks are gone (deleted by hand, a disk cleaned up) or damaged
+    (a copy cut short, a crash before the data reached the disk) must be found
+    before that, not by TFDS halfway through writing. Opens each .npz's zip
+    directory and its small frame_index array only: milliseconds, whatever the
+    stacks' size. (A flipped bit inside the frames is found when the shards are
+    written: LdaFaces names the file then.)
+    """
+    try:
+        with open(json_path) as f:
+            records = int(json.load(f)["records"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its marker {json_path} cannot be read ({type(e).__name__}: {e})"
+    if records == 0:
+        return None  # a failed video: it has no stacks
+    try:
+        with np.load(npz_path) as z:
+            missing = [k for k in NPZ_KEYS if k not in z.files]
+            if missing:
+                return f"its stacks {npz_path} lack {missing}"
+            cached = len(z["frame_index"])
+    except FileNotFoundError:
+        return f"its stacks {npz_path} are missing"
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        return f"its stacks {npz_path} cannot be read ({type(e).__name__}: {e})"
+    if cached != records:
+        return f"its stacks {npz_path} hold {cached} stacks, its marker says {records}"
+    return None
 
 
 def _write_json(path: str, obj) -> None:
@@ -534,7 +644,8 @@ def _end_broken_pool(pool: cf.ProcessPoolExecutor) -> str:
 
 
 def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
-    """{split: {'videos', 'records', 'failed', 'by_label', 'by_method', 'failures', 'warnings'}}."""
+    """{split: {'videos', 'records', 'failed', 'by_label', 'by_method', 'failures', 'warnings'}};
+    each by_method entry has 'videos', 'records', 'failed' and its own 'by_label'."""
 
     def empty():
         return {"videos": 0, "records": 0, "failed": 0}
@@ -552,10 +663,15 @@ def _counts(items: list[VideoItem], status: dict[str, dict]) -> dict:
                 "warnings": collections.Counter(),
             },
         )
+        label = "fake" if it.label else "real"
+        # Per method also per label: a method's own originals (DeepFakeDetection's
+        # reals) share its name with its fakes (readers.VideoItem.method).
+        method = sp["by_method"].setdefault(it.method, {**empty(), "by_label": {}})
         for bucket in (
             sp,
-            sp["by_label"].setdefault("fake" if it.label else "real", empty()),
-            sp["by_method"].setdefault(it.method, empty()),
+            sp["by_label"].setdefault(label, empty()),
+            method,
+            method["by_label"].setdefault(label, empty()),
         ):
             bucket["videos"] += 1
             bucket["records"] += s["records"]
@@ -640,7 +756,7 @@ def format_summary(counts: dict) -> str:
 def main(argv=None) -> int:
     a = parse_args(argv)
     t0 = time.time()
-    methods = tuple(m.strip() for m in a.methods.split(",") if m.strip()) or None
+    methods = parse_methods(a.methods)
     left_out: dict = {}  # videos the reader leaves out on purpose, for summary.json
     try:
         items = read_dataset(a.dataset, a.root, a.compression, methods, a.splits, left_out)
@@ -653,7 +769,7 @@ def main(argv=None) -> int:
     import absl.logging
     import tensorflow_datasets as tfds
 
-    from data_prep.builder import NAME, VERSION, LdaFaces, LdaFacesConfig, config_name
+    from data_prep.builder import NAME, VERSION, CacheError, LdaFaces, LdaFacesConfig, config_name
     from data_prep.record_index import write_label_index
 
     # Another --compression, --methods, ... writes to the same folder as this
@@ -688,6 +804,14 @@ def main(argv=None) -> int:
             file=sys.stderr,
         )
 
+    # A done marker whose stacks are missing or damaged would make the shard
+    # writer fail after the old shards are gone: such a video is not done.
+    for it in items:
+        npz_path, json_path = cache_paths(cache_dir, it)
+        problem = os.path.exists(json_path) and cache_entry_problem(npz_path, json_path)
+        if problem:
+            print(f"warning: {it.video_id}: {problem}; extracting it again", file=sys.stderr)
+            os.remove(json_path)
     todo = [it for it in items if not os.path.exists(cache_paths(cache_dir, it)[1])]
     print(
         f"{a.dataset}: {len(items)} videos ({len(items) - len(todo)} cached), "
@@ -777,7 +901,11 @@ def main(argv=None) -> int:
         print(f"note: removing {stale}, shards of a killed earlier run", file=sys.stderr)
         shutil.rmtree(stale, ignore_errors=True)
     builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
-    builder.build(a.shards)
+    try:
+        builder.build(a.shards)
+    except CacheError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     # Labels in record order, so training starts without decoding every record.
     for split, videos in splits.items():
         if any(v["records"] for v in videos):

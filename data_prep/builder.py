@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,6 +32,10 @@ from data_prep import encoding as enc
 
 NAME = "lda_faces"
 VERSION = "1.0.0"
+
+
+class CacheError(RuntimeError):
+    """A cached video's stacks cannot be read while the shards are written."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -61,7 +66,10 @@ def features(stack: int, size: int, encoding: str) -> tfds.features.FeaturesDict
             "label": tfds.features.ClassLabel(names=["real", "fake"]),
             "dataset": tfds.features.Text(),
             "compression": tfds.features.Text(),
-            "method": tfds.features.Text(doc="'real' for pristine videos"),
+            "method": tfds.features.Text(
+                doc="a fake's manipulation; a real's: 'real', or the manipulation whose "
+                "own originals it is (DeepFakeDetection)"
+            ),
             "video_id": tfds.features.Text(doc="unique over dataset, compression, method"),
             "frame_index": tfds.features.Scalar(dtype=np.int32, doc="key frame index"),
             "box": t(shape=(4,), dtype=np.int32, doc="x0, y0, x1, y1 in the source frame"),
@@ -197,8 +205,16 @@ class LdaFaces(tfds.core.GeneratorBasedBuilder):
         for video in sorted(videos, key=lambda v: v["video_id"]):
             if not video["records"]:
                 continue
-            with np.load(video["cache"]) as z:
-                data = {k: z[k] for k in z.files}
+            try:
+                with np.load(video["cache"]) as z:
+                    data = {k: z[k] for k in z.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+                marker = os.path.splitext(video["cache"])[0] + ".json"
+                raise CacheError(
+                    f"{video['video_id']}: its cached stacks {video['cache']} cannot be read "
+                    f"({type(e).__name__}: {e}); delete {marker} and rerun the same command: "
+                    "that video is extracted again, the others come from the cache"
+                ) from e
             # "stacks": the cached stacks to write, where some are left out
             # (data_prep.build.kept_stacks); absent: all.
             for i in video.get("stacks", range(len(data["frame_index"]))):

@@ -48,10 +48,21 @@ DETECT_MAX_SIDE = 640
 TRACK_STRIDE = 4
 NEAR_SPAN = 3.0
 NEAR_FACE_PX = 120
+# dlib's HOG detector also fires, weakly, on face-like patterns, and such a false
+# positive can be larger than the face: on the astronaut photo decoded from MJPEG
+# it finds the face (score 1.43) and her name badge (0.03), and "the largest"
+# was the badge. Its score is an SVM margin whose scale varies with the image
+# (contrast, blur, compression, face size), so no fixed threshold suits every
+# video; a floor relative to the best detection of the same scan is scale-free.
+# A second real face scores within ~2x of the first (the same detector on the
+# same image), a false positive far below. Detections under this fraction of a
+# scan's best score are dropped before the largest face is taken.
+MIN_SCORE_RATIO = 0.5
 # Bump when a change alters which face or box extract_stacks returns: build
 # caches are kept per version, so a resumed build never mixes two face finders.
-# 1: whole-frame scans only; 2: small faces searched near the earlier face.
-FACES_VERSION = 2
+# 1: whole-frame scans only; 2: small faces searched near the earlier face;
+# 3: weak detections (under MIN_SCORE_RATIO x the scan's best) dropped.
+FACES_VERSION = 3
 # What extract_stacks(faces=...) keeps of a key frame: the largest face (training,
 # data_prep, predict's default) or every face (predict --faces all).
 FACE_MODES = ("largest", "all")
@@ -108,6 +119,8 @@ def detect_face(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Largest frontal face in an RGB frame: (dlib box [l, t, r, b] float, landmarks [68, 2]).
 
+    Largest among the confident detections of a scan (MIN_SCORE_RATIO x its best
+    score), so a large weak false positive never wins over the face.
     Coordinates are in the frame's pixels (x, y). None if no face is found.
     ``bgr=True``: the frame is in OpenCV's BGR order (same result).
     ``near``: a face box [l, t, r, b] found in an earlier frame of the same video.
@@ -117,12 +130,12 @@ def detect_face(
     """
     gray, small, scale = _grayscale(frame, bgr)
     with _detector() as detector:
-        box = _largest(detector(small, 0), scale)
+        box = _largest(_confident(detector, small, 0), scale)
         if box is None and near is not None:
             box = _search_near(detector, gray, near)
         if box is None:
             # Upsampling once finds faces down to ~40 px at 4x the cost: the last resort.
-            box = _largest(detector(small, 1), scale)
+            box = _largest(_confident(detector, small, 1), scale)
     if box is None:
         return None
     return box, _landmarks(gray, box)
@@ -144,12 +157,13 @@ def detect_faces(
     No face is dropped for being smaller than the largest: a second person further
     from the camera is what this is for, and a background false positive, rarely
     found in many key frames, is left out of the video's verdict by predict's
-    few-frames rule rather than by a size cut here.
+    few-frames rule rather than by a size cut here. Detections scoring under
+    MIN_SCORE_RATIO x the best of their scan are dropped, as in ``detect_face``.
     """
     gray, small, scale = _grayscale(frame, bgr)
     with _detector() as detector:
-        boxes = _by_size(detector(small, 0), scale)
-        for box in _by_size(detector(small, 1), scale):
+        boxes = _by_size(_confident(detector, small, 0), scale)
+        for box in _by_size(_confident(detector, small, 1), scale):
             if not any(_same_face(box, other) for other in boxes):
                 boxes.append(box)
         if not boxes and near is not None:
@@ -194,6 +208,16 @@ def _landmarks(gray: np.ndarray, box: np.ndarray) -> np.ndarray:
     return np.array([(p.x, p.y) for p in shape.parts()], np.float32)
 
 
+def _confident(detector, image: np.ndarray, upsample: int) -> list:
+    """dlib's detections in ``image`` scoring at least MIN_SCORE_RATIO x the best
+    of them (dlib's order kept): weak false positives out, every real face in."""
+    rects, scores, _ = detector.run(image, upsample, 0.0)
+    if len(rects) == 0:
+        return []
+    floor = MIN_SCORE_RATIO * max(scores)
+    return [r for r, score in zip(rects, scores, strict=True) if score >= floor]
+
+
 def _largest(rects, scale: float, origin: tuple[int, int] = (0, 0)) -> np.ndarray | None:
     """The largest dlib rectangle as a float box in frame pixels (image: frame[origin:] x scale)."""
     if len(rects) == 0:
@@ -234,7 +258,7 @@ def _search_near(detector, gray: np.ndarray, near: np.ndarray) -> np.ndarray | N
         gray[y0:y1, x0:x1], None, fx=s, fy=s,
         interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
     )  # fmt: skip
-    return _largest(detector(region, 0), s, (x0, y0))
+    return _largest(_confident(detector, region, 0), s, (x0, y0))
 
 
 def square_box(face: np.ndarray, frame_hw: tuple[int, int], scale: float = BOX_SCALE) -> np.ndarray:

@@ -41,7 +41,11 @@ class VideoItem:
     label: int  # 0 real, 1 fake
     dataset: str
     compression: str
-    method: str  # 'real' for pristine videos
+    # The manipulation of a fake. A real video: the manipulation whose own
+    # originals it is, where that manipulation has its own (DeepFakeDetection's
+    # actors videos); else 'real' (FF++'s YouTube originals, shared by the
+    # other methods; Celeb-DF's and DFDC's reals). ``label`` says real or fake.
+    method: str
     video_id: str
     split: str
     mask_path: str | None = None  # the fake's masks, if present (_mask_for)
@@ -165,6 +169,17 @@ def read_ffpp_splits(splits_dir: str) -> dict[frozenset, str]:
     return pairs
 
 
+def resolve_methods(dataset: str, methods: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The methods a build of ``dataset`` reads: ``methods`` without repeats (first
+    place kept), or the default (FF++: the paper's four; synthetic: its four) when
+    none are named; () for datasets without methods (Celeb-DF, DFDC)."""
+    if dataset not in ("ffpp", "synthetic"):
+        return tuple(dict.fromkeys(methods or ()))
+    default = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS
+    # A method named twice would be read twice: the same videos under the same ids.
+    return tuple(dict.fromkeys(methods)) if methods else default
+
+
 def read_ffpp(
     root: str,
     compression: str = "c23",
@@ -179,12 +194,12 @@ def read_ffpp(
     manipulated_sequences/<Method>/<comp>/videos/TTT_SSS.mp4 (fake). A real video
     takes the split of the pair holding its id, a fake the split of its pair.
     Videos outside every split are ignored (the official JSONs cover all 1000),
-    but a selected method without any video in a split is a DatasetError.
+    but a selected method without any video, or without any in a split where
+    another selected method has some, is a DatasetError.
     DeepFakeDetection has its own reals and actor split: _read_dfd.
     """
     known = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS + FFPP_EXTRA_METHODS
-    default = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS
-    methods = tuple(methods) if methods else default
+    methods = resolve_methods(dataset, methods)
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise DatasetError(f"unknown method(s) {unknown} for {dataset}; known: {list(known)}")
@@ -218,13 +233,14 @@ def read_ffpp(
                 f"{splits_dir!r} (FF++ reals are NNN.mp4, e.g. 000.mp4); check --root, "
                 "--compression and --splits"
             )
+    found: dict[str, collections.Counter] = {}  # paired method -> its fakes per split
     for method in methods:
         fake_dir = os.path.join(root, "manipulated_sequences", method, compression, "videos")
         _need_dir(fake_dir, f"FF++ {method} videos for {compression}")
         if method == DFD:
             items += _read_dfd(root, compression, dataset, left_out)
             continue
-        files, found = _videos_in(fake_dir), 0
+        files, found[method] = _videos_in(fake_dir), collections.Counter()
         for f in files:
             stem = os.path.splitext(f)[0]
             split = pairs.get(frozenset(stem.split("_")[:2]))
@@ -237,17 +253,42 @@ def read_ffpp(
                     f"{dataset}/{compression}/{method}/{stem}", split, _mask_for(path),
                 )
             )  # fmt: skip
-            found += 1
+            found[method][split] += 1
         # A selected method must never vanish silently: the build would train
         # on its reals alone and report success.
-        if not found:
+        if not found[method]:
             raise DatasetError(
                 f"--methods {method}: none of the {len(files)} videos in {fake_dir!r} is named "
                 f"after a [target, source] pair of the split files in {splits_dir!r} (FF++ "
                 "fakes are TTT_SSS.mp4, e.g. 000_003.mp4); check --root, --compression and "
                 f"--splits, or leave {method} out of --methods"
             )
+    _check_every_split_has_each_method(found, root, compression, splits_dir)
     return items
+
+
+def _check_every_split_has_each_method(
+    found: dict[str, collections.Counter], root: str, compression: str, splits_dir: str | None
+) -> None:
+    """A selected method with no fake in a split where another selected method has
+    some is a DatasetError: a partial download (e.g. NeuralTextures' test videos
+    missing) would otherwise give a test split without that method, and its
+    per-method score would be computed on the other splits' leftovers or not at
+    all, with nothing said. A split where no method has fakes is left alone (a
+    tree holding only some splits of every method is a deliberate subset)."""
+    for split in ("train", "val", "test"):
+        have = [m for m in found if found[m][split]]
+        lacking = [m for m in found if not found[m][split]]
+        if have and lacking:
+            method = lacking[0]
+            fake_dir = os.path.join(root, "manipulated_sequences", method, compression, "videos")
+            raise DatasetError(
+                f"--methods {method}: no video in {fake_dir!r} is named after a pair of the "
+                f"{split} split ({os.path.join(splits_dir or '', split + '.json')!r}), while "
+                f"{', '.join(have)} {'has' if len(have) == 1 else 'have'} "
+                f"{sum(found[m][split] for m in have)} {split} fakes: a partial download? "
+                f"Download the {split} videos of {method}, or leave {method} out of --methods"
+            )
 
 
 DFD_HELD_OUT_FRACTION = 0.14  # of the actors, for val and for test: FF++'s 720/140/140
@@ -311,12 +352,15 @@ def _read_dfd(
             dropped += 1
             continue
         stem = os.path.splitext(f)[0]
-        method = "real" if label == 0 else DFD
         path = os.path.join(folder, f)
+        # The reals too carry DFD's name (label 0 says they are real): they are DFD's
+        # own originals, not YouTube's, and per-method scores pair each method's
+        # fakes with its originals (VideoItem.method). Ids stay unique: a real's
+        # stem AA__<scene> never equals a fake's AA_BB__<scene>__<code>.
         items.append(
             VideoItem(
-                path, label, dataset, compression, method,
-                f"{dataset}/{compression}/{method}/{stem}", split,
+                path, label, dataset, compression, DFD,
+                f"{dataset}/{compression}/{DFD}/{stem}", split,
                 _mask_for(path) if label else None,
             )
         )  # fmt: skip
@@ -539,15 +583,43 @@ def _dfdc_split(labels: str, name: str, folder_split: str, file_split: str | Non
     )
 
 
+# Words of a DFDC folder name that hold it out (the rest is train).
+_DFDC_SPLIT_WORDS = {"test": "test", "val": "val", "validation": "val", "train": "train"}
+
+
+def _dfdc_folder_split(labels: str) -> str:
+    """The split a DFDC label file's folder names: 'test' or 'val' when a word of
+    the folder's own name (split at anything but letters and digits) is test,
+    val or validation ('test', 'dfdc_test', 'test_part_49', 'validation',
+    'val_part_48'), else 'train' ('dfdc_train_part_0', 'interval_copies').
+
+    The folder's own name only, as a whole word: its parents are where the user
+    keeps the data ('/data/val_runs/dfdc/...'), and a substring test made
+    'interval' a validation folder and left '--root .../test' (the path '.')
+    in train. A held-out word wins over 'train' ('dfdc_train_part_49_test' is
+    test: a renamed part); a name with both a test and a val word is an error.
+    """
+    name = os.path.basename(os.path.dirname(os.path.abspath(labels)))
+    words = {_DFDC_SPLIT_WORDS.get(w) for w in re.split(r"[^a-z0-9]+", name.lower())}
+    held = sorted(words & {"test", "val"})
+    if len(held) > 1:
+        raise DatasetError(
+            f"{labels}: its folder's name {name!r} says both test and val; rename the folder "
+            "so that its name holds one of test, val/validation (or neither: train)"
+        )
+    return held[0] if held else "train"
+
+
 def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
     """DFDC: every folder under root with a metadata.json or a labels.csv.
 
     metadata.json ({file: {label: REAL|FAKE, original, split?}}) labels the
     train parts; labels.csv (filename,label; 1 = fake, 0 = real) labels the
     full release's test/ and validation/ folders. A folder with both is read
-    from metadata.json. Folder names decide the split: one containing 'test'
-    -> test, 'val' -> val, else train (the public train parts are
-    dfdc_train_part_NN; to hold one out, rename it, e.g. to val_part_49). A
+    from metadata.json. The name of the folder holding the label file decides
+    the split (_dfdc_folder_split): a word test -> test, val or validation ->
+    val, else train (the public train parts are dfdc_train_part_NN; to hold
+    one out, rename it, e.g. to val_part_49). A
     per-file 'split' in metadata.json ('train' | 'val' | 'test' |
     'validation') moves a file out of a train folder; it cannot move one into
     train (see _dfdc_split).
@@ -568,8 +640,9 @@ def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
     for labels, read_entries in sorted(label_files):
         folder = os.path.dirname(labels)
         rel_folder = os.path.relpath(folder, root).replace(os.sep, "/")
-        low = rel_folder.lower()
-        folder_split = "test" if "test" in low else "val" if "val" in low else "train"
+        # Ids relative to --root: a label file in --root itself gives dfdc/<stem>.
+        prefix = dataset if rel_folder == "." else f"{dataset}/{rel_folder}"
+        folder_split = _dfdc_folder_split(labels)
         for name, label, file_split, original in read_entries(labels):
             split = _dfdc_split(labels, name, folder_split, file_split)
             path = os.path.join(folder, name)
@@ -584,10 +657,36 @@ def read_dfdc(root: str, dataset: str = "dfdc") -> list[VideoItem]:
             items.append(
                 VideoItem(
                     path, label, dataset, "orig", "real" if label == 0 else "fake",
-                    f"{dataset}/{rel_folder}/{stem}", split, original_path=original_path,
+                    f"{prefix}/{stem}", split, original_path=original_path,
                 )
             )  # fmt: skip
     return items
+
+
+def _check_unique_ids(items: list[VideoItem], root: str) -> None:
+    """A DatasetError naming the first id two items share, their paths and, for
+    DFDC, the label file listing them: one id is one cache entry and one video in
+    the metrics, so two files under one id would silently become one."""
+    paths = collections.defaultdict(list)
+    for it in items:
+        paths[it.video_id].append(it.path)
+    dup = next((i for i, p in sorted(paths.items()) if len(p) > 1), None)
+    if dup is None:
+        return
+    where = "; ".join(repr(p) for p in paths[dup])
+    listed = ""
+    if dup.startswith("dfdc/"):  # one id, one folder: its label file, as read_dfdc picks it
+        folder = os.path.dirname(paths[dup][0])
+        for name in ("metadata.json", "labels.csv"):
+            if os.path.isfile(os.path.join(folder, name)):
+                listed = f", listed in {os.path.join(folder, name)!r}"
+                break
+    n = sum(len(p) > 1 for p in paths.values())
+    raise DatasetError(
+        f"{n} video id(s) in {root!r} name more than one video, e.g. {dup!r}: {where}{listed}. "
+        "An id is the folder and the file name without its extension: remove the extra "
+        "copy (or the repeated row of the label file), or rename one of the files"
+    )
 
 
 def read_dataset(
@@ -616,9 +715,7 @@ def read_dataset(
         raise DatasetError(f"--dataset {dataset!r}: choose ffpp, celebdf, dfdc or synthetic")
     if methods and dataset in ("celebdf", "dfdc"):
         raise DatasetError(f"--methods applies to ffpp/synthetic only, not {dataset}")
-    ids = [i.video_id for i in items]
-    if len(set(ids)) != len(ids):
-        raise DatasetError(f"duplicate video ids in {root!r}; file names must be unique per folder")
+    _check_unique_ids(items, root)
     if not items:
         raise DatasetError(f"no videos found under {root!r} for {dataset}")
     return sorted(items, key=lambda i: i.video_id)

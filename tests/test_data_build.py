@@ -244,7 +244,9 @@ def test_unexpected_error_is_reported_and_retried_on_rerun(faulty_tree, tmp_path
     n_before = len(calls)
     assert build.main(argv) == 0
     assert calls[n_before:] == [
-        str(faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4")
+        str(faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"),
+        # 'unreadable' is not cached either (a permission fix keeps the cache key).
+        str(faulty_tree / "original_sequences/youtube/c23/videos/007.mp4"),
     ]
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert not [f for f in failures if f["reason"] == "error"]
@@ -535,7 +537,7 @@ def test_shards_of_other_settings_are_not_replaced_silently(three_fakes_tree, tm
     assert build.main(_argv(three_fakes_tree, out)) == 0
     data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
     recorded = json.loads((data_dir / build.BUILD_ARGS).read_text())
-    assert recorded["methods"] == "Deepfakes,Face2Face,FaceSwap"
+    assert recorded["methods"] == ["Deepfakes", "Face2Face", "FaceSwap"]  # as read, sorted
     assert recorded["root"] == str(three_fakes_tree)
     assert build.main(_argv(three_fakes_tree, out)) == 0  # the same build again: fine
     fewer = _argv(three_fakes_tree, out)
@@ -546,7 +548,7 @@ def test_shards_of_other_settings_are_not_replaced_silently(three_fakes_tree, tm
     assert "--methods 'Deepfakes,Face2Face,FaceSwap' -> 'Deepfakes'" in err and "--replace" in err
     assert json.loads((data_dir / build.BUILD_ARGS).read_text()) == recorded  # untouched
     assert build.main([*fewer, "--replace"]) == 0
-    assert json.loads((data_dir / build.BUILD_ARGS).read_text())["methods"] == "Deepfakes"
+    assert json.loads((data_dir / build.BUILD_ARGS).read_text())["methods"] == ["Deepfakes"]
     # ...and the shards are the new build's, not the old ones left in place.
     assert sorted(_records_by_video(out)) == ["Deepfakes/000_001", "real/000", "real/001"]
 
@@ -616,3 +618,192 @@ def test_a_changed_video_file_is_extracted_again(three_fakes_tree, tmp_path, mon
     assert build.main(argv) == 0
     assert calls == ["001.mp4", "000_001.mp4"]  # the first entry, with the mask, is reused
     assert all(r["has_mask"] for r in _records_by_video(out)["FaceSwap/000_001"])
+
+
+# ------------------------------------------------- nothing computed is lost, no stale result
+
+
+def test_a_cached_video_whose_stacks_are_gone_or_damaged_is_extracted_again(
+    three_fakes_tree, tmp_path, monkeypatch, capsys
+):
+    # Before: the done marker alone said "cached"; the old shards were deleted and
+    # TFDS then died on the missing .npz (FileNotFoundError), leaving no shards.
+    from data_prep import faces
+
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    before = {k: len(v) for k, v in _records_by_video(out).items()}
+    assert before == {"FaceSwap/000_001": 3, "real/000": 3, "real/001": 3}
+    cache = out / "cache" / build.cache_params(3, 3, 32)
+    items = {it.video_id.split("/", 2)[2]: it for it in _items(three_fakes_tree, "FaceSwap")}
+    gone = Path(build.cache_paths(str(cache), items["real/001"])[0])
+    damaged = Path(build.cache_paths(str(cache), items["FaceSwap/000_001"])[0])
+    gone.unlink()
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])  # a cut-off copy
+    real_extract, calls = faces.extract_stacks, []
+
+    def counted(path, *args):
+        calls.append(os.path.basename(path))
+        return real_extract(path, *args)
+
+    monkeypatch.setattr(faces, "extract_stacks", counted)
+    capsys.readouterr()
+    assert build.main(argv) == 0
+    err = capsys.readouterr().err
+    assert sorted(calls) == ["000_001.mp4", "001.mp4"]  # those two only, extracted again
+    assert f"warning: ffpp/c23/real/001: its stacks {gone} are missing; extracting it again" in err
+    assert f"warning: ffpp/c23/FaceSwap/000_001: its stacks {damaged} cannot be read" in err
+    assert {k: len(v) for k, v in _records_by_video(out).items()} == before
+
+    # Damage the check cannot see (it reads the zip directory and frame_index only)
+    # stops the shard writer with the video, the file and what to do; not a traceback.
+    with np.load(damaged) as z:
+        arrays = {k: z[k] for k in z.files}
+    np.savez(damaged, **arrays)
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the frames: their CRC fails on reading
+    damaged.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert build.main(argv) == 1
+    err = capsys.readouterr().err
+    marker = damaged.with_suffix(".json")
+    assert f"error: ffpp/c23/FaceSwap/000_001: its cached stacks {damaged} cannot be read" in err
+    assert f"delete {marker} and rerun the same command" in err
+    marker.unlink()
+    assert build.main(argv) == 0
+    assert {k: len(v) for k, v in _records_by_video(out).items()} == before
+
+
+def _items(root, methods):
+    from data_prep.readers import read_dataset
+
+    return read_dataset("ffpp", str(root), "c23", (methods,))
+
+
+def test_cache_files_reach_the_disk_before_their_name_and_the_stacks_before_the_marker(
+    three_fakes_tree, tmp_path, monkeypatch
+):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("rename", str(src), str(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    item = _items(three_fakes_tree, "FaceSwap")[0]
+    status = build.process_video(item, str(cache), 3, 3, 32)
+    assert status["records"] == 3
+    npz, marker = build.cache_paths(str(cache), item)
+    renames = [e for e in events if e[0] == "rename"]
+    assert [e[2] for e in renames] == [npz, marker]  # the stacks first: the marker means done
+    for at, event in enumerate(events):
+        if event[0] == "rename":
+            # Each file's data is synced before it takes its name, the folder after it.
+            assert events[at - 1] == ("fsync", event[1])
+            assert events[at + 1] == ("fsync", str(cache))
+
+
+def test_an_unreadable_video_is_not_cached_so_a_rerun_tries_it_again(
+    three_fakes_tree, tmp_path, monkeypatch
+):
+    # No read permission (simulated: the tests run as root, which ignores chmod).
+    # The fix (chmod) leaves id, path and size -- the cache key -- as they were,
+    # so a cached 'unreadable' outlived it: the video stayed failed forever.
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    locked = str(three_fakes_tree / "original_sequences/youtube/c23/videos/001.mp4")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != locked and real_access(p, m))
+    assert build.main(argv) == 0
+    row = _failures(out)["real/001"]
+    assert row["reason"] == "unreadable" and "check permissions" in row["message"]
+    assert "not cached, so the next run tries it again" in row["message"]
+    cache = out / "cache" / build.cache_params(3, 3, 32)
+    item = next(it for it in _items(three_fakes_tree, "FaceSwap") if it.path == locked)
+    assert not os.path.exists(build.cache_paths(str(cache), item)[1])
+    monkeypatch.setattr(os, "access", real_access)  # the user fixed the permissions
+    assert build.main(argv) == 0
+    assert "real/001" not in _failures(out)
+    assert len(_records_by_video(out)["real/001"]) == 3
+
+
+def test_one_build_spelled_two_ways_is_not_refused_as_other_settings(
+    three_fakes_tree, tmp_path, capsys
+):
+    # --splits ROOT/splits is the default; --methods in another order reads the same
+    # videos and writes the same shards. Both were refused as "other settings".
+    out = tmp_path / "out"
+    assert build.main(_argv(three_fakes_tree, out)) == 0
+    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    recorded = json.loads((data_dir / build.BUILD_ARGS).read_text())
+    assert recorded["methods"] == ["Deepfakes", "Face2Face", "FaceSwap"]
+    assert recorded["splits"] == str(three_fakes_tree / "splits")
+    again = _argv(three_fakes_tree, out, "--splits", str(three_fakes_tree / "splits"))
+    again[again.index("--methods") + 1] = "FaceSwap,Deepfakes,Face2Face,FaceSwap"
+    capsys.readouterr()
+    assert build.main(again) == 0, capsys.readouterr().err
+
+    def settings(*extra):
+        base = ["--dataset", "ffpp", "--root", str(three_fakes_tree), "--out", "o", *ARGS]
+        return build.build_settings(build.parse_args([*base, *extra]))
+
+    # The default methods are the four of the paper, in any order and spelling.
+    assert settings() == settings("--methods", "NeuralTextures,FaceSwap,Face2Face,Deepfakes")
+    assert settings()["methods"] == ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]
+    assert settings() != settings("--methods", "Deepfakes")
+    # DFDC and Celeb-DF read neither split files nor --compression.
+    dfdc = ["--dataset", "dfdc", "--root", "r", "--out", "o"]
+    assert build.build_settings(build.parse_args(dfdc)) == build.build_settings(
+        build.parse_args([*dfdc, "--compression", "c40", "--splits", "s"])
+    )
+    # build_args.json of a build made before settings were resolved (--methods as typed,
+    # splits null for the default) is the same build, not "other settings".
+    old = {**recorded, "methods": "Deepfakes,FaceSwap,Face2Face", "splits": None}
+    (data_dir / build.BUILD_ARGS).write_text(json.dumps(old))
+    assert build.replaced_settings(str(data_dir), build.build_settings(
+        build.parse_args(again)
+    )) == []  # fmt: skip
+    (data_dir / build.BUILD_ARGS).write_text(json.dumps({**old, "methods": ""}))
+    assert build.replaced_settings(str(data_dir), settings()) == []
+    assert build.replaced_settings(str(data_dir), settings("--methods", "Deepfakes")) == [
+        "--methods 'Deepfakes,Face2Face,FaceSwap,NeuralTextures' -> 'Deepfakes'"
+    ]
+
+
+def test_per_method_counts_keep_a_methods_own_reals_apart_from_its_fakes():
+    # DeepFakeDetection's reals carry its name (readers: its own originals), so its
+    # by_method entry holds both classes: each entry is also counted per label.
+    from data_prep.readers import VideoItem
+
+    def item(vid, label, method):
+        return VideoItem(f"/{vid}.mp4", label, "ffpp", "c23", method, vid, "test")
+
+    items = [
+        item("r0", 0, "real"),
+        item("a0", 0, "DeepFakeDetection"),
+        item("a1", 0, "DeepFakeDetection"),
+        item("f0", 1, "DeepFakeDetection"),
+        item("d0", 1, "Deepfakes"),
+    ]
+    status = {it.video_id: {"records": 2, "reason": None} for it in items}
+    status["a1"] = {"records": 0, "reason": "no_face"}
+    counts = build._counts(items, status)["test"]
+    dfd = counts["by_method"]["DeepFakeDetection"]
+    assert (dfd["videos"], dfd["records"], dfd["failed"]) == (3, 4, 1)
+    assert dfd["by_label"] == {
+        "real": {"videos": 2, "records": 2, "failed": 1},
+        "fake": {"videos": 1, "records": 2, "failed": 0},
+    }
+    assert counts["by_method"]["real"]["by_label"] == {
+        "real": {"videos": 1, "records": 2, "failed": 0}
+    }
+    assert counts["by_label"]["real"] == {"videos": 3, "records": 4, "failed": 1}

@@ -110,6 +110,52 @@ def test_ffpp_selected_method_without_any_video_in_a_split_is_an_error(tmp_path)
     }
 
 
+def test_ffpp_a_method_missing_from_one_split_is_an_error(tmp_path):
+    # A partial download: NeuralTextures' test fakes are missing. Before, the build
+    # went on with a test split without NeuralTextures and said nothing.
+    make_ffpp(tmp_path)
+    nt = tmp_path / "manipulated_sequences/NeuralTextures/c23/videos"
+    for name in ("006_007.mp4", "007_006.mp4"):
+        (nt / name).unlink()
+    with pytest.raises(
+        DatasetError,
+        match=r"--methods NeuralTextures: no video in '.*NeuralTextures/c23/videos' is named "
+        r"after a pair of the test split \('.*splits/test.json'\), while Deepfakes, Face2Face, "
+        r"FaceSwap have 6 test fakes.*leave NeuralTextures out of --methods",
+    ):
+        read_dataset("ffpp", str(tmp_path), "c23")
+    # Named alone, or without it, the tree is fine.
+    assert {i.split for i in read_ffpp(str(tmp_path), "c23", ("Deepfakes",))} == {
+        "train", "val", "test",
+    }  # fmt: skip
+    # A split that no selected method has (a deliberate subset of every method) is no error.
+    for m in ("Deepfakes", "Face2Face", "FaceSwap"):
+        for name in ("006_007.mp4", "007_006.mp4"):
+            (tmp_path / "manipulated_sequences" / m / "c23/videos" / name).unlink()
+    items = read_dataset("ffpp", str(tmp_path), "c23")
+    assert {i.method for i in items if i.split == "test"} == {"real"}
+
+
+def test_methods_named_twice_are_read_once_and_a_duplicate_id_is_named(tmp_path):
+    make_ffpp(tmp_path, methods=("Deepfakes",))
+    once = read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes",))
+    assert read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes", "Deepfakes")) == once
+    # Two files with one id: 000_003.mp4 and 000_003.avi in one folder.
+    fakes = tmp_path / "manipulated_sequences/Deepfakes/c23/videos"
+    _touch(fakes / "000_003.avi")
+    with pytest.raises(DatasetError) as e:
+        read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes",))
+    assert "'ffpp/c23/Deepfakes/000_003'" in str(e.value)
+    assert str(fakes / "000_003.avi") in str(e.value) and str(fakes / "000_003.mp4") in str(e.value)
+    # DFDC: a row repeated in labels.csv names the label file too.
+    _touch(tmp_path / "dfdc/test/aaa.mp4")
+    (tmp_path / "dfdc/test/labels.csv").write_text("filename,label\naaa.mp4,1\naaa.mp4,1\n")
+    with pytest.raises(DatasetError) as e:
+        read_dataset("dfdc", str(tmp_path / "dfdc"))
+    assert "'dfdc/test/aaa'" in str(e.value)
+    assert f"listed in {str(tmp_path / 'dfdc/test/labels.csv')!r}" in str(e.value)
+
+
 def make_dfd(root, actors=14, scenes=3, seed=0):
     """FF++'s DeepFakeDetection in its release layout; returns the file names.
 
@@ -144,7 +190,7 @@ def test_dfd_is_read_with_its_own_reals_and_an_actor_disjoint_split(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="data_prep.readers"):
         items = read_dataset("ffpp", str(tmp_path), "c23", ("DeepFakeDetection",))
     # Only the actors' reals: YouTube's would be a real-vs-fake shortcut here.
-    assert {i.method for i in items} == {"real", "DeepFakeDetection"}
+    assert {i.method for i in items} == {"DeepFakeDetection"}
     assert sum(i.label == 0 for i in items) == len(reals)
     assert all("/actors/" in i.path for i in items if i.label == 0)
     actors = {
@@ -178,6 +224,23 @@ def test_dfd_is_read_with_its_own_reals_and_an_actor_disjoint_split(tmp_path, ca
     assert {i.video_id: i.split for i in both}.items() >= {
         i.video_id: i.split for i in items
     }.items()
+
+
+def test_dfd_reals_carry_dfd_as_their_method_and_youtube_reals_stay_real(tmp_path):
+    # Per-method metrics pair a method's fakes with its originals: DFD's reals are
+    # the actors' videos, not YouTube's, so they must not both be "real".
+    make_ffpp(tmp_path, methods=("Deepfakes",))
+    reals, _ = make_dfd(tmp_path)
+    items = read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes", "DeepFakeDetection"))
+    actors = [i for i in items if "/actors/" in i.path]
+    youtube = [i for i in items if "/youtube/" in i.path]
+    assert len(actors) == len(reals) and len(youtube) == 8
+    assert {(i.label, i.method) for i in actors} == {(0, "DeepFakeDetection")}
+    assert {(i.label, i.method) for i in youtube} == {(0, "real")}
+    assert {i.method for i in items if i.label == 1} == {"Deepfakes", "DeepFakeDetection"}
+    # Ids: the method, then the file's stem; a real's (AA__scene) is never a fake's.
+    assert {i.video_id for i in actors} == {f"ffpp/c23/DeepFakeDetection/{n[:-4]}" for n in reals}
+    assert len({i.video_id for i in items}) == len(items)
 
 
 def test_dfd_errors_name_the_folder_and_file(tmp_path):
@@ -471,3 +534,32 @@ def test_dfdc_labels_csv_label_words_and_pandas_floats(tmp_path):
         "dfdc/test/d": (0, "real"),
         "dfdc/test/e": (1, "fake"),
     }
+
+
+def test_dfdc_split_is_the_label_folders_own_name_as_a_whole_word(tmp_path):
+    # --root at the folder holding labels.csv: before, the relative path '.' gave
+    # split train and ids 'dfdc/./aaa'.
+    t = tmp_path / "dfdc/test"
+    for name in ("aaa.mp4", "bbb.mp4"):
+        _touch(t / name)
+    (t / "labels.csv").write_text("filename,label\naaa.mp4,1\nbbb.mp4,0\n")
+    got = {i.video_id: (i.split, i.label) for i in read_dataset("dfdc", str(t))}
+    assert got == {"dfdc/aaa": ("test", 1), "dfdc/bbb": ("test", 0)}
+    # A parent's name says nothing ('interval' contains 'val'), nor does a parent
+    # named like a split: only the label file's own folder, by whole words.
+    for folder in ("interval_copies/dfdc_train_part_0", "val_runs/part_1", "validation"):
+        _touch(tmp_path / "dfdc" / folder / "c.mp4")
+        (tmp_path / "dfdc" / folder / "metadata.json").write_text(
+            json.dumps({"c.mp4": {"label": "REAL", "split": "train"}})
+        )
+    got = {i.video_id: i.split for i in read_dataset("dfdc", str(tmp_path / "dfdc"))}
+    assert got == {
+        "dfdc/test/aaa": "test",
+        "dfdc/test/bbb": "test",
+        "dfdc/interval_copies/dfdc_train_part_0/c": "train",
+        "dfdc/val_runs/part_1/c": "train",
+        "dfdc/validation/c": "val",
+    }
+    (tmp_path / "dfdc/validation").rename(tmp_path / "dfdc/test_val")
+    with pytest.raises(DatasetError, match=r"test_val/metadata.json: its folder's name .* both"):
+        read_dataset("dfdc", str(tmp_path / "dfdc"))
