@@ -4,7 +4,9 @@
 #   launch/local.sh [--dry-run] CONFIG WORKDIR [--config.KEY=VALUE ...]
 #   launch/local.sh configs/demo.py demo_out/train --config.total_steps=20
 #
-# Rerunning the same command resumes from WORKDIR/checkpoints.
+# Relative paths (CONFIG, WORKDIR, data.dir, ...) are taken from the directory
+# you run this in, as with `python -m ldattn_jax.train`; the code is always this
+# checkout's. Rerunning the same command resumes from WORKDIR/checkpoints.
 set -euo pipefail
 
 DRY_RUN=0
@@ -22,5 +24,10 @@ run() {
   if [[ "$DRY_RUN" == 0 ]]; then "$@"; fi
 }
 
-cd "$HERE"
-run "$PYTHON" -m ldattn_jax.train --config "$CONFIG" --workdir "$WORKDIR" "$@"
+# No cd into the checkout: a cd would make a relative CONFIG, WORKDIR or
+# --config.data.dir point into the checkout instead of where the user typed
+# them. PYTHONPATH gives `-m ldattn_jax.train` this checkout's code from any
+# directory (what the cd did: python puts the cwd first on sys.path), also for
+# a PYTHON without an editable install of it; `env` keeps it in the printed command.
+run env PYTHONPATH="$HERE${PYTHONPATH:+:$PYTHONPATH}" \
+  "$PYTHON" -m ldattn_jax.train --config "$CONFIG" --workdir "$WORKDIR" "$@"

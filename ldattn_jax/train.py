@@ -235,14 +235,22 @@ def make_eval_step(eval_graphdef):
 
 
 class _Preemption:
-    """SIGTERM/SIGINT → save and exit at the next step boundary (all processes agree)."""
+    """SIGTERM/SIGINT/SIGHUP → save and exit at the next step boundary (all processes agree).
+
+    SIGHUP is what a run gets when the terminal session it was started from ends
+    (a dropped ssh connection), and what launch/tpu_pod.sh's stop command sends: by
+    default it kills the process on the spot, losing every step since the last
+    periodic checkpoint.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
     def __init__(self):
         self.requested = False
         self._old = {}
 
     def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in self.SIGNALS:
             # signal.signal fails outside the main thread (e.g. a test runner thread).
             with contextlib.suppress(ValueError):
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -468,6 +476,10 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         return m
 
     step, input_wait = start, 0.0
+    # Speed and input wait are measured over the training steps of a log window
+    # only: validation and the blocking part of a save at a step are cut out of
+    # the window they fall in (or follow the log line of), so seconds_per_step,
+    # images_per_s, ETA and input_wait_fraction describe training, not evaluation.
     try:
         with _Preemption() as preemption:
             while step < total_steps:
@@ -516,15 +528,18 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                     if is_main:
                         log.info(progress_line(step, total_steps, steps_per_epoch, last))
                 ckpt_metrics = None
+                t_pause = time.time()
                 if do_eval:
                     val = _validate(eval_step, state[0], val_source, config, mesh, num_frames)
+                    val["val_seconds"] = time.time() - t_pause
                     writer.write(step, val)
                     log.info(
-                        "step %d: val AUC %s, ACC %s on %d frames",
+                        "step %d: val AUC %s, ACC %s on %d frames (%.1f s)",
                         step,
                         _fmt(val["val_auc"]),
                         _fmt(val["val_acc"]),
                         val["val_n"],
+                        val["val_seconds"],
                     )
                     last.update(val)
                     if val["val_auc"] is not None:
@@ -532,6 +547,8 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                         best_auc = max(best_auc or -1.0, val["val_auc"])
                 if do_save or stop:
                     checkpointing.save_train_state(manager, step, state, train_iter, ckpt_metrics)
+                # Shift the window's start by the pause: no training step ran in it.
+                t_log += time.time() - t_pause
                 if stop and step < total_steps:
                     preempted = True
                     log.warning("stopped at step %d after saving; rerun to resume", step)

@@ -1,13 +1,18 @@
 """launch/*: --dry-run prints the commands that would run, with the train command in them;
 the SLURM script, run under bash with a fake srun and python, passes every argument
-intact and forwards a TERM of the batch shell to training."""
+intact and forwards a TERM of the batch shell to training; local.sh keeps the caller's
+directory; tpu_pod.sh's archive holds only what git sees, and its install script, run
+with a fake apt and Pythons, finds or installs a Python >= 3.11."""
 
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -15,12 +20,17 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _outside_slurm():
+    """os.environ without SLURM's variables (the tests may run inside a SLURM job)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+
+
 def _dry(script, *args, env=None):
     proc = subprocess.run(
         ["bash", os.path.join(ROOT, "launch", script), *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "PATH": "/usr/bin:/bin", **(env or {})},  # no gcloud/srun needed
+        env={**_outside_slurm(), "PATH": "/usr/bin:/bin", **(env or {})},  # no gcloud/srun
         timeout=60,
     )
     return proc
@@ -28,6 +38,14 @@ def _dry(script, *args, env=None):
 
 def _commands(out):
     return [line[2:] for line in out.splitlines() if line.startswith("+ ")]
+
+
+def _argv(cmd):
+    """A printed command's arguments as bash reads it when pasted (it has $'...' quoting)."""
+    proc = subprocess.run(
+        ["bash", "-c", 'printf "%s\\0" ' + cmd], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.split("\0")[:-1]
 
 
 # The override docs/training.md shows, and a workdir with a space: both must reach
@@ -41,7 +59,9 @@ def test_local_dry_run_prints_the_train_command():
     assert p.returncode == 0, p.stderr
     (cmd,) = _commands(p.stdout)
     argv = shlex.split(cmd)
-    assert argv[1:] == [
+    # This checkout's code whatever the directory (no cd: see the next test).
+    assert argv[:2] == ["env", f"PYTHONPATH={ROOT}"]
+    assert argv[3:] == [
         "-m",
         "ldattn_jax.train",
         "--config",
@@ -52,7 +72,7 @@ def test_local_dry_run_prints_the_train_command():
     ]
 
 
-def test_tpu_pod_dry_run_creates_installs_and_trains_on_all_workers():
+def test_tpu_pod_dry_run_creates_installs_and_trains_on_all_workers(tmp_path):
     p = _dry(
         "tpu_pod.sh",
         "--dry-run",
@@ -67,18 +87,18 @@ def test_tpu_pod_dry_run_creates_installs_and_trains_on_all_workers():
         "--workdir",
         "gs://bucket/runs/ffpp",
         "--config.batch_size=256",
+        env={"TMPDIR": str(tmp_path)},  # the file list a dry run keeps
     )
     assert p.returncode == 0, p.stderr
     cmds = _commands(p.stdout)
     assert cmds[0].startswith("gcloud compute tpus tpu-vm create lda --zone us-central2-b")
     assert "--accelerator-type v4-32" in cmds[0]
-    ssh = [shlex.split(c) for c in cmds if c.startswith("gcloud compute tpus tpu-vm ssh lda")]
+    ssh = [_argv(c) for c in cmds if c.startswith("gcloud compute tpus tpu-vm ssh lda")]
     assert len(ssh) == 2 and all("--worker=all" in c for c in ssh)
     remote = [c[c.index("--command") + 1] for c in ssh]
     assert "pip install" in remote[0] and "jax[tpu]==0.10.2" in remote[0]
     # The gs:// workdir needs gcsfs: the project's pinned extra, not whatever is newest.
-    install = shlex.split(remote[0])
-    assert install[install.index("-e") + 1] == ".[gcs]" and "gcsfs" not in install
+    assert '.venv/bin/pip install -q -e ".[gcs]"' in remote[0] and "gcsfs" not in remote[0]
     # What each worker's shell runs: cd, then python with the arguments as given.
     train = shlex.split(remote[1])
     assert train[:3] == ["cd", "~/ldattn_jax", "&&"]
@@ -88,16 +108,17 @@ def test_tpu_pod_dry_run_creates_installs_and_trains_on_all_workers():
     ]
 
 
-def test_tpu_pod_quotes_config_workdir_and_overrides_for_the_remote_shell():
+def test_tpu_pod_quotes_config_workdir_and_overrides_for_the_remote_shell(tmp_path):
     p = _dry(
         "tpu_pod.sh",
         "--dry-run",
         *("--name", "lda", "--zone", "z", "--type", "v4-8"),
         *("--config", "configs/my ffpp.py", "--workdir", "gs://bucket/runs/a b"),
         MESH,
+        env={"TMPDIR": str(tmp_path)},
     )
     assert p.returncode == 0, p.stderr
-    ssh = shlex.split(_commands(p.stdout)[-1])
+    ssh = _argv(_commands(p.stdout)[-1])
     train = shlex.split(ssh[ssh.index("--command") + 1])
     expected = ["--config", "configs/my ffpp.py", "--workdir", "gs://bucket/runs/a b", MESH]
     assert train[-5:] == expected
@@ -123,13 +144,14 @@ def test_tpu_pod_refuses_a_local_workdir():
 
 
 def test_gpu_slurm_dry_run_runs_one_process_per_task_with_a_coordinator():
-    env = {"SLURM_NTASKS": "16", "SLURM_JOB_NODELIST": "gpu7,gpu8"}
+    env = {"SLURM_NTASKS": "16", "SLURM_JOB_NODELIST": "gpu7,gpu8", "SLURM_JOB_ID": "40123"}
     p = _dry("gpu_slurm.sbatch", "--dry-run", "configs/ffpp.py", "/shared/runs/ffpp", env=env)
     assert p.returncode == 0, p.stderr
     (cmd,) = _commands(p.stdout)
     argv = shlex.split(cmd)
     assert argv[0] == "srun"
-    assert "--export=ALL,JAX_COORDINATOR_ADDRESS=gpu7:12355,JAX_NUM_PROCESSES=16" in argv
+    # The port is the job's own (12000 + 40123 % 20000), not one every job races for.
+    assert "--export=ALL,JAX_COORDINATOR_ADDRESS=gpu7:12123,JAX_NUM_PROCESSES=16" in argv
     assert 'JAX_PROCESS_ID="$SLURM_PROCID"' in argv[argv.index("-c") + 1]
     assert argv[-6:] == [
         *("-m", "ldattn_jax.train", "--config", "configs/ffpp.py"),
@@ -183,7 +205,7 @@ def _slurm(tmp_path, *args, wait=0):
         f.chmod(0o755)
     out = tmp_path / "received.json"
     env = {
-        **os.environ,
+        **_outside_slurm(),
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "PYTHON": str(bin_dir / "python"),
         "SLURM_NTASKS": "1",
@@ -209,7 +231,7 @@ def test_gpu_slurm_passes_every_argument_intact(tmp_path):
     ]
     assert got["env"] == {
         "JAX_PROCESS_ID": "0",
-        "JAX_COORDINATOR_ADDRESS": "gpu7:12355",
+        "JAX_COORDINATOR_ADDRESS": "gpu7:12000",  # no SLURM_JOB_ID: 12000 + 0
         "JAX_NUM_PROCESSES": "1",
     }
     # The printed command, pasted into a shell, is the same command.
@@ -242,3 +264,317 @@ def test_gpu_slurm_signals_the_job_steps_not_only_the_batch_shell():
 def test_missing_arguments_print_usage(script):
     p = _dry(script, "--dry-run")
     assert p.returncode == 2 and "usage" in p.stderr
+
+
+# ---- local.sh: relative paths are the caller's
+
+
+def test_local_keeps_the_callers_directory_for_relative_paths(tmp_path):
+    # A cd into the checkout made `launch/local.sh cfg.py runs/x` from another
+    # directory read the checkout's cfg.py and write the checkout's runs/x.
+    fake = tmp_path / "python"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        "json.dump({'cwd': os.getcwd(), 'argv': sys.argv[1:],"
+        " 'path': os.environ['PYTHONPATH']}, open(os.environ['FAKE_OUT'], 'w'))\n"
+    )
+    fake.chmod(0o755)
+    caller = tmp_path / "elsewhere"
+    caller.mkdir()
+    out = tmp_path / "got.json"
+    env = {**os.environ, "PYTHON": str(fake), "FAKE_OUT": str(out), "PYTHONPATH": "/x"}
+    script = os.path.join(ROOT, "launch", "local.sh")
+    p = subprocess.run(
+        ["bash", script, "my.py", "runs/x", "--config.data.dir=shards"],
+        cwd=caller,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    got = json.loads(out.read_text())
+    assert got["cwd"] == str(caller)
+    assert got["argv"] == [
+        *("-m", "ldattn_jax.train", "--config", "my.py"),
+        *("--workdir", "runs/x", "--config.data.dir=shards"),
+    ]
+    assert got["path"] == f"{ROOT}:/x"  # this checkout's code first, the caller's path kept
+
+
+def test_local_runs_this_checkouts_train_from_another_directory(tmp_path):
+    # The real venv python, from a directory without the package: the module is
+    # found, and the config is read relative to that directory (a bad step count
+    # then stops it before anything is written).
+    shutil.copytree(os.path.join(ROOT, "configs"), tmp_path / "mine")
+    p = subprocess.run(
+        ["bash", os.path.join(ROOT, "launch", "local.sh"), "mine/demo.py", "wd"]
+        + ["--config.log_every=0"],
+        cwd=tmp_path,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "config.log_every=0 is out of range" in out, out[-3000:]
+    assert not (tmp_path / "wd").exists() and not os.path.exists(os.path.join(ROOT, "wd"))
+
+
+# ---- gpu_slurm.sbatch: GPUs, the default PYTHON, the coordinator port
+
+
+def test_gpu_slurm_lets_every_task_see_its_nodes_gpus():
+    # jax.distributed picks GPU ordinal SLURM_LOCALID: with one GPU bound per task
+    # (seen as ordinal 0) tasks 1..7 of a node would ask for ordinals they lack.
+    with open(os.path.join(ROOT, "launch", "gpu_slurm.sbatch")) as f:
+        sbatch = dict(
+            line.split()[1].partition("=")[::2] for line in f if line.startswith("#SBATCH --")
+        )
+    assert not any(k.startswith("--gpus-per-task") or k == "--gpu-bind" for k in sbatch)
+    assert sbatch["--gpus-per-node"] == sbatch["--ntasks-per-node"] == "8"
+
+
+def test_gpu_slurm_refuses_more_tasks_than_gpus_on_a_node():
+    env = {"SLURM_NTASKS_PER_NODE": "8", "SLURM_GPUS_ON_NODE": "4"}
+    p = _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env=env)
+    assert p.returncode == 2 and "--gpus-per-node=N --ntasks-per-node=N" in p.stderr
+    env["SLURM_GPUS_ON_NODE"] = "8"
+    assert _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env=env).returncode == 0
+
+
+def test_gpu_slurm_coordinator_port_overrides_and_must_be_a_port():
+    env = {"SLURM_JOB_ID": "7", "COORDINATOR_PORT": "23456"}
+    p = _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env=env)
+    assert "JAX_COORDINATOR_ADDRESS=localhost:23456," in shlex.split(_commands(p.stdout)[0])[2]
+    p = _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env={"COORDINATOR_PORT": "12x"})
+    assert p.returncode == 2 and "COORDINATOR_PORT=12x" in p.stderr
+
+
+def test_gpu_slurm_finds_the_checkout_under_sbatch_or_says_how(tmp_path):
+    # sbatch runs a copy of the script from slurmd's spool directory: the checkout
+    # is then the submit directory, if the job was submitted from there.
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    script = spool / "slurm_script"
+    shutil.copy(os.path.join(ROOT, "launch", "gpu_slurm.sbatch"), script)
+    env = {k: v for k, v in _outside_slurm().items() if k != "PYTHON"}
+
+    def submit(submit_dir, **extra):
+        return subprocess.run(
+            ["bash", str(script), "--dry-run", "c.py", "/w"],
+            env={**env, "PATH": "/usr/bin:/bin", "SLURM_SUBMIT_DIR": submit_dir, **extra},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    p = submit(ROOT)
+    assert p.returncode == 0, p.stderr
+    assert f"{ROOT}/.venv/bin/python -m ldattn_jax.train" in p.stdout
+    p = submit(str(tmp_path))
+    assert p.returncode == 2 and p.stdout == ""
+    assert str(tmp_path) in p.stderr and "Submit from the checkout" in p.stderr
+    assert "PYTHON=" in p.stderr
+    p = submit(str(tmp_path), PYTHON="/opt/env/bin/python")
+    assert p.returncode == 0 and "/opt/env/bin/python -m ldattn_jax.train" in p.stdout
+
+
+# ---- tpu_pod.sh: what is copied, and the install on each worker
+
+
+FAKE_GCLOUD = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_LOG"
+if [[ "$4" == describe ]]; then exit 1; fi  # no slice yet
+if [[ "$4" == scp ]]; then cp "$5" "$FAKE_ARCHIVE"; fi
+exit 0
+"""
+
+
+def _pod(checkout, tmp_path):
+    """Runs checkout/launch/tpu_pod.sh (no --dry-run) with a fake gcloud; the archive."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
+    (bin_dir / "gcloud").chmod(0o755)
+    archive = tmp_path / "sent.tar.gz"
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "FAKE_LOG": str(tmp_path / "gcloud.log"),
+        "FAKE_ARCHIVE": str(archive),
+        "TMPDIR": str(tmp_path),
+        "GIT_CEILING_DIRECTORIES": str(tmp_path),  # no repository above the test's
+    }
+    args = ["--name", "lda", "--zone", "z", "--type", "v4-8", "--config", "c.py"]
+    p = subprocess.run(
+        ["bash", str(checkout / "launch" / "tpu_pod.sh"), *args, "--workdir", "gs://b/r"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    with tarfile.open(archive) as tar:
+        names = {n.removeprefix("./") for n in tar.getnames()}
+    return names, p
+
+
+def _checkout(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "launch").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "launch", "tpu_pod.sh"), repo / "launch")
+    for name in ("kept.py", "gone.py", "new.py", "demo_out/big.bin", ".venv/bin/python"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x")
+    (repo / ".gitignore").write_text("/demo_out/\n.venv/\n")
+    return repo
+
+
+def test_tpu_pod_copies_only_what_git_sees(tmp_path):
+    repo = _checkout(tmp_path)
+    git = ["git", "-C", str(repo)]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", ".gitignore", "launch", "kept.py", "gone.py"], check=True)
+    (repo / "gone.py").unlink()  # tracked, deleted: no longer part of the checkout
+    names, p = _pod(repo, tmp_path)
+    # Tracked and untracked-not-ignored files; no ignored output, no .git.
+    assert names == {".gitignore", "launch/tpu_pod.sh", "kept.py", "new.py"}
+    assert "4 files" in p.stdout
+    # The stage (file list, archive) goes once the files are sent.
+    assert not [f for f in os.listdir(tmp_path) if f.startswith("ldattn_jax_src.")]
+
+
+def test_tpu_pod_outside_git_copies_all_but_venv_and_git(tmp_path):
+    repo = _checkout(tmp_path)
+    (repo / ".git").mkdir()  # not a repository: git rejects it, as any non-checkout
+    (repo / ".git" / "HEAD").write_text("junk")
+    names, _ = _pod(repo, tmp_path)
+    assert {"kept.py", "gone.py", "new.py", "demo_out/big.bin", "launch/tpu_pod.sh"} <= names
+    assert not [n for n in names if n.split("/")[0] in (".venv", ".git")]
+
+
+def test_tpu_pod_tells_how_to_stop_and_resume_after_the_session(tmp_path):
+    p = _dry(
+        "tpu_pod.sh",
+        "--dry-run",
+        *("--name", "lda", "--zone", "z", "--type", "v4-8"),
+        *("--config", "c.py", "--workdir", "gs://b/r"),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    assert "keep it open until the\nrun ends" in p.stderr and "SIGHUP" in p.stderr
+    assert "rerun this same command" in p.stderr and "gs://b/r" in p.stderr
+    (stop,) = [line.strip() for line in p.stderr.splitlines() if "pkill" in line]
+    argv = _argv(stop)
+    assert argv[:5] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh"]
+    assert argv[5:9] == ["lda", "--worker=all", "--zone", "z"]
+    assert argv[-1] == 'pkill -HUP -f "[l]dattn_jax[.]train" || true'
+    # The pattern finds the training processes, not the shell that runs pkill.
+    assert re.search("[l]dattn_jax[.]train", ".venv/bin/python -m ldattn_jax.train --config c")
+    assert not re.search("[l]dattn_jax[.]train", argv[-1])
+
+
+# A worker without a Python >= 3.11: only the tools the install uses are on PATH,
+# apt-get and sudo are fakes, and a "Python" is this interpreter behind a script
+# that reports a version and makes a venv whose pip only logs what it installs.
+FAKE_PY = r"""#!/bin/sh
+if [ "$1" = -V ]; then echo "Python @VERSION@"; exit 0; fi
+if [ "$1" = -c ]; then
+  if [ "@VERSION@" = 3.10.12 ]; then exit 1; fi
+  exec @REAL@ "$@"
+fi
+if [ "$1 $2" = "-m venv" ]; then
+  mkdir -p "$3/bin"
+  printf '#!/bin/sh\necho "pip $*" >> "$FAKE_LOG"\n' > "$3/bin/pip"
+  chmod +x "$3/bin/pip"
+  ln -sf "$0" "$3/bin/python"
+  echo "venv by $0" >> "$FAKE_LOG"
+  exit 0
+fi
+exit 3
+"""
+FAKE_APT = r"""#!/bin/sh
+echo "apt-get $*" >> "$FAKE_LOG"
+if [ "$1" = install ] && [ -n "$APT_GIVES" ]; then cp "$APT_GIVES" "$FAKE_BIN/python3.11"; fi
+exit 0
+"""
+
+
+def _worker(tmp_path, pythons, pod_args=(), apt_gives=None):
+    """Runs the printed install script as a worker's shell would; (status, stderr, log)."""
+    p = _dry(
+        "tpu_pod.sh",
+        "--dry-run",
+        *("--name", "lda", "--zone", "z", "--type", "v4-8"),
+        *("--config", "c.py", "--workdir", "gs://b/r", *pod_args),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    ssh = [_argv(c) for c in _commands(p.stdout) if " tpu-vm ssh " in c]
+    install = ssh[0][ssh[0].index("--command") + 1]
+    bin_dir, home = tmp_path / "bin", tmp_path / "home"
+    bin_dir.mkdir()
+    home.mkdir(exist_ok=True)
+    for tool in ("tar", "gzip", "mkdir", "hostname", "basename", "rm", "chmod", "ln", "cp"):
+        os.symlink(shutil.which(tool), bin_dir / tool)
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for name, version in {**pythons, "apt-python3.11": "3.11.13"}.items():
+        script = FAKE_PY.replace("@VERSION@", version).replace("@REAL@", sys.executable)
+        (versions / name).write_text(script)
+        (versions / name).chmod(0o755)
+        if name in pythons:
+            os.symlink(versions / name, bin_dir / name)
+    (bin_dir / "apt-get").write_text(FAKE_APT)
+    (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    for f in ("apt-get", "sudo"):
+        (bin_dir / f).chmod(0o755)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "pyproject.toml").write_text("")
+    with tarfile.open(home / "ldattn_jax_src.tar.gz", "w:gz") as tar:
+        tar.add(src, arcname=".")
+    log = tmp_path / "log"
+    log.write_text("")
+    env = {
+        "PATH": str(bin_dir),
+        "HOME": str(home),
+        "FAKE_LOG": str(log),
+        "FAKE_BIN": str(bin_dir),
+        "APT_GIVES": str(versions / "apt-python3.11") if apt_gives else "",
+    }
+    w = subprocess.run(["/bin/sh", "-c", install], env=env, capture_output=True, text=True)
+    return w.returncode, w.stderr, log.read_text().splitlines()
+
+
+def test_install_on_a_python310_image_installs_python311_with_apt(tmp_path):
+    status, err, log = _worker(tmp_path, {"python3": "3.10.12"}, apt_gives=True)
+    assert status == 0, err
+    assert log[:2] == ["apt-get update -q", "apt-get install -y -q python3.11 python3.11-venv"]
+    assert log[2] == f"venv by {tmp_path}/bin/python3.11"  # the venv is 3.11's
+    assert log[3:] == ["pip install -q -e .[gcs]", "pip install -q jax[tpu]==0.10.2"]
+    assert (tmp_path / "home" / "ldattn_jax" / "pyproject.toml").exists()
+
+
+def test_install_uses_a_python312_that_is_there_and_remakes_an_old_venv(tmp_path):
+    old = tmp_path / "home" / "ldattn_jax" / ".venv"
+    old.mkdir(parents=True)
+    (old / "stale").write_text("left by a 3.10 venv")
+    status, err, log = _worker(tmp_path, {"python3": "3.10.12", "python3.12": "3.12.3"})
+    assert status == 0, err
+    assert not any(line.startswith("apt-get") for line in log)
+    assert log[0] == f"venv by {tmp_path}/bin/python3.12"
+    assert not (old / "stale").exists()
+
+
+def test_install_stops_with_a_clear_message_without_python311(tmp_path):
+    # apt gave nothing (another distribution, no network): stop before pip.
+    status, err, log = _worker(tmp_path, {"python3": "3.10.12"}, apt_gives=False)
+    assert status == 1 and "needs Python >= 3.11" in err and "--python PATH" in err
+    assert not any(line.startswith(("pip", "venv")) for line in log)
+
+
+def test_install_takes_the_python_given_and_checks_it(tmp_path):
+    pythons = {"python3.11": "3.11.13", "py310": "3.10.12"}
+    status, err, log = _worker(tmp_path, pythons, pod_args=("--python", "py310"))
+    assert status == 1 and "py310" in err and "Python 3.10.12" in err
+    assert not any(line.startswith(("apt-get", "pip")) for line in log)

@@ -3,6 +3,8 @@ resuming with another data.worker_count, and what a failed resume leaves in the 
 
 import json
 import os
+import signal
+import time
 
 import grain
 import jax
@@ -278,3 +280,84 @@ def test_checkpoint_choice_best_latest_or_a_step(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"step 1 is not in .* \(has \[2, 3, 4\]\)"):
         checkpointing._resolve_step(manager, 1, tmp_path)  # step 1 was not kept
     manager.close()
+
+
+def test_sighup_saves_at_the_step_and_the_resumed_run_matches_an_uninterrupted_one(
+    tiny_run, tmp_path, monkeypatch
+):
+    # A run started through `gcloud ... ssh --command` (launch/tpu_pod.sh) gets
+    # SIGHUP when that session drops; by default that kills it, losing every step
+    # since the last periodic checkpoint (none here before step 6).
+    ref = train.train_and_evaluate(tiny_run("--config.total_steps=6"), str(tmp_path / "ref"))
+    shard_batch = train.sharding.shard_batch
+    calls = []
+
+    def hangup_during_step_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGHUP)
+        return shard_batch(*a, **k)
+
+    monkeypatch.setattr(train.sharding, "shard_batch", hangup_during_step_3)
+    run = str(tmp_path / "run")
+    config = tiny_run("--config.total_steps=6", "--config.checkpoint_every=100")
+    # The caller's handler only notes the signal: a run that does not catch SIGHUP
+    # itself then trains on and fails below, instead of killing pytest.
+    unhandled = []
+
+    def caller(*a):
+        unhandled.append(a)
+
+    before = signal.signal(signal.SIGHUP, caller)
+    try:
+        stopped = train.train_and_evaluate(config, run)
+        after = signal.getsignal(signal.SIGHUP)
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    assert not unhandled and stopped.preempted and stopped.step == 3
+    assert after is caller  # the caller's handler is back
+    manager = checkpointing.make_manager(run, read_only=True, async_save=False)
+    assert manager.all_steps() == [3]
+    manager.close()
+    monkeypatch.setattr(train.sharding, "shard_batch", shard_batch)
+    resumed = train.train_and_evaluate(config, run)
+    assert resumed.step == 6 and not resumed.preempted
+    assert _losses(run) == _losses(str(tmp_path / "ref"))
+    for a, b in zip(jax.tree.leaves(ref.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_speed_and_eta_leave_out_validation_and_saving(tiny_run, tmp_path, monkeypatch):
+    # Validation and saving that take 1 s each, against tiny steps of milliseconds.
+    # Logs at 2, 4, 6, 8; validation (and a save) at 3, 6 and 8; a save at 5. The
+    # windows (2, 4] and (4, 6] hold a pause; (6, 8] follows the one logged at 6.
+    pause = 1.0
+    save = checkpointing.save_train_state
+
+    def slow_validate(*a):
+        time.sleep(pause)
+        return {"val_auc": 0.5, "val_acc": 0.5, "val_n": 8}
+
+    def slow_save(*a, **k):
+        time.sleep(pause)
+        return save(*a, **k)
+
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), _Records(8), None))
+    monkeypatch.setattr(train, "_validate", slow_validate)
+    monkeypatch.setattr(checkpointing, "save_train_state", slow_save)
+    run = str(tmp_path / "run")
+    config = tiny_run(
+        *("--config.total_steps=8", "--config.log_every=2", "--config.eval_every=3"),
+        "--config.checkpoint_every=5",
+    )
+    train.train_and_evaluate(config, run)
+    with open(os.path.join(run, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    sec = {r["step"]: r["seconds_per_step"] for r in rows if "seconds_per_step" in r}
+    # With a pause counted, a window of 2 steps would show >= 0.5 s per step.
+    assert sec.keys() == {2, 4, 6, 8} and max(sec.values()) < 0.25, sec
+    waits = [r["input_wait_fraction"] for r in rows if "input_wait_fraction" in r]
+    assert all(0.0 <= w <= 1.0 for w in waits)
+    # The validation's own duration is logged with its result.
+    val = {r["step"]: r["val_seconds"] for r in rows if "val_auc" in r}
+    assert val.keys() == {3, 6, 8} and all(pause <= s < pause + 1.0 for s in val.values()), val
