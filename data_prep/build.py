@@ -296,6 +296,8 @@ def process_video(
             status["sha256"] = file_sha256(item.path)
         except OSError:
             status["sha256"] = None  # unreadable: its reason says so
+        if status.pop("retry", False):
+            return status  # no marker: the next run extracts it again
         # The json marker comes last: its presence means "this video is done".
         _atomic_write(json_path, lambda p: _write_json(p, status))
     except Exception as e:  # noqa: BLE001 -- one bad video must never stop the run
@@ -316,11 +318,17 @@ def _compare_with_original(item: VideoItem, stacks: list[dict], stack: int, size
     try:
         change = compare_with_original(item.original_path, stacks, stack, size, frame_hw(item.path))
     except (VideoError, OriginalMismatch) as e:
-        return {
+        out = {
             "warning": "original_unusable",
             "message": f"its original {item.original_path} cannot be compared with it ({e}); "
             "the fake is kept unchecked",
         }
+        if isinstance(e, VideoError) and e.reason in UNCACHED_REASONS:
+            # An original that cannot be read now (permissions, an unmounted drive)
+            # may be readable on the next run, as for a video of its own: a cached
+            # "unchecked" would outlive the fix (the fake's cache key is unchanged).
+            out.update(message=f"{out['message']}; {_NOT_CACHED}", retry=True)
+        return out
     return {"face_change": [None if np.isnan(c) else round(float(c), 3) for c in change]}
 
 

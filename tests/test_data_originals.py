@@ -1,6 +1,7 @@
 """DFDC fakes against their originals: unchanged faces are measured as such and left out."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -235,3 +236,27 @@ def test_a_fake_is_compared_again_when_its_original_changes(tmp_path):
     assert unchecked != checked  # the check is off ('off', or no original): another result
     original.write_bytes(b"real, downloaded again")
     assert build.cache_paths(str(tmp_path), item) not in (checked, unchecked)
+
+
+def test_a_fake_whose_original_cannot_be_read_now_is_compared_on_the_next_run(
+    dfdc_tree, tmp_path, monkeypatch
+):
+    # An original without read permission (simulated: root ignores chmod) left the
+    # fake cached as "unchecked" for good: the fix leaves the fake's cache key as it was.
+    from data_prep.readers import read_dataset
+
+    item = next(i for i in read_dataset("dfdc", str(dfdc_tree)) if i.path.endswith("swapped.mp4"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != item.original_path and real_access(p, m))
+    status = build.process_video(item, str(cache), 3, 3, 64)
+    assert status["warning"] == "original_unusable" and status["records"] == 3
+    assert "not cached, so the next run tries it again" in status["message"]
+    assert "retry" not in status
+    marker = build.cache_paths(str(cache), item)[1]
+    assert not os.path.exists(marker)
+    monkeypatch.setattr(os, "access", real_access)  # the permissions were fixed
+    status = build.process_video(item, str(cache), 3, 3, 64)
+    assert status["warning"] is None and len(status["face_change"]) == 3
+    assert os.path.exists(marker)
