@@ -147,6 +147,19 @@ def key_frame_indices(num_frames: int, frames_per_video: int, stack: int) -> lis
 
 
 def _open(path: str) -> cv2.VideoCapture:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        # A name that is not UTF-8 (a lone surrogate from os.fsdecode) crashes
+        # OpenCV's VideoCapture with a segfault, taking every other video with it.
+        try:  # its bytes, as ls escapes them
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            shown = path.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise VideoError(
+            "unreadable",
+            f"{shown}: rename the file: its name is not UTF-8, which OpenCV cannot open",
+        ) from None
     if not os.path.exists(path):
         if os.path.islink(path):
             raise VideoError(

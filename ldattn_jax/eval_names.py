@@ -47,5 +47,14 @@ def of_other_data(name: str) -> bool:
 
 
 def safe(name: str) -> str:
-    """``name`` as one path component: runs of other characters become '_'."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:80]
+    """``name`` as one path component: letters and digits of any script, '_', '.' and
+    '-' are kept, runs of other characters become '_'.
+
+    Unicode letters stay: keeping ASCII alone turned "видео.mp4" into ".mp4", a
+    hidden file that every other name in that script would share. A leading
+    '.' is dropped for the same reason. At most 80 bytes of UTF-8 (not 80
+    characters: 80 CJK characters are 240 bytes, and a suffix on top of that
+    would pass the file system's 255-byte limit on a name).
+    """
+    name = re.sub(r"[^\w.-]+", "_", name).strip("_").lstrip(".")
+    return name.encode("utf-8", "surrogateescape")[:80].decode("utf-8", "ignore")

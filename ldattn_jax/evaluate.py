@@ -53,6 +53,29 @@ EVAL_FIELDS = (*META_FIELDS, "frames", "mask", "has_mask")
 _RUN_KEYS = ("model.", "data.dir")
 
 
+class OutputDirError(ValueError):
+    """The folder results go to cannot be created or written; the message says which."""
+
+
+def writable_dir(path: str, flag: str) -> None:
+    """Creates ``path`` and checks a file can be made in it, or raises
+    OutputDirError naming it: done before any scoring, so that a folder that
+    cannot take the results fails in a second rather than after the work.
+
+    A probe file, not os.access: root passes os.access on a read-only mount."""
+    import tempfile
+
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise OutputDirError(
+            f"{flag} {path}: cannot write there ({type(e).__name__}: {e.strerror or e}); "
+            "pass a folder you can write to"
+        ) from None
+
+
 def load_run_config(workdir: str, config_path: str | None = None, overrides=()):
     """The run's config: ``WORKDIR/config.json`` or ``config_path``, + overrides.
 
@@ -314,7 +337,8 @@ def evaluate(
     from ldattn_jax.checkpointing import restore_for_inference, state_files_sha256
 
     started = provenance.utc_now()
-    data_dir = data_dir or config.data.dir
+    # The run's own shards by default, found also from another cwd than training's.
+    data_dir = data_dir or thresholds.run_data_dir(config, workdir) or config.data.dir
     if data_dir and os.path.isfile(data_dir):
         raise ValueError(
             f"shard dir {data_dir!r} is a file: pass --data the directory data_prep.build "
@@ -333,12 +357,18 @@ def evaluate(
         raise ValueError(f"split {split!r} of {data_dir} has no records; nothing to evaluate")
     trained_dtype = str(config.model.dtype)
     config = with_compute_dtype(config, dtype)
+    # The results go under WORKDIR/eval/: a workdir that cannot take them fails
+    # now, not after the whole split was scored.
+    writable_dir(os.path.join(workdir, "eval"), "--workdir")
     model, step = restore_for_inference(config, workdir, checkpoint)
+    shards_sha256 = metrics_lib.shards_fingerprint(data_dir)
     # Another build (--data) may carry the training data's name (a held-out
     # synthetic build, FF++ at another compression): its results must not
     # overwrite those of the run's own data, and its val split is not the one
-    # the run's val results were chosen on.
-    own_data = os.path.abspath(data_dir) == os.path.abspath(str(config.data.dir or ""))
+    # the run's val results were chosen on. Told by the build's fingerprint (or
+    # real path), not the text of the path: config.data.dir is often relative
+    # to where training ran, and --data may reach the same build by a symlink.
+    own_data = thresholds.is_run_data(data_dir, config, workdir, shards_sha256)
     own_splits = tuple(splits) if own_data else ()
     # Before the split is read: a missing val result fails in a second, not after it.
     threshold, threshold_source = thresholds.resolve(
@@ -383,7 +413,6 @@ def evaluate(
     frame_cols = {k: np.asarray(v) for k, v in cols.items()}
     datasets = sorted(set(frame_cols["dataset"].astype(str).tolist()))
     dataset = "+".join(datasets)
-    shards_sha256 = metrics_lib.shards_fingerprint(data_dir)
     run_name = eval_names.run_name(
         dataset,
         split,
@@ -410,7 +439,7 @@ def evaluate(
         threshold=threshold,
         threshold_source=threshold_source,
         calibration=applied,
-        trained_on=metrics_lib.build_identity(config.data.dir or None),
+        trained_on=metrics_lib.build_identity(thresholds.run_data_dir(config, workdir)),
         checkpoint_sha256=state_files_sha256(workdir, step),
         provenance=provenance.provenance(
             started, command, provenance.training_sessions(workdir, step)
@@ -701,8 +730,9 @@ def main(argv=None) -> int:
             command=[*p.prog.split(), *(sys.argv[1:] if argv is None else argv)],
         )
     except (ConfigError, FileNotFoundError, KeyError, ValueError) as e:
-        # Errors that name the file / split / checkpoint and what to do: one line,
-        # as train and predict print them, not a traceback.
+        # Errors that name the file / split / checkpoint / output folder
+        # (OutputDirError) and what to do: one line, as train and predict print
+        # them, not a traceback.
         text = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"evaluate: error: {text}", file=sys.stderr)
         return 2

@@ -14,7 +14,7 @@ rerun reuses what an earlier run with the same settings scored
 (``predict_journal``; ``--rescore`` does not). A directory stands for the video
 files under it. Exit status is 1 if
 no video could be scored, 2 if the run itself cannot start (no trained
-workdir, ``--out`` is a file).
+workdir, an ``--out`` that is a file or cannot be written).
 
 ``--calibration val`` adds each video's fake probability at even odds, through
 the Platt map fitted on the run's val videos (`ldattn_jax.calibration`).
@@ -41,10 +41,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from data_prep import cli
+from data_prep import faces as faces_lib
 from data_prep.faces import FACE_MODES
 from ldattn_jax import calibration as calibration_lib
 from ldattn_jax import case_report, eval_names, provenance, thresholds
 from ldattn_jax.evaluate import (
+    OutputDirError,
     Predictor,
     _parse_checkpoint,
     add_dtype_argument,
@@ -52,6 +54,7 @@ from ldattn_jax.evaluate import (
     local_workdir,
     positive_int,
     with_compute_dtype,
+    writable_dir,
 )
 from ldattn_jax.metrics import to_jsonable
 from ldattn_jax.predict_journal import Journal, run_key
@@ -67,6 +70,39 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
     ".m2ts", ".flv", ".wmv", ".3gp", ".3g2", ".ogv", ".mxf", ".vob",
 )  # fmt: skip
+# heatmaps_error of a model without attention maps (xception): nothing to draw, and
+# nothing missing that would make a journaled score worth computing again.
+NO_MAPS = "the model has no attention maps"
+
+
+def shown(path: str) -> str:
+    """``path`` as text every output can carry. A file name that is not valid UTF-8
+    reaches Python as a str with lone surrogates (b'caf\\xe9' -> 'caf\\udce9'), which
+    a UTF-8 page, terminal or log cannot encode at all; its bytes are shown as
+    ``\\xe9`` instead (the name as ``ls`` escapes it)."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        try:
+            raw = os.fsencode(path)
+        except UnicodeEncodeError:  # a surrogate no file-system name decodes to
+            return path.encode("utf-8", "backslashreplace").decode("utf-8")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+def _not_utf8(path: str) -> tuple[str, str] | None:
+    """The error of a path whose name is not UTF-8 (None for any other): OpenCV's
+    VideoCapture crashes the process on such a name (a segfault, not an error), so
+    it must never be opened, and no other video of the run may be lost to it."""
+    try:
+        path.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return (
+            "unreadable",
+            f"{shown(path)}: rename the file: its name is not UTF-8, which OpenCV cannot open",
+        )
 
 
 def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | None]], list[dict]]:
@@ -78,36 +114,52 @@ def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | N
     Any other path is kept as given (a file that is not a video gets its own
     error row when read). A path given again (same absolute path, also through a
     directory) is scored once. ``skipped``: ``{"path", "why"}`` for each left out.
+
+    A folder that cannot be listed (permissions, an I/O error) gets an
+    ``unreadable`` row naming it: its videos were not looked for, and a run
+    must not pass over them in silence. A path whose name is not UTF-8 gets an
+    ``unreadable`` row too (`_not_utf8`), and is named by `shown`.
     """
     items, skipped, seen = [], [], set()
 
     def add(path: str, error=None) -> None:
         key = os.path.abspath(path)
         if key in seen:
-            skipped.append({"path": path, "why": "given more than once; scored once"})
+            skipped.append({"path": shown(path), "why": "given more than once; scored once"})
             return
         seen.add(key)
-        items.append((path, error))
+        error = error or _not_utf8(path)
+        # A path that is not opened is kept only as its printable name.
+        items.append((path if error is None else shown(path), error))
+
+    def unlistable(e: OSError) -> None:  # os.walk's onerror: it would drop the folder
+        folder = shown(e.filename if isinstance(e.filename, str) else str(e.filename))
+        why = e.strerror or str(e)
+        message = (
+            f"{folder}: cannot list this folder ({why}); the videos in it were not looked "
+            "for: fix its permissions, or pass its videos themselves"
+        )
+        found.append((folder, ("unreadable", message)))
 
     for path in paths:
         if not os.path.isdir(path):
             add(path)
             continue
-        found = []
-        for root, dirs, files in os.walk(path):
+        found = []  # (path, error or None), in the walk's (sorted) order
+        for root, dirs, files in os.walk(path, onerror=unlistable):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 full = os.path.join(root, name)
                 if name.startswith(".") or not name.lower().endswith(VIDEO_EXTENSIONS):
-                    skipped.append({"path": full, "why": "not a video file name"})
+                    skipped.append({"path": shown(full), "why": "not a video file name"})
                 else:
-                    found.append(full)
+                    found.append((full, None))
         if not found:
-            add(path, ("no_video", f"{path} is a directory with no video file in it (looked "
-                       f"for {', '.join(VIDEO_EXTENSIONS)}, recursively); pass the videos "
-                       "themselves"))  # fmt: skip
-        for full in found:
-            add(full)
+            add(path, ("no_video", f"{shown(path)} is a directory with no video file in it "
+                       f"(looked for {', '.join(VIDEO_EXTENSIONS)}, recursively); pass the "
+                       "videos themselves"))  # fmt: skip
+        for full, error in found:
+            add(full, error)
     return items, skipped
 
 
@@ -172,6 +224,7 @@ def predict_videos(
     from ldattn_jax import figures
     from ldattn_jax.checkpointing import restore_for_inference, state_files_sha256
     from ldattn_jax.metrics import config_hash
+    from ldattn_jax.models.lda import MODEL_VERSION
 
     started = provenance.utc_now()
 
@@ -185,7 +238,9 @@ def predict_videos(
     out_dir = os.path.abspath(out_dir or os.path.join(workdir, "predict"))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"--out {out_dir} is a file; pass a directory (it is created)")
-    os.makedirs(out_dir, exist_ok=True)
+    # Before the checkpoint is restored and any video decoded: scores that cannot be
+    # journaled would be lost with the run.
+    writable_dir(out_dir, "--out")
     config = with_compute_dtype(config, dtype)
     model, step = restore_for_inference(config, workdir, checkpoint)
     # "val": the EER threshold of this very checkpoint's val evaluation (thresholds).
@@ -202,6 +257,11 @@ def predict_videos(
         "config_sha256": config_hash(config),
         "compute_dtype": str(config.model.dtype),
         "frames_per_video": int(frames_per_video),
+        # The code that turns the same file and weights into a score: another face
+        # finder may crop another face, another model code may combine the maps
+        # otherwise. A journal of older code is scored again once.
+        "faces_version": int(faces_lib.FACES_VERSION),
+        "model_version": int(MODEL_VERSION),
     }
     # Largest-face and all-face scores must never stand in for each other. Only
     # "all" adds the key, so journals written before the option stay reusable.
@@ -209,6 +269,10 @@ def predict_videos(
     if by_face:
         settings["faces"] = faces
     journal = Journal(out_dir, run_key(**settings), reuse=reuse)
+    # Heatmap files are named by the run key too: a file of the same video drawn by
+    # another checkpoint (or dtype, key frames...) into this OUT must not be shown
+    # beside this run's score, nor be overwritten under a score of an earlier run.
+    key8 = journal.key[:8]
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
@@ -241,7 +305,7 @@ def predict_videos(
     reused = {}
     for i, (video, error) in enumerate(items):
         earlier = journal.earlier(video) if error is None else None
-        if earlier is not None and (not heatmaps or _heatmaps_exist(earlier)):
+        if earlier is not None and (not heatmaps or _heatmaps_ready(earlier, key8)):
             reused[i] = earlier
     jobs = [i for i, (_, error) in enumerate(items) if error is None and i not in reused]
     futures = {}
@@ -254,79 +318,88 @@ def predict_videos(
         if n < len(jobs):
             futures[jobs[n]] = lookahead.submit(extract, items[jobs[n]][0])
 
-    submit(0)
-    submitted = 1
-    for i, (video, error) in enumerate(items):
-        entry = {"video": video, "status": "error", "reason": None, "message": None}
-        if error is not None:
-            entry.update(reason=error[0], message=error[1])
-            results.append(entry)
-            continue
-        if i in reused:
-            # The path as given this time (the journal matched the file, not the text).
-            row = {**reused[i], "video": video}
-            results.append(decide(row, reused=True))
-            continue
-        submit(submitted)
-        submitted += 1
-        try:
-            read, stacks = futures.pop(i).result()
-            probs, maps = score_stacks(predictor, stacks)
-        except VideoError as e:
-            entry.update(reason=e.reason, message=e.message)
-        except OSError as e:  # missing file, permission: the reader may not wrap these
-            entry.update(reason="unreadable", message=f"{video}: {e}")
-        except Exception as e:  # noqa: BLE001 -- one odd file must not stop a batch of thousands
-            entry.update(reason="failed", message=f"{video}: {type(e).__name__}: {e}")
-        if entry["reason"] is not None:
-            results.append(entry)
-            continue
-        if not np.all(np.isfinite(probs)):
-            # NaN > threshold is False: it would read as a confident "real".
-            entry.update(
-                reason="nonfinite_score",
-                message=f"{video}: the model gave non-finite scores for "
-                f"{int(np.sum(~np.isfinite(probs)))} of {len(probs)} frames (compute dtype "
-                f"{config.model.dtype}); the checkpoint or this video's input is broken",
-            )
-            results.append(entry)
-            continue
-        frames = [
-            {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
-            for s, p in zip(stacks, probs.tolist(), strict=True)
-        ]
-        entry.update(
-            status="ok",
-            **read,
-            frames_scored=len(stacks),
-            fake_probability=float(probs.mean()),  # the same video score as evaluation
-            frames=frames,
-        )
-        if by_face:
-            for f, s in zip(frames, stacks, strict=True):
-                f["face"] = int(s["face"])
-            entry["faces"] = _face_scores(frames)
-            entry.update(_video_face(entry["faces"], few))
-        if heatmaps and maps:
-            tag = _figure_tag(video)
+    try:
+        submit(0)
+        submitted = 1
+        for i, (video, error) in enumerate(items):
+            entry = {"video": video, "status": "error", "reason": None, "message": None}
+            if error is not None:
+                entry.update(reason=error[0], message=error[1])
+                results.append(entry)
+                continue
+            if i in reused:
+                # The path as given this time (the journal matched the file, not the text).
+                row = {**reused[i], "video": video}
+                results.append(decide(row, reused=True))
+                continue
+            submit(submitted)
+            submitted += 1
             try:
-                entry["heatmaps"] = [
-                    figures.attention_overlay(
-                        stacks[i]["frames"][0],
-                        {k: v[i] for k, v in maps.items()},
-                        os.path.join(out_dir, "heatmaps", f"{tag}{name}.png"),
-                        title=f"{os.path.basename(video)}{title}: P(fake) = {probs[i]:.3f}",
-                        each_map=True,
-                    )
-                    for i, name, title in _heatmap_picks(stacks, probs, by_face)
-                ]
-            except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
-                entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
-        entry = to_jsonable(entry)
-        journal.record(video, entry, settings)
-        results.append(decide(entry, reused=False))
-    lookahead.shutdown()
-    journal.close()
+                read, stacks = futures.pop(i).result()
+                probs, maps = score_stacks(predictor, stacks)
+            except VideoError as e:
+                entry.update(reason=e.reason, message=e.message)
+            except OSError as e:  # missing file, permission: the reader may not wrap these
+                entry.update(reason="unreadable", message=f"{video}: {e}")
+            except Exception as e:  # noqa: BLE001 -- one odd file must not stop a batch of thousands
+                entry.update(reason="failed", message=f"{video}: {type(e).__name__}: {e}")
+            if entry["reason"] is not None:
+                results.append(entry)
+                continue
+            if not np.all(np.isfinite(probs)):
+                # NaN > threshold is False: it would read as a confident "real".
+                entry.update(
+                    reason="nonfinite_score",
+                    message=f"{video}: the model gave non-finite scores for "
+                    f"{int(np.sum(~np.isfinite(probs)))} of {len(probs)} frames (compute dtype "
+                    f"{config.model.dtype}); the checkpoint or this video's input is broken",
+                )
+                results.append(entry)
+                continue
+            frames = [
+                {"frame_index": int(s["frame_index"]), "box": s["box"], "fake_probability": p}
+                for s, p in zip(stacks, probs.tolist(), strict=True)
+            ]
+            entry.update(
+                status="ok",
+                **read,
+                frames_scored=len(stacks),
+                fake_probability=float(probs.mean()),  # the same video score as evaluation
+                frames=frames,
+            )
+            if by_face:
+                for f, s in zip(frames, stacks, strict=True):
+                    f["face"] = int(s["face"])
+                entry["faces"] = _face_scores(frames)
+                entry.update(_video_face(entry["faces"], few))
+            if heatmaps and not maps:
+                # xception: the row says why it has none, and the journal may serve it.
+                entry["heatmaps_error"] = f"{NO_MAPS} ({config.model.name})"
+            elif heatmaps:
+                tag = f"{_figure_tag(video)}_{key8}"
+                try:
+                    entry["heatmaps"] = [
+                        figures.attention_overlay(
+                            stacks[i]["frames"][0],
+                            {k: v[i] for k, v in maps.items()},
+                            os.path.join(out_dir, "heatmaps", f"{tag}{name}.png"),
+                            title=f"{os.path.basename(video)}{title}: P(fake) = {probs[i]:.3f}",
+                            each_map=True,
+                        )
+                        for i, name, title in _heatmap_picks(stacks, probs, by_face)
+                    ]
+                except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
+                    entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
+            entry = to_jsonable(entry)
+            journal.record(video, entry, settings)
+            results.append(decide(entry, reused=False))
+    finally:
+        # Ctrl-C (or any error) while a video is extracted: the look-ahead video
+        # queued behind it is dropped rather than extracted too, and the interrupt
+        # does not wait here (wait=False); the extraction in progress cannot be
+        # stopped, so it still ends in the background.
+        lookahead.shutdown(wait=False, cancel_futures=True)
+        journal.close()
     if reused:
         print(
             f"reused {len(reused)} video score(s) from {journal.path} (same files, checkpoint, "
@@ -427,8 +500,9 @@ def _heatmap_picks(stacks: list[dict], probs: np.ndarray, by_face: bool):
 
 def _figure_tag(video: str) -> str:
     """A video's figures' file-name stem: FF++'s fakes of four methods share file
-    names (000_003.mp4), so the hash of the path keeps their figures apart."""
-    digest = hashlib.sha1(os.path.abspath(video).encode()).hexdigest()[:8]
+    names (000_003.mp4), so the hash of the path keeps their figures apart. Of the
+    path's bytes: a name that is not UTF-8 has no UTF-8 encoding to hash."""
+    digest = hashlib.sha1(os.fsencode(os.path.abspath(video))).hexdigest()[:8]
     return f"{eval_names.safe(os.path.basename(video))}_{digest}"
 
 
@@ -466,8 +540,16 @@ def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
         row["timeline_error"] = f"{type(e).__name__}: {e}"
 
 
-def _heatmaps_exist(entry: dict) -> bool:
-    return bool(entry.get("heatmaps")) and all(os.path.exists(p) for p in entry["heatmaps"])
+def _heatmaps_ready(entry: dict, key8: str) -> bool:
+    """Whether a journaled row's heatmaps can be shown with its score: all its files
+    are there and were drawn under this run key (file names carry it), or the
+    model has no maps to draw."""
+    if str(entry.get("heatmaps_error", "")).startswith(NO_MAPS):
+        return True
+    paths = entry.get("heatmaps")
+    return bool(paths) and all(
+        f"_{key8}_" in os.path.basename(p) and os.path.exists(p) for p in paths
+    )
 
 
 def _verdict(
@@ -510,6 +592,13 @@ def _verdict(
     return row
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would not print as itself (newline,
+    tab, ESC, other controls, a lone surrogate of a name that is not UTF-8)
+    written as its escape, as repr() writes it (\\n, \\x1b, \\udce9)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_table(report: dict) -> str:
     """One line per video (and, with --faces all, per face of a video of two or
     more); with --calibration val a column of the even-odds probability."""
@@ -538,6 +627,9 @@ def format_table(report: dict) -> str:
         else:
             dashes = ("-",) * (len(rows[0]) - 3)
             rows.append((r["video"], "0", *dashes, f"not scored ({r['reason']}): {r['message']}"))
+    # Names come from whoever made the files: a newline or an escape sequence in one
+    # would split a row or restyle the terminal, so each cell shows them escaped.
+    rows = [tuple(map(printable, row)) for row in rows]
     # The verdict, last, is not padded: it may be long (an error message).
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
@@ -632,14 +724,14 @@ def main(argv=None) -> int:
         )
     except (
         FileNotFoundError, NotADirectoryError, FileExistsError, thresholds.ThresholdError,
-        ConfigError, CheckpointMismatchError,
+        ConfigError, CheckpointMismatchError, OutputDirError,
     ) as e:  # fmt: skip
-        # The run cannot start (no checkpoint, --out a file, no val result for
-        # --threshold val, a broken config.json): one line, not a traceback.
+        # The run cannot start (no checkpoint, --out a file or not writable, no val
+        # result for --threshold val, a broken config.json): one line, not a traceback.
         print(f"predict: error: {e}", file=sys.stderr)
         return 2
     for s in report["skipped"]:
-        print(f"skipped {s['path']}: {s['why']}", file=sys.stderr)
+        print(printable(f"skipped {s['path']}: {s['why']}"), file=sys.stderr)
     print(format_table(report))
     if report["threshold_source"] != thresholds.DEFAULT_SOURCE:
         print(f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}")

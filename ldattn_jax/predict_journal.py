@@ -6,8 +6,10 @@ loses at most the video in hand. A later run into the same OUT reuses a line
 when nothing that made it has changed: the same file (absolute path, size,
 modification time, and then its bytes: the line's ``sha256``) scored by the
 same checkpoint of the same run (step, config hash and the checkpoint's
-state files), in the same compute dtype, with the same number of key frames.
-Anything else is scored again. The file only grows (append-only, like a
+state files), in the same compute dtype, with the same number of key frames
+and faces mode, by the same face finder and model code (their versions:
+another finder may crop another face, other model code may give the same
+weights other outputs). Anything else is scored again. The file only grows (append-only, like a
 log): lines of other settings stay for the runs that made them.
 
 Only scored videos are journaled: an error row costs little to redo, and it

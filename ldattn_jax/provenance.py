@@ -23,7 +23,8 @@ import sys
 from data_prep.fingerprint import file_sha256, hash_into
 
 __all__ = ["file_sha256", "tree_sha256", "package_versions", "code_version", "environment",
-           "provenance", "utc_now", "record_training_session", "training_sessions"]  # fmt: skip
+           "provenance", "utc_now", "record_training_session", "training_sessions",
+           "training_data", "data_identity"]  # fmt: skip
 
 # The pinned packages whose versions can move a score (pyproject.toml).
 PACKAGES = (
@@ -153,13 +154,43 @@ def provenance(
 TRAINING_LOG = "train_provenance.jsonl"
 
 
-def record_training_session(workdir, start_step: int) -> None:
+def data_identity(data_dir) -> dict | None:
+    """``{"dir": real path, "shards_sha256": fingerprint or None}`` of the shards a
+    session trains on; None without a data dir.
+
+    What evaluate later tells the run's own data by (`thresholds.is_run_data`):
+    config.data.dir is often relative to where training ran, and the same build
+    can be reached by a symlink, so the text of the path says little. The
+    fingerprint is None where the build cannot be read (it is the cheap one of
+    metrics.py: names, sizes and the build's metadata)."""
+    from ldattn_jax.metrics import shards_fingerprint
+
+    if not data_dir:
+        return None
+    text = os.fspath(data_dir)
+    try:
+        sha = shards_fingerprint(text)
+    except OSError:
+        sha = None
+    local = "://" not in text  # a gs:// path has no local real path
+    return {"dir": os.path.realpath(text) if local else text, "shards_sha256": sha}
+
+
+def record_training_session(workdir, start_step: int, data_dir=None) -> None:
     """Appends this session's line to WORKDIR/TRAINING_LOG (gs:// too, through etils:
-    read and rewritten whole, as GCS objects cannot be appended to)."""
+    read and rewritten whole, as GCS objects cannot be appended to). ``data_dir``:
+    the shards it trains on, recorded as ``data`` (`data_identity`)."""
     from etils import epath
 
     path = epath.Path(workdir) / TRAINING_LOG
-    line = json.dumps({"start_step": int(start_step), "started_utc": utc_now(), **environment()})
+    line = json.dumps(
+        {
+            "start_step": int(start_step),
+            "started_utc": utc_now(),
+            **environment(),
+            "data": data_identity(data_dir),
+        }
+    )
     old = path.read_text() if path.exists() else ""
     if old and not old.endswith("\n"):
         old += "\n"  # a line cut short by a crash stays alone, unparseable
@@ -184,3 +215,24 @@ def training_sessions(workdir: str, step: int) -> list[dict] | None:
             if isinstance(start, int) and start < step:
                 sessions.append(row)
     return sessions
+
+
+def training_data(workdir: str) -> list[dict]:
+    """The ``data`` of each training session of a local workdir that recorded one
+    (`record_training_session`), in order; [] for a run trained before that was
+    recorded, or without a log."""
+    path = os.path.join(workdir, TRAINING_LOG)
+    found = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # cut short by a crash
+                data = row.get("data") if isinstance(row, dict) else None
+                if isinstance(data, dict):
+                    found.append(data)
+    except OSError:
+        return []
+    return found

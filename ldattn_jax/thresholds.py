@@ -20,7 +20,7 @@ import glob
 import json
 import os
 
-from ldattn_jax import calibration, eval_names
+from ldattn_jax import calibration, eval_names, provenance
 from ldattn_jax import metrics as metrics_lib
 
 VAL = "val"
@@ -59,6 +59,49 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
         "0.5); 'val': the video-level EER threshold that evaluate --split val found for the "
         "same checkpoint and dtype (docs/evaluation.md)",
     )
+
+
+def _candidate_dirs(config, workdir: str) -> list[str]:
+    """Where the run's own shards may be, as real paths, most trusted first: the
+    directories training recorded (`provenance.data_identity`), then
+    config.data.dir as given (relative to this cwd) and relative to the
+    workdir's parent (a run moved with its data, or trained from another cwd)."""
+    dirs = [d["dir"] for d in provenance.training_data(workdir) if d.get("dir")]
+    given = (config.get("data") or {}).get("dir") or None
+    if given:
+        given = os.path.expanduser(str(given))
+        dirs.append(given)
+        if not os.path.isabs(given):
+            dirs.append(os.path.join(os.path.dirname(os.path.abspath(workdir)), given))
+    found = []
+    for d in dirs:
+        real = os.path.realpath(d)
+        if real not in found:
+            found.append(real)
+    return found
+
+
+def run_data_dir(config, workdir: str) -> str | None:
+    """The run's own shard directory where it is at hand (the first of
+    `_candidate_dirs` that exists), else None."""
+    return next((d for d in _candidate_dirs(config, workdir) if os.path.isdir(d)), None)
+
+
+def is_run_data(data_dir: str, config, workdir: str, shards_sha256: str | None = None) -> bool:
+    """Whether the build in ``data_dir`` is the run's own: its fingerprint is one
+    a training session recorded (a copy or a symlink of the build counts), or it
+    is where the run's shards lie (`_candidate_dirs`: also for runs trained
+    before the fingerprint was recorded, and for shards rebuilt in place, whose
+    val results `val_results` then refuses as stale). ``shards_sha256``: the
+    build's fingerprint where the caller has it."""
+    recorded = {
+        d["shards_sha256"] for d in provenance.training_data(workdir) if d.get("shards_sha256")
+    }
+    if recorded:
+        sha = shards_sha256 or metrics_lib.shards_fingerprint(data_dir)
+        if sha in recorded:
+            return True
+    return os.path.realpath(data_dir) in _candidate_dirs(config, workdir)
 
 
 def val_results(
@@ -279,7 +322,9 @@ def resolve(
     if threshold != VAL:
         return float(threshold), GIVEN_SOURCE
     val_split = val_split_of(config, splits, "--threshold val", ", or pass --threshold P")
-    data_dir = (config.get("data") or {}).get("dir") or None
+    # Found as evaluate finds it: a relative config.data.dir read from another cwd
+    # would skip the stale-build check in silence.
+    data_dir = run_data_dir(config, workdir)
     return val_eer_threshold(workdir, step, str(config.model.dtype), data_dir, val_split)
 
 
@@ -333,5 +378,5 @@ def resolve_calibration(
     if value is None:
         return None
     val_split = val_split_of(config, splits, "--calibration val")
-    data_dir = (config.get("data") or {}).get("dir") or None
+    data_dir = run_data_dir(config, workdir)
     return val_calibration(workdir, step, str(config.model.dtype), data_dir, val_split)

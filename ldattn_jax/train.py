@@ -448,7 +448,7 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         workdir_path.mkdir(parents=True, exist_ok=True)
         write_config(config, workdir_path / "config.json")
         if start < total_steps:  # a finished run asked again trains nothing: no session
-            provenance.record_training_session(workdir_path, start)
+            provenance.record_training_session(workdir_path, start, config.data.dir)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract_model, nnx.Param)))
     log.info("%s: %.2f M parameters", config.model.name, n_params / 1e6)
 

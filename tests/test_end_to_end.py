@@ -84,6 +84,12 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     # And the code that trained those weights: the fixture's one session, from step 0.
     (session,) = doc["provenance"]["training"]
     assert session["start_step"] == 0 and session["ldattn_jax"] == doc["provenance"]["ldattn_jax"]
+    # And the build it trained on, by real path and fingerprint: what evaluate tells
+    # the run's own data by (this metrics.json's shards_sha256: the same build).
+    assert session["data"] == {
+        "dir": os.path.realpath(run["shards"]),
+        "shards_sha256": doc["shards_sha256"],
+    }
     # Which network: the run's config.model, as report matches it against the paper's.
     settings = doc["model_settings"]
     assert (settings["name"], settings["image_size"], settings["num_maps"]) == ("lda_st", 62, 2)
@@ -424,17 +430,24 @@ def test_other_dtypes_and_other_builds_are_evaluated_beside_the_runs_own(run, tm
     config = evaluate.load_run_config(wd)
     assert evaluate.with_compute_dtype(config, "float32") is config
 
-    # Another build (here a copy) may carry the run's dataset name: its results
-    # get their own directory, and an earlier evaluation's figures there go.
+    # Another build may carry the run's dataset name: its results get their own
+    # directory, and an earlier evaluation's figures there go. Here a copy with its
+    # metadata changed (a byte-for-byte copy is the run's own build: its fingerprint
+    # is the one training recorded).
     other = tmp_path / "other_build"
     shutil.copytree(run["shards"], other)
+    (meta,) = glob.glob(str(other / "**" / "metadata.json"), recursive=True)
+    with open(meta) as f:
+        info = json.load(f)
+    with open(meta, "w") as f:
+        json.dump({**info, "note": "built again"}, f)
     other_dir = f"{f32_dir}_data{shards_fingerprint(other)[:8]}"
     os.makedirs(os.path.join(other_dir, "attention"))
     stale = os.path.join(other_dir, "attention", "fake_from_an_earlier_evaluation.png")
     with open(stale, "wb") as f:
         f.write(b"old")
     got_dir, got, got_scores = evaluated("--data", str(other))
-    assert got_dir == other_dir and got["shards_sha256"] == f32["shards_sha256"]
+    assert got_dir == other_dir and got["shards_sha256"] != f32["shards_sha256"]
     assert got_scores == f32_scores and not os.path.exists(stale)
     with open(os.path.join(f32_dir, "metrics.json")) as f:
         assert json.load(f) == f32  # the run's own result is untouched

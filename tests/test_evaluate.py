@@ -171,3 +171,112 @@ def test_a_cloud_workdir_is_refused_with_the_copy_to_make(command, capsys):
     url = "gs://bucket/runs/ffpp"
     assert f"gcloud storage cp -r {url}/config.json {url}/checkpoints runs/ffpp/" in err
     assert "--workdir runs/ffpp;" in err and "gcsfuse" in err and "Traceback" not in err
+
+
+# --- the run's own data, and where results go (evaluate with stand-ins) ----------------------
+
+
+class _Scoring(Exception):
+    """Raised where evaluate would start scoring: all checks before it passed."""
+
+
+@pytest.fixture
+def stub_run(tmp_path, monkeypatch):
+    """A workdir trained (on paper) from ``tmp_path`` on ``tmp_path/shards`` with the
+    relative config.data.dir "shards"; evaluate's shard reader, restore and model are
+    stand-ins, and reaching the model raises _Scoring."""
+    import json
+
+    from data_prep import shards
+    from ldattn_jax import checkpointing
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / "metadata.json").write_text('{"build": 1}')
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = {"model": {"name": "lda_st", "dtype": "float32"}, "data": {"dir": "shards"}}
+    (workdir / "config.json").write_text(json.dumps(config))
+    restored = []
+    monkeypatch.setattr(shards, "open_split", lambda d, s, f: [0])
+    monkeypatch.setattr(
+        checkpointing,
+        "restore_for_inference",
+        lambda c, w, which: restored.append(which) or (None, 7),
+    )
+
+    def scoring(*a, **k):
+        raise _Scoring
+
+    monkeypatch.setattr(evaluate, "Predictor", scoring)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where "shards" is relative to
+    return {"workdir": workdir, "data": data, "restored": restored}
+
+
+def _val_on_val(run, *flags):
+    return evaluate.main(
+        ["--workdir", str(run["workdir"]), "--split", "val", "--threshold", "val",
+         "--no_progress", *flags]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["fingerprint", "old_run_real_path"])
+def test_the_runs_own_build_is_told_by_what_it_is_not_how_the_path_is_written(
+    stub_run, tmp_path, capsys, recorded
+):
+    from ldattn_jax import provenance
+
+    if recorded:  # train records the build it read (a run from before it does not)
+        line = {"start_step": 0, "data": provenance.data_identity(str(stub_run["data"]))}
+        (stub_run["workdir"] / provenance.TRAINING_LOG).write_text(json_line(line))
+    link = tmp_path / "link"
+    link.symlink_to(stub_run["data"])
+    # From another cwd than training's, by default, through a symlink, and by a path
+    # with '..': the run's own val split, so a threshold chosen on it is refused.
+    for flags in (
+        [],
+        ["--data", str(link)],
+        ["--data", str(tmp_path / "elsewhere" / ".." / "shards")],
+    ):
+        assert _val_on_val(stub_run, *flags) == 2
+        assert "--threshold val on the val split itself" in capsys.readouterr().err
+    # Another build (here: the same videos built again) is not the run's own.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metadata.json").write_text('{"build": 2}')
+    assert _val_on_val(stub_run, "--data", str(other)) == 2
+    err = capsys.readouterr().err
+    assert "val split itself" not in err and "no val evaluation of checkpoint step 7" in err
+
+
+def test_a_copy_of_the_build_training_recorded_is_the_runs_own(stub_run, tmp_path, capsys):
+    import shutil
+
+    from ldattn_jax import provenance
+
+    line = {"start_step": 0, "data": provenance.data_identity(str(stub_run["data"]))}
+    (stub_run["workdir"] / provenance.TRAINING_LOG).write_text(json_line(line))
+    shutil.copytree(stub_run["data"], tmp_path / "copy")
+    assert _val_on_val(stub_run, "--data", str(tmp_path / "copy")) == 2
+    assert "val split itself" in capsys.readouterr().err
+
+
+def test_a_workdir_that_cannot_take_the_results_fails_before_scoring(stub_run, capsys):
+    (stub_run["workdir"] / "eval").write_text("")  # a file where the results' folder goes
+    assert evaluate.main(["--workdir", str(stub_run["workdir"]), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"evaluate: error: --workdir {stub_run['workdir'] / 'eval'}: cannot "
+                          "write there (")  # fmt: skip
+    assert len(err.splitlines()) == 1 and stub_run["restored"] == []
+    (stub_run["workdir"] / "eval").unlink()
+    with pytest.raises(_Scoring):  # a writable one gets as far as the model
+        evaluate.main(["--workdir", str(stub_run["workdir"]), "--no_progress"])
+    assert stub_run["restored"] == ["best"]
+
+
+def json_line(row: dict) -> str:
+    import json
+
+    return json.dumps(row) + "\n"

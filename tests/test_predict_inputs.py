@@ -811,7 +811,8 @@ def test_heatmaps_of_every_face(fake_run, tmp_path, monkeypatch):
     monkeypatch.setattr(faces, "extract_stacks", _people(values, []))
     clip = _clip(tmp_path / "pair.mp4", 1)
     row = _run(fake_run, tmp_path / "out", "--faces", "all", "--heatmaps", clip)[1]["videos"][0]
-    names = sorted(os.path.basename(p).split("_", 2)[2] for p in row["heatmaps"])
+    # <file name>_<hash of its path>_<run key>_<face and frame>.png
+    names = sorted(os.path.basename(p).split("_", 3)[3] for p in row["heatmaps"])
     # Each face's first frame and its most suspicious one (face 0: the first again).
     assert names == ["face0_f0.png", "face1_f0.png", "face1_f9.png"]
     assert all(map(os.path.isfile, row["heatmaps"]))
@@ -896,3 +897,244 @@ def test_the_frame_rate_a_video_declares_puts_its_timeline_in_seconds(tmp_path, 
     assert list(seconds.lines[0].get_xdata()) == [0.0, 2.0]
     assert seconds.get_xlabel() == "time (s; frame / 25 fps)"
     assert list(frames.lines[0].get_xdata()) == [0, 50] and frames.get_xlabel() == "frame"
+
+
+# --- review fixes: names, folders, heatmaps, journal keys, interrupts ------------------------
+
+
+def test_a_name_that_is_not_utf8_is_a_row_of_its_own_not_a_crash(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    # b"caf\xe9" (Latin-1, as old Windows or camera cards write it): Python sees it as
+    # 'caf\udce9'. OpenCV's VideoCapture segfaults on such a name, which would end
+    # the whole run; a UTF-8 page or terminal cannot print it either.
+    folder = tmp_path / "case"
+    good = _clip(folder / "a.mp4", 2, 40)
+    bad = os.path.join(str(folder), os.fsdecode(b"caf\xe9.mkv"))
+    with open(bad, "w") as f:
+        f.write("2 90")
+    with open(os.path.join(str(folder), os.fsdecode(b"notes\xff.txt")), "w") as f:
+        f.write("-")
+    opened = []
+
+    def extract(p, frames_per_video, stack, size, workers, faces):
+        opened.append(p)
+        return _stacks(p, frames_per_video, stack, size, workers)
+
+    monkeypatch.setattr(faces, "extract_stacks", extract)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, "--heatmaps", "--timeline", folder)
+    assert rc == 0 and opened == [good]  # never handed to the decoder; the others scored
+    ok, row = rep["videos"]
+    assert ok["status"] == "ok" and row["status"] == "error" and row["reason"] == "unreadable"
+    shown = str(folder / "caf\\xe9.mkv")  # its bytes, as ls escapes them
+    assert row["video"] == shown
+    why = "rename the file: its name is not UTF-8, which OpenCV cannot open"
+    assert row["message"] == f"{shown}: {why}"
+    assert (out / "report.html").is_file() and not (out / "report.html.tmp").exists()
+    assert shown in (out / "report.html").read_text(encoding="utf-8")
+    captured = capsys.readouterr()
+    assert shown in captured.out and "notes\\xff.txt" in captured.err
+    # Given by its own path, with the same result.
+    rc, rep = _run(fake_run, tmp_path / "out2", bad)
+    assert rc == 1 and rep["videos"][0]["message"].startswith(shown)
+    # The decoder refuses such a name too (data_prep.build reads through it), and a
+    # figure's name hashes the path's bytes.
+    reason, message = _reason(bad)
+    assert reason == "unreadable" and "not UTF-8" in message
+    assert predict._figure_tag(bad).startswith("caf_.mkv_")
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_passed_over(fake_run, tmp_path, monkeypatch):
+    # Tests run as root, whom chmod does not stop: the listing error is made here.
+    case = tmp_path / "case"
+    a, z = _clip(case / "a.mp4", 2), _clip(case / "z.mp4", 2)
+    _clip(case / "locked" / "b.mp4", 2)
+    _clip(tmp_path / "shut" / "c.mp4", 2)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.path.basename(os.fspath(path)) in ("locked", "shut"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    rc, rep = _run(fake_run, tmp_path / "out", case, tmp_path / "shut")
+    assert rc == 0
+    rows = [(r["video"], r["status"], r.get("reason")) for r in rep["videos"]]
+    assert rows == [
+        (a, "ok", None),
+        (z, "ok", None),
+        (str(case / "locked"), "error", "unreadable"),
+        # A top folder that cannot be listed says so, not "no video file in it".
+        (str(tmp_path / "shut"), "error", "unreadable"),
+    ]
+    for row in rep["videos"][2:]:
+        assert "cannot list this folder (Permission denied)" in row["message"]
+        assert "not looked for" in row["message"]
+
+
+def test_a_reused_score_is_shown_with_its_own_checkpoints_heatmaps(fake_run, tmp_path, monkeypatch):
+    from ldattn_jax import checkpointing, figures
+
+    monkeypatch.setattr(
+        checkpointing,
+        "restore_for_inference",
+        lambda c, w, which: (None, 7 if which == "best" else int(which)),
+    )
+    drawing = {}
+
+    def overlay(frame, maps, path, title="", each_map=False):  # what drew it, as its bytes
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(f"checkpoint {drawing['step']}")
+        return path
+
+    monkeypatch.setattr(figures, "attention_overlay", overlay)
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    rows = {}
+    for step in (7, 8, 7):
+        drawing["step"] = step
+        rows.setdefault(step, []).append(
+            _run(fake_run, out, "--heatmaps", "--checkpoint", step, clip)[1]["videos"][0]
+        )
+    first, again = rows[7]
+    assert not first["reused"] and again["reused"] and again["heatmaps"] == first["heatmaps"]
+    assert set(first["heatmaps"]).isdisjoint(rows[8][0]["heatmaps"])
+    for path in again["heatmaps"]:
+        with open(path) as f:
+            assert f.read() == "checkpoint 7"  # not step 8's, drawn over it in between
+
+
+def test_a_model_without_maps_says_so_and_its_scores_are_reused(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    class NoMaps(_Model):  # xception: no attention modules
+        def __call__(self, frames):
+            return super().__call__(frames)[0], {}
+
+    monkeypatch.setattr(predict, "Predictor", NoMaps)
+    config = json.loads((fake_run / "config.json").read_text())
+    config["model"]["name"] = "xception"
+    (fake_run / "config.json").write_text(json.dumps(config))
+    calls = []
+    monkeypatch.setattr(
+        faces,
+        "extract_stacks",
+        lambda p, frames_per_video, stack, size, workers, faces: (
+            calls.append(p) or _stacks(p, frames_per_video, stack, size, workers)
+        ),
+    )
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]
+    assert row["heatmaps_error"] == "the model has no attention maps (xception)"
+    assert "heatmaps" not in row
+    assert "(no heatmaps: the model has no attention maps (xception))" in capsys.readouterr().out
+    row = _run(fake_run, out, "--heatmaps", clip)[1]["videos"][0]
+    assert row["reused"] and len(calls) == 1 and row["heatmaps_error"].startswith("the model")
+
+
+def test_a_journal_of_another_face_finder_or_model_code_is_scored_again(
+    fake_run, tmp_path, monkeypatch
+):
+    from ldattn_jax.models import lda
+
+    clip = _clip(tmp_path / "a.mp4", 2, 40)
+    out = tmp_path / "out"
+    _run(fake_run, out, clip)
+    assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    # Another face finder may crop another face of the same file.
+    monkeypatch.setattr(faces, "FACES_VERSION", faces.FACES_VERSION + 1)
+    assert not _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    assert _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    # Model code that gives the same weights other outputs.
+    monkeypatch.setattr(lda, "MODEL_VERSION", lda.MODEL_VERSION + 1)
+    assert not _run(fake_run, out, clip)[1]["videos"][0]["reused"]
+    line = json.loads((out / "predictions.jsonl").read_text().splitlines()[-1])
+    assert line["settings"]["faces_version"] == faces.FACES_VERSION
+    assert line["settings"]["model_version"] == lda.MODEL_VERSION
+
+
+def test_an_out_folder_that_cannot_be_written_stops_the_run_before_any_work(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    from ldattn_jax import checkpointing
+
+    restored = []
+    monkeypatch.setattr(
+        checkpointing, "restore_for_inference", lambda c, w, which: restored.append(1) or (None, 7)
+    )
+    clip = _clip(tmp_path / "a.mp4", 2)
+    (tmp_path / "file").write_text("")
+    real_makedirs = os.makedirs
+
+    def makedirs(path, *a, **k):  # root ignores permissions: the refusal is made here
+        if "locked" in os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_makedirs(path, *a, **k)
+
+    monkeypatch.setattr(os, "makedirs", makedirs)
+    for out in (tmp_path / "file" / "out", tmp_path / "locked"):
+        assert predict.main(["--workdir", str(fake_run), "--out", str(out), clip]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"predict: error: --out {out}: cannot write there (")
+        assert "pass a folder you can write to" in err and len(err.splitlines()) == 1
+    assert restored == []
+
+
+def test_ctrl_c_while_a_video_is_extracted_does_not_extract_the_next(
+    fake_run, tmp_path, monkeypatch
+):
+    import signal
+    import threading
+    import time
+
+    started, ended = [], threading.Event()
+
+    def slow(p, frames_per_video, stack, size, workers, faces):
+        started.append(os.path.basename(p))
+        time.sleep(1.5)
+        ended.set()
+        return _stacks(p, frames_per_video, stack, size, workers)
+
+    monkeypatch.setattr(faces, "extract_stacks", slow)
+    clips = [_clip(tmp_path / f"{n}.mp4", 2) for n in "abc"]
+    main_thread = threading.main_thread().ident
+    # Ctrl-C while predict waits for a.mp4's frames, b.mp4 queued behind it.
+    timer = threading.Timer(0.3, lambda: signal.pthread_kill(main_thread, signal.SIGINT))
+    began = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "out"), *clips])
+    assert time.monotonic() - began < 1.2  # not after a.mp4's extraction
+    assert ended.wait(5)
+    time.sleep(0.5)  # time for the look-ahead to start b.mp4, were it still queued
+    assert started == ["a.mp4"]
+
+
+def test_names_in_the_table_cannot_split_a_row_or_restyle_the_terminal(fake_run, tmp_path, capsys):
+    clips = [_clip(tmp_path / name, 2) for name in ("two\nlines.mp4", "red\x1b[31m.mp4")]
+    rc, rep = _run(fake_run, tmp_path / "out", *clips)
+    assert rc == 0 and [r["video"] for r in rep["videos"]] == clips  # the JSON keeps them
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and not any(line.startswith("lines.mp4") for line in out.splitlines())
+    assert "two\\nlines.mp4" in out and "red\\x1b[31m.mp4" in out
+    table = predict.format_table(
+        {"calibration": None, "videos": [{"video": "x\ty.mp4", "status": "error",
+                                          "reason": "unreadable", "message": "x\ty.mp4\rgone"}]}
+    )  # fmt: skip
+    assert table.splitlines()[1].startswith("x\\ty.mp4") and "x\\ty.mp4\\rgone" in table
+
+
+def test_a_unicode_file_name_keeps_its_letters_in_figure_names(fake_run, tmp_path):
+    from ldattn_jax.eval_names import safe
+
+    assert safe("видео.mp4") == "видео.mp4" and safe("ビデオ 1.mp4") == "ビデオ_1.mp4"
+    assert safe(".mp4") == "mp4" and safe("._a.mp4") == "_a.mp4"  # never a hidden file
+    assert len(safe("日本" * 100).encode()) <= 80  # bytes: the file system's limit
+    assert safe("a b/c:d.mp4") == "a_b_c_d.mp4"
+    clip = _clip(tmp_path / "видео.mp4", 2)
+    row = _run(fake_run, tmp_path / "out", "--timeline", clip)[1]["videos"][0]
+    assert os.path.basename(row["timeline"]).startswith("видео.mp4_")

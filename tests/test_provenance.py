@@ -100,3 +100,25 @@ def test_the_block_names_devices_command_and_times():
     assert block["packages"]["jaxlib"] == __import__("jaxlib").__version__
     # Called as a library (make demo runs evaluate): the process's command line as typed.
     assert provenance.provenance(started)["command"] == sys.orig_argv
+
+
+def test_a_training_session_records_the_build_it_read(tmp_path):
+    from ldattn_jax.metrics import shards_fingerprint
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / "metadata.json").write_text('{"build": 1}')
+    (tmp_path / "link").symlink_to(data)
+    run = tmp_path / "run"
+    run.mkdir()
+    provenance.record_training_session(run, 0, str(tmp_path / "link"))
+    provenance.record_training_session(run, 5, str(tmp_path / "gone"))
+    provenance.record_training_session(run, 9)
+    # The real path and fingerprint (evaluate tells the run's own build by them);
+    # a build that cannot be read has no fingerprint; no data dir, no entry.
+    assert provenance.training_data(str(run)) == [
+        {"dir": str(data), "shards_sha256": shards_fingerprint(data)},
+        {"dir": str(tmp_path / "gone"), "shards_sha256": None},
+    ]
+    assert [s["data"] for s in provenance.training_sessions(str(run), 10)][2] is None
+    assert provenance.training_data(str(tmp_path / "none")) == []

@@ -169,3 +169,29 @@ def test_resolve_names_the_source_and_refuses_val_on_val(tmp_path):
     assert thresholds.resolve("val", config, str(wd), 7, splits=("test", "val")) == (0.61, held)
     with pytest.raises(ValueError, match="heldout split itself"):
         thresholds.resolve("val", config, str(wd), 7, splits=("heldout",))
+
+
+def test_the_stale_build_check_finds_a_relative_data_dir_from_another_cwd(tmp_path, monkeypatch):
+    from ldattn_jax import provenance
+
+    data = tmp_path / "shards"
+    data.mkdir()
+    (data / "metadata.json").write_text('{"build": 1}')
+    wd = tmp_path / "run"
+    _val_doc(wd, "synthetic_val_7", sha=shards_fingerprint(data))
+    config = ml_collections.ConfigDict({"model": {"dtype": "float32"}, "data": {"dir": "shards"}})
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert thresholds.resolve("val", config, str(wd), 7, splits=("test",))[0] == 0.37
+    (data / "metadata.json").write_text('{"build": 2}')  # rebuilt since val was evaluated
+    # "shards" is relative to where training ran: found beside the workdir...
+    with pytest.raises(FileNotFoundError, match="another build of .*rebuilt since"):
+        thresholds.resolve("val", config, str(wd), 7, splits=("test",))
+    # ...or where training recorded it, wherever the workdir went since.
+    moved = tmp_path / "moved" / "run"
+    shutil.copytree(wd, moved)
+    line = {"start_step": 0, "data": {"dir": str(data), "shards_sha256": "older"}}
+    (moved / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
+    assert thresholds.run_data_dir(config, str(moved)) == str(data)
+    with pytest.raises(FileNotFoundError, match="rebuilt since"):
+        thresholds.resolve("val", config, str(moved), 7, splits=("test",))

@@ -24,6 +24,11 @@ from ldattn_jax.models.long_distance_attention import LongDistanceAttention, app
 from ldattn_jax.models.view import normalize, resize_square
 from ldattn_jax.models.xception import Xception, stage_names, stage_shapes
 
+# Bump when the same weights give other outputs (scores or maps), so that results
+# kept from the old code (predict's journal) are not served as this code's.
+# 2: the attention's N scales the activations before the 1x1 combination.
+MODEL_VERSION = 2
+
 VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
 _SPATIAL = ("lda_spatial", "lda_st")
 _TEMPORAL = ("lda_temporal", "lda_st")
