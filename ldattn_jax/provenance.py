@@ -197,42 +197,38 @@ def record_training_session(workdir, start_step: int, data_dir=None) -> None:
     path.write_text(old + line + "\n")
 
 
+def _session_rows(workdir: str) -> list[dict] | None:
+    """The session lines of a local workdir's TRAINING_LOG, in order (a line cut
+    short by a crash skipped); None where the run kept no log."""
+    path = os.path.join(workdir, TRAINING_LOG)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # cut short by a crash
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def training_sessions(workdir: str, step: int) -> list[dict] | None:
     """The training sessions of a local workdir that contributed to checkpoint
     ``step`` (those that started before it), in order; None where the run kept
     no log (trained before it existed)."""
-    path = os.path.join(workdir, TRAINING_LOG)
-    if not os.path.isfile(path):
+    rows = _session_rows(workdir)
+    if rows is None:
         return None
-    sessions = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # cut short by a crash
-            start = row.get("start_step") if isinstance(row, dict) else None
-            if isinstance(start, int) and start < step:
-                sessions.append(row)
-    return sessions
+    return [r for r in rows if isinstance(r.get("start_step"), int) and r["start_step"] < step]
 
 
 def training_data(workdir: str) -> list[dict]:
     """The ``data`` of each training session of a local workdir that recorded one
     (`record_training_session`), in order; [] for a run trained before that was
     recorded, or without a log."""
-    path = os.path.join(workdir, TRAINING_LOG)
-    found = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # cut short by a crash
-                data = row.get("data") if isinstance(row, dict) else None
-                if isinstance(data, dict):
-                    found.append(data)
-    except OSError:
-        return []
-    return found
+    return [r["data"] for r in _session_rows(workdir) or () if isinstance(r.get("data"), dict)]
