@@ -298,8 +298,7 @@ def test_val_fits_a_calibration_that_another_split_measures(run, tmp_path, capsy
     assert "--calibration val on the val split itself" in capsys.readouterr().err
     # Another build's val split is not the run's: both lookups apply there (a
     # held-out build is evaluated with --split all, which pools its val).
-    other = tmp_path / "held_out"
-    shutil.copytree(run["shards"], other)
+    other = _another_build(run["shards"], tmp_path / "held_out")
     flags = ["--calibration", "val", "--threshold", "val", "--no_progress"]
     assert evaluate.main(["--workdir", wd, "--data", str(other), "--split", "all", *flags]) == 0
     (other_dir,) = glob.glob(os.path.join(wd, "eval", "synthetic_test+train+val_*_data*_t*"))
@@ -308,6 +307,19 @@ def test_val_fits_a_calibration_that_another_split_measures(run, tmp_path, capsy
     assert doc["calibration"]["applied"]["source"] == applied["source"]
     assert doc["threshold_source"] == applied["source"]
     shutil.rmtree(other_dir)
+
+
+def _another_build(shards, where):
+    """A copy of the run's shards with its metadata changed: another build of the
+    same videos. (A byte-for-byte copy is the run's own build: its fingerprint is
+    the one training recorded, so its val split is the run's val.)"""
+    shutil.copytree(shards, where)
+    (meta,) = glob.glob(str(where / "**" / "metadata.json"), recursive=True)
+    with open(meta) as f:
+        info = json.load(f)
+    with open(meta, "w") as f:
+        json.dump({**info, "note": "built again"}, f)
+    return where
 
 
 def test_evaluate_pools_splits(run):
@@ -434,13 +446,7 @@ def test_other_dtypes_and_other_builds_are_evaluated_beside_the_runs_own(run, tm
     # directory, and an earlier evaluation's figures there go. Here a copy with its
     # metadata changed (a byte-for-byte copy is the run's own build: its fingerprint
     # is the one training recorded).
-    other = tmp_path / "other_build"
-    shutil.copytree(run["shards"], other)
-    (meta,) = glob.glob(str(other / "**" / "metadata.json"), recursive=True)
-    with open(meta) as f:
-        info = json.load(f)
-    with open(meta, "w") as f:
-        json.dump({**info, "note": "built again"}, f)
+    other = _another_build(run["shards"], tmp_path / "other_build")
     other_dir = f"{f32_dir}_data{shards_fingerprint(other)[:8]}"
     os.makedirs(os.path.join(other_dir, "attention"))
     stale = os.path.join(other_dir, "attention", "fake_from_an_earlier_evaluation.png")
