@@ -338,7 +338,8 @@ def evaluate(
 
     started = provenance.utc_now()
     # The run's own shards by default, found also from another cwd than training's.
-    data_dir = data_dir or thresholds.run_data_dir(config, workdir) or config.data.dir
+    run_data_dir = thresholds.run_data_dir(config, workdir)
+    data_dir = data_dir or run_data_dir or config.data.dir
     if data_dir and os.path.isfile(data_dir):
         raise ValueError(
             f"shard dir {data_dir!r} is a file: pass --data the directory data_prep.build "
@@ -439,7 +440,7 @@ def evaluate(
         threshold=threshold,
         threshold_source=threshold_source,
         calibration=applied,
-        trained_on=metrics_lib.build_identity(thresholds.run_data_dir(config, workdir)),
+        trained_on=metrics_lib.build_identity(run_data_dir),
         checkpoint_sha256=state_files_sha256(workdir, step),
         provenance=provenance.provenance(
             started, command, provenance.training_sessions(workdir, step)

@@ -61,12 +61,15 @@ def add_threshold_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _candidate_dirs(config, workdir: str) -> list[str]:
+def _candidate_dirs(config, workdir: str, recorded: list[dict] | None = None) -> list[str]:
     """Where the run's own shards may be, as real paths, most trusted first: the
     directories training recorded (`provenance.data_identity`), then
     config.data.dir as given (relative to this cwd) and relative to the
-    workdir's parent (a run moved with its data, or trained from another cwd)."""
-    dirs = [d["dir"] for d in provenance.training_data(workdir) if d.get("dir")]
+    workdir's parent (a run moved with its data, or trained from another cwd).
+    ``recorded``: `provenance.training_data` of the workdir, where the caller read it."""
+    if recorded is None:
+        recorded = provenance.training_data(workdir)
+    dirs = [d["dir"] for d in recorded if d.get("dir")]
     given = (config.get("data") or {}).get("dir") or None
     if given:
         given = os.path.expanduser(str(given))
@@ -94,14 +97,13 @@ def is_run_data(data_dir: str, config, workdir: str, shards_sha256: str | None =
     before the fingerprint was recorded, and for shards rebuilt in place, whose
     val results `val_results` then refuses as stale). ``shards_sha256``: the
     build's fingerprint where the caller has it."""
-    recorded = {
-        d["shards_sha256"] for d in provenance.training_data(workdir) if d.get("shards_sha256")
-    }
-    if recorded:
+    recorded = provenance.training_data(workdir)
+    fingerprints = {d["shards_sha256"] for d in recorded if d.get("shards_sha256")}
+    if fingerprints:
         sha = shards_sha256 or metrics_lib.shards_fingerprint(data_dir)
-        if sha in recorded:
+        if sha in fingerprints:
             return True
-    return os.path.realpath(data_dir) in _candidate_dirs(config, workdir)
+    return os.path.realpath(data_dir) in _candidate_dirs(config, workdir, recorded)
 
 
 def val_results(
