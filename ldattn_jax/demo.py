@@ -204,7 +204,8 @@ def table(results: dict[str, dict]) -> str:
         if r.get("failures"):
             lines.append(
                 f"  failures:     {os.path.join(r['out_dir'], 'failures')}/ "
-                f"({len(r['failures'])} PNGs: the videos most wrong, paper V-E)"
+                f"({len(r['failures'])} PNGs: the videos with the most wrong frames, paper "
+                f"V-E; {r.get('failures_wrong_videos', 0)} called wrong as a whole)"
             )
     if len(results) > 1:  # the ablation at a glance (paper Table VIII)
         methods = sorted({m for r in results.values() for m in r["metrics"]["per_method"]})

@@ -494,8 +494,20 @@ def evaluate(
                 )
             )
     paths["attention"] = attention
-    paths["failures"] = _draw_failures(failures, out_dir, threshold)
+    video_score = dict(zip(vcols["video_id"], map(float, vcols["score"]), strict=True))
+    paths["failures"], paths["failures_wrong_videos"] = _draw_failures(
+        failures, out_dir, threshold, video_score
+    )
     return {"metrics": doc, **paths}
+
+
+# failures/cases.csv: one row per failure PNG; video_wrong is 1 when the video's
+# own call (its mean frame score against the threshold) is wrong too.
+CASES_CSV = "cases.csv"
+CASES_COLUMNS = [
+    "group", "rank", "video_id", "method", "frame_index", "frame_score", "video_score",
+    "video_wrong", "png",
+]  # fmt: skip
 
 
 def _mask_at(mask: np.ndarray, shape) -> np.ndarray:
@@ -517,33 +529,55 @@ def _case(batch, probs, maps, i: int) -> dict:
     }
 
 
-def _draw_failures(failures: FailureCases, out_dir: str, threshold: float) -> list[str]:
+def _draw_failures(
+    failures: FailureCases, out_dir: str, threshold: float, video_score: dict[str, float]
+) -> tuple[list[str], int]:
     """failures/<group>_<rank>_<video>_f<frame>.png (group: real or fake_<method>),
     rank 0 the most wrong: the key frame and the mean of each module's maps, as
-    the paper's Fig. 9 shows them. An earlier evaluation's figures there go first."""
+    the paper's Fig. 9 shows them; failures/cases.csv lists them with their
+    video's score and call. An earlier evaluation's figures there go first.
+
+    A case is a frame on the wrong side of the threshold; its video, scored by
+    the mean of its frames, may still be called right. The title and the CSV
+    say which, so that a reader does not count frame failures as wrong videos.
+    Returns the PNG paths and how many of their videos are called wrong."""
     from ldattn_jax import figures
 
-    for stale in glob.glob(os.path.join(out_dir, "failures", "*.png")):
-        os.remove(stale)
-    paths = []
+    fail_dir = os.path.join(out_dir, "failures")
+    for stale in glob.glob(os.path.join(fail_dir, "*.png")) + [os.path.join(fail_dir, CASES_CSV)]:
+        if os.path.exists(stale):
+            os.remove(stale)
+    paths, rows = [], []
     for group, rank, case in failures.cases():
         name = f"{group}_{rank}_{case['video_id']}_f{case['frame_index']}"
         face = case["face"]
         mask = _mask_at(case["mask"], face.shape[:2])
-        # A failure is called the other class: a real one fake, a fake one real.
+        # A failure frame is called the other class: a real one fake, a fake one real.
         label, called = ("real", "fake") if group == "real" else ("fake", "real")
-        paths.append(
-            figures.attention_overlay(
-                face,
-                case["maps"],
-                os.path.join(out_dir, "failures", eval_names.safe(name) + ".png"),
-                title=f"{case['video_id']} ({case['method']}) frame {case['frame_index']}: "
-                f"{label}, called {called}, P(fake) = {case['prob']:.3f} "
-                f"(threshold {eval_names.threshold_text(threshold)})",
-                mask=mask if mask.any() else None,
-            )
+        v = video_score[case["video_id"]]
+        video_wrong = (v > threshold) != (label == "fake")
+        video_call = "fake" if v > threshold else "real"
+        path = figures.attention_overlay(
+            face,
+            case["maps"],
+            os.path.join(fail_dir, eval_names.safe(name) + ".png"),
+            title=f"{case['video_id']} ({case['method']}) frame {case['frame_index']}: "
+            f"{label}, called {called}, P(fake) = {case['prob']:.3f} "
+            f"(threshold {eval_names.threshold_text(threshold)}); video P(fake) = {v:.3f}, "
+            f"called {video_call} ({'wrong' if video_wrong else 'right'})",
+            mask=mask if mask.any() else None,
         )
-    return paths
+        paths.append(path)
+        rows.append(
+            [group, rank, case["video_id"], case["method"], case["frame_index"],
+             repr(case["prob"]), repr(v), int(video_wrong), os.path.basename(path)]
+        )  # fmt: skip
+    if rows:
+        with open(os.path.join(fail_dir, CASES_CSV), "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(CASES_COLUMNS)
+            w.writerows(rows)
+    return paths, sum(r[7] for r in rows)
 
 
 def summary_lines(doc: dict) -> list[str]:
@@ -742,7 +776,9 @@ def main(argv=None) -> int:
     print(f"attention: {os.path.join(out['out_dir'], 'attention')} ({len(out['attention'])} PNGs)")
     print(
         f"failures: {os.path.join(out['out_dir'], 'failures')} ({len(out['failures'])} PNGs: "
-        "of the real videos and of each method's fakes those most wrong at the threshold)"
+        "of the real videos and of each method's fakes those with the frames most wrong at "
+        f"the threshold, one frame each; {out['failures_wrong_videos']} of these videos are "
+        f"called wrong as a whole: {CASES_CSV})"
     )
     return 0
 

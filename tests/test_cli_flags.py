@@ -64,8 +64,7 @@ def test_every_command_line_uses_the_shared_parser():
         for f in (REPO / d).rglob("*.py")
         if f.name != "cli.py" and re.search(r"argparse\.ArgumentParser\(", f.read_text())
     ]
-    # The device kit's plan runs only inside run_part.sh, with fixed flags.
-    assert plain == ["benchmarks/device/plan.py"]
+    assert plain == []
 
 
 def test_overrides_pass_and_typos_are_named(capsys):

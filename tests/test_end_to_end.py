@@ -133,9 +133,23 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
         for rank, (vid, p) in enumerate(kept)
     )
     assert names, "a 2-step model gets some videos wrong"
-    assert sorted(map(os.path.basename, glob.glob(os.path.join(out_dir, "failures", "*")))) == names
+    pngs = glob.glob(os.path.join(out_dir, "failures", "*.png"))
+    assert sorted(map(os.path.basename, pngs)) == names
+    # cases.csv: one row per PNG, with its video's own score and call (a frame can be
+    # wrong while its video, the mean of its frames, is called right).
+    with open(os.path.join(out_dir, "failures", "cases.csv")) as f:
+        cases = list(csv.DictReader(f))
+    assert sorted(c["png"] for c in cases) == names
+    video = {r["video_id"]: (int(r["label"]), float(r["score"])) for r in vrows}
+    for c in cases:
+        label, score = video[c["video_id"]]
+        assert float(c["video_score"]) == score
+        assert c["video_wrong"] == str(int((score > 0.5) != (label == 1)))
+        assert (float(c["frame_score"]) > 0.5) != (label == 1)  # the frame itself is wrong
+    wrong = sum(int(c["video_wrong"]) for c in cases)
     out = capsys.readouterr().out
     assert "metrics.json" in out and f"failures ({len(names)} PNGs" in out
+    assert f"{wrong} of these videos are called wrong as a whole" in out
 
 
 @pytest.mark.slow

@@ -26,7 +26,6 @@ check the plan on a machine without a GPU; its numbers mean nothing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -275,7 +274,9 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from data_prep import cli  # flags with - or _ alike, as every command (README)
+
+    p = cli.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("plan", choices=["gpu", "host", "extra"])
     p.add_argument("--budget-s", type=float, required=True, help="seconds this plan may take")
     p.add_argument("--json", required=True)
