@@ -15,7 +15,8 @@ Two phases:
     process that dies (segfault, OOM kill) costs only the video it was on.
  2. shards (one process): the TFDS builder reads the cache in a fixed order and
     writes OUT/lda_faces/<config>/1.0.0 -- byte-identical for the same cache.
-Failures (and videos kept without their mask) go to OUT/failures.jsonl and the
+Failures (and videos kept without their mask; and videos the dataset's lists
+name that are not on disk, 'missing_file') go to OUT/failures.jsonl and the
 summary (OUT/summary.json); the exit status is non-zero only if no record was
 written (or the arguments are wrong, or worker processes cannot start).
 """
@@ -46,7 +47,7 @@ from data_prep import cli
 from data_prep import encoding as enc
 from data_prep.fingerprint import file_sha256
 from data_prep.originals import MIN_FACE_CHANGE
-from data_prep.readers import DatasetError, VideoItem, read_dataset
+from data_prep.readers import DatasetError, MissingVideo, VideoItem, read_dataset
 
 # ------------------------------------------------------------------ per video
 
@@ -761,16 +762,57 @@ def format_summary(counts: dict) -> str:
     return "\n".join(lines)
 
 
+def out_problem(out: str) -> str | None:
+    """Why --out cannot be the build's folder, or None. Checked before any work:
+    os.makedirs met a file there only after the dataset was read, as a traceback."""
+    path = os.path.abspath(out)
+    # The nearest part of the path that exists: it must be a folder we may write in.
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == path else f": {existing!r}"
+        return f"--out {out!r}{where} is a file, not a directory; choose another --out"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out!r}: {existing!r} is not writable; choose another --out"
+    return None
+
+
+def _missing_status(m: MissingVideo) -> dict:
+    """A listed video that is not on disk: failed as 'missing_file', never cached
+    (nothing is extracted), so a run after its download extracts it."""
+    return {
+        "video_id": m.item.video_id,
+        "records": 0,
+        "reason": "missing_file",
+        "warning": None,
+        "message": f"{m.item.path} is not on disk, but {m.listed_in} lists it (a partial "
+        "download?); download it and rerun the same command: finished videos are cached",
+        "sha256": None,
+    }
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     t0 = time.time()
+    problem = out_problem(a.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     methods = parse_methods(a.methods)
     left_out: dict = {}  # videos the reader leaves out on purpose, for summary.json
+    missing: list[MissingVideo] = []  # listed but not on disk: failed as 'missing_file'
     try:
-        items = read_dataset(a.dataset, a.root, a.compression, methods, a.splits, left_out)
+        items = read_dataset(
+            a.dataset, a.root, a.compression, methods, a.splits, left_out, missing=missing
+        )
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    # Counted and listed like any failed video (per split, label and method), so a
+    # partial download shows in the summary and failures.jsonl, not only in a log.
+    absent = {m.item.video_id: _missing_status(m) for m in missing}
+    items = sorted(items + [m.item for m in missing], key=lambda i: i.video_id)
     if a.min_face_change is None:  # no check: originals are not even decoded
         items = [dataclasses.replace(it, original_path=None) for it in items]
 
@@ -814,16 +856,25 @@ def main(argv=None) -> int:
 
     # A done marker whose stacks are missing or damaged would make the shard
     # writer fail after the old shards are gone: such a video is not done.
-    for it in items:
+    present = [it for it in items if it.video_id not in absent]
+    for it in present:
         npz_path, json_path = cache_paths(cache_dir, it)
         problem = os.path.exists(json_path) and cache_entry_problem(npz_path, json_path)
         if problem:
             print(f"warning: {it.video_id}: {problem}; extracting it again", file=sys.stderr)
             os.remove(json_path)
-    todo = [it for it in items if not os.path.exists(cache_paths(cache_dir, it)[1])]
+    todo = [it for it in present if not os.path.exists(cache_paths(cache_dir, it)[1])]
+    if missing:
+        # Said before the (long) extraction, not only in the summary at its end.
+        print(
+            f"warning: {len(missing)} listed videos are not on disk (a partial download?), "
+            f"e.g. {missing[0].item.path} (listed in {missing[0].listed_in}); each is "
+            f"recorded as missing_file in {a.out}/failures.jsonl",
+            file=sys.stderr,
+        )
     print(
-        f"{a.dataset}: {len(items)} videos ({len(items) - len(todo)} cached), "
-        f"{a.workers} worker(s) -> {a.out}",
+        f"{a.dataset}: {len(items)} videos ({len(present) - len(todo)} cached, "
+        f"{len(missing)} missing), {a.workers} worker(s) -> {a.out}",
         file=sys.stderr,
     )
     try:
@@ -832,7 +883,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     status = {s["video_id"]: s for s in results}
-    for it in items:
+    status.update(absent)
+    for it in present:
         json_path = cache_paths(cache_dir, it)[1]
         if os.path.exists(json_path):
             with open(json_path) as f:

@@ -1,7 +1,9 @@
 """Dataset readers: a dataset tree on disk -> a list of labelled videos with splits.
 
 Each reader checks the tree before any work starts and raises DatasetError
-naming the missing path and what to do. Video ids are unique across dataset,
+naming the missing path and what to do. Single videos that the dataset's own
+lists name but that are not on disk are no such error: they are handed to the
+build (MissingVideo), which records each as a failure. Video ids are unique across dataset,
 compression and method ('ffpp/c23/Deepfakes/000_003'): FF++ reuses the file
 name 000_003.mp4 for all four methods, and grouping frames by file name alone
 merges four different fakes into one "video".
@@ -54,9 +56,37 @@ class VideoItem:
     original_path: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class MissingVideo:
+    """A video the dataset's own lists name that is not on disk (a partial
+    download): the build records it as a failure ('missing_file'), so that the
+    shards it writes are never silently short of it."""
+
+    item: VideoItem  # as the reader would have read it, at the path it should have
+    listed_in: str  # the file that names it: FF++'s split JSON, Celeb-DF's test list
+
+
 def _need_dir(path: str, what: str) -> None:
+    # A file where a folder belongs is no "not found": that would send the user
+    # looking for a path that is there.
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise DatasetError(f"{what} is not a directory: {path!r} is a file; check --root")
     if not os.path.isdir(path):
         raise DatasetError(f"{what} not found: {path!r}; check --root")
+
+
+def _note_missing(
+    missing: list[MissingVideo] | None, absent: list[MissingVideo], name: str
+) -> None:
+    """Hands listed-but-absent videos to the caller (``missing``: the build, which
+    records each in failures.jsonl and its summary), or logs them if it takes none."""
+    if missing is not None:
+        missing.extend(absent)
+    elif absent:
+        log.warning(
+            "%s: %d listed videos are not on disk, e.g. %s (listed in %s)",
+            name, len(absent), absent[0].item.path, absent[0].listed_in,
+        )  # fmt: skip
 
 
 def _videos_in(folder: str) -> list[str]:
@@ -151,6 +181,11 @@ def _split_by_identity(ids: frozenset[str], held: dict[str, frozenset[str]]) -> 
 
 def read_ffpp_splits(splits_dir: str) -> dict[frozenset, str]:
     """Official FF++ split JSONs: {frozenset({target, source}): split}."""
+    if os.path.exists(splits_dir) and not os.path.isdir(splits_dir):
+        raise DatasetError(
+            f"--splits {splits_dir!r} is a file, not a directory; pass the folder holding "
+            "train.json, val.json and test.json"
+        )
     pairs = {}
     for split in ("train", "val", "test"):
         path = os.path.join(splits_dir, f"{split}.json")
@@ -187,6 +222,7 @@ def read_ffpp(
     splits_dir: str | None = None,
     dataset: str = "ffpp",
     left_out: dict | None = None,
+    missing: list[MissingVideo] | None = None,
 ) -> list[VideoItem]:
     """FF++ layout; also the synthetic set's (dataset='synthetic').
 
@@ -195,8 +231,9 @@ def read_ffpp(
     takes the split of the pair holding its id, a fake the split of its pair.
     Videos outside every split are ignored (the official JSONs cover all 1000),
     but a selected method without any video, or without any in a split where
-    another selected method has some, is a DatasetError.
-    DeepFakeDetection has its own reals and actor split: _read_dfd.
+    another selected method has some, is a DatasetError. Videos the split files
+    name but that are not on disk go to ``missing`` (_ffpp_missing), not to the
+    list returned. DeepFakeDetection has its own reals and actor split: _read_dfd.
     """
     known = SYNTHETIC_METHODS if dataset == "synthetic" else FFPP_METHODS + FFPP_EXTRA_METHODS
     methods = resolve_methods(dataset, methods)
@@ -208,6 +245,8 @@ def read_ffpp(
     _need_dir(root, "dataset root")
 
     items = []
+    found_reals: set[str] = set()  # real ids on disk
+    found_pairs: dict[str, set[tuple[str, ...]]] = {}  # paired method -> (target, source) on disk
     paired = [m for m in methods if m != DFD]  # the methods FF++'s split files cover
     # Reals are the originals of the selected fakes: YouTube's for FF++'s
     # methods, the actors' for DeepFakeDetection. Mixing in the other source's
@@ -221,6 +260,7 @@ def read_ffpp(
         for f in _videos_in(real_dir):
             vid = os.path.splitext(f)[0]
             if vid in split_of_id:
+                found_reals.add(vid)
                 items.append(
                     VideoItem(
                         os.path.join(real_dir, f), 0, dataset, compression, "real",
@@ -241,11 +281,13 @@ def read_ffpp(
             items += _read_dfd(root, compression, dataset, left_out)
             continue
         files, found[method] = _videos_in(fake_dir), collections.Counter()
+        found_pairs[method] = set()
         for f in files:
             stem = os.path.splitext(f)[0]
             split = pairs.get(frozenset(stem.split("_")[:2]))
             if split is None:
                 continue
+            found_pairs[method].add(tuple(stem.split("_")[:2]))
             path = os.path.join(fake_dir, f)
             items.append(
                 VideoItem(
@@ -264,7 +306,63 @@ def read_ffpp(
                 f"--splits, or leave {method} out of --methods"
             )
     _check_every_split_has_each_method(found, root, compression, splits_dir)
+    if paired:
+        absent = _ffpp_missing(
+            pairs, found_reals, found_pairs, found, root, compression, splits_dir, dataset
+        )
+        _note_missing(missing, absent, dataset)
     return items
+
+
+def _ffpp_missing(
+    pairs: dict[frozenset, str],
+    found_reals: set[str],
+    found_pairs: dict[str, set[tuple[str, ...]]],
+    found: dict[str, collections.Counter],
+    root: str,
+    compression: str,
+    splits_dir: str,
+    dataset: str,
+) -> list[MissingVideo]:
+    """The videos the split files name that are not on disk, in the splits the tree holds.
+
+    A pair [a, b] of a split names the reals a and b and, for each method, the
+    fakes a_b and b_a. Listing only the files present dropped a partial
+    download's missing videos without a word (990 of 1000 built as if complete).
+    As in _check_every_split_has_each_method, a split where no selected method
+    has a fake is a deliberate subset and its fakes are not expected; its reals
+    are expected once any real of that split is there (one download holds all
+    reals). A missing real only loses that real: FF++'s fakes are read without
+    their originals (original_path is DFDC's).
+    """
+    fake_splits = {s for counts in found.values() for s, n in counts.items() if n}
+    split_of_id = {i: s for pair, s in pairs.items() for i in pair}
+    real_splits = fake_splits | {split_of_id[v] for v in found_reals}
+    real_dir = os.path.join(root, "original_sequences", "youtube", compression, "videos")
+    out = []
+    for vid, split in sorted(split_of_id.items()):
+        if split in real_splits and vid not in found_reals:
+            item = VideoItem(
+                os.path.join(real_dir, f"{vid}.mp4"), 0, dataset, compression, "real",
+                f"{dataset}/{compression}/real/{vid}", split,
+            )  # fmt: skip
+            out.append(MissingVideo(item, os.path.join(splits_dir, f"{split}.json")))
+    for method, have in found_pairs.items():
+        fake_dir = os.path.join(root, "manipulated_sequences", method, compression, "videos")
+        for pair, split in sorted(pairs.items(), key=lambda kv: sorted(kv[0])):
+            if split not in fake_splits:
+                continue
+            a, b = sorted(pair) if len(pair) == 2 else 2 * sorted(pair)
+            for target, source in sorted({(a, b), (b, a)}):
+                if (target, source) in have:
+                    continue
+                stem = f"{target}_{source}"
+                item = VideoItem(
+                    os.path.join(fake_dir, f"{stem}.mp4"), 1, dataset, compression, method,
+                    f"{dataset}/{compression}/{method}/{stem}", split,
+                )  # fmt: skip
+                out.append(MissingVideo(item, os.path.join(splits_dir, f"{split}.json")))
+    return out
 
 
 def _check_every_split_has_each_method(
@@ -420,7 +518,10 @@ def _in_val(identity: str) -> bool:
 
 
 def read_celebdf(
-    root: str, dataset: str = "celebdf", left_out: dict | None = None
+    root: str,
+    dataset: str = "celebdf",
+    left_out: dict | None = None,
+    missing: list[MissingVideo] | None = None,
 ) -> list[VideoItem]:
     """Celeb-DF v2: test from List_of_testing_videos.txt ('<label> <folder>/<file>', 1 = REAL).
 
@@ -431,6 +532,7 @@ def read_celebdf(
     validation identities are ~10 % of the celebrity ids, chosen by _hold_out
     so that few fakes are left out, plus ~10 % of the YouTube-real videos by
     stable hash (each its own identity). Deterministic for a given tree.
+    Test videos the list names but that are not on disk go to ``missing``.
     """
     _need_dir(root, "dataset root")
     test_list = os.path.join(root, "List_of_testing_videos.txt")
@@ -499,11 +601,24 @@ def read_celebdf(
         "with a training one",
     )  # fmt: skip
     _warn_if_one_class("celebdf", items)
-    missing = set(test) - {f"{i.video_id.split('/', 1)[1]}.mp4" for i in items}
-    if missing:
-        raise DatasetError(
-            f"{len(missing)} test videos listed but absent, e.g. {sorted(missing)[0]}"
-        )
+    # Test videos the list names but that are not on disk: failures of the build
+    # ('missing_file', as FF++'s), not an error stopping it, so that a partial
+    # download builds and says what it lacks. Compared by id: x.mp4 listed and
+    # x.avi present is the same video (read_celebdf's ids have no extension).
+    present = {i.video_id for i in items}
+    absent = []
+    for rel, label in sorted(test.items()):
+        folder, _, name = rel.rpartition("/")
+        vid = f"{dataset}/{folder}/{os.path.splitext(name)[0]}"
+        if vid in present:
+            continue
+        method = CELEBDF_FOLDERS.get(folder, (label, "synthesis"))[1]
+        item = VideoItem(
+            os.path.join(root, *rel.split("/")), label, dataset, "orig",
+            "real" if label == 0 else method, vid, "test",
+        )  # fmt: skip
+        absent.append(MissingVideo(item, test_list))
+    _note_missing(missing, absent, dataset)
     return items
 
 
@@ -696,19 +811,27 @@ def read_dataset(
     methods: tuple[str, ...] | None = None,
     splits_dir: str | None = None,
     left_out: dict | None = None,
+    missing: list[MissingVideo] | None = None,
 ) -> list[VideoItem]:
     """All videos of a dataset, sorted by video_id; raises DatasetError on a bad tree.
 
     ``left_out``: a dict the readers fill with the videos they leave out on
     purpose ({what: {'videos': n, 'why': text}}): fakes that would tie a
     validation or test identity to training (Celeb-DF, DeepFakeDetection).
+    ``missing``: a list the readers extend with the videos the dataset's own
+    lists name but that are not on disk (MissingVideo: FF++'s and the synthetic
+    set's split files, Celeb-DF's test list; DFDC's absent files stay ignored,
+    as read_dfdc says), sorted by id; they are not returned.
+    Without it, the readers only log them.
     """
+    absent: list[MissingVideo] = []
     if dataset in ("ffpp", "synthetic"):
         items = read_ffpp(
-            root, compression, methods, splits_dir, dataset=dataset, left_out=left_out
-        )
+            root, compression, methods, splits_dir, dataset=dataset, left_out=left_out,
+            missing=absent,
+        )  # fmt: skip
     elif dataset == "celebdf":
-        items = read_celebdf(root, left_out=left_out)
+        items = read_celebdf(root, left_out=left_out, missing=absent)
     elif dataset == "dfdc":
         items = read_dfdc(root)
     else:
@@ -718,4 +841,5 @@ def read_dataset(
     _check_unique_ids(items, root)
     if not items:
         raise DatasetError(f"no videos found under {root!r} for {dataset}")
+    _note_missing(missing, sorted(absent, key=lambda m: m.item.video_id), dataset)
     return sorted(items, key=lambda i: i.video_id)

@@ -98,6 +98,10 @@ def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, 
         "005": "no_face",
         "006": "bad_resolution",
         "007": "unreadable",
+        # Named by the train pairs [000, 001] and [006, 007], not on disk.
+        "001_000": "missing_file",
+        "006_007": "missing_file",
+        "007_006": "missing_file",
     }
     assert all(f["message"] and f["path"] for f in failures)
     # Each message names the file and says what to do about it.
@@ -108,6 +112,7 @@ def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, 
     summary = json.loads((out / "summary.json").read_text())["counts"]
     assert summary["train"]["records"] == 6 and summary["train"]["failures"] == {
         "bad_resolution": 1,
+        "missing_file": 3,
         "unreadable": 1,
         "zero_bytes": 1,
     }
@@ -129,9 +134,11 @@ def test_each_failure_kind_is_recorded_and_run_continues(faulty_tree, tmp_path, 
     # a failed one too where it can be read (the directory 007 cannot).
     manifest = json.loads((out / "manifest.json").read_text())["splits"]
     entries = {e["video_id"].rsplit("/", 1)[1]: e for es in manifest.values() for e in es}
-    assert set(entries) == {"000", "001", "002", "003", "004", "005", "006", "007", "000_001"}
+    assert set(entries) == {"000", "001", "002", "003", "004", "005", "006", "007", "000_001",
+                            "001_000", "006_007", "007_006"}  # fmt: skip
     for name, e in entries.items():
-        want = None if name == "007" else hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
+        unread = name == "007" or reasons.get(name) == "missing_file"
+        want = None if unread else hashlib.sha256(Path(e["path"]).read_bytes()).hexdigest()
         assert e["sha256"] == want, name
     assert entries["000_001"]["path"] == str(
         faulty_tree / "manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"
@@ -158,7 +165,10 @@ def test_exit_nonzero_only_when_nothing_written(faulty_tree, tmp_path):
         ]
     )
     assert rc == 1
-    assert len((out / "failures.jsonl").read_text().splitlines()) == 8
+    # 001-007 and 000_001 failed; 000 (deleted) and 001_000, 006_007, 007_006 missing.
+    rows = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert len(rows) == 12
+    assert sum(r["reason"] == "missing_file" for r in rows) == 4
 
 
 @pytest.mark.parametrize(
@@ -176,6 +186,33 @@ def test_bad_arguments_fail_before_any_work(faulty_tree, tmp_path, capsys, extra
     assert build.main(argv) == 2
     assert message in capsys.readouterr().err
     assert not out.exists()  # nothing was started
+
+
+def test_an_out_or_root_that_is_a_file_fails_before_any_work(
+    faulty_tree, tmp_path, capsys, monkeypatch
+):
+    # Before: --out FILE raised FileExistsError (a traceback) after the dataset was
+    # read, and --root FILE said "not found" of a path that is there.
+    def no_read(*args, **kwargs):
+        raise AssertionError("the dataset was read")
+
+    file = tmp_path / "file"
+    file.write_text("")
+    base = ["--dataset", "ffpp", "--root", str(faulty_tree), *ARGS]
+    with monkeypatch.context() as m:
+        m.setattr(build, "read_dataset", no_read)
+        assert build.main([*base, "--out", str(file)]) == 2
+        err = capsys.readouterr().err
+        assert (  # one line, no traceback, and what to do
+            err == f"error: --out {str(file)!r} is a file, not a directory; choose another --out\n"
+        )
+        assert build.main([*base, "--out", str(file / "sub/out")]) == 2
+        assert f"{str(file)!r} is a file, not a directory" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert build.main([*base, "--out", str(out), "--root", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: dataset root is not a directory: {str(file)!r} is a file" in err
+    assert not out.exists()
 
 
 def test_summary_table_format():
@@ -291,7 +328,10 @@ def test_caches_of_another_face_finder_are_not_reused(faulty_tree, tmp_path, cap
 
 @pytest.fixture(scope="module")
 def three_fakes_tree(faulty_tree, tmp_path_factory):
-    """Good FF++ tree: reals 000, 001 and fake 000_001 of three methods (masks fit)."""
+    """Good FF++ tree: reals 000, 001 and fake 000_001 of three methods (masks fit).
+
+    Its one pair [000, 001] also names the fakes 001_000, not there: each build
+    of it records them as missing_file (_failures leaves those rows out)."""
     root = tmp_path_factory.mktemp("ffpp3")
     real = root / "original_sequences/youtube/c23/videos"
     real.mkdir(parents=True)
@@ -304,7 +344,9 @@ def three_fakes_tree(faulty_tree, tmp_path_factory):
         d.mkdir(parents=True)
         shutil.copy(fake.with_suffix(".mp4"), d / "000_001.mp4")
         shutil.copy(f"{fake}.masks.npz", d / "000_001.masks.npz")
-    shutil.copytree(faulty_tree / "splits", root / "splits")
+    (root / "splits").mkdir()
+    for split, pairs in {"train": [["000", "001"]], "val": [], "test": []}.items():
+        (root / "splits" / f"{split}.json").write_text(json.dumps(pairs))
     return root
 
 
@@ -313,9 +355,13 @@ def _argv(root, out, *extra):
             "--methods", "Deepfakes,Face2Face,FaceSwap", *ARGS, *extra]  # fmt: skip
 
 
-def _failures(out):
+def _failures(out, missing=False):
+    """failures.jsonl by '<method>/<stem>'; without three_fakes_tree's missing 001_000
+    fakes unless `missing`."""
     rows = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    return {r["video_id"].split("/", 2)[2]: r for r in rows}
+    return {
+        r["video_id"].split("/", 2)[2]: r for r in rows if missing or r["reason"] != "missing_file"
+    }
 
 
 def _records_by_video(out):
@@ -351,7 +397,9 @@ def test_a_mask_of_another_size_is_dropped_not_stretched(three_fakes_tree, tmp_p
         assert all(not r["has_mask"] and not r["mask"].any() for r in by[f"{name}/000_001"])
     assert all(r["has_mask"] and r["mask"].any() for r in by["FaceSwap/000_001"])
     counts = json.loads((out / "summary.json").read_text())["counts"]["train"]
-    assert counts["failed"] == 0 and counts["warnings"] == {"bad_mask": 2}
+    # Kept with a warning is not failed: only the three missing 001_000 fakes are.
+    assert counts["failed"] == 3 and counts["failures"] == {"missing_file": 3}
+    assert counts["warnings"] == {"bad_mask": 2}
     assert "kept with bad_mask=2" in capsys.readouterr().err
 
 
@@ -420,8 +468,8 @@ def test_videos_a_reader_leaves_out_are_counted_in_the_summary(
 ):
     real_read = build.read_dataset
 
-    def read(*args):  # as Celeb-DF's reader does for fakes across the val/train border
-        items = real_read(*args)
+    def read(*args, **kwargs):  # as Celeb-DF's reader does for fakes across the val/train border
+        items = real_read(*args, **kwargs)
         args[-1]["celebdf fakes"] = {"videos": 7, "why": "of 9 non-test fakes: ..."}
         return items
 
@@ -455,8 +503,42 @@ def test_a_worker_that_dies_costs_only_its_video(three_fakes_tree, tmp_path, mon
     assert sorted(by) == ["Face2Face/000_001", "FaceSwap/000_001", "real/000", "real/001"]
     assert all(len(v) == 3 for v in by.values())
     counts = json.loads((out / "summary.json").read_text())["counts"]["train"]
-    assert counts["failed"] == 1 and counts["failures"] == {"worker_crashed": 1}
-    assert "worker_crashed=1" in capsys.readouterr().err
+    assert counts["failed"] == 4 and counts["failures"] == {"missing_file": 3, "worker_crashed": 1}
+    assert "missing_file=3, worker_crashed=1" in capsys.readouterr().err
+
+
+def test_a_listed_video_not_on_disk_is_a_missing_file_failure(three_fakes_tree, tmp_path, capsys):
+    # Before: the reader listed only the files present, so a partial download
+    # built "successfully": one fewer video, no failures.jsonl row, nothing said.
+    root = tmp_path / "ffpp"
+    shutil.copytree(three_fakes_tree, root)
+    real = root / "original_sequences/youtube/c23/videos/000.mp4"
+    real.rename(tmp_path / "aside.mp4")
+    out = tmp_path / "out"
+    argv = _argv(root, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    err = capsys.readouterr().err
+    failures = _failures(out, missing=True)
+    assert sorted(failures) == ["FaceSwap/001_000", "real/000"]
+    row = failures["real/000"]
+    assert row["reason"] == "missing_file" and row["records"] == 0 and row["label"] == 0
+    assert row["path"] == str(real) and row["split"] == "train"
+    assert f"{real} is not on disk, but {root / 'splits/train.json'} lists it" in row["message"]
+    assert "download it and rerun" in row["message"]
+    # Counted like any failure, per split, label and method, and said twice: before
+    # the extraction and in the summary table.
+    counts = json.loads((out / "summary.json").read_text())["counts"]["train"]
+    assert counts["failures"] == {"missing_file": 2} and counts["videos"] == 4
+    assert counts["by_label"]["real"] == {"videos": 2, "records": 3, "failed": 1}
+    assert "warning: 2 listed videos are not on disk (a partial download?)" in err
+    assert "missing_file=2" in err
+    # Its original's absence costs a FF++ fake nothing (it is read without it).
+    assert sorted(_records_by_video(out)) == ["FaceSwap/000_001", "real/001"]
+    # Nothing is cached for it: once downloaded, the next run extracts it.
+    (tmp_path / "aside.mp4").rename(real)
+    assert build.main(argv) == 0
+    assert sorted(_failures(out, missing=True)) == ["FaceSwap/001_000"]
+    assert len(_records_by_video(out)["real/000"]) == 3
 
 
 def test_a_broken_pools_worker_is_named_by_its_signal_after_shutdown():

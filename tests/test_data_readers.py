@@ -136,6 +136,85 @@ def test_ffpp_a_method_missing_from_one_split_is_an_error(tmp_path):
     assert {i.method for i in items if i.split == "test"} == {"real"}
 
 
+def test_ffpp_listed_videos_not_on_disk_are_handed_to_the_build(tmp_path, caplog):
+    # Before: only the files present were listed, so a partial download (990 of
+    # 1000 videos) built as if complete, with nothing said anywhere.
+    make_ffpp(tmp_path)
+    (tmp_path / "manipulated_sequences/FaceSwap/c23/videos/003_000.mp4").unlink()
+    (tmp_path / "original_sequences/youtube/c23/videos/004.mp4").unlink()
+    missing = []
+    items = read_dataset("ffpp", str(tmp_path), "c23", missing=missing)
+    assert len(items) == 8 + 4 * 8 - 2  # as before: the files present
+    got = {m.item.video_id: m for m in missing}
+    assert sorted(got) == ["ffpp/c23/FaceSwap/003_000", "ffpp/c23/real/004"]
+    fake, real = got["ffpp/c23/FaceSwap/003_000"].item, got["ffpp/c23/real/004"].item
+    assert (fake.label, fake.method, fake.split) == (1, "FaceSwap", "train")
+    assert fake.path == str(tmp_path / "manipulated_sequences/FaceSwap/c23/videos/003_000.mp4")
+    assert (real.label, real.method, real.split) == (0, "real", "val")
+    assert got["ffpp/c23/real/004"].listed_in == str(tmp_path / "splits/val.json")
+    # The fakes of a missing real are read as usual: FF++'s fakes need no original.
+    assert {"ffpp/c23/Deepfakes/004_005", "ffpp/c23/Deepfakes/005_004"} <= {
+        i.video_id for i in items
+    }
+    # A caller that does not collect them gets a warning naming one.
+    with caplog.at_level(logging.WARNING, logger="data_prep.readers"):
+        assert read_dataset("ffpp", str(tmp_path), "c23") == items
+    assert "ffpp: 2 listed videos are not on disk, e.g. " in caplog.text
+    # Only selected methods are expected.
+    missing = []
+    read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes",), missing=missing)
+    assert [m.item.video_id for m in missing] == ["ffpp/c23/real/004"]
+
+
+def test_ffpp_a_split_the_tree_leaves_out_is_not_missing(tmp_path):
+    # A tree holding some splits of every method is a deliberate subset
+    # (_check_every_split_has_each_method): its other splits' videos are not missing.
+    make_ffpp(tmp_path)
+    for f in (tmp_path / "manipulated_sequences").glob("*/c23/videos/00[67]_*.mp4"):
+        f.unlink()
+    missing = []
+    read_dataset("ffpp", str(tmp_path), "c23", missing=missing)
+    assert missing == []  # test's reals are there, no method has test fakes
+    # Its reals are expected once one of them is there (one download holds all reals).
+    (tmp_path / "original_sequences/youtube/c23/videos/006.mp4").unlink()
+    read_dataset("ffpp", str(tmp_path), "c23", missing=missing)
+    assert [m.item.video_id for m in missing] == ["ffpp/c23/real/006"]
+    (tmp_path / "original_sequences/youtube/c23/videos/007.mp4").unlink()
+    missing = []
+    read_dataset("ffpp", str(tmp_path), "c23", missing=missing)
+    assert missing == []  # nothing of test at all
+
+
+def test_celebdf_listed_test_videos_not_on_disk_are_handed_to_the_build(tmp_path):
+    # Before: one absent test video stopped the whole build (an error without a
+    # fix); now it is a missing_file failure of the build, as for FF++.
+    make_celebdf(tmp_path)
+    (tmp_path / "Celeb-synthesis/id5_id6_0001.mp4").unlink()
+    missing = []
+    items = read_dataset("celebdf", str(tmp_path), missing=missing)
+    assert sum(i.split == "test" for i in items) == 2
+    [m] = missing
+    assert m.item.video_id == "celebdf/Celeb-synthesis/id5_id6_0001"
+    assert (m.item.label, m.item.method, m.item.split) == (1, "synthesis", "test")
+    assert m.item.path == str(tmp_path / "Celeb-synthesis/id5_id6_0001.mp4")
+    assert m.listed_in == str(tmp_path / "List_of_testing_videos.txt")
+
+
+def test_a_file_where_a_folder_belongs_is_named_as_such(tmp_path):
+    # Before: "dataset root not found", sending the user looking for a path that is there.
+    make_ffpp(tmp_path / "root")
+    (tmp_path / "file").write_text("")
+    for read in (
+        lambda: read_dataset("ffpp", str(tmp_path / "file")),
+        lambda: read_dataset("celebdf", str(tmp_path / "file")),
+        lambda: read_dataset("dfdc", str(tmp_path / "file")),
+    ):
+        with pytest.raises(DatasetError, match=r"dataset root is not a directory: .*file' is a"):
+            read()
+    with pytest.raises(DatasetError, match=r"--splits '.*file' is a file, not a directory"):
+        read_dataset("ffpp", str(tmp_path / "root"), splits_dir=str(tmp_path / "file"))
+
+
 def test_methods_named_twice_are_read_once_and_a_duplicate_id_is_named(tmp_path):
     make_ffpp(tmp_path, methods=("Deepfakes",))
     once = read_dataset("ffpp", str(tmp_path), "c23", ("Deepfakes",))
