@@ -24,7 +24,10 @@ mean and the spread over seeds of:
                       peak falls in the manipulated region (uniform map: chance)
 
 Writes OUT/ablation/ablation.json (every run and the aggregate) and
-OUT/ablation/ablation.md (the table).
+OUT/ablation/ablation.md (the table), again after each run: an interrupted
+ablation leaves the table of what finished ("finished": false). A run that
+fails (a diverged seed, a damaged checkpoint) is said at once and listed
+under the table; the others still run, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -219,9 +222,16 @@ COLUMNS = (
 )
 
 
-def markdown(agg: dict, heldout: dict, runs: dict | None = None, steps: dict | None = None) -> str:
+def markdown(
+    agg: dict,
+    heldout: dict,
+    runs: dict | None = None,
+    steps: dict | None = None,
+    failed: list[dict] | None = None,
+) -> str:
     """The table and its reading; ``steps``: paper_steps per key, as main has
-    them (else computed from ``runs``)."""
+    them (else computed from ``runs``); ``failed``: the runs that did not
+    finish (main's ``{'variant', 'seed', 'error'}``), listed under it."""
     lines = [
         f"Held-out synthetic build: {heldout['videos']} videos "
         f"({heldout['real']} real, {heldout['fake']} fake), {heldout['records']} stacks; "
@@ -292,6 +302,12 @@ def markdown(agg: dict, heldout: dict, runs: dict | None = None, steps: dict | N
                     if st["mean_diff"] is not None
                 )
             )
+    if failed:
+        # Said beside the table: a variant with fewer seeds than asked for has a
+        # mean over fewer runs, and one with none is missing from the table.
+        lines.append("")
+        lines.append(f"Failed runs ({len(failed)}), not in the table:")
+        lines.extend(f"- {f['variant']} seed {f['seed']}: {f['error']}" for f in failed)
     return "\n".join(lines)
 
 
@@ -304,6 +320,12 @@ def heldout_build(out: str, num_videos: int, frames_per_video: int, size: int, s
     return shards_dir
 
 
+def _one_line(e: BaseException) -> str:
+    """``e``'s message on one line (a KeyError's without its quotes)."""
+    text = e.args[0] if isinstance(e, KeyError) and e.args else e
+    return " ".join(str(text).split()) or type(e).__name__
+
+
 def main(argv=None) -> int:
     p = cli.ArgumentParser(prog="python -m ldattn_jax.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="the demo's output dir (data is shared)")
@@ -312,20 +334,29 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=demo.NUM_VIDEOS, help="real videos, demo set")
     p.add_argument("--heldout-videos", type=int, default=60, help="real videos of the held-out set")
     p.add_argument("--heldout-frames", type=int, default=4, help="key frames per held-out video")
-    args, overrides = p.parse_known_args(argv)
+    # Not parse_known_args: a mistyped flag (--seed) would reach the config loader
+    # as an override and fail there, after the flag's name was lost.
+    args, overrides = p.parse_with_overrides(argv)
     args.out = os.path.abspath(args.out)  # orbax refuses relative checkpoint paths
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    # dict.fromkeys: a variant named twice is trained and scored once.
+    variants = list(dict.fromkeys(v.strip() for v in args.variants.split(",") if v.strip()))
     bad = [v for v in variants if v not in demo.VARIANTS]
     if bad:
         p.error(f"--variants: unknown {bad}; choose from {','.join(demo.VARIANTS)}")
+    if not variants:
+        p.error(f"--variants {args.variants!r} names no variant; choose from "
+                f"{','.join(demo.VARIANTS)}")  # fmt: skip
     try:
         seeds = sorted({int(s) for s in args.seeds.split(",") if s.strip()})
     except ValueError:
         p.error(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    if not seeds:
+        p.error(f"--seeds {args.seeds!r} names no seed; e.g. --seeds 0,1,2")
     if any(o.startswith("--config.seed") for o in overrides):
         p.error("set seeds with --seeds, not --config.seed")
 
     import logging
+    import subprocess
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     logging.getLogger("absl").setLevel(logging.WARNING)
@@ -334,7 +365,10 @@ def main(argv=None) -> int:
     from ldattn_jax.evaluate import evaluate
 
     shards_dir = os.path.join(args.out, "shards")
-    base = demo.demo_config(variants[0], shards_dir, overrides)
+    try:  # the overrides checked now, not after the data is made (as the demo does)
+        base = demo.demo_config(variants[0], shards_dir, overrides)
+    except ConfigError as e:
+        p.error(str(e))
     size, stack = int(base.model.image_size), int(base.model.stack)
     try:
         demo.synthesize(os.path.join(args.out, "videos"), args.videos, 0)
@@ -343,33 +377,9 @@ def main(argv=None) -> int:
     except demo.StaleStage as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
-    t0 = time.time()
-    for seed in seeds:
-        # Seed 0 trains exactly what `make demo` trains, in the same workdirs.
-        out = args.out if seed == 0 else os.path.join(args.out, f"seed{seed}")
-        for variant in variants:
-            try:
-                demo.run_variant(variant, out, shards_dir, [*overrides, f"--config.seed={seed}"])
-            except (demo.StaleStage, ConfigError) as e:  # a workdir of other settings
-                print(f"error: {e}", file=sys.stderr)
-                return 2
-            config = demo.demo_config(variant, shards_dir, [*overrides, f"--config.seed={seed}"])
-            result = evaluate(
-                config,
-                os.path.join(out, f"train_{variant}"),
-                checkpoint="best",
-                split="all",
-                data_dir=heldout,
-                figures_per_class=1,
-                failures_per_class=0,  # the table needs none; evaluate draws them on request
-                progress=False,
-            )
-            runs[variant][seed] = run_numbers(result) | {"metrics_json": result["metrics_json"]}
-            print(f"== {variant} seed {seed}: " + json.dumps(
-                {k: round(x, 3) for k, x in runs[variant][seed].items() if _is_num(x)}
-            ), flush=True)  # fmt: skip
-    agg = aggregate(runs)
+    except subprocess.CalledProcessError as e:  # the stage printed why
+        print(f"error: {e.cmd[2]} failed (exit {e.returncode}); see above", file=sys.stderr)
+        return 2
     info = shards.read_info(heldout)["splits"]
 
     def total(label: str, key: str) -> int:
@@ -383,24 +393,82 @@ def main(argv=None) -> int:
         "fake": total("fake", "videos"),
         "records": total("real", "records") + total("fake", "records"),
     }
-    # The paired bootstraps once: the table and the JSON show the same tests.
-    steps = {key: paper_steps(runs, key) for key, _ in COLUMNS[:2]}
-    table = markdown(agg, held, runs, steps)
-    doc = {
-        "heldout": held,
-        "seeds": seeds,
-        "runs": {v: {str(s): r for s, r in by.items()} for v, by in runs.items()},
-        "aggregate": agg,
-        "order": {key: order_check(agg, key) | {"steps": steps[key]} for key, _ in COLUMNS[:2]},
-        "seconds": time.time() - t0,
-    }
-    os.makedirs(os.path.join(args.out, "ablation"), exist_ok=True)
-    with open(os.path.join(args.out, "ablation", "ablation.json"), "w") as f:
-        json.dump(doc, f, indent=2)
-    with open(os.path.join(args.out, "ablation", "ablation.md"), "w") as f:
-        f.write(table + "\n")
+    runs: dict[str, dict[int, dict]] = {v: {} for v in variants}
+    failed: list[dict] = []
+    t0 = time.time()
+
+    def write(finished: bool) -> str:
+        """Writes ablation.json and .md of the runs so far; returns the table.
+
+        After every run, not only at the end: whatever stops the loop (a crash,
+        a kill at a time limit) leaves the table of what finished, beside the
+        workdirs a rerun reuses."""
+        done = {v: by for v, by in runs.items() if by}  # a variant with no finished seed: out
+        agg = aggregate(done)
+        # The paired bootstraps once: the table and the JSON show the same tests.
+        steps = {key: paper_steps(done, key) for key, _ in COLUMNS[:2]}
+        table = markdown(agg, held, done, steps, failed)
+        doc = {
+            "heldout": held,
+            "seeds": seeds,
+            "finished": finished,  # False: written mid-way; the loop did not end
+            "runs": {v: {str(s): r for s, r in by.items()} for v, by in done.items()},
+            "failed": failed,
+            "aggregate": agg,
+            "order": {key: order_check(agg, key) | {"steps": steps[key]} for key, _ in COLUMNS[:2]},
+            "seconds": time.time() - t0,
+        }
+        os.makedirs(os.path.join(args.out, "ablation"), exist_ok=True)
+        with open(os.path.join(args.out, "ablation", "ablation.json"), "w") as f:
+            json.dump(doc, f, indent=2)
+        with open(os.path.join(args.out, "ablation", "ablation.md"), "w") as f:
+            f.write(table + "\n")
+        return table
+
+    for seed in seeds:
+        # Seed 0 trains exactly what `make demo` trains, in the same workdirs.
+        out = args.out if seed == 0 else os.path.join(args.out, f"seed{seed}")
+        for variant in variants:
+            seeded = [*overrides, f"--config.seed={seed}"]
+            try:
+                demo.run_variant(variant, out, shards_dir, seeded)
+                config = demo.demo_config(variant, shards_dir, seeded)
+                result = evaluate(
+                    config,
+                    os.path.join(out, f"train_{variant}"),
+                    checkpoint="best",
+                    split="all",
+                    data_dir=heldout,
+                    figures_per_class=1,
+                    failures_per_class=0,  # the table needs none; evaluate draws them on request
+                    progress=False,
+                )
+                runs[variant][seed] = run_numbers(result) | {"metrics_json": result["metrics_json"]}
+            except (ConfigError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as e:
+                # One run that cannot finish (a workdir of other settings: StaleStage;
+                # a diverged seed: train.TrainingDiverged, a FloatingPointError; a
+                # damaged checkpoint) must not cost the hours of the others: say
+                # so now, go on, and list it with the table.
+                error = f"{type(e).__name__}: {_one_line(e)}"
+                failed.append({"variant": variant, "seed": seed, "error": error})
+                print(f"error: {variant} seed {seed}: {error}", file=sys.stderr, flush=True)
+                write(finished=False)
+                continue
+            print(f"== {variant} seed {seed}: " + json.dumps(
+                {k: round(x, 3) for k, x in runs[variant][seed].items() if _is_num(x)}
+            ), flush=True)  # fmt: skip
+            write(finished=False)
+    table = write(finished=True)
     print(table)
     print(f"wrote {os.path.join(args.out, 'ablation')}/ablation.{{json,md}}")
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(variants) * len(seeds)} runs failed (above, and "
+            "'failed' in ablation.json); the table holds the others. Rerun the same command "
+            "once the cause is fixed: finished training runs are reused",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -108,12 +108,46 @@ def cpu_id(cpuinfo: str = "/proc/cpuinfo") -> str | None:
 
 
 def write_json(path: str, data: dict) -> None:
-    """Writes ``data`` to ``path`` atomically (a reader never sees half a file)."""
+    """Writes ``data`` to ``path`` atomically (a reader never sees half a file).
+
+    An OSError (``path`` a directory, a full disk) is raised with no
+    ``path.tmp`` left behind; the caller decides where the data goes instead."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(target)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(target)
+    except BaseException:  # Ctrl-C mid-write included: no stray half-file beside the target
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def json_problem(path: str) -> str | None:
+    """Why ``write_json(path, ...)`` cannot write, or None; for ``--json``,
+    checked before measuring so that a typo in the path does not cost the run.
+
+    Creates the folder, as write_json would, and tries a file in it (not
+    os.access: root passes that on a read-only mount)."""
+    from ldattn_jax import json_out
+
+    if os.path.isdir(path):
+        return json_out.problem(path, "bench.json")  # "--json DIR is a directory: ..."
+    folder = Path(path).absolute().parent
+    existing = next(d for d in (folder, *folder.parents) if d.exists())
+    if not existing.is_dir():
+        return f"--json {path}: {existing} is a file, not a folder; name a file in a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        return (
+            f"--json {path}: cannot write in {folder} ({e.strerror or e}); name a file in a "
+            "folder you can write to"
+        )
+    return None
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ except at toy sizes: benchmarks print numbers, tests assert behaviour.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 import json
@@ -49,6 +50,8 @@ from flax import nnx
 from data_prep import cli
 from ldattn_jax import bench_utils, schedules, sharding
 from ldattn_jax.config_utils import load_config
+from ldattn_jax.evaluate import non_negative_int, positive_int
+from ldattn_jax.models.lda import COMPUTE_DTYPES
 
 REPO = Path(__file__).resolve().parent.parent
 GEOMETRY_CONFIGS = {"paper": REPO / "configs" / "ffpp.py", "demo": REPO / "configs" / "demo.py"}
@@ -652,9 +655,48 @@ def _row_text(r: dict) -> str:
     )
 
 
-def _ints(text: str) -> list[int] | None:
+# argparse types of the comma-separated flags: a bad item is argparse's one
+# line naming the flag ("argument --batch-sizes: ..."), exit 2, before any
+# measurement, not a traceback after the first ones.
+def _items(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _names(choices: tuple[str, ...], what: str):
+    def parse(text: str) -> list[str]:
+        items = _items(text)
+        unknown = [t for t in items if t not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {list(choices)}")
+        if not items:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} names no {what}; choose from {','.join(choices)}"
+            )
+        return items
+
+    return parse
+
+
+def _whole(item: str, text: str, example: str) -> int:
+    try:
+        return positive_int(item)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{item!r} in {text!r}: give whole numbers >= 1, comma-separated, e.g. {example}"
+        ) from None
+
+
+def _batch_sizes(text: str) -> list[int | str]:
+    """'8,32,max' -> [8, 32, 'max']."""
+    sizes = [t if t == "max" else _whole(t, text, "8,32 (or max)") for t in _items(text)]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"{text!r} names no batch size; e.g. 8,32")
+    return sizes
+
+
+def _counts(text: str) -> list[int] | None:
     """'1,8,16' -> [1, 8, 16]; '' -> None (the default)."""
-    return [int(t) for t in text.split(",") if t.strip()] or None
+    return [_whole(t, text, "1,8,16") for t in _items(text)] or None
 
 
 def _measure(args, work: str, results: dict, save) -> None:
@@ -690,7 +732,7 @@ def _measure(args, work: str, results: dict, save) -> None:
         results["loader"] = loader_measurement(
             work=work,
             max_workers=args.max_workers,
-            read_threads=_ints(args.read_threads),
+            read_threads=args.read_threads,
             batch=args.loader_batch,
         )
         for r in results["loader"]:
@@ -704,7 +746,7 @@ def _measure(args, work: str, results: dict, save) -> None:
             )
         save()
     if "predict" in what:
-        threads = _ints(args.threads)
+        threads = args.threads
         rows = [
             row
             for dtype in args.dtypes  # predict --dtype: the model part differs
@@ -739,27 +781,35 @@ def main(argv=None) -> int:
         default=None,
         help="paper = 398/224 (GPU/TPU default); demo = CPU-sized (CPU default)",
     )
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", type=_names(VARIANTS, "variant"), default=",".join(VARIANTS))
     p.add_argument(
         "--batch-sizes",
+        type=_batch_sizes,
         default=None,
         help="default 32,128 on GPU/TPU, 8,32 on CPU; 'max' (train) = the largest "
         "power of two >= 32 whose step fits device memory by XLA's memory analysis",
     )
     p.add_argument(
-        "--max-start", type=int, default=32, help="batch 'max': first power of two probed"
-    )
-    p.add_argument("--dtypes", default="float32,bfloat16")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--max-workers", type=int, default=None)
-    p.add_argument("--loop-steps", type=int, default=40, help="loop: steps per training run")
+        "--max-start", type=positive_int, default=32,
+        help="batch 'max': first power of two probed",
+    )  # fmt: skip
+    p.add_argument("--dtypes", type=_names(COMPUTE_DTYPES, "dtype"), default="float32,bfloat16")
+    p.add_argument("--repeats", type=positive_int, default=5)
+    p.add_argument("--max-workers", type=non_negative_int, default=None)
     p.add_argument(
-        "--read-threads", default="", help="loader: read threads per process, e.g. 4,8,16"
+        "--loop-steps", type=positive_int, default=40, help="loop: steps per training run"
     )
-    p.add_argument("--loader-batch", type=int, default=32, help="loader: stacks per host batch")
     p.add_argument(
-        "--threads", default="", help="predict: extraction thread counts (default 1 and all cores)"
+        "--read-threads", type=_counts, default="",
+        help="loader: read threads per process, e.g. 4,8,16",
+    )  # fmt: skip
+    p.add_argument(
+        "--loader-batch", type=positive_int, default=32, help="loader: stacks per host batch"
     )
+    p.add_argument(
+        "--threads", type=_counts, default="",
+        help="predict: extraction thread counts (default 1 and all cores)",
+    )  # fmt: skip
     p.add_argument("--trace", default="", help="train: also write a jax.profiler trace here")
     p.add_argument(
         "--video", default="", help="predict: time this video instead of the synthetic clip"
@@ -775,29 +825,61 @@ def main(argv=None) -> int:
         "at the end: the loader and loop measurements write GBs)",
     )
     args = p.parse_args(argv)
+    # Before measuring: a --json that cannot be written would otherwise be found
+    # at the first save, after the first (minutes-long) measurement.
+    problem = args.json and bench_utils.json_problem(args.json)
+    if problem:
+        p.error(problem)
+    if args.video and not os.path.isfile(args.video):
+        p.error(f"--video {args.video}: no such file; pass a video file, or drop --video to "
+                "time the synthetic clip")  # fmt: skip
     on_cpu = jax.devices()[0].platform == "cpu"
     args.geometry = args.geometry or ("demo" if on_cpu else "paper")
-    args.variants = [v for v in args.variants.split(",") if v]
-    unknown = sorted(set(args.variants) - set(VARIANTS))
-    if unknown:
-        p.error(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
-    args.batch_sizes = [
-        b if b == "max" else int(b)
-        for b in (args.batch_sizes or ("8,32" if on_cpu else "32,128")).split(",")
-    ]
-    args.dtypes = [d for d in args.dtypes.split(",") if d]
+    args.batch_sizes = args.batch_sizes or ([8, 32] if on_cpu else [32, 128])
     results = {"machine": bench_utils.machine_info(), "geometry": args.geometry}
     print("machine:", json.dumps(results["machine"]))
+    unsaved = []  # why the last save failed; empty once one succeeds
 
     def save():
-        if args.json:
+        if not args.json:
+            return
+        try:
             bench_utils.write_json(args.json, results)
+        except OSError as e:  # e.g. the disk filled up: keep measuring, save elsewhere at the end
+            if not unsaved:
+                print(f"{p.prog}: warning: --json {args.json}: cannot write "
+                      f"({e.strerror or e}); measuring on, the results are saved elsewhere "
+                      "at the end", file=sys.stderr, flush=True)  # fmt: skip
+            unsaved[:] = [e.strerror or str(e)]
+        else:
+            unsaved.clear()
 
     with bench_utils.scratch_dir(args.work, prefix="ldattn_bench_") as work:
         _measure(args, work, results, save)
+    if unsaved:
+        where = _save_elsewhere(results)
+        print(f"{p.prog}: error: --json {args.json}: cannot write ({unsaved[0]}); "
+              + (f"the results are in {where} instead" if where else "the results follow as JSON"),
+              file=sys.stderr)  # fmt: skip
+        if not where:
+            print(json.dumps(results, indent=2))
+        return 2
     if args.json:
         print("wrote", args.json)
     return 0
+
+
+def _save_elsewhere(results: dict) -> str | None:
+    """Writes ``results`` to a new file in the temp dir; its path, or None where
+    that fails too. The measurements took minutes: they are not thrown away
+    because --json could not take them."""
+    try:
+        fd, path = tempfile.mkstemp(prefix="ldattn_bench_", suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(results, f, indent=2)
+    except OSError:
+        return None
+    return path
 
 
 if __name__ == "__main__":

@@ -229,12 +229,14 @@ def main(argv=None) -> int:
         "--videos", type=int, default=NUM_VIDEOS, help=f"real synthetic videos ({NUM_VIDEOS})"
     )
     p.add_argument("--seed", type=int, default=0)
-    args, overrides = p.parse_known_args(argv)
+    # Not parse_known_args: a mistyped flag (--variant) would pass on as a config
+    # override and fail in the config loader, without its name.
+    args, overrides = p.parse_with_overrides(argv)
     args.out = os.path.abspath(args.out)  # orbax refuses relative checkpoint paths
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    variants = list(dict.fromkeys(v.strip() for v in args.variants.split(",") if v.strip()))
     bad = [v for v in variants if v not in VARIANTS]
-    if bad:
-        p.error(f"--variants: unknown {bad}; choose from {','.join(VARIANTS)}")
+    if bad or not variants:
+        p.error(f"--variants {args.variants!r}: choose from {','.join(VARIANTS)}")
 
     import logging
 

@@ -146,11 +146,25 @@ def format_table(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = cli.ArgumentParser(
+        prog="python -m ldattn_jax.summary", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--config", required=True, help="config file with get_config()")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args, overrides = parser.parse_with_overrides(argv)
-    summary = summarize(load_config(args.config, overrides))
+    from ldattn_jax.config_utils import ConfigError
+
+    try:
+        config = load_config(args.config, overrides)
+    except ConfigError as e:  # a missing file, an unknown key, a value of the wrong type
+        parser.error(str(e))
+    try:
+        summary = summarize(config)
+    except ValueError as e:
+        # A geometry the model refuses (config.model.stack=0, ...): the overrides
+        # are what this command is for, so say it in one line. With the type: a
+        # ValueError from deeper down may be a bug, not the command line.
+        parser.error(f"{type(e).__name__}: {e}")
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
 

@@ -256,3 +256,99 @@ def test_each_seed_is_trained_apart_and_scored_on_the_heldout_build(tmp_path, mo
     assert doc["heldout"] | {"dir": None} == {"dir": None, "seed": ablation.HELDOUT_SEED,
                                               "videos": 15, "real": 3, "fake": 12,
                                               "records": 30}  # fmt: skip
+
+
+def _stub_stages(monkeypatch, tmp_path, *, train=None, score=None):
+    """synthesize/build/train/evaluate stubbed; ``train``/``score`` (variant, seed) may raise."""
+    from data_prep import shards
+    from ldattn_jax import demo, evaluate
+
+    made = []
+    monkeypatch.setattr(demo, "synthesize", lambda d, n, seed: made.append(d))
+    monkeypatch.setattr(demo, "build", lambda v, s, *a: made.append(s))
+
+    def run_variant(variant, out, shards_dir, overrides):
+        if train:
+            train(variant, int(overrides[-1].rpartition("=")[2]))
+
+    def fake_evaluate(config, workdir, **kw):
+        variant, seed = str(config.model.name), int(config.seed)
+        if score:
+            score(variant, seed)
+        video = {"counts": {}, "auc": 0.5 + 0.1 * seed, "acc": 1.0}
+        result = _result(tmp_path, [(0, "original", 0.1), (1, "Upsampling", 0.9)], {"video": video})
+        return result | {"metrics_json": f"{workdir}/metrics.json"}
+
+    monkeypatch.setattr(demo, "run_variant", run_variant)
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    counts = {"real": {"videos": 3, "records": 6}, "fake": {"videos": 12, "records": 24}}
+    monkeypatch.setattr(shards, "read_info", lambda d: {"splits": {"test": {"by_label": counts}}})
+    return made
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--config.lrr=1"], "unknown config key 'lrr'; did you mean lr?"),
+        (["--config.lr=abc"], "--config.lr='abc': cannot parse"),
+        (["--bogus"], "unrecognized argument --bogus"),
+        (["--variants", ","], "--variants ',' names no variant; choose from xception,"),
+        (["--variants", "lda_st,resnet"], "--variants: unknown ['resnet']"),
+        (["--seeds", ","], "--seeds ',' names no seed"),
+    ],
+)
+def test_a_command_line_mistake_is_one_line_before_any_work(tmp_path, monkeypatch, capsys, args,
+                                                            said):  # fmt: skip
+    made = _stub_stages(monkeypatch, tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        ablation.main(["--out", str(tmp_path / "abl"), *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"python -m ldattn_jax.ablation: error: {said}" in err, err
+    assert "Traceback" not in err and made == []  # refused before the data is made
+
+
+def test_a_failed_run_is_reported_and_the_others_still_make_the_table(tmp_path, monkeypatch,
+                                                                      capsys):  # fmt: skip
+    from ldattn_jax.train import TrainingDiverged
+
+    def train(variant, seed):
+        if (variant, seed) == ("xception", 1):
+            raise TrainingDiverged("loss is nan at step 12")
+
+    def score(variant, seed):
+        if (variant, seed) == ("lda_st", 0):
+            raise ValueError("the model gave non-finite scores for videos\n['v1']")
+
+    _stub_stages(monkeypatch, tmp_path, train=train, score=score)
+    out = tmp_path / "abl"
+    argv = ["--out", str(out), "--variants", "xception,lda_st", "--seeds", "0,1,2"]
+    assert ablation.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: lda_st seed 0: ValueError: the model gave non-finite scores for videos " \
+           "['v1']\n" in err  # fmt: skip
+    assert "error: xception seed 1: TrainingDiverged: loss is nan at step 12\n" in err
+    assert "error: 2 of 6 runs failed" in err and "Traceback" not in err
+    doc = json.loads((out / "ablation" / "ablation.json").read_text())
+    assert doc["finished"] is True
+    # Every run that did finish is in the table, after the failures as before them.
+    assert {v: sorted(by) for v, by in doc["runs"].items()} == {
+        "xception": ["0", "2"], "lda_st": ["1", "2"]
+    }  # fmt: skip
+    assert [(f["variant"], f["seed"]) for f in doc["failed"]] == [("lda_st", 0), ("xception", 1)]
+    md = (out / "ablation" / "ablation.md").read_text()
+    assert "| xception | 2 |" in md and "| lda_st | 2 |" in md
+    assert "- xception seed 1: TrainingDiverged: loss is nan at step 12" in md
+
+
+def test_runs_done_are_on_disk_before_a_later_one_crashes(tmp_path, monkeypatch):
+    def score(variant, seed):
+        if seed == 1:
+            raise RuntimeError("a bug, or the machine going away")
+
+    _stub_stages(monkeypatch, tmp_path, score=score)
+    out = tmp_path / "abl"
+    with pytest.raises(RuntimeError):  # not a user's mistake: the traceback stays
+        ablation.main(["--out", str(out), "--variants", "xception,lda_st", "--seeds", "0,1"])
+    doc = json.loads((out / "ablation" / "ablation.json").read_text())
+    assert doc["finished"] is False and set(doc["runs"]) == {"xception", "lda_st"}
+    assert doc["aggregate"]["lda_st"]["seeds"] == [0]

@@ -173,6 +173,86 @@ def test_unknown_variant_is_a_clear_error(capsys):
     assert "unknown ['resnet50']" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "flag, value, said",
+    [
+        ("--batch-sizes", "8,abc", "'abc' in '8,abc': give whole numbers >= 1"),
+        ("--batch-sizes", "0", "'0' in '0': give whole numbers >= 1"),
+        ("--batch-sizes", ",", "',' names no batch size"),
+        ("--variants", ",", "',' names no variant; choose from xception,"),
+        ("--dtypes", "float32,float16", "unknown ['float16']; choose from ['float32', 'bfloat16']"),
+        ("--dtypes", "", "'' names no dtype"),
+        ("--threads", "1,x", "'x' in '1,x'"),
+        ("--read-threads", "4,-2", "'-2' in '4,-2'"),
+        ("--repeats", "0", "'0': give a whole number >= 1"),
+        ("--max-workers", "-1", "'-1': give a whole number >= 0"),
+    ],
+)
+def test_a_bad_flag_value_is_one_line_before_any_measurement(monkeypatch, capsys, flag, value,
+                                                              said):  # fmt: skip
+    measured = []
+    monkeypatch.setattr(benchmark, "train_step_measurement", lambda *a, **k: measured.append(a))
+    with pytest.raises(SystemExit) as exit_:
+        benchmark.main(["train", "--geometry", "demo", f"{flag}={value}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"error: argument {flag}: {said}" in err, err
+    assert measured == [] and "Traceback" not in err
+
+
+def test_an_unwritable_json_path_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    measured = []
+    monkeypatch.setattr(benchmark, "train_step_measurement", lambda *a, **k: measured.append(a))
+    (tmp_path / "file").write_text("")
+    for path, said in (
+        (tmp_path, f"--json {tmp_path} is a directory: name a file, e.g. {tmp_path}/bench.json"),
+        (tmp_path / "file" / "b.json", f"{tmp_path / 'file'} is a file, not a folder"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            benchmark.main(["train", "--geometry", "demo", "--json", str(path)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and said in err, err
+    assert measured == []
+    assert not Path(f"{tmp_path}.tmp").exists()  # write_json's half-file, once left behind
+    # A folder that is not there yet is made, as write_json makes it.
+    assert bench_utils.json_problem(str(tmp_path / "new" / "b.json")) is None
+    assert (tmp_path / "new").is_dir()
+
+
+def test_a_save_that_fails_mid_run_keeps_the_rows_elsewhere(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    def fake_measure(variant, **kw):
+        return {"variant": variant, "batch": kw["batch"], "dtype": kw["dtype"], "step_s": 1.0,
+                "images_per_s": 1.0}  # fmt: skip
+
+    monkeypatch.setattr(bench_utils, "write_json", full_disk)
+    monkeypatch.setattr(benchmark, "train_step_measurement", fake_measure)
+    out = tmp_path / "bench.json"
+    rc = benchmark.main(
+        ["train", "--variants", "xception,lda_st", "--batch-sizes", "2", "--dtypes", "float32",
+         "--geometry", "demo", "--json", str(out)]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    (kept,) = (tmp_path / "tmp").iterdir()
+    assert rc == 2 and err.count("warning: --json") == 1  # said once, not per row
+    assert f"error: --json {out}: cannot write (No space left on device); the results are in " \
+           f"{kept} instead" in err  # fmt: skip
+    assert [r["variant"] for r in json.loads(kept.read_text())["train"]] == ["xception", "lda_st"]
+
+
+def test_write_json_leaves_no_half_file_when_it_fails(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(OSError):
+        bench_utils.write_json(str(tmp_path / "taken"), {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
 def test_predict_records_per_thread_count(tmp_path):
     rows = benchmark.predict_measurement(
         work=str(tmp_path), geometry="demo", frames_per_video=2, repeats=1,

@@ -123,3 +123,19 @@ def test_test_is_measured_at_vals_threshold_and_calibration_chosen_first_on_val(
     else:  # said, and test at the default threshold rather than no result
         assert "threshold" not in test and "calibration" not in test
         assert "no val threshold" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["--varients", "xception"], "unrecognized argument --varients"),  # a typo
+        (["--variants", ","], "--variants ',': choose from"),
+        (["--variants", "lda_sst"], "--variants 'lda_sst': choose from"),
+        (["--config.lrr=1"], "lrr"),
+    ],
+)
+def test_command_line_mistakes_stop_before_any_stage(tmp_path, stages, capsys, argv, said):
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--out", str(tmp_path / "out"), *argv])
+    assert e.value.code == 2 and said in capsys.readouterr().err
+    assert stages == [] and not (tmp_path / "out").exists()

@@ -296,6 +296,38 @@ def test_a_run_that_cannot_start_says_why_in_one_line(fake_run, tmp_path, monkey
         assert f"argument {flag}" in capsys.readouterr().err
 
 
+def test_a_config_naming_no_model_or_a_damaged_checkpoint_is_one_line(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    from ldattn_jax import checkpointing
+
+    clip = _clip(tmp_path / "v.mp4", 3)
+
+    class CheckpointDamaged(ValueError):  # as checkpointing raises for a damaged step
+        pass
+
+    def damaged(config, workdir, which):
+        raise CheckpointDamaged("checkpoint 7 is damaged:\n  state/weights: truncated")
+
+    monkeypatch.setattr(checkpointing, "restore_for_inference", damaged)
+    assert predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "o"), clip]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "predict: error: CheckpointDamaged: checkpoint 7 is damaged: state/weights: truncated\n"
+    )
+    # The real restore builds the model config.json names: a hand-edited name.
+    monkeypatch.undo()
+    edited = tmp_path / "edited"
+    (edited / "checkpoints" / "1" / "state").mkdir(parents=True)
+    config = json.loads((fake_run / "config.json").read_text())
+    config["model"]["name"] = "lda_stt"
+    (edited / "config.json").write_text(json.dumps(config))
+    assert predict.main(["--workdir", str(edited), "--out", str(tmp_path / "o"), clip]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("predict: error: ValueError: config.model.name='lda_stt' is not a model")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 class _Killed(BaseException):
     """What a SIGKILL / Ctrl-C looks like from inside: nothing catches it."""
 

@@ -104,5 +104,16 @@ def test_cli_table_and_bad_override(capsys):
     assert summary.main(["--config", CONFIG, *TINY]) == 0
     table = capsys.readouterr().out
     assert "lda_st" in table and "14.60" in table  # the paper column
-    with pytest.raises(Exception, match="image_sise"):
-        summary.main(["--config", CONFIG, "--config.model.image_sise=10"])
+    # A mistyped key or value, or a missing file: argparse's one line, exit 2.
+    for argv, said in (
+        (["--config", CONFIG, "--config.model.image_sise=10"], "'model.image_sise'"),
+        (["--config", CONFIG, "--config.model.image_size=big"], "--config.model.image_size="),
+        (["--config", "configs/nope.py"], "configs/nope.py' does not exist"),
+        # Parses, but the model refuses it when built.
+        (["--config", CONFIG, *TINY, "--config.model.stack=0"], "ValueError: config.model.stack=0"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            summary.main(argv)
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "python -m ldattn_jax.summary: error:" in err, err
+        assert said in err and "Traceback" not in err
