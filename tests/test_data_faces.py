@@ -111,6 +111,40 @@ def test_square_box_stays_square_inside_frame():
     assert x1 - x0 == 130 and abs((x0 + x1) / 2 - 250) <= 1 and abs((y0 + y1) / 2 - 240) <= 1
 
 
+@pytest.mark.parametrize(
+    ("face", "frame_hw", "want"),
+    [
+        # Expected boxes by hand: side = round(1.3 x the longer side), centred on the
+        # face, then slid (never shrunk) to lie inside the frame; shrunk only to the
+        # frame's shorter side. Faces chosen so no centre lands on .5 (no rounding tie).
+        # Top-left corner: side round(1.3 * 60) = 78, centre (25, 30) -> slides to (0, 0).
+        ([0, 0, 50, 60], (480, 640), [0, 0, 78, 78]),
+        # Bottom-right corner: side 1.3 * 80 = 104, centre (620, 440) -> x0 = 640 - 104,
+        # y0 = 480 - 104.
+        ([600, 400, 640, 480], (480, 640), [536, 376, 640, 480]),
+        # Right edge only: side 78, centre (610, 230): x0 = 640 - 78 = 562 (not 571);
+        # vertically untouched, 230 - 39 = 191.
+        ([590, 200, 630, 260], (480, 640), [562, 191, 640, 269]),
+        # A frame narrower than 1.3x the face: side 130 -> the frame's height 100, centre
+        # (60, 50) -> x0 = 10 fits, y0 = 0.
+        ([10, 10, 110, 90], (100, 120), [10, 0, 110, 100]),
+        # Bigger than the whole frame: the shorter side (480), slid from y0 = -10 to 0.
+        ([-20, -10, 500, 470], (480, 640), [0, 0, 480, 480]),
+        # Wide, shallow frame, face at its right end: side 78, centre (275, 50) ->
+        # x0 = 300 - 78 = 222 (not 236), y0 = 50 - 39 = 11.
+        ([250, 20, 300, 80], (100, 300), [222, 11, 300, 89]),
+    ],
+)
+def test_square_box_slides_inwards_at_an_edge_and_shrinks_only_to_the_frame(face, frame_hw, want):
+    box = faces.square_box(np.array(face, float), frame_hw)
+    assert box.dtype == np.int32
+    np.testing.assert_array_equal(box, want)
+    h, w = frame_hw
+    x0, y0, x1, y1 = box
+    if x1 - x0 < min(h, w):  # not shrunk to the frame: the whole face is in the crop
+        assert x0 <= face[0] and y0 <= face[1] and x1 >= face[2] and y1 >= face[3]
+
+
 def test_crop_mask_aligns_with_crop():
     img = np.zeros((200, 300, 3), np.uint8)
     mask = np.zeros((200, 300), np.uint8)

@@ -753,3 +753,50 @@ def test_starting_a_builder_leaves_nothing_in_the_temp_dir(tmp_path, monkeypatch
     builder = LdaFaces(data_dir=str(tmp_path / "out"), config=config)
     assert builder.info.metadata["size"] == 40
     assert list(scratch.iterdir()) == [] and tempfile.tempdir == str(scratch)
+
+
+def test_each_fake_records_mask_is_its_key_frames_mask_cut_with_its_box(built, synthetic_root):
+    # masks.stack_masks: a fake's mask is its <video>.masks.npz at the record's own
+    # key frame (not another frame), cut with the record's own box (x0, y0, x1, y1
+    # -- x before y) and area-resized to size x size, a cell marked at >= half
+    # coverage (faces.crop_mask's docstring). Recomputed here from the npz with cv2.
+    # Against the real video, cut the same way, the fake's key frame must also
+    # differ more inside the recorded mask than outside it: the mask marks the
+    # pixels the method changed, whatever the reimplementation above assumes.
+    size = read_info(str(built))["size"]
+    manifest = json.loads((built / "manifest.json").read_text())
+    path_of = {v["video_id"]: v["path"] for s in manifest["splits"].values() for v in s}
+    fakes = 0
+    for split in ("train", "val", "test"):
+        src = open_split(str(built), split)
+        for i in range(len(src)):
+            r = src[i]
+            if r["label"] == 0:  # reals have no mask: all zeros
+                assert not r["has_mask"] and not r["mask"].any()
+                continue
+            fakes += 1
+            stem = os.path.splitext(path_of[r["video_id"]])[0]
+            masks = np.load(stem + ".masks.npz")["masks"]
+            x0, y0, x1, y1 = (int(v) for v in r["box"])
+            region = (masks[r["frame_index"]] > 0).astype(np.float32)[y0:y1, x0:x1]
+            area = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA)
+            want = (area >= 0.5).astype(np.uint8)
+            assert r["has_mask"] and want.any(), r["video_id"]
+            np.testing.assert_array_equal(r["mask"], want, err_msg=r["video_id"])
+
+            # The fake's target video, e.g. .../002_003 -> original 002.
+            real_id = os.path.basename(stem).split("_")[0]
+            cap = cv2.VideoCapture(
+                str(synthetic_root / f"original_sequences/youtube/c23/videos/{real_id}.mp4")
+            )
+            for _ in range(r["frame_index"] + 1):
+                ok, frame = cap.read()
+                assert ok
+            cap.release()
+            real = cv2.resize(frame[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
+            real = cv2.cvtColor(real, cv2.COLOR_BGR2RGB).astype(np.float32)
+            diff = np.abs(r["frames"][0].astype(np.float32) - real).mean(-1)
+            inside, outside = r["mask"].astype(bool), ~r["mask"].astype(bool)
+            # >= 12x on this set; a mask cut with x and y swapped falls below 1 on some.
+            assert diff[inside].mean() > 5 * diff[outside].mean(), r["video_id"]
+    assert fakes > 0

@@ -280,3 +280,73 @@ def json_line(row: dict) -> str:
     import json
 
     return json.dumps(row) + "\n"
+
+
+def test_defect_capture_scores_each_fakes_own_mask_the_way_up_it_was_cut(stub_run, monkeypatch):
+    # evaluate hands capture the batch's masks as the records hold them ([B, S, S], row
+    # = y): a fake's manipulated region in the top-right corner of its crop and a map
+    # whose only mass is in the top-right attention cell (row 0, column g - 1) must
+    # score a hit on every fake with a mask. A transposed or flipped mask lands in
+    # another corner and scores 0. Reals and a fake without a mask are not counted.
+    import json
+
+    from data_prep import shards
+    from ldattn_jax import figures
+
+    size, g = 16, 4
+    config = {
+        "model": {"name": "lda_st", "dtype": "float32", "stack": 1, "image_size": size},
+        "data": {"dir": "shards", "read_threads": 1},
+    }
+    (stub_run["workdir"] / "config.json").write_text(json.dumps(config))
+    state = stub_run["workdir"] / "checkpoints" / "7" / "state"  # the weights metrics.json names
+    state.mkdir(parents=True)
+    (state / "weights").write_bytes(b"w")
+    corner = np.zeros((size, size), np.uint8)
+    corner[: size // g, -(size // g) :] = 1  # exactly attention cell (0, g - 1)
+    records = []
+    for v in range(6):
+        label = int(v >= 2)  # videos 0-1 real, 2-5 fake
+        masked = v != 5  # the last fake has no mask: not scored
+        for t in range(3):
+            records.append({
+                "label": label, "dataset": "synthetic", "compression": "c23",
+                "method": ["real", "real", "A", "A", "B", "B"][v], "video_id": f"v{v}",
+                "frame_index": t,
+                "frames": np.full((2, size, size, 3), 50 + 150 * label, np.uint8),
+                "mask": corner if label and masked else np.zeros_like(corner),
+                "has_mask": bool(label and masked),
+            })  # fmt: skip
+    monkeypatch.setattr(shards, "open_split", lambda d, s, f: records)
+    for name in ("roc_figure", "reliability_figure", "attention_overlay"):  # not drawn: fast
+        monkeypatch.setattr(figures, name, lambda *a, **k: "")
+
+    class TopRight:
+        """The model: P(fake) from the frames; each module's maps one-hot at (0, g - 1)."""
+
+        batch_size = 4
+
+        def __init__(self, model, config, batch_size=None):
+            pass
+
+        def __call__(self, frames):
+            b = len(frames)
+            maps = np.zeros((b, 2, g, g), np.float32)
+            maps[:, :, 0, g - 1] = 1.0
+            return frames.mean(axis=(1, 2, 3, 4)) / 255.0, {"spatial": maps}
+
+    monkeypatch.setattr(evaluate, "Predictor", TopRight)
+    argv = ["--workdir", str(stub_run["workdir"]), "--data", str(stub_run["data"]),
+            "--no_progress", "--failures", "0"]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    (path,) = (stub_run["workdir"] / "eval").glob("*/metrics.json")
+    dc = json.loads(path.read_text())["defect_capture"]
+    assert dc["available"] and dc["grid"] == g and dc["skipped_empty_masks"] == 0
+    got = dc["modules"]["spatial"]
+    # 3 frames of each of the 3 fakes with a mask; the map's cell is the mask's, whole.
+    assert got["all"]["n"] == 9
+    assert {m: s["n"] for m, s in got["per_method"].items()} == {"A": 6, "B": 3}
+    assert got["all"]["pointing_hit_rate"] == 1.0 and got["all"]["mass_share"] == 1.0
+    # The chance levels: one cell of g * g covered.
+    assert got["all"]["pointing_uniform"] == pytest.approx(1 / g**2)
+    assert got["all"]["mass_share_uniform"] == pytest.approx(1 / g**2)
