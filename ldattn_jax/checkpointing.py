@@ -36,7 +36,9 @@ from ldattn_jax.config_utils import ConfigError
 
 __all__ = [
     "BEST_METRIC",
+    "CheckpointDamaged",
     "DataIterHandler",
+    "IteratorPosition",
     "checkpoint_dir",
     "make_manager",
     "restore_for_inference",
@@ -54,6 +56,10 @@ class _QuietMissingMetrics(logging.Filter):
 
 
 logging.getLogger("absl").addFilter(_QuietMissingMetrics())
+
+
+class ProcessCountMismatch(FileNotFoundError):
+    """A checkpoint of another number of processes: intact, but not this run's."""
 
 
 class DataIterHandler(grain.checkpoint.CheckpointHandler):
@@ -76,7 +82,7 @@ class DataIterHandler(grain.checkpoint.CheckpointHandler):
         path = directory / f"process_{process}-of-{count}.json"
         if not path.exists():
             found = sorted(p.name for p in directory.glob("process_*.json"))
-            raise FileNotFoundError(
+            raise ProcessCountMismatch(
                 f"{path} does not exist ({directory} holds {found}): the checkpoint was "
                 f"written by a run with another number of processes than this run's {count}; "
                 "resume with the same number of processes"
@@ -109,6 +115,20 @@ class DataIterHandler(grain.checkpoint.CheckpointHandler):
         item.set_state(saved)
         item.start_prefetch()  # as grain's handler: overlap the first batches with the rest
         return item
+
+
+class IteratorPosition:
+    """A copy of an iterator's state, saved as that iterator would be (same JSON).
+
+    For a save after the input failed: the live iterator may have moved past
+    the last batch the model consumed, or be broken.
+    """
+
+    def __init__(self, state):
+        self.state = state
+
+    def get_state(self) -> bytes:  # grain's handler writes any non-DatasetIterator's bytes
+        return json.dumps(self.state, indent=4).encode()
 
 
 @ocp.args.register_with_handler(DataIterHandler, for_save=True)
@@ -200,17 +220,51 @@ def _abstract_pure(abstract_state, shardings):
     )
 
 
+class CheckpointDamaged(ValueError):
+    """A checkpoint's files cannot be read; the message names the step and what to do."""
+
+
+# Errors of a restore that say what is wrong themselves (not damage).
+_NOT_DAMAGE = (ConfigError, ProcessCountMismatch)
+
+
+def _damaged(manager: ocp.CheckpointManager, step: int, error: Exception, fix: str):
+    """CheckpointDamaged for `step`, from orbax/tensorstore's error (whose outer
+    message can be a page of TensorStore spec: the innermost cause says what).
+
+    "Cannot be read", not "is damaged": any failure of a restore lands here (out
+    of device memory, a filesystem hiccup too), and deleting a sound checkpoint
+    on our word would lose it. The cause is named so the user can tell."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__
+    reason = " ".join(str(error).split())[:300]
+    folder = epath.Path(manager.directory) / str(step)
+    others = [s for s in manager.all_steps() if s != step]
+    return CheckpointDamaged(
+        f"checkpoint step {step} ({folder}) cannot be read: {type(error).__name__}: {reason}. "
+        f"Other checkpoints: {others or 'none'}. If its files are damaged (a save or copy "
+        f"cut short): {fix}"
+    )
+
+
 def restore_train_state(
     manager: ocp.CheckpointManager, step: int, abstract_state, shardings, data_iter
 ):
     """(state placed with `shardings`, data_iter positioned after `step` batches)."""
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_abstract_pure(abstract_state, shardings)),
-            data_iter=_DataIterRestore(data_iter),
-        ),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_abstract_pure(abstract_state, shardings)),
+                data_iter=_DataIterRestore(data_iter),
+            ),
+        )
+    except _NOT_DAMAGE:
+        raise
+    except Exception as e:
+        earlier = [s for s in manager.all_steps() if s < step]
+        then = f"from step {max(earlier)}" if earlier else "from step 0"
+        raise _damaged(manager, step, e, f"delete that folder and rerun to resume {then}.") from e
     state = jax.tree.map(lambda x: x, abstract_state)  # a copy to fill in
     nnx.replace_by_pure_dict(state, restored["state"])
     return state, restored["data_iter"]
@@ -297,6 +351,12 @@ def state_files_sha256(workdir, step: int) -> str | None:
     return tree_sha256(os.path.join(os.fspath(checkpoint_dir(workdir)), str(int(step)), "state"))
 
 
+_PICK_ANOTHER = (
+    "pass --checkpoint N with one of the other steps, or delete that folder so that "
+    "'best' / 'latest' choose among the others."
+)
+
+
 def restore_for_inference(config, workdir, which="best"):
     """(model in eval mode, step) from WORKDIR/checkpoints; `which` = 'best' | 'latest' | int.
 
@@ -321,25 +381,30 @@ def restore_for_inference(config, workdir, which="best"):
             ),
             nnx.to_pure_dict(abstract_state),
         )
-        saved = manager.item_metadata(step)["state"]
-        saved = getattr(saved, "tree", saved)
-        check_same_model(
-            _param_shapes(saved["0"] if "0" in saved else saved[0]),
-            _param_shapes(target),
-            f"checkpoint step {step} of {workdir}",
-            config.model.name,
-        )
-        # Partial restore: only the model (item 0 of the (model, optimizer) state).
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.PyTreeRestore(
-                    item={0: target},
-                    restore_args=ocp.checkpoint_utils.construct_restore_args({0: target}),
-                    partial_restore=True,
-                )
-            ),
-        )
+        try:
+            saved = manager.item_metadata(step)["state"]
+            saved = getattr(saved, "tree", saved)
+            check_same_model(
+                _param_shapes(saved["0"] if "0" in saved else saved[0]),
+                _param_shapes(target),
+                f"checkpoint step {step} of {workdir}",
+                config.model.name,
+            )
+            # Partial restore: only the model (item 0 of the (model, optimizer) state).
+            restored = manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item={0: target},
+                        restore_args=ocp.checkpoint_utils.construct_restore_args({0: target}),
+                        partial_restore=True,
+                    )
+                ),
+            )
+        except CheckpointMismatchError:
+            raise
+        except Exception as e:
+            raise _damaged(manager, step, e, _PICK_ANOTHER) from e
     finally:
         manager.close()
     pure = restored["state"]

@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import inspect
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -22,6 +24,7 @@ import ml_collections
 __all__ = [
     "ConfigError",
     "apply_overrides",
+    "check_optimizer",
     "check_step_counts",
     "flat_keys",
     "load_config",
@@ -83,6 +86,8 @@ def training_defaults() -> ml_collections.ConfigDict:
 # value to suggest). The loop takes `step % key`, so 0 would divide by zero
 # mid-run; other values outside these would silently mean something else.
 _STEP_KEYS = (
+    # Not a step count, but the same rule: 0 divides by zero, < 0 reads as no batch.
+    ("batch_size", {}, "global batch, all devices of all processes", 32),
     ("total_steps", {-1: "num_epochs * steps_per_epoch"}, "steps to train", -1),
     ("log_every", {}, "steps between progress lines", 50),
     ("eval_every", {-1: "once per epoch", 0: "never"}, "steps between validations", -1),
@@ -116,6 +121,26 @@ def check_step_counts(config: ml_collections.ConfigDict) -> None:
         )
 
 
+def check_optimizer(config: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError for optimizer values that would train nonsense silently:
+    lr <= 0 (none or gradient ascent), momentum outside [0, 1) (SGD's running sum
+    grows without bound), a negative weight_decay or grad_clip_norm (read as off)."""
+    # (key, test, what it must be, value to suggest)
+    rules = (
+        ("lr", lambda v: v > 0, "> 0 (0 trains nothing, < 0 climbs the loss)", 3e-4),
+        ("momentum", lambda v: 0 <= v < 1, "in [0, 1) (SGD; 0 = none)", 0.9),
+        ("weight_decay", lambda v: v >= 0, ">= 0 (0 = off)", 0.0),
+        ("grad_clip_norm", lambda v: v >= 0, ">= 0 (0 = off)", 0.0),
+    )
+    for key, ok, must, example in rules:
+        value = config[key]
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and ok(value)):
+            raise ConfigError(
+                f"config.{key}={value!r}: must be {must}, e.g. --config.{key}={example}"
+            )
+
+
 def load_config_module(path: str | os.PathLike):
     """Imports a config file by path (config files use this to extend a sibling)."""
     path = os.fspath(path)
@@ -124,10 +149,20 @@ def load_config_module(path: str | os.PathLike):
             f"config file {path!r} does not exist; pass one of configs/*.py "
             "(e.g. --config configs/ffpp.py)"
         )
+    if not path.endswith(".py"):
+        # A run's WORKDIR/config.json is a record, not a config: JSON has no tuples
+        # (config.mesh) and overrides are typed by the values a .py file holds.
+        raise ConfigError(
+            f"config file {path!r} is not a Python config file: pass one of configs/*.py, "
+            "with --config.KEY=VALUE for the values a run's config.json records"
+        )
     name = "ldattn_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise ConfigError(f"config file {path}, line {e.lineno}: {e.msg}; fix the file") from None
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path!r} has no get_config() function")
     return module
@@ -146,7 +181,14 @@ def load_config(
     if ":" in os.path.basename(path):
         path, arg = path.rsplit(":", 1)
     module = load_config_module(path)
-    config = module.get_config(arg) if arg is not None else module.get_config()
+    args = () if arg is None else (arg,)
+    try:
+        inspect.signature(module.get_config).bind(*args)
+    except TypeError:
+        # Checked, not caught around the call: a TypeError inside get_config is a bug there.
+        fix = f"takes no argument: drop ':{arg}'" if args else f"needs one: --config {path}:ARG"
+        raise ConfigError(f"config file {path!r}: get_config() {fix}") from None
+    config = module.get_config(*args)
     if not isinstance(config, ml_collections.ConfigDict):
         raise ConfigError(f"{path}: get_config() must return an ml_collections.ConfigDict")
     return apply_overrides(config, overrides)
@@ -306,7 +348,20 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     path = epath.Path(path)
     if not path.exists():
         return []
-    old = _flat(json.loads(path.read_text()))
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        doc = e
+    if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+        # As evaluate._read_run_config. Without it the run cannot tell whether its
+        # checkpoints hold this config's model; deleting it resumes as this config.
+        why = f"unreadable ({doc})" if isinstance(doc, Exception) else "no 'model' section"
+        raise ConfigError(
+            f"{path}: {why}; it records the config the run's checkpoints were trained with. "
+            "Restore it, delete it to resume with this config (its model must be the "
+            "checkpoints'), or start a new --workdir."
+        )
+    old = _flat(doc)
     new = flat_values(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     model = [k for k in changed if k.startswith("model.")]

@@ -14,11 +14,14 @@ checkpoint, preemption).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import fcntl
 import logging
 import math
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -31,9 +34,12 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from data_prep import cli
+from data_prep.record_view import RecordFormatError
 from ldattn_jax import checkpointing, input_pipeline, provenance, schedules, sharding
+from ldattn_jax.checkpointing import CheckpointDamaged
 from ldattn_jax.config_utils import (
     ConfigError,
+    check_optimizer,
     check_resume_config,
     check_step_counts,
     check_storage,
@@ -43,6 +49,7 @@ from ldattn_jax.config_utils import (
 from ldattn_jax.logging_utils import MetricWriter, progress_line
 
 __all__ = [
+    "InputFailed",
     "TrainResult",
     "TrainingDiverged",
     "main",
@@ -72,6 +79,10 @@ class TrainResult:
 
 class TrainingDiverged(FloatingPointError):
     """Loss or gradient became NaN/Inf; the message names the step."""
+
+
+class InputFailed(RuntimeError):
+    """A damaged record or shard stopped the run; the message names it and the step saved."""
 
 
 def maybe_initialize_distributed() -> None:
@@ -115,6 +126,49 @@ def init_notes(config) -> list[str]:
     return []
 
 
+# Model sizes (key, minimum) the model code divides by or shapes arrays with: out of
+# range they fail there as ZeroDivisionError or a shape error that names no key.
+_MODEL_SIZES = (
+    *((k, 1) for k in ("image_size", "attention_size", "patch_size", "embed_dim")),
+    *((k, 1) for k in ("num_templates", "num_maps")),
+    ("middle_blocks", 0),
+)
+
+
+def _abstract_model(config):
+    """The model, abstract (shapes only); a ConfigError names a model key it refuses."""
+    from ldattn_jax.models.lda import build_model
+
+    m = config.model
+    for key, low in _MODEL_SIZES:
+        value = m.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"config.model.{key}={value!r}: must be an integer >= {low}")
+    if m.get("num_classes") != 2:  # the loss and the scores read classes 0 (real) and 1 (fake)
+        raise ConfigError(f"config.model.num_classes={m.get('num_classes')!r}: must be 2")
+    try:
+        return nnx.eval_shape(lambda: build_model(m, rngs=nnx.Rngs(config.seed)))
+    except (ValueError, ZeroDivisionError) as e:  # the model code's own checks
+        text = str(e) if str(e).startswith("config.model.") else f"config.model: {e}"
+        raise ConfigError(text) from None
+
+
+def _check_splits(config) -> None:
+    """Refuses validation splits that would choose checkpoints on the wrong data."""
+    train, val = config.data.train_split, config.data.val_split
+    off = "or --config.data.val_split='' to train without validation (no best checkpoint)"
+    if val == "test":
+        raise ConfigError(
+            "config.data.val_split='test': checkpoints would be chosen on the test split, "
+            f"which inflates the test results; pass a validation split ('val'), {off}"
+        )
+    if val and val == train:
+        raise ConfigError(
+            f"config.data.val_split={val!r} is also config.data.train_split: the best "
+            f"checkpoint would be chosen on the data it trained on; pass another split, {off}"
+        )
+
+
 def _check_before_compiling(config, mesh, info) -> None:
     """Errors a user can fix, raised before anything is compiled."""
     from ldattn_jax.models.lda import required_frames
@@ -156,19 +210,30 @@ def _open_data(config):
             f"config.data.dir={data_dir!r} does not exist; build shards with "
             "`python -m data_prep.build --out DIR ...` and pass --config.data.dir=DIR"
         )
-    info = shards.read_info(data_dir)
+    try:
+        info = shards.read_info(data_dir)
+    except ValueError as e:  # several builds under data_dir: the message lists them
+        raise ConfigError(f"config.data.dir: {e}") from None
     fields = input_pipeline.RECORD_FIELDS  # decode nothing the step does not use
-    train = shards.open_split(data_dir, config.data.train_split, fields)
-    val = None
-    if config.data.val_split:
+
+    def open_split(key, instead):
         try:
-            val = shards.open_split(data_dir, config.data.val_split, fields)
-        except KeyError:
-            log.warning(
-                "no %r split in %s: validation and best-checkpoint selection are off",
-                config.data.val_split,
-                data_dir,
-            )
+            return shards.open_split(data_dir, config.data[key], fields)
+        except KeyError as e:  # the message lists the build's splits
+            raise ConfigError(
+                f"config.data.{key}={config.data[key]!r}: {e.args[0]}; {instead}"
+            ) from None
+
+    train = open_split("train_split", "pass one of those")
+    val = None
+    if config.data.val_split and config.eval_every != 0:
+        # A missing val split is a mistake, not "no validation": the run would
+        # have no best checkpoint. '' says "off" explicitly.
+        val = open_split(
+            "val_split",
+            "pass one of those, or --config.data.val_split='' to train without validation "
+            "(no best checkpoint)",
+        )
     return train, val, info
 
 
@@ -224,9 +289,14 @@ def make_train_step(graphdef, schedule):
 
 def make_eval_step(eval_graphdef):
     def eval_step(model_state, frames):
+        """The logit margin (fake - real), as evaluate.Predictor scores: an fp32
+        softmax saturates a confident model's P(fake) at exactly 1.0 (margin > ~17),
+        tying frames, and the best checkpoint was chosen on an AUC pulled towards
+        0.5 that evaluate's (the sigmoid in fp64 on the host) did not show."""
         model = nnx.merge(eval_graphdef, model_state)
         logits, _ = model(frames)
-        return jax.nn.softmax(logits.astype(jnp.float32), -1)[:, 1]  # p(fake)
+        logits = logits.astype(jnp.float32)
+        return logits[:, 1] - logits[:, 0]
 
     return eval_step
 
@@ -278,6 +348,58 @@ class _Preemption:
         return sync and bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
 
 
+@contextlib.contextmanager
+def _workdir_lock(workdir: str):
+    """Holds WORKDIR/.train.lock.process_<index> (flock) while this process trains.
+
+    Two trainings in one workdir would mix their checkpoints and collide on
+    orbax's temporary folders. One lock per process index: a multi-host run
+    needs no coordination, and two jobs collide on every index. The OS drops a
+    flock when its process dies, so a killed run leaves no stale lock. gs://
+    has no locks: not checked there.
+    """
+    if "://" in str(workdir):
+        yield
+        return
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ConfigError(
+            f"--workdir {workdir} is a file; pass a folder (it holds the run's checkpoints/, "
+            "metrics.jsonl and config.json)"
+        )
+    path = os.path.join(workdir, f".train.lock.process_{jax.process_index()}")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # no O_TRUNC: keep the holder's pid
+    except OSError as e:
+        raise ConfigError(
+            f"--workdir {workdir}: cannot write there ({e.strerror or e}); pass a folder you "
+            "can write to"
+        ) from None
+    with os.fdopen(fd, "r+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process that has not written its pid yet"
+            raise ConfigError(
+                f"--workdir {workdir} is in use by another training ({holder}; {path}): wait "
+                "for it to end or stop it, or pass another --workdir"
+            ) from None
+        except OSError as e:  # a filesystem without flock (some network mounts)
+            log.warning("cannot lock %s (%s): a second run here would not be stopped", path, e)
+        f.truncate(0)
+        f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        f.flush()
+        yield
+
+
+def _record_error(error: BaseException | None) -> RecordFormatError | None:
+    """The damaged record or shard (data_prep) behind `error`, if any."""
+    while error is not None and not isinstance(error, RecordFormatError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
 def _place(state, shardings):
     """Host arrays (identical on every process) → global arrays with `shardings`."""
     return jax.tree.map(
@@ -288,6 +410,7 @@ def _place(state, shardings):
 
 
 def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> dict:
+    from ldattn_jax.evaluate import sigmoid
     from ldattn_jax.metrics import binary_metrics
 
     it, n_batches = input_pipeline.make_eval_batches(
@@ -316,7 +439,7 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
     del n_batches
     labels = np.concatenate(labels)
     valid = np.concatenate(valid).astype(bool)
-    scores = np.concatenate(scores)
+    scores = sigmoid(np.concatenate(scores).astype(np.float64))  # P(fake), as evaluate's
     m = binary_metrics(labels[valid], scores[valid], with_ci=False)
     return {"val_auc": m["auc"], "val_acc": m["acc"], "val_n": int(valid.sum())}
 
@@ -326,8 +449,17 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
 
 def train_and_evaluate(config, workdir: str) -> TrainResult:
     """Trains `config` in `workdir`, resuming from its latest checkpoint if any."""
-    # ---- logging
+    # Mistakes in the config alone stop the run before anything is written.
     check_step_counts(config)  # e.g. log_every=0 would divide by zero after step 1
+    check_optimizer(config)
+    _check_splits(config)
+    abstract_model = _abstract_model(config)
+    with _workdir_lock(workdir):
+        return _train_and_evaluate(config, workdir, abstract_model)
+
+
+def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
+    # ---- logging
     workdir_path = epath.Path(workdir)
     is_main = jax.process_index() == 0
     # Every process checks before anyone overwrites config.json, so a model
@@ -405,7 +537,6 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
-    abstract_model = nnx.eval_shape(lambda: create()[0])
     abstract_model.eval()
     eval_graphdef, _ = nnx.split(abstract_model)
 
@@ -475,6 +606,42 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
             )
         return m
 
+    # The data position of the last batch a step consumed: what a save after a
+    # failed read must record (the live iterator may be past it, or broken).
+    iter_state = copy.deepcopy(train_iter.get_state())
+
+    def input_failed(error, reading):
+        """Saves the last good state when reading data fails, so no step since the
+        last checkpoint is lost, then raises InputFailed for a damaged record/shard
+        (any other error is the caller's to re-raise)."""
+        nonlocal pending, last
+        if pending is not None:  # a diverged step raises TrainingDiverged: not saved
+            last = check(*pending)
+            pending = None
+        latest = manager.latest_step()
+        if step in (0, latest):
+            done = f"No step was trained since {f'checkpoint step {step}' if step else 'step 0'}"
+        elif jax.process_count() > 1:
+            # Saving is collective; the other processes are not reading this record.
+            since = f"checkpoint step {latest}" if latest else "step 0"
+            done = f"One process cannot save alone: the run resumes from {since}"
+        else:
+            # `state` is the last step's output, never donated to a step (the read
+            # failed before the next one) and checked finite above.
+            position = checkpointing.IteratorPosition(iter_state)
+            checkpointing.save_train_state(manager, step, state, position)
+            done = f"Saved step {step} in {checkpointing.checkpoint_dir(workdir)}"
+        damaged = _record_error(error)
+        if damaged is None:
+            log.error("%s failed after step %d. %s.", reading, step, done)
+            return
+        raise InputFailed(
+            f"{reading} failed after step {step}: {' '.join(str(damaged).split())}. {done}. "
+            f"Check the build with `python -m data_prep.verify {config.data.dir}`, rebuild "
+            "the damaged shards (rerun data_prep.build with the same arguments), then rerun "
+            "this command to resume."
+        ) from error
+
     step, input_wait = start, 0.0
     # Speed and input wait are measured over the training steps of a log window
     # only: validation and the blocking part of a save at a step are cut out of
@@ -484,7 +651,12 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
         with _Preemption() as preemption:
             while step < total_steps:
                 t_input = time.time()
-                batch = next(train_iter)
+                try:
+                    batch = next(train_iter)
+                except Exception as e:
+                    input_failed(e, "reading the training data")
+                    raise
+                iter_state = copy.deepcopy(train_iter.get_state())
                 batch = sharding.shard_batch(mesh, batch)
                 input_wait += time.time() - t_input
                 state, metrics = train_step(state, batch, class_w_dev)
@@ -530,7 +702,11 @@ def train_and_evaluate(config, workdir: str) -> TrainResult:
                 ckpt_metrics = None
                 t_pause = time.time()
                 if do_eval:
-                    val = _validate(eval_step, state[0], val_source, config, mesh, num_frames)
+                    try:
+                        val = _validate(eval_step, state[0], val_source, config, mesh, num_frames)
+                    except Exception as e:
+                        input_failed(e, "validation")
+                        raise
                     val["val_seconds"] = time.time() - t_pause
                     writer.write(step, val)
                     log.info(
@@ -615,8 +791,15 @@ def main(argv=None) -> int:
         logging.getLogger().setLevel(logging.WARNING)  # process 0 tells the story
     try:
         result = train_and_evaluate(config, args.workdir)
-    except (ConfigError, FileNotFoundError, TrainingDiverged) as e:
+    except (ConfigError, FileNotFoundError, TrainingDiverged, InputFailed, CheckpointDamaged) as e:
         log.error("%s", e)
+        return 1
+    except RecordFormatError as e:  # read before training (e.g. labels of an older build)
+        log.error(
+            "%s; check the build with `python -m data_prep.verify %s` and rebuild it",
+            " ".join(str(e).split()),
+            config.data.dir,
+        )
         return 1
     finally:
         input_pipeline.release_worker_batches()

@@ -11,3 +11,23 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keep TensorFlow-free: tensorflow_datasets must never try to import it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import logging  # noqa: E402  (after the environment above, as everything here)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_stream_handler_outlives_its_test():
+    """A command's main (train's basicConfig(stream=sys.stdout, force=True)) leaves
+    a root handler on the stream pytest captured for that test; the next test's
+    log lines then go to a closed stream ("--- Logging error ---" on stderr) and
+    break assertions on what that test printed. pytest's own capture handlers are
+    its to manage: only plain stream handlers added during the test go."""
+    before = list(logging.root.handlers)
+    level = logging.root.level
+    yield
+    for handler in list(logging.root.handlers):
+        if handler not in before and type(handler) is logging.StreamHandler:
+            logging.root.removeHandler(handler)
+    logging.root.setLevel(level)

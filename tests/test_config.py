@@ -168,6 +168,8 @@ def test_resume_refuses_another_model_batch_or_stream_but_allows_other_changes(t
         ("keep_checkpoints", 0, r"config\.keep_checkpoints=0"),
         ("lr_halve_every_epochs", -1, r"config\.lr_halve_every_epochs=-1 .*0 \(constant lr\)"),
         ("num_epochs", 0, r"config\.num_epochs=0"),
+        ("batch_size", 0, r"config\.batch_size=0 is out of range: use N >= 1 \(global batch"),
+        ("batch_size", -16, r"config\.batch_size=-16 is out of range"),
     ],
 )
 def test_step_counts_out_of_range_name_the_key_value_and_the_allowed_values(key, value, match):
@@ -255,3 +257,71 @@ def test_a_gs_workdir_without_gcsfs_and_gs_shards_are_refused_before_any_device_
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "needs gcsfs here" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("lr", -1.0, r"config\.lr=-1\.0: must be > 0 \(0 trains nothing, < 0 climbs the loss\)"),
+        ("lr", 0.0, r"config\.lr=0\.0: must be > 0"),
+        ("lr", float("nan"), r"config\.lr=nan: must be > 0"),
+        ("momentum", 1.0, r"config\.momentum=1\.0: must be in \[0, 1\) .*--config\.momentum=0\.9"),
+        ("momentum", -0.1, r"config\.momentum=-0\.1: must be in \[0, 1\)"),
+        ("weight_decay", -1e-4, r"config\.weight_decay=-0\.0001: must be >= 0 \(0 = off\)"),
+        ("grad_clip_norm", -1.0, r"config\.grad_clip_norm=-1\.0: must be >= 0 \(0 = off\)"),
+    ],
+)
+def test_optimizer_values_out_of_range_name_the_key_and_what_it_must_be(key, value, match):
+    # lr <= 0 trained (none, or gradient ascent); schedules.py read a negative
+    # weight_decay or grad_clip_norm as off.
+    from ldattn_jax.config_utils import check_optimizer
+
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"))
+    c[key] = value
+    with pytest.raises(ConfigError, match=match):
+        check_optimizer(c)
+
+
+def test_optimizer_values_accept_off_and_every_shipped_config():
+    from ldattn_jax.config_utils import check_optimizer
+
+    off = ["--config.momentum=0", "--config.weight_decay=0", "--config.grad_clip_norm=0"]
+    check_optimizer(load_config(os.path.join(ROOT, "configs", "demo.py"), off))
+    for path in CONFIGS:
+        check_optimizer(load_config(path))
+
+
+def test_config_files_that_cannot_be_used_are_named_in_one_line(tmp_path):
+    demo = os.path.join(ROOT, "configs", "demo.py")
+    run_json = tmp_path / "config.json"
+    write_config(load_config(demo), run_json)
+    with pytest.raises(ConfigError, match=r"config\.json' is not a Python config file"):
+        load_config(run_json)
+    with pytest.raises(
+        ConfigError, match=r"demo\.py'.*get_config\(\) takes no argument: drop ':foo'"
+    ):
+        load_config(demo + ":foo")
+    needs = tmp_path / "needs.py"
+    needs.write_text("def get_config(arg):\n    return None\n")
+    with pytest.raises(ConfigError, match=r"needs\.py'.*needs one: --config .*needs\.py:ARG"):
+        load_config(needs)
+    broken = tmp_path / "broken.py"
+    broken.write_text("import os\n\ndef get_config(:\n    pass\n")
+    with pytest.raises(ConfigError, match=r"broken\.py, line 3: .*; fix the file"):
+        load_config(broken)
+
+
+def test_a_damaged_config_json_on_resume_is_named_not_a_traceback(tmp_path):
+    from ldattn_jax.config_utils import check_resume_config
+
+    c = load_config(os.path.join(ROOT, "configs", "demo.py"))
+    path = tmp_path / "config.json"
+    write_config(c, path)
+    path.write_text(path.read_text()[:40])  # cut short, as by a full disk
+    with pytest.raises(
+        ConfigError, match=r"config\.json: unreadable \(.*\); .*delete it to resume"
+    ):
+        check_resume_config(c, path)
+    path.write_text("[]")
+    with pytest.raises(ConfigError, match=r"config\.json: no 'model' section"):
+        check_resume_config(c, path)

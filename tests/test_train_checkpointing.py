@@ -2,8 +2,13 @@
 resuming with another data.worker_count, and what a failed resume leaves in the workdir."""
 
 import json
+import logging
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
 import time
 
 import grain
@@ -15,6 +20,7 @@ import pytest
 from flax import nnx
 from test_train_helpers import DEMO_CONFIG
 
+from data_prep.record_view import RecordFormatError
 from ldattn_jax import checkpointing, input_pipeline, provenance, train
 from ldattn_jax.config_utils import ConfigError, load_config
 
@@ -361,3 +367,167 @@ def test_speed_and_eta_leave_out_validation_and_saving(tiny_run, tmp_path, monke
     # The validation's own duration is logged with its result.
     val = {r["step"]: r["val_seconds"] for r in rows if "val_auc" in r}
     assert val.keys() == {3, 6, 8} and all(pause <= s < pause + 1.0 for s in val.values()), val
+
+
+# ---- what a run leaves when its input, its workdir or its checkpoints go wrong
+
+
+class _Damaged(_Records):
+    """Records of which one fails as data_prep reads a damaged shard."""
+
+    def __init__(self, bad):
+        super().__init__()
+        self.bad = bad
+
+    def __getitem__(self, i):
+        if int(i) == self.bad:
+            raise RecordFormatError(f"shard-00003-of-00064: record {i}: damaged chunk")
+        return super().__getitem__(i)
+
+
+@pytest.fixture
+def cli_logging():
+    """train.main points the root logger at this test's stdout; put it back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_a_damaged_record_saves_the_last_good_step_and_the_resume_matches(
+    tiny_run, tmp_path, monkeypatch, capsys, cli_logging
+):
+    ref = train.train_and_evaluate(tiny_run("--config.total_steps=6"), str(tmp_path / "ref"))
+    # The stream's order for seed 0: the third record of the fourth batch is damaged,
+    # so reading the batch of step 4 fails, long before the first periodic checkpoint.
+    order = grain.MapDataset.source(np.arange(48)).shuffle(seed=0)
+    bad = int(order[3 * 8 + 2])
+    config = tiny_run("--config.total_steps=6", "--config.checkpoint_every=100")
+    monkeypatch.setattr(train, "load_config", lambda path, overrides: config)
+    run = str(tmp_path / "run")
+    # Found before training (e.g. reading an older build's labels): one line too.
+    labels = train._train_labels
+    monkeypatch.setattr(train, "_train_labels", lambda *a: _Damaged(0)[0])
+    assert train.main(["--config", DEMO_CONFIG, "--workdir", run]) == 1
+    out = capsys.readouterr().out
+    assert "record 0: damaged chunk; check the build with `python -m data_prep" in out, out
+    assert "Traceback" not in out
+    monkeypatch.setattr(train, "_train_labels", labels)
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Damaged(bad), None, None))
+    code = train.main(["--config", DEMO_CONFIG, "--workdir", run])
+    out = capsys.readouterr().out
+    assert code == 1 and "Traceback" not in out
+    assert re.search(
+        rf"after step 3: shard-00003-of-00064: record {bad}: damaged chunk\. Saved step 3 .*"
+        r"python -m data_prep\.verify",
+        out,
+    ), out
+    manager = checkpointing.make_manager(run, read_only=True, async_save=False)
+    assert manager.all_steps() == [3]
+    manager.close()
+    # Rebuilt shards: the resume takes batch 4 next, neither skipping nor repeating one.
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), None, None))
+    resumed = train.train_and_evaluate(config, run)
+    assert resumed.step == 6 and _losses(run) == _losses(str(tmp_path / "ref"))
+    for a, b in zip(jax.tree.leaves(ref.state), jax.tree.leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_damaged_validation_record_saves_the_step_it_validated(tiny_run, tmp_path, monkeypatch):
+    def damaged(*a):
+        raise RecordFormatError("record 5 of split 'val': damaged")
+
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), _Records(8), None))
+    monkeypatch.setattr(train, "_validate", damaged)
+    run = str(tmp_path / "run")
+    config = tiny_run("--config.total_steps=4", "--config.eval_every=2")
+    with pytest.raises(train.InputFailed, match=r"validation failed after step 2: .*Saved step 2"):
+        train.train_and_evaluate(config, run)
+    manager = checkpointing.make_manager(run, read_only=True, async_save=False)
+    assert manager.all_steps() == [2] and manager.best_step() is None  # no AUC: not "best"
+    manager.close()
+
+
+def test_a_second_training_in_the_same_workdir_is_refused(tiny_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    lock = run / ".train.lock.process_0"
+    # Another process holds the lock, as a run in progress does.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(ConfigError, match=rf"{run} is in use by another training \(pid "
+                           rf"{holder.pid} on host elsewhere; "):  # fmt: skip
+            train.train_and_evaluate(tiny_run("--config.total_steps=1"), str(run))
+        assert os.listdir(run) == [lock.name]  # nothing written
+    finally:
+        holder.kill()  # a killed run leaves no stale lock: the OS drops it
+        holder.wait()
+    # While this run trains, it holds the lock itself, under its own pid and host.
+    save, seen = checkpointing.save_train_state, []
+
+    def save_and_try_another(*a, **k):
+        mine = f"pid {os.getpid()} on host {socket.gethostname()}"
+        with pytest.raises(ConfigError, match=mine), train._workdir_lock(str(run)):
+            pass
+        seen.append(1)
+        return save(*a, **k)
+
+    monkeypatch.setattr(checkpointing, "save_train_state", save_and_try_another)
+    assert train.train_and_evaluate(tiny_run("--config.total_steps=1"), str(run)).step == 1
+    assert seen
+    # A workdir that is a file is named as such.
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match=r"--workdir .*file is a file; pass a folder"):
+        train.train_and_evaluate(tiny_run("--config.total_steps=1"), str(tmp_path / "file"))
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+f = open(sys.argv[1], "a+")
+fcntl.flock(f, fcntl.LOCK_EX)
+f.write(f"pid {os.getpid()} on host elsewhere\\n")
+f.flush()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+# orbax's event loop, closed after the failed restore, still gets a callback.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_damaged_checkpoint_names_its_step_and_what_to_do(
+    tiny_run, tmp_path, monkeypatch, capsys, cli_logging
+):
+    import shutil
+
+    run = tmp_path / "run"
+    config = tiny_run("--config.total_steps=2", "--config.checkpoint_every=1")
+    train.train_and_evaluate(config, str(run))
+    # The data files (a model this small has its arrays inline in the index nodes).
+    for f in (run / "checkpoints" / "2" / "state").glob("**/d/*"):
+        os.truncate(f, 10)
+    longer = tiny_run("--config.total_steps=3", "--config.checkpoint_every=1")
+    monkeypatch.setattr(train, "load_config", lambda path, overrides: longer)
+    code = train.main(["--config", DEMO_CONFIG, "--workdir", str(run)])
+    out = capsys.readouterr().out
+    assert code == 1 and "Traceback" not in out
+    assert re.search(
+        rf"checkpoint step 2 \({run}/checkpoints/2\) cannot be read: \w+: .{{10}}.*"
+        r"Other checkpoints: \[1\]\. If its files are damaged \(a save or copy cut short\): "
+        r"delete that folder and rerun to resume from step 1\.\n",
+        out,
+    ), out
+    with pytest.raises(checkpointing.CheckpointDamaged, match=r"step 2 .*--checkpoint N"):
+        checkpointing.restore_for_inference(config, str(run), "latest")
+    # So is a garbled input position; deleting the damaged step resumes from the one before.
+    shutil.rmtree(run / "checkpoints" / "2")
+    position = run / "checkpoints" / "1" / "data_iter" / "process_0-of-1.json"
+    text = position.read_text()
+    position.write_text(text[:5])
+    with pytest.raises(checkpointing.CheckpointDamaged, match=r"step 1 .*JSONDecodeError.*none"):
+        train.train_and_evaluate(longer, str(run))
+    position.write_text(text)
+    assert train.train_and_evaluate(longer, str(run)).step == 3

@@ -63,8 +63,9 @@ def test_validation_scores_are_eval_mode_p_fake():
     model.eval()
     graphdef, state = nnx.split(model)
     frames = _frames(6)
-    got = np.asarray(train.make_eval_step(graphdef)(state, jnp.asarray(frames)))
-    np.testing.assert_allclose(got, _p_fake_reference(model, frames), rtol=1e-5)
+    margin = np.asarray(train.make_eval_step(graphdef)(state, jnp.asarray(frames)), np.float64)
+    want = _p_fake_reference(model, frames)
+    np.testing.assert_allclose(evaluate.sigmoid(margin), want, rtol=1e-5)
 
 
 def test_predictor_scores_are_eval_mode_p_fake_row_by_row():

@@ -87,6 +87,26 @@ def test_reference_run_reports_and_checkpoints(reference):
     manager.close()
 
 
+def test_validation_scores_the_val_split_as_inference_does(reference, tmp_path):
+    """The best checkpoint is chosen on val_split, by the model as evaluate and
+    predict run it (restored weights, eval-mode BatchNorm): the run's val_auc is
+    evaluate's frame AUC on val, and not the one on test."""
+    from ldattn_jax.evaluate import evaluate
+
+    config, workdir, _ = reference
+    (val,) = [r for r in _metrics(workdir) if "val_auc" in r]
+    run = tmp_path / "run"  # a copy: evaluate writes eval/ into the workdir
+    shutil.copytree(workdir, run)
+
+    def frame_auc(split):
+        out = evaluate(config, str(run), checkpoint=STEPS, split=split, figures_per_class=0,
+                       failures_per_class=0, progress=False)  # fmt: skip
+        return out["metrics"]["frame"]["auc"]
+
+    assert frame_auc("val") == pytest.approx(val["val_auc"], abs=1e-5)
+    assert frame_auc("test") != pytest.approx(val["val_auc"], abs=1e-3)
+
+
 def test_eight_devices_match_one_device(reference, shards, tmp_path):
     """Global-batch BatchNorm + sharded batch: same losses and params as one device (fp32)."""
     _, ref_dir, _ = reference
@@ -257,6 +277,14 @@ def test_a_slow_loader_shows_as_input_wait(reference, tmp_path, monkeypatch):
         # A config mistake, so train's CLI prints it instead of a traceback.
         ("--config.mesh=[('model', -1)]", ConfigError, "axis names must be distinct"),
         ("--config.optimizer=rmsprop", ConfigError, "config.optimizer='rmsprop'"),
+        # A misspelt split is named with the build's splits (a val typo used to turn
+        # validation and the best checkpoint off with a warning).
+        (
+            "--config.data.val_split=vall",
+            ConfigError,
+            r"val_split='vall': split 'vall' is not in .*\['test', 'train', 'val'\].*val_split=''",
+        ),
+        ("--config.data.train_split=trian", ConfigError, r"train_split='trian': split 'trian'"),
     ],
 )
 def test_bad_setups_fail_before_compiling(shards, tmp_path, override, error, match):
