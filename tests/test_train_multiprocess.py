@@ -104,7 +104,8 @@ def test_two_processes_train_agree_and_resume_from_a_sharded_checkpoint(tmp_path
 # Validation on 2 processes x 2 devices, the mesh's batch axis ordered
 # [p0, p1, p0, p1] (jax.make_mesh gives v4-32 hosts [0,1,2,3,0,1,2,3,...]): each
 # process's rows are not one block of the global batch. The "model" scores a
-# record by its label, so every (label, score) pair reaching the metrics must match.
+# record by its label (a logit margin of +-40: P(fake) 1 or ~4e-18), so every
+# (label, score) pair reaching the metrics must match.
 VALIDATE_DRIVER = r"""
 import json, sys
 import jax
@@ -123,7 +124,7 @@ config = ml_collections.ConfigDict(dict(batch_size=8, eval_max_batches=-1,
     model=dict(image_size=4), data=dict(read_threads=1, prefetch=1)))
 labels = np.random.default_rng(0).integers(0, 2, 20)  # 20 records: the last batch is padded
 source = [{"frames": np.full((1, 4, 4, 3), 255 * y, np.uint8), "label": int(y)} for y in labels]
-eval_step = jax.jit(lambda state, f: f[:, 0, 0, 0, 0].astype(np.float32) / 255.0,
+eval_step = jax.jit(lambda state, f: (f[:, 0, 0, 0, 0].astype(np.float32) / 255.0 * 2 - 1) * 40,
                     out_shardings=sharding.batch_sharding(mesh))
 seen = {}
 real_metrics = metrics.binary_metrics
@@ -140,6 +141,7 @@ print("RESULT " + json.dumps({"process": jax.process_index(), **val, **seen,
 def test_validation_pairs_scores_and_labels_on_an_interleaved_mesh(tmp_path):
     results = _run_two(str(tmp_path), [], driver=VALIDATE_DRIVER, devices_per_process=2)
     for r in results:
-        assert r["labels"] == r["scores"]  # each record's score sits next to its label
+        # Each record's score sits next to its label.
+        assert r["labels"] == [round(s) for s in r["scores"]]
         assert sorted(r["labels"]) == r["truth"]  # every record once, padding dropped
         assert (r["val_auc"], r["val_acc"], r["val_n"]) == (1.0, 1.0, 20)
