@@ -46,6 +46,12 @@ def test_momentum_weight_decay_and_clipping():
     tx = make_optimizer(c, steps_per_epoch=100)
     lrs = _lr_applied(tx, 3)  # momentum 0.9 accumulates: 1, 1.9, 2.71 times lr
     np.testing.assert_allclose(lrs, 3e-4 * np.array([1.0, 1.9, 2.71]), rtol=1e-6)
+    # config.nesterov: the step looks ahead along the momentum, g + mu * m_t with
+    # m_t = mu * m_(t-1) + g: 1.9, 2.71, 3.439 times lr (one momentum step ahead).
+    c.nesterov = True
+    lrs = _lr_applied(make_optimizer(c, steps_per_epoch=100), 3)
+    np.testing.assert_allclose(lrs, 3e-4 * np.array([1.9, 2.71, 3.439]), rtol=1e-6)
+    c.nesterov = False
 
     c.momentum, c.weight_decay, c.grad_clip_norm = 0.0, 0.1, 1.0
     tx = make_optimizer(c, steps_per_epoch=100)
