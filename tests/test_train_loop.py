@@ -107,6 +107,18 @@ def test_validation_scores_the_val_split_as_inference_does(reference, tmp_path):
     assert frame_auc("test") != pytest.approx(val["val_auc"], abs=1e-3)
 
 
+def test_validation_reads_at_most_eval_max_batches(shards, tmp_path):
+    # The reference run validates on all 40 val records (val_n 40); a cap of one
+    # batch of 8 must reach the loader from the config, not be dropped on the way.
+    config = tiny_config(
+        shards, *REF, "--config.total_steps=1", "--config.eval_every=1",
+        "--config.eval_max_batches=1",
+    )  # fmt: skip
+    train.train_and_evaluate(config, str(tmp_path))
+    (val,) = [r for r in _metrics(str(tmp_path)) if "val_auc" in r]
+    assert val["val_n"] == config.batch_size == 8
+
+
 def test_eight_devices_match_one_device(reference, shards, tmp_path):
     """Global-batch BatchNorm + sharded batch: same losses and params as one device (fp32)."""
     _, ref_dir, _ = reference
