@@ -70,3 +70,11 @@ class ArgumentParser(argparse.ArgumentParser):
                 f"unrecognized argument {flag}" + (f"; did you mean {close[0]}?" if close else "")
             )
         return parsed, overrides
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message as one line of a command's output: a message that
+    spans lines (a path, a wrapped library error) must not read as several
+    errors; a KeyError's without the quotes str() adds; the type when empty."""
+    text = error.args[0] if isinstance(error, KeyError) and error.args else error
+    return " ".join(str(text).split()) or type(error).__name__

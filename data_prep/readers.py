@@ -66,6 +66,12 @@ class MissingVideo:
     listed_in: str  # the file that names it: FF++'s split JSON, Celeb-DF's test list
 
 
+def _ffpp_id(dataset: str, compression: str, group: str, stem: str) -> str:
+    """'ffpp/c23/Deepfakes/000_003' (group: 'real' or the method): one spelling for
+    the videos read and the ones found missing, which a rerun must match by id."""
+    return f"{dataset}/{compression}/{group}/{stem}"
+
+
 def _need_dir(path: str, what: str) -> None:
     # A file where a folder belongs is no "not found": that would send the user
     # looking for a path that is there.
@@ -264,7 +270,7 @@ def read_ffpp(
                 items.append(
                     VideoItem(
                         os.path.join(real_dir, f), 0, dataset, compression, "real",
-                        f"{dataset}/{compression}/real/{vid}", split_of_id[vid],
+                        _ffpp_id(dataset, compression, "real", vid), split_of_id[vid],
                     )
                 )  # fmt: skip
         if not items:
@@ -292,7 +298,7 @@ def read_ffpp(
             items.append(
                 VideoItem(
                     path, 1, dataset, compression, method,
-                    f"{dataset}/{compression}/{method}/{stem}", split, _mask_for(path),
+                    _ffpp_id(dataset, compression, method, stem), split, _mask_for(path),
                 )
             )  # fmt: skip
             found[method][split] += 1
@@ -344,7 +350,7 @@ def _ffpp_missing(
         if split in real_splits and vid not in found_reals:
             item = VideoItem(
                 os.path.join(real_dir, f"{vid}.mp4"), 0, dataset, compression, "real",
-                f"{dataset}/{compression}/real/{vid}", split,
+                _ffpp_id(dataset, compression, "real", vid), split,
             )  # fmt: skip
             out.append(MissingVideo(item, os.path.join(splits_dir, f"{split}.json")))
     for method, have in found_pairs.items():
@@ -359,7 +365,7 @@ def _ffpp_missing(
                 stem = f"{target}_{source}"
                 item = VideoItem(
                     os.path.join(fake_dir, f"{stem}.mp4"), 1, dataset, compression, method,
-                    f"{dataset}/{compression}/{method}/{stem}", split,
+                    _ffpp_id(dataset, compression, method, stem), split,
                 )  # fmt: skip
                 out.append(MissingVideo(item, os.path.join(splits_dir, f"{split}.json")))
     return out
@@ -458,7 +464,7 @@ def _read_dfd(
         items.append(
             VideoItem(
                 path, label, dataset, compression, DFD,
-                f"{dataset}/{compression}/{DFD}/{stem}", split,
+                _ffpp_id(dataset, compression, DFD, stem), split,
                 _mask_for(path) if label else None,
             )
         )  # fmt: skip

@@ -320,12 +320,6 @@ def heldout_build(out: str, num_videos: int, frames_per_video: int, size: int, s
     return shards_dir
 
 
-def _one_line(e: BaseException) -> str:
-    """``e``'s message on one line (a KeyError's without its quotes)."""
-    text = e.args[0] if isinstance(e, KeyError) and e.args else e
-    return " ".join(str(text).split()) or type(e).__name__
-
-
 def main(argv=None) -> int:
     p = cli.ArgumentParser(prog="python -m ldattn_jax.ablation", description=__doc__.split("\n")[0])
     p.add_argument("--out", default="demo_out", help="the demo's output dir (data is shared)")
@@ -449,7 +443,7 @@ def main(argv=None) -> int:
                 # a diverged seed: train.TrainingDiverged, a FloatingPointError; a
                 # damaged checkpoint) must not cost the hours of the others: say
                 # so now, go on, and list it with the table.
-                error = f"{type(e).__name__}: {_one_line(e)}"
+                error = f"{type(e).__name__}: {cli.one_line(e)}"
                 failed.append({"variant": variant, "seed": seed, "error": error})
                 print(f"error: {variant} seed {seed}: {error}", file=sys.stderr, flush=True)
                 write(finished=False)

@@ -128,9 +128,10 @@ def json_problem(path: str) -> str | None:
     """Why ``write_json(path, ...)`` cannot write, or None; for ``--json``,
     checked before measuring so that a typo in the path does not cost the run.
 
-    Creates the folder, as write_json would, and tries a file in it (not
-    os.access: root passes that on a read-only mount)."""
+    Creates the folder, as write_json would, and tries a file in it
+    (evaluate.writable_dir, as evaluate and predict check their output folders)."""
     from ldattn_jax import json_out
+    from ldattn_jax.evaluate import OutputDirError, writable_dir
 
     if os.path.isdir(path):
         return json_out.problem(path, "bench.json")  # "--json DIR is a directory: ..."
@@ -139,14 +140,9 @@ def json_problem(path: str) -> str | None:
     if not existing.is_dir():
         return f"--json {path}: {existing} is a file, not a folder; name a file in a folder"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        return (
-            f"--json {path}: cannot write in {folder} ({e.strerror or e}); name a file in a "
-            "folder you can write to"
-        )
+        writable_dir(str(folder), f"--json {path}: its folder")
+    except OutputDirError as e:
+        return str(e)
     return None
 
 

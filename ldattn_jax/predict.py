@@ -653,12 +653,6 @@ def _face_rows(row: dict) -> list[tuple[str, dict, str]]:
     return rows
 
 
-def _one_line(e: BaseException) -> str:
-    """``e``'s text on one line: a message that spans lines (a path, a wrapped
-    library error) must not read as several errors."""
-    return " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-
-
 def main(argv=None) -> int:
     p = cli.ArgumentParser(
         prog="python -m ldattn_jax.predict", description="Score videos as real or fake."
@@ -734,14 +728,14 @@ def main(argv=None) -> int:
     ) as e:  # fmt: skip
         # The run cannot start (no checkpoint, --out a file or not writable, no val
         # result for --threshold val, a broken config.json): one line, not a traceback.
-        print(f"predict: error: {_one_line(e)}", file=sys.stderr)
+        print(f"predict: error: {cli.one_line(e)}", file=sys.stderr)
         return 2
     except ValueError as e:
         # Anything else refused as a value: a config.json naming no model (a hand
         # edit), a damaged checkpoint (checkpointing.CheckpointDamaged). One line
         # all the same, but with the type: unlike the errors above, a ValueError
         # of ours may also be a bug, and the type is what tells the two apart.
-        print(f"predict: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        print(f"predict: error: {type(e).__name__}: {cli.one_line(e)}", file=sys.stderr)
         return 2
     for s in report["skipped"]:
         print(printable(f"skipped {s['path']}: {s['why']}"), file=sys.stderr)

@@ -636,7 +636,7 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
             log.error("%s failed after step %d. %s.", reading, step, done)
             return
         raise InputFailed(
-            f"{reading} failed after step {step}: {' '.join(str(damaged).split())}. {done}. "
+            f"{reading} failed after step {step}: {cli.one_line(damaged)}. {done}. "
             f"Check the build with `python -m data_prep.verify {config.data.dir}`, rebuild "
             "the damaged shards (rerun data_prep.build with the same arguments), then rerun "
             "this command to resume."
