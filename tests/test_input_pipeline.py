@@ -155,6 +155,27 @@ def test_worker_processes_give_the_same_batches():
     assert state  # checkpointable with workers too
 
 
+def test_worker_and_read_settings_reach_grain():
+    # The settings docs/training.md tells users to tune when the loader stalls
+    # must reach grain, not only the default they happen to equal.
+    class Recorder:
+        def mp_prefetch(self, options):
+            self.options = options
+            return "in workers"
+
+    plain = Recorder()
+    assert ip.in_worker_processes(plain, _config(worker_count=0)) is plain
+    rec = Recorder()
+    wrapped = ip.in_worker_processes(rec, _config(worker_count=3, worker_buffer_size=5))
+    assert wrapped == "in workers"
+    assert (rec.options.num_workers, rec.options.per_worker_buffer_size) == (3, 5)
+    opts = ip._read_options(_config(read_threads=6, prefetch=2))
+    # grain wants the buffer at least the threads, or the extra threads idle.
+    assert (opts.num_threads, opts.prefetch_buffer_size) == (6, 6)
+    opts = ip._read_options(_config(read_threads=2, prefetch=9))
+    assert (opts.num_threads, opts.prefetch_buffer_size) == (2, 9)
+
+
 def test_a_changed_worker_count_resumes_at_the_same_batch():
     # grain's state differs in shape with the worker count ({'next_index'} vs one
     # per worker stream), so set_state of another count's state fails (KeyError:
