@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import signal
 
 import cv2
 import grain
@@ -262,12 +263,51 @@ def in_worker_processes(it_ds: grain.IterDataset, config) -> grain.IterDataset:
     # grain's workers read absl flags; a plain `python -m` run never parsed them.
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+    _start_resource_tracker_deaf_to_stop_signals()
     return it_ds.mp_prefetch(
         grain.MultiprocessingOptions(
             num_workers=workers,
             per_worker_buffer_size=int(config.data.get("worker_buffer_size", 2)),
-        )
+        ),
+        worker_init_fn=ignore_stop_signals,
     )
+
+
+# What train._Preemption turns into "save, then exit 0" in the training process.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def ignore_stop_signals(worker_index: int = 0, worker_count: int = 0) -> None:
+    """grain worker start-up: leave the stop signals to the training process.
+
+    Ctrl-C (the terminal's process group), SLURM's --signal/scancel (every
+    process of the job step) and a TPU VM's shutdown reach the workers too. With
+    the default actions they died at once, the next batch failed ("Worker process
+    was terminated unexpectedly") before the training process reached the step
+    where it saves, and the run lost every step since its last checkpoint. The
+    workers are daemons: they end when the iterator is closed or the trainer exits.
+    """
+    del worker_index, worker_count
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _start_resource_tracker_deaf_to_stop_signals() -> None:
+    """Starts multiprocessing's resource tracker with SIGHUP blocked.
+
+    The workers' batches are shared memory that this tracker accounts for. It
+    ignores SIGINT and SIGTERM itself but not SIGHUP, so a dropped terminal
+    session killed it: relaunched, it knew none of the live segments, and closing
+    the iterator after the save failed (FileNotFoundError; exit 1). A blocked
+    signal stays blocked across the tracker's fork and exec. Already running: as is.
+    """
+    from multiprocessing import resource_tracker
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def release_worker_batches() -> None:

@@ -313,7 +313,8 @@ class _Preemption:
     periodic checkpoint.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    # grain's worker processes ignore these (input_pipeline.ignore_stop_signals).
+    SIGNALS = input_pipeline.STOP_SIGNALS
 
     def __init__(self):
         self.requested = False

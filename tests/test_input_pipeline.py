@@ -1,5 +1,10 @@
 """grain input pipeline on an in-memory source with the documented record fields."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -7,6 +12,7 @@ from ldattn_jax import input_pipeline as ip
 from ldattn_jax.config_utils import training_defaults
 
 S, T = 12, 4  # crop side, frames per stack
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class ListSource:
@@ -159,8 +165,8 @@ def test_worker_and_read_settings_reach_grain():
     # The settings docs/training.md tells users to tune when the loader stalls
     # must reach grain, not only the default they happen to equal.
     class Recorder:
-        def mp_prefetch(self, options):
-            self.options = options
+        def mp_prefetch(self, options, worker_init_fn=None):
+            self.options, self.init = options, worker_init_fn
             return "in workers"
 
     plain = Recorder()
@@ -169,11 +175,59 @@ def test_worker_and_read_settings_reach_grain():
     wrapped = ip.in_worker_processes(rec, _config(worker_count=3, worker_buffer_size=5))
     assert wrapped == "in workers"
     assert (rec.options.num_workers, rec.options.per_worker_buffer_size) == (3, 5)
+    assert rec.init is ip.ignore_stop_signals  # see the stop-signal test below
     opts = ip._read_options(_config(read_threads=6, prefetch=2))
     # grain wants the buffer at least the threads, or the extra threads idle.
     assert (opts.num_threads, opts.prefetch_buffer_size) == (6, 6)
     opts = ip._read_options(_config(read_threads=2, prefetch=9))
     assert (opts.num_threads, opts.prefetch_buffer_size) == (2, 9)
+
+
+def test_stop_signals_to_the_process_group_leave_the_workers_reading(tmp_path):
+    # Ctrl-C, SLURM's scancel and a TPU VM's shutdown signal every process, grain's
+    # workers included; the trainer saves at its next log/save step, so the
+    # workers must keep serving batches until then (they died on the spot, and
+    # the run lost every step since its last checkpoint). Its own session, so the
+    # signals reach no one else.
+    script = tmp_path / "signal_workers.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys, time
+            sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
+            import numpy as np
+            from test_input_pipeline import T, ListSource, _config
+            from ldattn_jax import input_pipeline as ip
+
+            if __name__ == "__main__":
+                got = []
+                cfg = _config(worker_count=2, worker_buffer_size=1)
+                it = ip.make_train_iterator(ListSource(), cfg, num_frames=T, indices=np.arange(40))
+                for _ in range(3):
+                    next(it)
+                for sig in ip.STOP_SIGNALS:  # noted, as train._Preemption does
+                    signal.signal(sig, lambda s, f: got.append(signal.Signals(s).name))
+                for sig in ip.STOP_SIGNALS:
+                    os.killpg(os.getpgrp(), sig)
+                    time.sleep(0.3)
+                time.sleep(1.0)
+                for _ in range(12):  # far past what the workers had buffered
+                    next(it)
+                it.close()
+                print("read on after", sorted(got))
+            """
+        )
+    )
+    p = subprocess.run(
+        [sys.executable, str(script)],
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "read on after ['SIGHUP', 'SIGINT', 'SIGTERM']" in p.stdout, p.stdout + p.stderr[-3000:]
 
 
 def test_a_changed_worker_count_resumes_at_the_same_batch():
