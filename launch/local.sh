@@ -9,12 +9,20 @@
 # checkout's. Rerunning the same command resumes from WORKDIR/checkpoints.
 set -euo pipefail
 
+usage() { echo "usage: $0 [--dry-run] CONFIG WORKDIR [--config.KEY=VALUE ...]" >&2; }
+# Options come before CONFIG, with - or _ alike as for every ldattn_jax command
+# (--dry_run is --dry-run); `--` ends them. Any other --word there is refused:
+# taken as CONFIG, it made train fail on a config path that is really a typo.
 DRY_RUN=0
-if [[ "${1:-}" == "--dry-run" ]]; then DRY_RUN=1; shift; fi
-if [[ $# -lt 2 ]]; then
-  echo "usage: $0 [--dry-run] CONFIG WORKDIR [--config.KEY=VALUE ...]" >&2
-  exit 2
-fi
+while [[ "${1:-}" == --* ]]; do
+  arg="$1"; opt="${arg//_/-}"; shift
+  case "$opt" in
+    --) break ;;
+    --dry-run) DRY_RUN=1 ;;
+    *) echo "unknown option before CONFIG: $arg" >&2; usage; exit 2 ;;
+  esac
+done
+if [[ $# -lt 2 ]]; then usage; exit 2; fi
 CONFIG="$1"; WORKDIR="$2"; shift 2
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$HERE/.venv/bin/python}"

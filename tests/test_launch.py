@@ -2,7 +2,10 @@
 the SLURM script, run under bash with a fake srun and python, passes every argument
 intact and forwards a TERM of the batch shell to training; local.sh keeps the caller's
 directory; tpu_pod.sh's archive holds only what git sees, and its install script, run
-with a fake apt and Pythons, finds or installs a Python >= 3.11."""
+with a fake apt and Pythons, finds or installs a Python >= 3.11 and replaces the
+code on a reused worker; tpu_pod.sh, run with a fake gcloud, recreates a preempted
+spot slice and waits for one not yet READY; the image defaults by TPU type; every
+launcher takes its flags with - or _ (and tpu_pod.sh also as --flag=value)."""
 
 import json
 import os
@@ -383,39 +386,63 @@ def test_gpu_slurm_finds_the_checkout_under_sbatch_or_says_how(tmp_path):
 # ---- tpu_pod.sh: what is copied, and the install on each worker
 
 
+# describe: the slice's state from FAKE_STATES, one line per call (the last line
+# stays); an empty line or no file: no such slice. Like gcloud, it prints the bare
+# state only when asked for --format='value(state)', else YAML.
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
-echo "$*" >> "$FAKE_LOG"
-if [[ "$4" == describe ]]; then exit 1; fi  # no slice yet
+echo "${*//$'\n'/ }" >> "$FAKE_LOG"  # one line per call
+if [[ "$4" == describe ]]; then
+  state=""
+  if [[ -f "$FAKE_STATES" ]]; then
+    state="$(head -n 1 "$FAKE_STATES")"
+    if [[ $(wc -l < "$FAKE_STATES") -gt 1 ]]; then sed -i 1d "$FAKE_STATES"; fi
+  fi
+  if [[ -z "$state" ]]; then exit 1; fi
+  if [[ "$*" == *"--format=value(state)"* ]]; then echo "$state"; else echo "state: $state"; fi
+  exit 0
+fi
 if [[ "$4" == scp ]]; then cp "$5" "$FAKE_ARCHIVE"; fi
 exit 0
 """
+POD_ARGS = ("--name", "lda", "--zone", "z", "--type", "v4-8", "--config", "c.py")
 
 
-def _pod(checkout, tmp_path):
-    """Runs checkout/launch/tpu_pod.sh (no --dry-run) with a fake gcloud; the archive."""
+def _run_pod(checkout, tmp_path, *extra, states=(), env=None):
+    """Runs checkout/launch/tpu_pod.sh (no --dry-run) with a fake gcloud whose slice
+    goes through `states` (none: no slice); the process and the gcloud calls."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "gcloud").write_text(FAKE_GCLOUD)
     (bin_dir / "gcloud").chmod(0o755)
-    archive = tmp_path / "sent.tar.gz"
+    log = tmp_path / "gcloud.log"
+    if states:
+        (tmp_path / "states").write_text("".join(f"{s}\n" for s in states))
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "FAKE_LOG": str(tmp_path / "gcloud.log"),
-        "FAKE_ARCHIVE": str(archive),
+        "FAKE_LOG": str(log),
+        "FAKE_STATES": str(tmp_path / "states"),
+        "FAKE_ARCHIVE": str(tmp_path / "sent.tar.gz"),
         "TMPDIR": str(tmp_path),
         "GIT_CEILING_DIRECTORIES": str(tmp_path),  # no repository above the test's
+        **(env or {}),
     }
-    args = ["--name", "lda", "--zone", "z", "--type", "v4-8", "--config", "c.py"]
     p = subprocess.run(
-        ["bash", str(checkout / "launch" / "tpu_pod.sh"), *args, "--workdir", "gs://b/r"],
+        ["bash", str(checkout / "launch" / "tpu_pod.sh"), *POD_ARGS, "--workdir", "gs://b/r"]
+        + list(extra),
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    return p, log.read_text().splitlines() if log.exists() else []
+
+
+def _pod(checkout, tmp_path):
+    """Runs checkout/launch/tpu_pod.sh with a fake gcloud and no slice; the archive."""
+    p, _ = _run_pod(checkout, tmp_path)
     assert p.returncode == 0, p.stderr
-    with tarfile.open(archive) as tar:
+    with tarfile.open(tmp_path / "sent.tar.gz") as tar:
         names = {n.removeprefix("./") for n in tar.getnames()}
     return names, p
 
@@ -514,7 +541,8 @@ def _worker(tmp_path, pythons, pod_args=(), apt_gives=None):
     bin_dir, home = tmp_path / "bin", tmp_path / "home"
     bin_dir.mkdir()
     home.mkdir(exist_ok=True)
-    for tool in ("tar", "gzip", "mkdir", "hostname", "basename", "rm", "chmod", "ln", "cp"):
+    tools = ("tar", "gzip", "mkdir", "hostname", "basename", "rm", "chmod", "ln", "cp", "mv")
+    for tool in (*tools, "grep"):
         os.symlink(shutil.which(tool), bin_dir / tool)
     versions = tmp_path / "versions"
     versions.mkdir()
@@ -578,3 +606,208 @@ def test_install_takes_the_python_given_and_checks_it(tmp_path):
     status, err, log = _worker(tmp_path, pythons, pod_args=("--python", "py310"))
     assert status == 1 and "py310" in err and "Python 3.10.12" in err
     assert not any(line.startswith(("apt-get", "pip")) for line in log)
+
+
+def test_install_removes_what_the_checkout_deleted_and_nothing_else(tmp_path):
+    # Extracted over the last run's ~/ldattn_jax, a file deleted from the checkout
+    # stayed on the workers (and could be imported). Only what the last run
+    # shipped may go: shards, outputs and the venv kept there are users'.
+    code = tmp_path / "home" / "ldattn_jax"
+    (code / "ldattn_jax").mkdir(parents=True)
+    (code / "ldattn_jax" / "gone.py").write_text("deleted from the checkout since")
+    (code / "data").mkdir()
+    (code / "data" / "train.array_record-00000").write_text("shards built on the worker")
+    (code / ".shipped").write_text("./\n./pyproject.toml\n./ldattn_jax/gone.py\n")
+    (code / ".venv" / "bin").mkdir(parents=True)
+    (code / ".venv" / "kept").write_text("installed packages")
+    # A 3.12 venv (its python is the worker's python3.12, which _worker makes).
+    os.symlink(tmp_path / "versions" / "python3.12", code / ".venv" / "bin" / "python")
+    status, err, log = _worker(tmp_path, {"python3": "3.10.12", "python3.12": "3.12.3"})
+    assert status == 0, err
+    assert not (code / "ldattn_jax" / "gone.py").exists()
+    assert (code / "pyproject.toml").exists()
+    assert (code / "data" / "train.array_record-00000").read_text() == "shards built on the worker"
+    assert (code / ".venv" / "kept").read_text() == "installed packages"
+    # This run's list, for the next: what the archive holds.
+    assert "./pyproject.toml" in (code / ".shipped").read_text().splitlines()
+    assert "./ldattn_jax/gone.py" not in (code / ".shipped").read_text()
+    assert log[-2:] == ["pip install -q -e .[gcs]", "pip install -q jax[tpu]==0.10.2"]
+
+
+# ---- tpu_pod.sh: the slice's state on a rerun
+
+
+def _calls(log):
+    """The gcloud subcommands called, e.g. ["describe", "delete", "create", "scp"]."""
+    return [line.split()[3] for line in log]
+
+
+@pytest.mark.parametrize("state", ["PREEMPTED", "TERMINATED"])
+def test_tpu_pod_rerun_recreates_a_preempted_spot_slice(tmp_path, state):
+    # A preempted spot slice is still listed, so describe succeeds: reusing it sent
+    # scp and ssh to a slice that runs nothing, and the promised resume failed.
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, "--spot", states=[state])
+    assert p.returncode == 0, p.stderr
+    assert _calls(log) == ["describe", "delete", "create", "scp", "ssh", "ssh"]
+    assert "--format=value(state)" in log[0]
+    assert log[1] == "compute tpus tpu-vm delete lda --zone z --quiet"
+    assert log[2].endswith("--accelerator-type v4-8 --version tpu-ubuntu2204-base --spot")
+
+
+def test_tpu_pod_stops_on_a_preempted_slice_without_spot_and_names_the_delete(tmp_path):
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=["PREEMPTED"])
+    assert p.returncode == 1
+    assert _calls(log) == ["describe"]  # nothing deleted, nothing sent
+    (line,) = p.stderr.splitlines()
+    assert "PREEMPTED" in line
+    delete = line[line.index("gcloud compute tpus tpu-vm delete") :]
+    assert _argv(delete) == shlex.split("gcloud compute tpus tpu-vm delete lda --zone z --quiet")
+
+
+@pytest.mark.parametrize(
+    "states, calls",
+    [
+        (["CREATING", "STARTING", "READY"], ["describe"] * 3),
+        (["DELETING", ""], ["describe", "describe", "create"]),  # gone, then made anew
+    ],
+)
+def test_tpu_pod_waits_for_a_slice_on_its_way(tmp_path, states, calls):
+    env = {"TPU_POLL_SECONDS": "0"}
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=states, env=env)
+    assert p.returncode == 0, p.stderr
+    assert _calls(log) == [*calls, "scp", "ssh", "ssh"]
+    assert f"is {states[0]}: waiting for READY" in p.stderr
+
+
+def test_tpu_pod_waits_for_ready_only_so_long(tmp_path):
+    env = {"TPU_POLL_SECONDS": "0", "TPU_READY_TIMEOUT": "0"}
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=["CREATING"], env=env)
+    assert p.returncode == 1 and "still CREATING" in p.stderr
+    assert _calls(log) == ["describe"]
+
+
+@pytest.mark.parametrize("state", ["STOPPED", "SOMETHING_NEW"])
+def test_tpu_pod_stops_on_a_state_it_does_not_handle_and_names_it(tmp_path, state):
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=[state])
+    assert p.returncode == 1 and f"in state {state}" in p.stderr
+    assert _calls(log) == ["describe"]
+
+
+def test_tpu_pod_reuses_a_ready_slice(tmp_path):
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=["READY"])
+    assert p.returncode == 0, p.stderr
+    assert _calls(log) == ["describe", "scp", "ssh", "ssh"]
+
+
+# ---- tpu_pod.sh: the image for the type; flags
+
+
+def _create(*args, tmp_path):
+    p = _dry(
+        "tpu_pod.sh",
+        "--dry-run",
+        *("--name", "lda", "--zone", "z", "--config", "c.py", "--workdir", "gs://b/r"),
+        *args,
+        env={"TMPDIR": str(tmp_path)},
+    )
+    creates = [c for c in _commands(p.stdout) if c.startswith("gcloud compute tpus tpu-vm create")]
+    return p, [_argv(c) for c in creates]
+
+
+@pytest.mark.parametrize(
+    "tpu, version",
+    [
+        ("v5litepod-16", "v2-alpha-tpuv5-lite"),  # v5e
+        ("v5p-8", "v2-alpha-tpuv5"),
+        ("v6e-8", "v2-alpha-tpuv6e"),
+        ("v4-32", "tpu-ubuntu2204-base"),
+        ("v3-8", "tpu-ubuntu2204-base"),
+        ("v2-8", "tpu-ubuntu2204-base"),
+    ],
+)
+def test_tpu_pod_default_image_follows_the_type(tmp_path, tpu, version):
+    # The base image on a v5e, v5p or v6e is an invalid pairing (Google's runtime table).
+    p, (create,) = _create("--type", tpu, tmp_path=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert create[create.index("--accelerator-type") + 1] == tpu
+    assert create[create.index("--version") + 1] == version
+
+
+def test_tpu_pod_an_explicit_image_wins_and_an_unknown_type_needs_one(tmp_path):
+    p, (create,) = _create("--type", "v5p-8", "--version", "my-image", tmp_path=tmp_path)
+    assert create[create.index("--version") + 1] == "my-image"
+    p, creates = _create("--type", "tpu9-8", tmp_path=tmp_path)
+    assert p.returncode == 2 and "--version" in p.stderr and not creates
+    p, (create,) = _create("--type", "tpu9-8", "--version", "v9-img", tmp_path=tmp_path)
+    assert p.returncode == 0 and create[create.index("--version") + 1] == "v9-img"
+
+
+def test_tpu_pod_takes_flags_with_equals_and_underscores(tmp_path):
+    # README: every command takes its long flags with - or _ alike; --flag=value too.
+    # Values (an image name with _) and --config.* overrides stay as written.
+    common = ("--config.batch_size=8", MESH)
+    std = _dry(
+        "tpu_pod.sh",
+        *("--dry-run", "--name", "lda", "--zone", "z", "--type", "v4-8", "--spot"),
+        *("--config", "c.py", "--workdir", "gs://b/r", "--version", "my_image"),
+        *("--python", "/opt/py", "--project", "p", *common),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    alt = _dry(
+        "tpu_pod.sh",
+        *("--dry_run", "--name=lda", "--zone", "z", "--type=v4-8", "--spot"),
+        *("--config=c.py", "--workdir=gs://b/r", "--version=my_image"),
+        *("--python=/opt/py", "--project", "p", *common),
+        env={"TMPDIR": str(tmp_path)},
+    )
+    assert std.returncode == 0 and alt.returncode == 0, alt.stderr
+
+    def gcloud(p):  # the tar and scp commands name the run's own stage directory
+        cmds = _commands(p.stdout)
+        return [
+            c
+            for c in cmds
+            if c.startswith(("gcloud compute tpus tpu-vm create", "gcloud compute tpus tpu-vm ssh"))
+        ]
+
+    assert gcloud(alt) == gcloud(std) and len(gcloud(std)) == 3
+    create = _argv(gcloud(alt)[0])
+    assert create[-5:] == ["--accelerator-type", "v4-8", "--version", "my_image", "--spot"]
+    ssh = _argv(gcloud(alt)[-1])
+    assert shlex.split(ssh[ssh.index("--command") + 1])[-2:] == list(common)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--name",), "missing value for --name"),
+        (("--spot=yes",), "--spot takes no value"),
+        (("--zonee", "z"), "unknown argument: --zonee"),
+    ],
+)
+def test_tpu_pod_refuses_bad_flags_clearly(args, message):
+    p = _dry("tpu_pod.sh", "--dry-run", *args)
+    assert p.returncode == 2 and message in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("script", ["local.sh", "gpu_slurm.sbatch"])
+def test_local_and_slurm_take_dry_run_with_an_underscore(script):
+    p = _dry(script, "--dry_run", "c.py", "/w", env={"PYTHON": "/opt/env/bin/python"})
+    assert p.returncode == 0, p.stderr
+    (cmd,) = _commands(p.stdout)
+    assert shlex.split(cmd)[-6:] == [
+        "-m",
+        "ldattn_jax.train",
+        "--config",
+        "c.py",
+        "--workdir",
+        "/w",
+    ]
+
+
+@pytest.mark.parametrize("script", ["local.sh", "gpu_slurm.sbatch"])
+def test_local_and_slurm_refuse_an_unknown_option_instead_of_taking_it_as_config(script):
+    # A mistyped --dryrun was CONFIG, and the run started for real.
+    p = _dry(script, "--dryrun", "c.py", "/w", env={"PYTHON": "/bin/false"})
+    assert p.returncode == 2 and "unknown option before CONFIG: --dryrun" in p.stderr
+    assert "usage" in p.stderr and p.stdout == ""
