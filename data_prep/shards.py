@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -117,6 +118,10 @@ def _to_record(ex: dict) -> dict:
     return {k: _FIELD_TYPES.get(k, _same)(v) for k, v in ex.items()}
 
 
+# Module-level, as SplitSource is pickled to grain's workers (a lock is not).
+_OPEN_LOCK = threading.Lock()
+
+
 class SplitSource:
     """Random-access, picklable view of one split; __getitem__ decodes one record.
 
@@ -158,23 +163,34 @@ class SplitSource:
 
     def _open(self):
         if self._source is None:
-            import tensorflow_datasets as tfds
-
-            _tune_malloc()
-            builder = tfds.builder_from_directory(self.builder_dir)
-            self._decode = self._view
-            if self._decode is None:
-                decoder = builder.info.features
-                if self.features is not None:
-                    # TFDS's own parser, given only these specs, parses only them.
-                    decoder = tfds.features.FeaturesDict({k: decoder[k] for k in self.features})
-                self._decode = decoder.deserialize_example_np
-            self._source = self._direct_files(builder)
-            if self._source is None:
-                self._source = builder.as_data_source(
-                    self.split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
-                )
+            # grain's read threads all arrive here at the first batch. The decoder
+            # is set before the source, and the source last: a thread that sees a
+            # source must find its decoder (it read None mid-open, a TypeError).
+            with _OPEN_LOCK:
+                if self._source is None:
+                    self._decode, source = self._open_files()
+                    self._source = source
         return self._source
+
+    def _open_files(self):
+        """(decode, source) of this split: opened once per process (`_open`)."""
+        import tensorflow_datasets as tfds
+
+        _tune_malloc()
+        builder = tfds.builder_from_directory(self.builder_dir)
+        decode = self._view
+        if decode is None:
+            decoder = builder.info.features
+            if self.features is not None:
+                # TFDS's own parser, given only these specs, parses only them.
+                decoder = tfds.features.FeaturesDict({k: decoder[k] for k in self.features})
+            decode = decoder.deserialize_example_np
+        source = self._direct_files(builder)
+        if source is None:
+            source = builder.as_data_source(
+                self.split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES
+            )
+        return decode, source
 
     def _direct_files(self, builder) -> RecordFiles | None:
         """data_prep.array_record_file's one-copy reader, where the files allow it.

@@ -174,6 +174,48 @@ def test_tfds_data_source_and_pickling(built):
     assert len(shards) == min(64, len(open_split(str(built), "train")))
 
 
+def test_threads_reading_a_fresh_source_open_it_once_and_all_decode(built, monkeypatch):
+    # grain's read threads all reach the first read together. Each used to open
+    # the split itself, resetting the decoder to None on the way, so a thread that
+    # found another's source could call a None decoder (every field: TFDS's parser).
+    import threading
+    import time
+
+    import tensorflow_datasets as tfds
+
+    opened, real = [], tfds.builder_from_directory
+
+    def slow_open(*a, **k):
+        opened.append(threading.get_ident())
+        time.sleep(0.2)  # widen the window a reading thread could fall into
+        return real(*a, **k)
+
+    monkeypatch.setattr(tfds, "builder_from_directory", slow_open)
+    src = open_split(str(built), "test")  # every field: the TFDS decoder
+    ref = [open_split(str(built), "test")[i] for i in range(8)]
+    opened.clear()
+    results, errors = {}, []
+    start = threading.Barrier(8)
+
+    def read(i):
+        start.wait()
+        try:
+            results[i] = src[i]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert len(opened) == 1, f"opened {len(opened)} times"
+    for i in range(8):
+        np.testing.assert_array_equal(results[i]["frames"], ref[i]["frames"])
+        assert results[i]["video_id"] == ref[i]["video_id"]
+
+
 def test_a_feature_subset_decodes_only_those_fields(built, monkeypatch):
     from ldattn_jax.input_pipeline import RECORD_FIELDS
 
