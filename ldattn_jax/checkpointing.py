@@ -7,7 +7,7 @@ Layout: WORKDIR/checkpoints/<step>/{state, data_iter}/ managed by one
   statistics, momentum and the optimizer's step count (which drives the lr);
 - `data_iter`: grain's iterator state, one JSON per process (grain's own
   handler and file format; restoring carries the position over when
-  `data.worker_count` changed, see `DataIterHandler`).
+  `data.worker_count` or the number of processes changed, see `DataIterHandler`).
 
 Retention keeps the last `keep_checkpoints` steps plus the step with the best
 validation AUC (orbax `LatestN` OR `BestN`); the AUC is stored as the
@@ -22,6 +22,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from typing import Any
 
 import grain
@@ -59,11 +60,12 @@ logging.getLogger("absl").addFilter(_QuietMissingMetrics())
 
 
 class ProcessCountMismatch(FileNotFoundError):
-    """A checkpoint of another number of processes: intact, but not this run's."""
+    """A checkpoint's iterator states that cannot resume this run's processes."""
 
 
 class DataIterHandler(grain.checkpoint.CheckpointHandler):
-    """grain's iterator handler, restoring across a change of data.worker_count.
+    """grain's iterator handler, restoring across a change of data.worker_count
+    or of the number of processes (`_common_position`).
 
     grain's state is shaped by the worker count (a plain next-index without
     workers, one per worker stream with them) and its set_state fails on the
@@ -80,15 +82,11 @@ class DataIterHandler(grain.checkpoint.CheckpointHandler):
         process, count = jax.process_index(), jax.process_count()
         directory = epath.Path(directory)
         path = directory / f"process_{process}-of-{count}.json"
-        if not path.exists():
-            found = sorted(p.name for p in directory.glob("process_*.json"))
-            raise ProcessCountMismatch(
-                f"{path} does not exist ({directory} holds {found}): the checkpoint was "
-                f"written by a run with another number of processes than this run's {count}; "
-                "resume with the same number of processes"
-            )
-        saved = json.loads(path.read_text())
         like = item.get_state()  # a fresh iterator's state: the shape its set_state accepts
+        if path.exists():
+            saved = json.loads(path.read_text())
+        else:
+            saved = input_pipeline.iterator_state_at(_common_position(directory, count), like)
         try:
             old = input_pipeline.iterator_worker_count(saved)
             new = input_pipeline.iterator_worker_count(like)
@@ -115,6 +113,58 @@ class DataIterHandler(grain.checkpoint.CheckpointHandler):
         item.set_state(saved)
         item.start_prefetch()  # as grain's handler: overlap the first batches with the rest
         return item
+
+
+_PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+def _common_position(directory: epath.Path, count: int) -> int:
+    """The batch every process of a run with another process count had reached.
+
+    A process's batch n is its slice of global batch n whatever the count
+    (input_pipeline.make_train_iterator slices each global batch, flips drawn
+    before the slice), so that position carries over to any count that divides
+    batch_size: a pod or cluster job resubmitted on fewer or more hosts resumes
+    the same stream. Refused when the files are incomplete or disagree.
+    """
+    files = {}
+    for p in directory.glob("process_*-of-*.json"):
+        m = _PROCESS_FILE.fullmatch(p.name)
+        if m:
+            files.setdefault(int(m[2]), {})[int(m[1])] = p
+    found = sorted(p.name for of in files.values() for p in of.values())
+    complete = [of for of, got in files.items() if set(got) == set(range(of))]
+    if len(complete) != 1 or len(files) != 1:
+        raise ProcessCountMismatch(
+            f"{directory} holds {found or 'no iterator states'}, not the states of all "
+            f"processes of one run, and none for this run's {count}; the checkpoint is "
+            "incomplete: resume from another step (--checkpoint or delete this one)"
+        )
+    (old,) = complete
+    positions = {}
+    for i, p in sorted(files[old].items()):
+        try:
+            positions[i] = input_pipeline.iterator_position(json.loads(p.read_text()))
+        except ValueError as e:
+            raise ProcessCountMismatch(
+                f"{p}: written by a run of {old} processes, this run has {count}, and its "
+                f"state cannot be carried over ({e}); resume with {old} processes"
+            ) from e
+    if len(set(positions.values())) != 1:
+        raise ProcessCountMismatch(
+            f"{directory}: the {old} processes that wrote it were at different batches "
+            f"{positions}; resume with {old} processes"
+        )
+    position = positions[0]
+    logging.warning(
+        "the checkpoint in %s was written by %d processes, this run has %d: every "
+        "process resumes at global batch %d of the same stream",
+        directory.parent,
+        old,
+        count,
+        position,
+    )
+    return position
 
 
 class IteratorPosition:

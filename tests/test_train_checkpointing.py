@@ -239,17 +239,44 @@ def test_bad_step_counts_stop_before_anything_is_written(tiny_run, tmp_path, key
     assert not os.path.exists(tmp_path / "run")
 
 
-def test_a_checkpoint_of_another_process_count_says_so(tmp_path):
-    it = _iterator()
-    next(it)
-    manager = checkpointing.make_manager(tmp_path, async_save=False)
-    checkpointing.save_train_state(manager, 1, _state(0)[1], it)
+def _pipeline_config(batch=4):
+    c = ml_collections.ConfigDict(
+        {"seed": 0, "batch_size": batch, "model": {"image_size": 4}, "data": {"flip": True}}
+    )
+    c.data.update(read_threads=1, prefetch=1, worker_count=0)
+    return c
+
+
+def test_a_checkpoint_of_two_processes_resumes_one_at_the_same_global_batch(tmp_path):
+    # A pod or cluster job resubmitted on another number of hosts: process p's
+    # batch n is its slice of global batch n for any count, so the position
+    # carries over (it was refused, costing the resubmission its data position).
+    records, idx, c = _Records(16), np.arange(16), _pipeline_config()
+    ref = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=idx)
+    ref_batches = [next(ref) for _ in range(5)]
     d = tmp_path / "checkpoints" / "1" / "data_iter"
-    (d / "process_0-of-1.json").rename(d / "process_0-of-2.json")  # as if saved by 2 hosts
-    _, abstract = _state(1)
-    with pytest.raises(FileNotFoundError, match=r"process_0-of-2.json.*same number of processes"):
-        checkpointing.restore_train_state(manager, 1, abstract, _shardings(abstract), _iterator())
-    manager.close()
+    d.mkdir(parents=True)
+    for p in range(2):  # what two processes saved after 3 steps
+        it = input_pipeline.make_train_iterator(
+            records, c, num_frames=1, indices=idx, process_index=p, process_count=2
+        )
+        for _ in range(3):
+            next(it)
+        (d / f"process_{p}-of-2.json").write_text(json.dumps(it.get_state()))
+    target = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=idx)
+    checkpointing.DataIterHandler().restore(d, item=target)
+    for want in ref_batches[3:]:
+        np.testing.assert_array_equal(next(target)["frames"], want["frames"])
+    # Processes at different batches, or a missing process file: refused, named.
+    (d / "process_1-of-2.json").write_text(json.dumps({"next_index": 4}))
+    fresh = input_pipeline.make_train_iterator(records, c, num_frames=1, indices=idx)
+    with pytest.raises(checkpointing.ProcessCountMismatch, match=r"different batches"):
+        checkpointing.DataIterHandler().restore(d, item=fresh)
+    (d / "process_1-of-2.json").unlink()
+    with pytest.raises(
+        checkpointing.ProcessCountMismatch, match=r"process_0-of-2.json.*incomplete"
+    ):
+        checkpointing.DataIterHandler().restore(d, item=fresh)
 
 
 def test_config_data_balance_sets_the_epoch_and_the_loss(tiny_run, tmp_path, monkeypatch):
