@@ -217,6 +217,25 @@ def _per_process_batch(batch_size: int, process_count: int) -> int:
     return batch_size // process_count
 
 
+# The training stream's version (data_stream.json records it per workdir).
+# 1: grain shuffles epoch e with seed + e, so config.seed s + 1 drew seed s's
+#    epoch orders one epoch later (ablation seeds shared all but one order).
+# 2: the shuffle seed is config.seed times an odd constant mod 2**32 (a
+#    bijection; seed 0 stays 0, so its stream is version 1's): seeds below 1000
+#    lie >= 1.9 million apart, so no two share an epoch's order.
+STREAM_VERSION = 2
+_SEED_SPREAD = 0x9E3779B1  # 2**32 / golden ratio, odd
+
+
+def shuffle_seed(seed: int, stream_version: int = STREAM_VERSION) -> int:
+    """grain's shuffle seed for config.seed (see STREAM_VERSION)."""
+    if stream_version == 1:
+        return int(seed)
+    if stream_version == 2:
+        return int(seed) * _SEED_SPREAD % 2**32
+    raise ValueError(f"stream_version={stream_version}: this code knows 1 and 2")
+
+
 def make_train_iterator(
     source,
     config,
@@ -225,6 +244,7 @@ def make_train_iterator(
     indices: np.ndarray,
     process_index: int = 0,
     process_count: int = 1,
+    stream_version: int = STREAM_VERSION,
 ):
     """An infinite, checkpointable grain iterator of per-process training batches.
 
@@ -234,7 +254,7 @@ def make_train_iterator(
     local_batch = _per_process_batch(config.batch_size, process_count)
     ds = grain.MapDataset.source(indices)
     # Explicit seeds (not ds.seed()) so adding a transformation never changes the order.
-    ds = ds.shuffle(seed=config.seed).repeat(None)  # reshuffled every epoch
+    ds = ds.shuffle(seed=shuffle_seed(config.seed, stream_version)).repeat(None)
     load = LoadRecord
     if config.data.flip:
         ds = ds.random_map(DrawFlip(), seed=config.seed + 1)  # before the slice: DrawFlip

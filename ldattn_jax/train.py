@@ -35,7 +35,14 @@ from jax.experimental import multihost_utils
 
 from data_prep import cli
 from data_prep.record_view import RecordFormatError
-from ldattn_jax import checkpointing, input_pipeline, provenance, schedules, sharding
+from ldattn_jax import (
+    checkpointing,
+    data_stream,
+    input_pipeline,
+    provenance,
+    schedules,
+    sharding,
+)
 from ldattn_jax.checkpointing import CheckpointDamaged
 from ldattn_jax.config_utils import (
     ConfigError,
@@ -519,6 +526,8 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         steps_per_epoch,
         total_steps,
     )
+    version = data_stream.stream_version(workdir_path)
+    stream = data_stream.describe(config, len(train_source), counts, len(indices), version)
     train_iter = input_pipeline.make_train_iterator(
         train_source,
         config,
@@ -526,6 +535,7 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         indices=indices,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        stream_version=version,
     )
 
     # ---- model + optimizer (abstract first: shardings and restore need no init)
@@ -563,6 +573,7 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
     )
     start = manager.latest_step()
     if start is not None:
+        data_stream.check_resume(workdir_path, stream)
         state, train_iter = checkpointing.restore_train_state(
             manager, start, abstract_state, state_sh, train_iter
         )
@@ -578,6 +589,9 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         # Only now: a config that fails before or during the restore must leave the
         # workdir's config.json describing the checkpoints that are there.
         workdir_path.mkdir(parents=True, exist_ok=True)
+        # Before config.json: a workdir with config.json and without this file is
+        # a run begun before it existed (data_stream.stream_version).
+        data_stream.write(workdir_path, stream)
         write_config(config, workdir_path / "config.json")
         if start < total_steps:  # a finished run asked again trains nothing: no session
             provenance.record_training_session(workdir_path, start, config.data.dir)

@@ -159,6 +159,42 @@ def test_resuming_with_another_worker_count_continues_the_same_stream(tiny_run, 
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+def test_resuming_on_another_build_is_refused(tiny_run, tmp_path, monkeypatch):
+    # data.dir may move (a copy is the same stream), but a build with another
+    # number of records is another stream: the saved position would skip and
+    # repeat records, and the lr schedule (epochs of the old length) would jump.
+    run = tmp_path / "run"
+    train.train_and_evaluate(tiny_run("--config.total_steps=2"), str(run))
+    recorded = json.loads((run / "data_stream.json").read_text())
+    assert recorded["stream_version"] == input_pipeline.STREAM_VERSION
+    assert (recorded["train_records"], recorded["samples_per_epoch"]) == (48, 48)
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(40), None, None))
+    with pytest.raises(ConfigError, match=r"of 48 records.*holds 40 .*new --workdir"):
+        train.train_and_evaluate(tiny_run("--config.total_steps=4"), str(run))
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), None, None))
+    moved = tiny_run("--config.total_steps=4", f"--config.data.dir={tmp_path / 'copy'}")
+    assert train.train_and_evaluate(moved, str(run)).step == 4
+
+
+def test_a_run_begun_before_stream_versions_resumes_its_own_stream(tiny_run, tmp_path, monkeypatch):
+    # Seed 1's stream changed with STREAM_VERSION 2; a run begun under version 1
+    # (config.json, no data_stream.json) must go on with version 1's batches.
+    seeded = ("--config.seed=1", "--config.data.flip=false")
+    ref = str(tmp_path / "ref")
+    with monkeypatch.context() as m:
+        m.setattr(input_pipeline, "STREAM_VERSION", 1)
+        train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), ref)
+        old = tmp_path / "old"
+        train.train_and_evaluate(tiny_run("--config.total_steps=2", *seeded), str(old))
+    (old / "data_stream.json").unlink()  # as a run of the code before the file
+    train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), str(old))
+    assert _losses(str(old)) == _losses(ref)
+    assert json.loads((old / "data_stream.json").read_text())["stream_version"] == 1
+    new = str(tmp_path / "new")
+    train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), new)
+    assert _losses(new) != _losses(ref)  # version 2: another order for seed 1
+
+
 def test_a_run_hard_killed_after_a_checkpoint_resumes_with_one_record_per_step(
     tiny_run, tmp_path, monkeypatch
 ):
