@@ -110,35 +110,157 @@ def _is_num(x) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and np.isfinite(x)
 
 
-def order_check(agg: dict, key: str) -> dict:
-    """Mean `key` against Table VIII's AUC order (over the variants that ran).
+# How a step (lower, higher) up Table VIII's order stands over the seeds (`pair_test`):
+SHOWN = "higher"  # higher in a majority of seeds, and significantly so in one or more
+REVERSED = "lower"  # the same the other way round
+LEVEL = "level"  # neither: not shown apart (exact ties count for neither side)
+STATUS_TEXT = {
+    SHOWN: "reproduced",
+    REVERSED: "reversed",
+    LEVEL: "level (not shown apart)",
+    None: "not tested",
+}
 
-    `reproduced`: the full order. `claims`: the paper's two stated conclusions,
-    each None when a variant it needs did not run -- every attention variant
-    beats the backbone, and lda_st beats each single module.
+
+def pair_test(runs: dict[str, dict[int, dict]], lower: str, higher: str, key: str) -> dict:
+    """``higher`` against ``lower`` on `key`, seed by seed (the seeds both ran).
+
+    The mean difference; in how many seeds ``higher`` scored higher and lower
+    (an exact tie is neither); where both runs of a seed kept their video
+    scores, a paired bootstrap of the difference on the same videos
+    (`metrics.paired_auc_difference`) and in how many seeds it is significant
+    (p < SIGNIFICANCE) either way. ``status``: SHOWN when ``higher`` is higher
+    in a majority of the seeds *and* significantly so in at least one (and in
+    none significantly lower: seeds that contradict each other significantly
+    say the training seed decides), REVERSED for the same the other way, else
+    LEVEL; None without a seed to compare. A mean gap of 2e-5 AUC (one video
+    pair in 14,400, in one seed) is no order.
+    """
+    seeds = [
+        s
+        for s in sorted(set(runs[lower]) & set(runs[higher]))
+        if _is_num(runs[lower][s].get(key)) and _is_num(runs[higher][s].get(key))
+    ]
+    diffs = [runs[higher][s][key] - runs[lower][s][key] for s in seeds]
+    paired = [_paired(runs[lower][s], runs[higher][s], key) for s in seeds]
+    tested = [t for t in paired if t is not None]
+
+    def significant(t: dict, sign: int) -> bool:
+        # p None: no resample varied (both perfect): nothing shown either way.
+        return t["p_value"] is not None and t["p_value"] < SIGNIFICANCE and sign * t["delta"] > 0
+
+    step = {
+        "lower": lower,
+        "higher": higher,
+        "mean_diff": float(np.mean(diffs)) if diffs else None,
+        "seeds_agreeing": int(sum(d > 0 for d in diffs)),
+        "seeds_disagreeing": int(sum(d < 0 for d in diffs)),
+        "seeds": len(seeds),
+        "p_values": [None if t is None else t["p_value"] for t in paired],
+        "seeds_tested": len(tested),
+        "seeds_significant": sum(significant(t, +1) for t in tested),
+        "seeds_significant_reversed": sum(significant(t, -1) for t in tested),
+    }
+    majority = len(seeds) / 2
+    if not seeds:
+        step["status"] = None
+    elif (
+        step["seeds_agreeing"] > majority
+        and step["seeds_significant"]
+        and not step["seeds_significant_reversed"]
+    ):
+        step["status"] = SHOWN
+    elif (
+        step["seeds_disagreeing"] > majority
+        and step["seeds_significant_reversed"]
+        and not step["seeds_significant"]
+    ):
+        step["status"] = REVERSED
+    else:
+        step["status"] = LEVEL
+    return step
+
+
+def _claim(tests: list[dict]) -> str:
+    """ "yes" when every pair it needs is shown, "no" when one is reversed, else
+    "not shown"."""
+    statuses = [t["status"] for t in tests]
+    if statuses and all(st == SHOWN for st in statuses):
+        return "yes"
+    if REVERSED in statuses:
+        return "no"
+    return "not shown"
+
+
+def order_check(agg: dict, key: str, runs: dict | None = None, steps: list | None = None) -> dict:
+    """`key` against Table VIII's AUC order (over the variants that ran).
+
+    ``runs``: the per-seed results (`aggregate`'s input), which alone can show
+    an order: each step up it is `pair_test`-ed (``steps``: `paper_steps`' of
+    them, where the caller has them). `reproduced`: every step SHOWN;
+    `verdict`: "reproduced", "not reproduced" (a step REVERSED) or "not shown"
+    (a step level or untested; without ``runs`` every step is untested: means
+    alone show no order). `measured_order`: by mean, for the reader.
+    `claims`: the paper's two stated conclusions, "yes" / "no" / "not shown"
+    as `pair_test` finds the pairs each needs, None when a variant it needs
+    did not run -- every attention variant beats the backbone, and lda_st
+    beats each single module.
     """
     present = [v for v in PAPER_ORDER if v in agg and key in agg[v]]
     mean = {v: agg[v][key]["mean"] for v in present}
     ranked = sorted(present, key=lambda v: (mean[v], PAPER_ORDER.index(v)))
     attention = [v for v in present if v != "xception"]
     singles = [v for v in ("lda_spatial", "lda_temporal") if v in present]
+    done = {(st["lower"], st["higher"]): st for st in steps or ()}
+
+    def test(lower: str, higher: str) -> dict:
+        if (lower, higher) not in done:
+            done[lower, higher] = (
+                pair_test(runs, lower, higher, key)
+                if runs is not None
+                else {"lower": lower, "higher": higher, "status": None}
+            )
+        return done[lower, higher]
+
+    step_tests = [test(lo, hi) for lo, hi in zip(present, present[1:], strict=False)]
+    statuses = [st["status"] for st in step_tests]
+    needs = {
+        "modules_beat_backbone": (
+            [("xception", v) for v in attention] if "xception" in present and attention else None
+        ),
+        "combination_best": (
+            [(v, "lda_st") for v in singles] if "lda_st" in present and singles else None
+        ),
+    }
+    claim_tests = {
+        c: None if pairs is None else [test(*p) for p in pairs] for c, pairs in needs.items()
+    }
     return {
         "paper_order": present,
         "measured_order": ranked,
-        "reproduced": len(present) > 1 and ranked == present,
-        "claims": {
-            "modules_beat_backbone": (
-                all(mean[v] > mean["xception"] for v in attention)
-                if "xception" in present and attention
-                else None
-            ),
-            "combination_best": (
-                all(mean["lda_st"] > mean[v] for v in singles)
-                if "lda_st" in present and singles
-                else None
-            ),
+        "measured_text": _measured_text(ranked, mean),
+        "reproduced": len(present) > 1 and all(st == SHOWN for st in statuses),
+        "verdict": (
+            "reproduced"
+            if len(present) > 1 and all(st == SHOWN for st in statuses)
+            else "not reproduced"
+            if REVERSED in statuses
+            else "not shown"
+        ),
+        "claims": {c: None if t is None else _claim(t) for c, t in claim_tests.items()},
+        "claim_tests": {
+            c: None if t is None else [(x["lower"], x["higher"], x["status"]) for x in t]
+            for c, t in claim_tests.items()
         },
     }
+
+
+def _measured_text(ranked: list[str], mean: dict) -> str:
+    """The variants by mean, worst first; "=" between exactly equal means."""
+    text = ranked[0] if ranked else ""
+    for a, b in zip(ranked, ranked[1:], strict=False):
+        text += f" {'=' if mean[a] == mean[b] else '<'} {b}"
+    return text
 
 
 # paper_steps: a step up the order counts as shown in a seed when the paired
@@ -156,41 +278,13 @@ _STEP_SUBSETS = {
 def paper_steps(runs: dict[str, dict[int, dict]], key: str) -> list[dict]:
     """Each step up Table VIII's order, seed by seed: is the gap more than noise?
 
-    For adjacent variants (lower, higher) of PAPER_ORDER: the mean difference of
-    `key` and in how many of the seeds both ran the higher one scored higher.
-    A gap that half the seeds contradict is not an order, whatever the means say.
-    Where both runs of a seed kept their video scores, the same videos also
-    give a paired bootstrap of the difference (`metrics.paired_auc_difference`):
-    `seeds_significant` counts the seeds where the higher one is higher with
-    p < SIGNIFICANCE, so a gap within the held-out set's own noise shows too.
+    For adjacent variants (lower, higher) of PAPER_ORDER: `pair_test`. A gap
+    that half the seeds contradict is not an order, whatever the means say,
+    and neither is one that no seed's paired bootstrap tells from the held-out
+    set's own noise.
     """
     present = [v for v in PAPER_ORDER if v in runs]
-    steps = []
-    for lower, higher in zip(present, present[1:], strict=False):
-        seeds = [
-            s
-            for s in sorted(set(runs[lower]) & set(runs[higher]))
-            if _is_num(runs[lower][s].get(key)) and _is_num(runs[higher][s].get(key))
-        ]
-        diffs = [runs[higher][s][key] - runs[lower][s][key] for s in seeds]
-        paired = [_paired(runs[lower][s], runs[higher][s], key) for s in seeds]
-        p_values = [None if t is None else t["p_value"] for t in paired]
-        tested = [t for t in paired if t is not None]
-        steps.append(
-            {
-                "lower": lower,
-                "higher": higher,
-                "mean_diff": float(np.mean(diffs)) if diffs else None,
-                "seeds_agreeing": int(sum(d > 0 for d in diffs)),
-                "seeds": len(seeds),
-                "p_values": p_values,
-                "seeds_tested": len(tested),
-                "seeds_significant": sum(
-                    t["delta"] > 0 and t["p_value"] < SIGNIFICANCE for t in tested
-                ),
-            }
-        )
-    return steps
+    return [pair_test(runs, lo, hi, key) for lo, hi in zip(present, present[1:], strict=False)]
 
 
 def _paired(lower: dict, higher: dict, key: str) -> dict | None:
@@ -247,7 +341,10 @@ def markdown(
                 cells.append("–")
                 continue
             s = a[key]
-            cells.append(f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['min']:.2f}–{s['max']:.2f})")
+            if s["n"] == 1:  # one seed: no spread measured (its sd 0.0 is no "no variance")
+                cells.append(f"{s['mean']:.3f} (n = 1, no sd)")
+            else:
+                cells.append(f"{s['mean']:.3f} ± {s['sd']:.3f} ({s['min']:.2f}–{s['max']:.2f})")
         lines.append(f"| {variant} | {len(a['seeds'])} | " + " | ".join(cells) + " |")
     uniform = [
         a[f"pointing_{m}_uniform"]["mean"]
@@ -264,29 +361,34 @@ def markdown(
         + "."
     )
     for key, name in COLUMNS[:2]:
-        chk = order_check(agg, key)
+        key_steps = steps[key] if steps else paper_steps(runs, key) if runs else None
+        chk = order_check(agg, key, runs, key_steps)
         if len(chk["paper_order"]) < 2:
             lines.append(
                 f"On '{name}': only {', '.join(chk['paper_order']) or 'no variant'} ran; "
                 "the paper's order needs two or more (--variants)."
             )
             continue
-        verdict = (
-            "reproduced"
-            if chk["reproduced"]
-            else f"not reproduced (measured: {' < '.join(chk['measured_order'])})"
-        )
-        claims = ", ".join(
-            f"{claim} {'yes' if ok else 'no'}"
-            for claim, ok in chk["claims"].items()
-            if ok is not None
-        )
+        level = [
+            f"{st['lower']} -> {st['higher']}" for st in (key_steps or ()) if st["status"] != SHOWN
+        ]
+        verdict = {
+            "reproduced": "reproduced",
+            "not reproduced": f"not reproduced (measured: {chk['measured_text']})",
+            "not shown": (
+                f"not shown (not shown apart: {', '.join(level)}; measured means: "
+                f"{chk['measured_text']})"
+                if level
+                else f"not shown (no per-seed results; measured means: {chk['measured_text']})"
+            ),
+        }[chk["verdict"]]
+        claims = ", ".join(f"{claim} {v}" for claim, v in chk["claims"].items() if v is not None)
         lines.append(
             f"On '{name}': order {' < '.join(chk['paper_order'])} {verdict}"
             + (f"; {claims}" if claims else "")
             + "."
         )
-        if runs:
+        if key_steps:
             lines.append(
                 "  per step: "
                 + "; ".join(
@@ -294,14 +396,28 @@ def markdown(
                     f"{st['seeds_agreeing']}/{st['seeds']} seeds"
                     + (
                         f" (p < {SIGNIFICANCE:g} in {st['seeds_significant']}/"
-                        f"{st['seeds_tested']}, paired bootstrap over videos)"
+                        f"{st['seeds_tested']}"
+                        + (
+                            f", lower with p < {SIGNIFICANCE:g} in "
+                            f"{st['seeds_significant_reversed']}"
+                            if st.get("seeds_significant_reversed")
+                            else ""
+                        )
+                        + ", paired bootstrap over videos)"
                         if st["seeds_tested"]
                         else ""
                     )
-                    for st in (steps[key] if steps else paper_steps(runs, key))
+                    + f": {STATUS_TEXT[st['status']]}"
+                    for st in key_steps
                     if st["mean_diff"] is not None
                 )
             )
+    lines.append(
+        "A step counts as reproduced when the higher variant is higher in most seeds and "
+        f"significantly so (paired bootstrap, p < {SIGNIFICANCE:g}) in at least one and "
+        "significantly lower in none; a claim is 'yes' when every pair it needs is, 'no' "
+        "when one is reversed so, else 'not shown'."
+    )
     if failed:
         # Said beside the table: a variant with fewer seeds than asked for has a
         # mean over fewer runs, and one with none is missing from the table.
@@ -409,7 +525,10 @@ def main(argv=None) -> int:
             "runs": {v: {str(s): r for s, r in by.items()} for v, by in done.items()},
             "failed": failed,
             "aggregate": agg,
-            "order": {key: order_check(agg, key) | {"steps": steps[key]} for key, _ in COLUMNS[:2]},
+            "order": {
+                key: order_check(agg, key, done, steps[key]) | {"steps": steps[key]}
+                for key, _ in COLUMNS[:2]
+            },
             "seconds": time.time() - t0,
         }
         os.makedirs(os.path.join(args.out, "ablation"), exist_ok=True)

@@ -195,6 +195,8 @@ def run_of(path: str) -> dict | None:
             "compute_dtype": doc.get("compute_dtype"),
             "state_sha256": checkpoint.get("state_sha256"),
             "shards_sha256": doc.get("shards_sha256"),
+            # Absent in metrics.json files written before versions were recorded.
+            "shards_fingerprint_version": doc.get("shards_fingerprint_version", 1),
             "git_commit": prov.get("git_commit"),
             "git_dirty": prov.get("git_dirty"),
         }
@@ -218,9 +220,20 @@ def notes(run_a: dict | None, run_b: dict | None) -> list[str]:
             f"A and B are the same weights (state sha256 {run_a['state_sha256'][:12]}…) {how}: "
             "a difference is not one of training"
         )
-    if None not in (run_a["shards_sha256"], run_b["shards_sha256"]) and (
-        run_a["shards_sha256"] != run_b["shards_sha256"]
-    ):
+    versions = (
+        run_a.get("shards_fingerprint_version", 1),
+        run_b.get("shards_fingerprint_version", 1),
+    )
+    if None in (run_a["shards_sha256"], run_b["shards_sha256"]):
+        pass
+    elif versions[0] != versions[1]:
+        # One build has another fingerprint in each version: unequal values say nothing.
+        out.append(
+            f"A and B record data fingerprints of different versions ({versions[0]} and "
+            f"{versions[1]}; metrics.FINGERPRINT_VERSION): whether they scored the same build "
+            "cannot be told from them"
+        )
+    elif run_a["shards_sha256"] != run_b["shards_sha256"]:
         out.append(
             "A and B scored other builds of these videos (shards_sha256 differ: other crops, "
             "size or frames): a difference may come from the data, not the detectors"
@@ -234,7 +247,7 @@ def compare(path_a: str, path_b: str, level: str = "video") -> dict:
     groups = videos if level == "frame" else None
     try:
         result = metrics.paired_auc_difference(labels, sa, sb, groups)
-        ci_a, ci_b = (metrics.auc_ci(labels, s, groups) for s in (sa, sb))
+        ci_a, ci_b = (metrics.bootstrap_intervals(labels, s, groups) for s in (sa, sb))
     except ValueError as e:  # one class only, scores outside [0, 1], ...
         raise CompareError(str(e)) from None
     run_a, run_b = run_of(path_a), run_of(path_b)
@@ -249,8 +262,12 @@ def compare(path_a: str, path_b: str, level: str = "video") -> dict:
             "counts": {"real": int((labels == 0).sum()), "fake": int(labels.sum())},
             "videos": len(set(videos.tolist())),
             **result,
-            "auc_a_ci95": list(ci_a),
-            "auc_b_ci95": list(ci_b),
+            # None where no resample varied and no exact bound exists (every score
+            # tied); the notes say how an interval no resample varied was bounded.
+            "auc_a_ci95": None if ci_a["auc"] is None else list(ci_a["auc"]),
+            "auc_b_ci95": None if ci_b["auc"] is None else list(ci_b["auc"]),
+            "auc_a_ci95_note": ci_a["auc_note"],
+            "auc_b_ci95_note": ci_b["auc_note"],
         }
     )
 
@@ -268,27 +285,52 @@ def _run_line(run: dict | None) -> str:
     return "  (" + ", ".join(parts) + ")"
 
 
+def _ci_text(ci, sign: str = "") -> str:
+    return "[no interval]" if ci is None else f"[{ci[0]:{sign}.4f}, {ci[1]:{sign}.4f}]"
+
+
+def _difference_line(r: dict) -> str:
+    ci = r["delta_ci95"]
+    excludes_zero = ci is not None and (ci[0] > 0 or ci[1] < 0)
+    if r["p_value"] is None:
+        # No resample varied (both AUCs perfect): no p-value; the interval, where
+        # there is one, is that of the exact bounds of the two AUCs.
+        verdict = (
+            "the AUCs differ at 95% (exact bounds)"
+            if excludes_zero
+            else "cannot tell: the AUCs are not shown to differ"
+        )
+        return f"  B - A  {r['delta']:+.4f} {_ci_text(ci, '+')}  p = n/a: {verdict}"
+    p = f"{r['p_value']:.3g}" if r["p_value"] >= 1e-4 else "< 1e-4"
+    verdict = "differ" if excludes_zero else "are not shown to differ"
+    return f"  B - A  {r['delta']:+.4f} {_ci_text(ci, '+')}  p = {p}: the AUCs {verdict} at 95%"
+
+
 def format_result(r: dict) -> str:
     unit = "videos" if r["level"] == "video" else f"frames of {r['videos']} videos"
     width = max(len(r["a"]), len(r["b"]))
-    lo, hi = r["delta_ci95"]
-    p = f"{r['p_value']:.3g}" if r["p_value"] >= 1e-4 else "< 1e-4"
-    verdict = "differ" if lo > 0 or hi < 0 else "are not shown to differ"
+    notes = [
+        *(
+            f"{name}'s {n}"
+            for name, n in (("A", r.get("auc_a_ci95_note")), ("B", r.get("auc_b_ci95_note")))
+            if n
+        ),
+        *([r["note"]] if r.get("note") else []),
+        *r.get("notes", ()),
+    ]
     return "\n".join(
         [
             f"{r['level']} level: {r['counts']['real']} real + {r['counts']['fake']} fake "
             f"{unit}, {r['resamples']} paired resamples",
             *(
-                f"  {name}  {path:<{width}}  AUC {auc:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
-                + _run_line(run)
+                f"  {name}  {path:<{width}}  AUC {auc:.4f} {_ci_text(ci)}" + _run_line(run)
                 for name, path, auc, ci, run in (
                     ("A", r["a"], r["auc_a"], r["auc_a_ci95"], r.get("run_a")),
                     ("B", r["b"], r["auc_b"], r["auc_b_ci95"], r.get("run_b")),
                 )
             ),
-            f"  B - A  {r['delta']:+.4f} [{lo:+.4f}, {hi:+.4f}]  p = {p}: the AUCs {verdict} "
-            "at 95%",
-            *(f"  note: {n}" for n in r.get("notes", ())),
+            _difference_line(r),
+            *(f"  note: {n}" for n in notes),
         ]
     )
 

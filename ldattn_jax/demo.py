@@ -21,6 +21,7 @@ import sys
 import time
 
 from data_prep import cli
+from ldattn_jax import json_out
 
 VARIANTS = ("xception", "lda_spatial", "lda_temporal", "lda_st")
 # Data size of the demo (the model/training side lives in configs/demo.py).
@@ -76,8 +77,7 @@ def synthesize(videos_dir: str, num_videos: int, seed: int) -> bool:
             str(seed),
         ]
     )
-    with open(done, "w") as f:
-        f.write(want + "\n")
+    json_out.atomic_write(done, want + "\n")  # a kill never leaves half a marker
     return True
 
 
@@ -292,8 +292,9 @@ def main(argv=None) -> int:
         },
         "seconds": timings,
     }
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    # Whole or not at all: a kill while writing never leaves a cut-short file.
+    text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
+    json_out.atomic_write(os.path.join(args.out, "summary.json"), text)
     return 0
 
 

@@ -9,6 +9,7 @@ for the run's own val result, `report` for what a run trained on.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 _OTHER_DATA = re.compile(r"_data[0-9a-f]{8}(_|$)")
@@ -58,3 +59,14 @@ def safe(name: str) -> str:
     """
     name = re.sub(r"[^\w.-]+", "_", name).strip("_").lstrip(".")
     return name.encode("utf-8", "surrogateescape")[:80].decode("utf-8", "ignore")
+
+
+def figure_stem(name: str) -> str:
+    """A figure's file-name stem for ``name`` (e.g. ``real_<method>_<video id>``):
+    `safe` of it, for a reader, then '_' and the first 8 hex digits of the
+    sha1 of the whole of ``name``. `safe` alone maps names that differ only in
+    punctuation or spaces ("a b", "a_b") or past their first 80 bytes (long
+    DFDC ids) to one file, and the later figure would overwrite the earlier;
+    the hash keeps them apart, as predict's figure names do."""
+    digest = hashlib.sha1(name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{safe(name)}_{digest}"

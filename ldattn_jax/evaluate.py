@@ -11,7 +11,8 @@ data, and more test videos mean less noisy AUCs. Writes ``WORKDIR/eval/<dataset>
 metrics.json (schema in docs/evaluation.md), scores.csv (per frame),
 video_scores.csv (per video), roc.png, calibration.png, attention/*.png and
 failures/*.png (of the reals and of each method's fakes, the videos most
-wrong at the threshold: paper V-E).
+wrong at the threshold: paper V-E). The directory is replaced whole, never
+rewritten in place (`_swap_in`): a killed run leaves the earlier result.
 
 The model runs jitted on all local devices with the batch split over the
 mesh of ``config.mesh``, exactly like training; the last batch is padded to
@@ -21,13 +22,17 @@ the full batch and the padding dropped from the results.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import errno
 import functools
 import glob
 import json
 import math
 import os
 import re
+import shutil
+import socket
 import sys
 from collections import defaultdict
 
@@ -35,7 +40,7 @@ import cv2
 import numpy as np
 
 from data_prep import cli
-from ldattn_jax import eval_names, provenance, thresholds
+from ldattn_jax import eval_names, json_out, provenance, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
 from ldattn_jax.failure_cases import FailureCases, group_of
@@ -265,7 +270,7 @@ def iterate_batches(source, config, batch_size: int):
 
 
 def _write_csv(path: str, cols: dict, names: list[str]) -> None:
-    with open(path, "w", newline="") as f:
+    with json_out.atomic_open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(names)
         for row in zip(*(cols[n] for n in names), strict=True):
@@ -333,7 +338,6 @@ def evaluate(
     from tqdm import tqdm
 
     from data_prep import shards
-    from ldattn_jax import figures
     from ldattn_jax.checkpointing import restore_for_inference, state_files_sha256
 
     started = provenance.utc_now()
@@ -423,7 +427,6 @@ def evaluate(
         threshold=threshold if threshold != metrics_lib.DEFAULT_THRESHOLD else None,
     )
     out_dir = os.path.join(workdir, "eval", run_name)
-    os.makedirs(out_dir, exist_ok=True)
 
     doc, vcols = metrics_lib.metrics_document(
         frame_cols,
@@ -446,11 +449,48 @@ def evaluate(
             started, command, provenance.training_sessions(workdir, step)
         ),
     )
-    paths = {"out_dir": out_dir}
-    paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
-    with open(paths["metrics_json"], "w") as f:
-        json.dump(doc, f, indent=2, allow_nan=False)
-        f.write("\n")
+    # Everything is written into a hidden sibling folder and swapped in whole at
+    # the end (`_swap_in`): a reader of out_dir (thresholds, compare, report)
+    # sees the earlier evaluation or this one, never this one's metrics.json
+    # beside the earlier one's scores or figures, whatever kills this process.
+    staged = _staging_dir(out_dir)
+    try:
+        paths = _write_results(
+            staged, config, dataset, split, step, doc, frame_cols, vcols, samples, failures,
+            threshold,
+        )  # fmt: skip
+        _keep_others(out_dir, staged)
+        _swap_in(staged, out_dir)
+    except BaseException:
+        _discard(staged)
+        raise
+
+    def moved(p: str) -> str:  # the path a file written under `staged` has now
+        rel = os.path.relpath(p, staged) if p else os.pardir
+        return p if rel.startswith(os.pardir) else os.path.join(out_dir, rel)
+
+    paths = {
+        k: [moved(p) for p in v] if isinstance(v, list) else moved(v) if k in _PATHS else v
+        for k, v in paths.items()
+    }
+    return {"metrics": doc, "out_dir": out_dir, **paths}
+
+
+# The keys of _write_results' answer that are paths (under the folder it wrote).
+_PATHS = ("metrics_json", "scores", "video_scores", "roc", "calibration", "attention", "failures")
+# What an evaluation writes in its folder; `_keep_others` carries the rest over.
+_OWN_ENTRIES = ("metrics.json", "scores.csv", "video_scores.csv", "roc.png", "calibration.png")
+
+
+def _write_results(
+    out_dir, config, dataset, split, step, doc, frame_cols, vcols, samples, failures, threshold
+) -> dict:
+    """Writes one evaluation's files into the (new, empty) folder ``out_dir``,
+    metrics.json last: what every tool reads as "the result" exists only once
+    the rest does. Returns their paths."""
+    from ldattn_jax import figures
+
+    paths = {}
     paths["scores"] = os.path.join(out_dir, "scores.csv")
     _write_csv(paths["scores"], frame_cols, ["video_id", *META_FIELDS[:4], "frame_index", "score"])
     paths["video_scores"] = os.path.join(out_dir, "video_scores.csv")
@@ -476,10 +516,6 @@ def evaluate(
         title=f"{config.model.name} on {dataset}/{split} (step {step})",
     )
     attention = []
-    # An earlier evaluation into this directory (another build of the same
-    # dataset name) must not leave its figures beside this one's.
-    for stale in glob.glob(os.path.join(out_dir, "attention", "*.png")):
-        os.remove(stale)
     for method in sorted(samples):
         for rec, prob, maps in samples[method]:
             name = f"{'fake' if rec['label'] else 'real'}_{method}_{rec['video_id']}"
@@ -487,7 +523,7 @@ def evaluate(
                 figures.attention_overlay(
                     rec["frames"][0],
                     maps,
-                    os.path.join(out_dir, "attention", eval_names.safe(name) + ".png"),
+                    os.path.join(out_dir, "attention", eval_names.figure_stem(name) + ".png"),
                     title=f"{rec['video_id']} ({method}) P(fake) = {prob:.3f}",
                     mask=rec["mask"] if rec["mask"].any() else None,
                     each_map=True,
@@ -498,7 +534,134 @@ def evaluate(
     paths["failures"], paths["failures_wrong_videos"] = _draw_failures(
         failures, out_dir, threshold, video_score
     )
-    return {"metrics": doc, **paths}
+    paths["metrics_json"] = os.path.join(out_dir, "metrics.json")
+    json_out.atomic_write(paths["metrics_json"], json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    return paths
+
+
+# --- the swap: out_dir is replaced whole ---------------------------------------------------
+# Beside out_dir, hidden (a glob of eval/*/metrics.json never sees them):
+# .<name>.tmp-<host>-<pid> while this run writes, .<name>.old-<host>-<pid> for
+# the earlier result in the instant between the two renames of `_swap_in`.
+
+
+def _sibling(out_dir: str, kind: str) -> str:
+    parent, name = os.path.split(out_dir)
+    return os.path.join(parent, f".{name}.{kind}-{_HOST}-{os.getpid()}")
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
+
+
+def _staging_dir(out_dir: str) -> str:
+    """A new, empty hidden folder beside ``out_dir`` for this run to write into,
+    after `_clean_leftovers`."""
+    _clean_leftovers(out_dir)
+    staged = _sibling(out_dir, "tmp")
+    _discard(staged)  # of an earlier process of this pid (gone: the pid is ours)
+    os.makedirs(staged)
+    return staged
+
+
+def _clean_leftovers(out_dir: str) -> None:
+    """What killed runs of this machine left beside ``out_dir``: their half-written
+    folders go; an earlier result set aside by a run killed between `_swap_in`'s
+    two renames is put back where out_dir is missing (it is a whole result),
+    else goes. Folders of live processes and of other machines (a shared
+    file system) are left alone."""
+    parent, name = os.path.split(out_dir)
+    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(.+)-(\d+)")
+    for entry in sorted(os.listdir(parent)):
+        m = pattern.fullmatch(entry)
+        if not m or m[2] != _HOST:
+            continue
+        pid = int(m[3])
+        if pid != os.getpid() and _alive(pid):
+            continue  # another evaluation of this result, running now
+        path = os.path.join(parent, entry)
+        if m[1] == "old" and not os.path.lexists(out_dir):
+            os.rename(path, out_dir)
+        else:
+            _discard(path)
+
+
+def _alive(pid: int) -> bool:
+    if os.name != "posix":  # no harmless probe: assume running
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process of another user
+        return True
+    return True
+
+
+def _discard(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _keep_others(out_dir: str, staged: str) -> None:
+    """Files in ``out_dir`` that no evaluation wrote (a report's --json put there,
+    notes) are kept through the swap, hard-linked (else copied) into
+    ``staged``. An earlier evaluation's own files are not: its figures would
+    stand beside this one's."""
+    if not os.path.isdir(out_dir):
+        return
+    for entry in sorted(os.listdir(out_dir)):
+        src = os.path.join(out_dir, entry)
+        if entry in ("attention", "failures") and os.path.isdir(src):
+            for sub in sorted(os.listdir(src)):
+                if sub.endswith(".png") or (entry == "failures" and sub == CASES_CSV):
+                    continue
+                os.makedirs(os.path.join(staged, entry), exist_ok=True)
+                _link_or_copy(os.path.join(src, sub), os.path.join(staged, entry, sub))
+        elif entry not in _OWN_ENTRIES:
+            _link_or_copy(src, os.path.join(staged, entry))
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    if os.path.lexists(dst):
+        return  # this run wrote one of that name
+    if os.path.isdir(src) and not os.path.islink(src):
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        return
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap_in(staged: str, out_dir: str) -> None:
+    """Replaces ``out_dir`` by the finished folder ``staged``: the earlier result
+    is renamed aside, ``staged`` renamed in, the earlier one deleted. A rename
+    is atomic; between the two, out_dir is missing (never mixed), and a run
+    killed there leaves the earlier result aside for `_clean_leftovers`."""
+    for d, _, _ in os.walk(staged):  # the folders' entries on disk before the rename
+        json_out.fsync_dir(d)
+    aside = _sibling(out_dir, "old")
+    _discard(aside)
+    try:
+        for attempt in range(3):
+            with contextlib.suppress(FileNotFoundError):  # none yet
+                os.rename(out_dir, aside)
+            try:
+                os.rename(staged, out_dir)
+                break
+            except OSError as e:
+                # Another evaluation of the same result renamed its own in between.
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or attempt == 2:
+                    raise
+                _discard(aside)
+    except BaseException:
+        if os.path.isdir(aside) and not os.path.lexists(out_dir):
+            os.rename(aside, out_dir)  # the earlier result back, rather than none
+        raise
+    json_out.fsync_dir(os.path.dirname(out_dir))
+    _discard(aside)
 
 
 # failures/cases.csv: one row per failure PNG; video_wrong is 1 when the video's
@@ -532,7 +695,8 @@ def _case(batch, probs, maps, i: int) -> dict:
 def _draw_failures(
     failures: FailureCases, out_dir: str, threshold: float, video_score: dict[str, float]
 ) -> tuple[list[str], int]:
-    """failures/<group>_<rank>_<video>_f<frame>.png (group: real or fake_<method>),
+    """failures/<group>_<rank>_<video>_f<frame>_<hash>.png (group: real or
+    fake_<method>; hash: `eval_names.figure_stem`'s of the name before it),
     rank 0 the most wrong: the key frame and the mean of each module's maps, as
     the paper's Fig. 9 shows them; failures/cases.csv lists them with their
     video's score and call. An earlier evaluation's figures there go first.
@@ -560,7 +724,7 @@ def _draw_failures(
         path = figures.attention_overlay(
             face,
             case["maps"],
-            os.path.join(fail_dir, eval_names.safe(name) + ".png"),
+            os.path.join(fail_dir, eval_names.figure_stem(name) + ".png"),
             title=f"{case['video_id']} ({case['method']}) frame {case['frame_index']}: "
             f"{label}, called {called}, P(fake) = {case['prob']:.3f} "
             f"(threshold {eval_names.threshold_text(threshold)}); video P(fake) = {v:.3f}, "
@@ -573,7 +737,7 @@ def _draw_failures(
              repr(case["prob"]), repr(v), int(video_wrong), os.path.basename(path)]
         )  # fmt: skip
     if rows:
-        with open(os.path.join(fail_dir, CASES_CSV), "w", newline="") as f:
+        with json_out.atomic_open(os.path.join(fail_dir, CASES_CSV), "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(CASES_COLUMNS)
             w.writerows(rows)
@@ -598,22 +762,25 @@ def summary_lines(doc: dict) -> list[str]:
         levels = (("frame", doc["frame"]), ("video", doc["video"]))
         return [f"{level} {text(b)}" for level, b in levels if b.get(key) is not None]
 
-    def interval(pair) -> str:
-        return f"[{pair[0]:.4f}, {pair[1]:.4f}]"
+    def interval(b, key: str, what: str) -> str:
+        pair = b[key]
+        text = f"[{pair[0]:.4f}, {pair[1]:.4f}]"
+        # No resample varied (e.g. a perfect ranking): the percentile interval
+        # would be a point, so metrics gives the exact bound instead; say which.
+        if f"{what}:" in (b.get("ci95_note") or ""):
+            text += " (no resample varied: exact bound, see ci95_note)"
+        return text
 
-    ci = both_levels("auc_ci95", lambda b: interval(b["auc_ci95"]))
+    ci = both_levels("auc_ci95", lambda b: interval(b, "auc_ci95", "AUC"))
     if ci:
         lines.append(f"AUC 95% interval (bootstrap over videos): {', '.join(ci)}")
-    ci = both_levels("acc_ci95", lambda b: interval(b["acc_ci95"]))
+    ci = both_levels("acc_ci95", lambda b: interval(b, "acc_ci95", "ACC"))
     if ci:
         lines.append(f"ACC 95% interval (same resamples): {', '.join(ci)}")
     cal = both_levels("ece", lambda b: f"ECE {b['ece']:.4f}, Brier {b['brier']:.4f}")
     if cal:
         lines.append(f"calibration (ECE 0: a score p is fake p of the time): {'; '.join(cal)}")
-    if doc["threshold"] != metrics_lib.DEFAULT_THRESHOLD:
-        # Documents written before threshold_source existed had only --threshold P.
-        source = doc.get("threshold_source", thresholds.GIVEN_SOURCE)
-        lines.append(f"ACC at {thresholds.describe(doc['threshold'], source)}")
+    lines.append(acc_threshold_line(doc))
     t = doc["video"]["eer_threshold"]
     if t is not None:
         # The offset of a well-ranked model shows here; the threshold is only
@@ -637,6 +804,26 @@ def summary_lines(doc: dict) -> list[str]:
             f"(uniform {a['pointing_uniform']:.3f}), contrast {a['map_contrast']:.2g}, n = {a['n']}"
         )
     return lines
+
+
+def acc_threshold_line(doc: dict) -> str:
+    """The threshold the ACC columns (and acc_ci95) are at, and where it came from:
+    a default 0.5 is said as such, never left for the reader to assume."""
+    t = doc["threshold"]
+    # Documents written before threshold_source existed had only --threshold P.
+    default = t == metrics_lib.DEFAULT_THRESHOLD and doc.get("threshold_source") in (
+        None,
+        thresholds.DEFAULT_SOURCE,
+    )
+    if not default:
+        source = doc.get("threshold_source", thresholds.GIVEN_SOURCE)
+        return f"ACC at {thresholds.describe(t, source)}"
+    how = (
+        "the EER threshold of this split, below, is where to choose one"
+        if doc["split"] == "val"
+        else "pass --threshold val to use the video-level EER threshold chosen on val"
+    )
+    return f"ACC at threshold {eval_names.threshold_text(t)} (default, not chosen on data; {how})"
 
 
 def calibration_lines(doc: dict) -> list[str]:

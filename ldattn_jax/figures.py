@@ -18,10 +18,17 @@ from sklearn import metrics as skm
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> str:
+    """Saves ``fig`` to ``path`` (format from its extension) through
+    `json_out.atomic_open`: a kill or a full disk never leaves half a PNG
+    under the name."""
+    from ldattn_jax import json_out
+
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=100)
+    fmt = os.path.splitext(path)[1][1:].lower() or None  # None: matplotlib's default (png)
+    with json_out.atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format=fmt)
     return path
 
 

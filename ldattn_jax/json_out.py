@@ -1,12 +1,21 @@
-"""``--json OUT`` of the command-line tools (report, compare, bench_goals,
-bench_diff): a path that cannot be written is one line naming it, never a
-traceback after the work is done. Each tool raises or prints the text in
-its own way."""
+"""Writing result files so that a reader never sees half of one.
+
+`atomic_write` / `atomic_open`: the one way the tools write a result file
+(temp file in the same folder, flushed and fsynced, then ``os.replace``);
+`write`: ``--json OUT`` of the command-line tools (report, compare,
+bench_goals, bench_diff): a path that cannot be written is one line naming
+it, never a traceback after the work is done. Each tool raises or prints the
+text in its own way."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import stat
+from collections.abc import Iterator
+from typing import IO
 
 
 def problem(path: str, example: str) -> str | None:
@@ -24,11 +33,81 @@ def problem(path: str, example: str) -> str | None:
 
 
 def write(path: str, data, **dump) -> str | None:
-    """Writes ``data`` as indented JSON; why it could not, or None."""
+    """Writes ``data`` as indented JSON (`atomic_write`); why it could not, or None.
+
+    Never NaN or Infinity (``allow_nan`` is always False: they are not JSON,
+    and most readers refuse the file): a result holding one is not written,
+    and the text returned says so."""
     try:
-        with open(path, "w") as f:
-            json.dump(data, f, indent=2, **dump)
-            f.write("\n")
+        text = json.dumps(data, **{"indent": 2, **dump, "allow_nan": False}) + "\n"
+    except ValueError as e:  # "Out of range float values are not JSON compliant"
+        return f"--json {path}: not written: a number in it is NaN or infinite ({e})"
+    try:
+        atomic_write(path, text)
     except OSError as e:
         return f"--json {path}: cannot write ({e.strerror or e})"
     return None
+
+
+TEMP_MARK = ".tmp-"  # in the names of atomic_open's temp files: ".<name>.tmp-<pid>-<hex>"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
+    """``with atomic_open(path, "w", newline="") as f: ...``: a file object on a
+    temp file beside ``path`` (hidden: ``.<name>.tmp-<pid>-<hex>``, so a glob
+    of ``*.csv`` or ``*/metrics.json`` never sees it), which replaces ``path``
+    only when the block ends without an exception, after a flush and fsync.
+
+    Any reader of ``path`` sees the old file or the whole new one, never part
+    of one; after a crash or a power loss ``path`` is one of the two. An
+    exception in the block (or on the way) deletes the temp file and leaves
+    ``path`` as it was; a kill -9 leaves only the hidden temp file. ``mode``:
+    "w" or "wb" (``kwargs`` as for ``open``: encoding, newline). The new file
+    gets ``path``'s permissions where it exists, else the umask's default; a
+    symlink at ``path`` is written through (its target is replaced).
+    """
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open: mode {mode!r}; use 'w' or 'wb'")
+    path = os.path.realpath(os.fspath(path))
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    # O_EXCL: never another's file; 0o666 less the umask, as open() would create it.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with contextlib.suppress(OSError):  # keep an existing file's permissions
+            os.fchmod(fd, stat.S_IMODE(os.stat(path).st_mode))
+        if mode == "w":
+            kwargs.setdefault("encoding", "utf-8")
+        with open(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    fsync_dir(folder)
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes, *, encoding: str = "utf-8") -> None:
+    """Writes ``data`` (text in ``encoding``, or bytes) to ``path`` atomically and
+    durably: temp file in the same folder, flush, fsync, ``os.replace``, then
+    the folder is fsynced. Raises OSError where it cannot; ``path`` is then as
+    it was. See `atomic_open` for the details."""
+    if isinstance(data, str):
+        data = data.encode(encoding)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Puts a folder's entries (a rename, a new file) on disk; a no-op where the
+    file system cannot sync a folder."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

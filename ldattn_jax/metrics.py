@@ -61,6 +61,7 @@ METRIC_KEYS = (
     "ece",
     "confusion_matrix",
     "undefined_reason",
+    "ci95_note",
 )
 # Expected calibration error: equal-width bins of P(fake), as in Guo et al.
 # (ICML 2017) and sklearn.calibration.calibration_curve(strategy="uniform").
@@ -225,6 +226,87 @@ def _interval(values, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+# Where every resample gives one value, the percentile bootstrap returns a point
+# ([1, 1] for a perfect ranking, on 6 videos as on 6,000): no 95% interval at
+# all. That happens exactly when each class is all right or all wrong (ACC), or
+# every real-fake pair is ranked alike (AUC 1, 0, or every score tied: a
+# stratified resample can repeat any one pair). Such a block gets instead the
+# exact distribution-free bound below, or null, and ``ci95_note`` says which.
+
+
+def separation_bound(n_units: int, level: float = CI_LEVEL) -> float:
+    """Lower confidence bound of a rate (AUC, a class's share of right calls)
+    whose sample of ``n_units`` independent units (videos) got every unit right.
+
+    For an AUC, ``n_units`` = min(real videos, fake videos): pair them off into
+    that many disjoint real-fake pairs; each pair is ranked right with
+    probability AUC, independently, and a perfect ranking ranks every one of
+    them right, so P(perfect ranking) <= AUC ** n_units, whatever the score
+    distributions. An AUC below tail ** (1 / n_units) would give this sample
+    less often than ``tail``, the tail of the percentile interval
+    ((1 - level) / 2: the same one-sided level as its lower end, so [bound, 1]
+    covers at least ``level``). The bound is sharp: reals all at 0 and fakes at
+    +1 with probability AUC (else at -1) rank the smaller class's n units
+    perfectly with probability exactly AUC ** n. For a class's share of right
+    calls it is Clopper-Pearson's bound for n successes in n trials. At frame
+    level the units are still videos (a random frame of each video is one
+    independent draw). 6 real + 24 fake videos: AUC >= 0.541; 140 + 140: 0.974.
+    """
+    tail = (1.0 - level) / 2
+    return float(tail ** (1.0 / n_units))
+
+
+def _unit_counts(labels, groups) -> tuple[int, int]:
+    """(real, fake) videos: groups per class (samples where ``groups`` is None)."""
+    if groups is None:
+        n_fake = int(np.sum(labels == 1))
+        return int(labels.size) - n_fake, n_fake
+    g = np.asarray(groups).astype(str)
+    return len(set(g[labels == 0].tolist())), len(set(g[labels == 1].tolist()))
+
+
+def _constant_auc_interval(auc: float, n_real: int, n_fake: int, level: float):
+    """(interval or None, note) of an AUC that every resample reproduced."""
+    n = min(n_real, n_fake)
+    videos = f"{n_real} real and {n_fake} fake videos"
+    if auc in (0.0, 1.0):
+        bound = separation_bound(n, level)
+        how = "above every real" if auc == 1.0 else "below every real"
+        interval = (bound, 1.0) if auc == 1.0 else (0.0, 1.0 - bound)
+        return interval, (
+            f"AUC: every resample ranked every fake {how} (a percentile bootstrap would "
+            f"give the point [{auc:g}, {auc:g}] on any number of videos); its interval is "
+            f"the exact distribution-free bound of that ranking of {videos}: AUC "
+            f"{'>=' if auc == 1.0 else '<='} {interval[0] if auc == 1.0 else interval[1]:.4f} "
+            f"(metrics.separation_bound)."
+        )
+    return None, (
+        f"AUC: every resample gave {auc:g} (every real-fake pair tied): the bootstrap "
+        f"cannot bound this AUC on {videos}, so no interval."
+    )
+
+
+def _constant_acc_interval(labels, correct, groups, level: float):
+    """(interval or None, note) of an ACC that every resample reproduced: each
+    class all right or all wrong, bounded per class (`separation_bound`), then
+    weighted by the class's share of the samples."""
+    units = _unit_counts(labels, groups)
+    lo = hi = 0.0
+    for c, n in zip((0, 1), units, strict=True):
+        rate = float(correct[labels == c].mean())
+        share = float(np.mean(labels == c))
+        if rate not in (0.0, 1.0):  # constant by coincidence of frame counts
+            return None, "ACC: every resample gave the same value: no interval."
+        bound = separation_bound(n, level)
+        lo += share * (bound if rate == 1.0 else 0.0)
+        hi += share * (1.0 if rate == 1.0 else 1.0 - bound)
+    return (lo, hi), (
+        "ACC: each class is all right or all wrong, the same in every resample; its "
+        f"interval bounds each class's rate exactly on {units[0]} real and {units[1]} fake "
+        "videos (metrics.separation_bound)."
+    )
+
+
 def _both_classes(labels, scores, what: str) -> tuple[np.ndarray, np.ndarray]:
     labels, scores = _check_inputs(labels, scores, what)
     if len(np.unique(labels)) < 2:
@@ -249,6 +331,11 @@ def auc_ci(
     ``sample_weight`` (tested), at ~0.5 ms instead of ~12 ms per resample on
     22k frames (2-vCPU Xeon): 1000 resamples for every block of an FF++ test
     evaluation would otherwise take minutes.
+
+    Where every resample gives the same AUC (a perfect ranking: the percentile
+    interval would be [1, 1] on any number of videos), the exact bound of
+    `separation_bound` instead, or None (every score tied);
+    `bootstrap_intervals`' ``note`` says which.
     """
     ci = bootstrap_intervals(labels, scores, groups, resamples=resamples, level=level, seed=seed)
     return ci["auc"]
@@ -264,9 +351,14 @@ def bootstrap_intervals(
     level: float = CI_LEVEL,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """{'auc': interval, 'acc': interval}: `auc_ci`'s, and ACC's at ``threshold``
-    on the same resamples (the resample's weighted share of correct calls;
-    within-class draws keep the test set's class mix)."""
+    """{'auc': interval, 'acc': interval, 'auc_note', 'acc_note', 'note'}: `auc_ci`'s, and
+    ACC's at ``threshold`` on the same resamples (the resample's weighted share
+    of correct calls; within-class draws keep the test set's class mix).
+
+    An interval every resample agrees on is no interval: it is replaced by an
+    exact bound (`separation_bound`) or None, and ``auc_note`` / ``acc_note``
+    say so (else None; ``note``: both, for metrics.json's ``ci95_note``).
+    """
     labels, scores = _both_classes(labels, scores, "bootstrap_intervals")
     _, u = np.unique(scores, return_inverse=True)  # distinct scores, ascending
     pos = labels == 1
@@ -275,7 +367,16 @@ def bootstrap_intervals(
     for w in bootstrap_weights(labels, groups, resamples=resamples, seed=seed):
         aucs.append(weighted_auc(u, pos, w))
         accs.append(np.dot(w, correct) / w.sum())
-    return {"auc": _interval(aucs, level), "acc": _interval(accs, level)}
+    out = {"auc": _interval(aucs, level), "acc": _interval(accs, level)}
+    out["auc_note"] = out["acc_note"] = None
+    if np.ptp(aucs) == 0:
+        out["auc"], out["auc_note"] = _constant_auc_interval(
+            float(aucs[0]), *_unit_counts(labels, groups), level
+        )
+    if np.ptp(accs) == 0:
+        out["acc"], out["acc_note"] = _constant_acc_interval(labels, correct, groups, level)
+    out["note"] = " ".join(n for n in (out["auc_note"], out["acc_note"]) if n) or None
+    return out
 
 
 def paired_auc_difference(
@@ -295,31 +396,57 @@ def paired_auc_difference(
     difference is far narrower than two separate intervals suggest. The p-value
     is the two-sided normal test of pROC's bootstrap method: D = delta / sd of
     the resampled deltas. Returns {'auc_a', 'auc_b', 'delta', 'delta_ci95',
-    'p_value', 'resamples'}.
+    'p_value', 'resamples', 'note'}; where both AUCs are the same in every
+    resample (both perfect) ``p_value`` is None, ``delta_ci95`` the range the
+    exact bounds of the two AUCs allow (None where there are none) and
+    ``note`` says so (else None).
     """
     labels, a = _both_classes(labels, scores_a, "paired_auc_difference")
     _, b = _check_inputs(labels, scores_b, "paired_auc_difference")
     pos = labels == 1
     _, ua = np.unique(a, return_inverse=True)
     _, ub = np.unique(b, return_inverse=True)
-    deltas = np.array(
+    pairs = np.array(
         [
-            weighted_auc(ub, pos, w) - weighted_auc(ua, pos, w)
+            (weighted_auc(ua, pos, w), weighted_auc(ub, pos, w))
             for w in bootstrap_weights(labels, groups, resamples=resamples, seed=seed)
         ]
     )
+    deltas = pairs[:, 1] - pairs[:, 0]
     auc_a, auc_b = float(skm.roc_auc_score(labels, a)), float(skm.roc_auc_score(labels, b))
     delta, sd = auc_b - auc_a, float(deltas.std(ddof=1))
-    # sd 0: every resample gives the same difference (e.g. both perfect).
-    p = math.erfc(abs(delta) / sd / math.sqrt(2)) if sd > 0 else float(delta == 0)
-    return {
+    out = {
         "auc_a": auc_a,
         "auc_b": auc_b,
         "delta": delta,
         "delta_ci95": list(_interval(deltas, level)),
-        "p_value": p,
+        "p_value": math.erfc(abs(delta) / sd / math.sqrt(2)) if sd > 0 else float(delta == 0),
         "resamples": resamples,
+        "note": None,
     }
+    if sd == 0 and np.ptp(pairs[:, 0]) == 0 and np.ptp(pairs[:, 1]) == 0:
+        # Both AUCs the same in every resample (both perfect: B - A = 0 with
+        # "p = 1" on 6 videos as on 6,000): the bootstrap cannot measure the
+        # difference. What is known are the exact bounds of each AUC (joint
+        # coverage >= level: each one-sided at (1 - level) / 2), so the
+        # difference lies between their extremes; no p-value. (Identical
+        # rankings of a sample that is not perfect, e.g. B = A, keep delta 0,
+        # [0, 0] and p = 1: they rank every resample's pairs alike.)
+        units = _unit_counts(labels, groups)
+        (ia, _), (ib, _) = (_constant_auc_interval(float(x), *units, level) for x in pairs[0])
+        out["p_value"] = None
+        out["delta_ci95"] = None if ia is None or ib is None else [ib[0] - ia[1], ib[1] - ia[0]]
+        out["note"] = (
+            f"every resample gave A {pairs[0, 0]:g} and B {pairs[0, 1]:g}: the bootstrap "
+            f"cannot tell these AUCs apart on {units[0]} real and {units[1]} fake videos"
+            + (
+                "; the interval of B - A is that of the exact bounds of each AUC "
+                "(metrics.separation_bound), no p-value"
+                if out["delta_ci95"] is not None
+                else "; no interval, no p-value"
+            )
+        )
+    return out
 
 
 def binary_metrics(
@@ -352,6 +479,7 @@ def binary_metrics(
         "ece": None,
         "confusion_matrix": [[0, 0], [0, 0]],
         "undefined_reason": None,
+        "ci95_note": None,  # how an interval that no resample varied was bounded instead
     }
     if n == 0:
         out["undefined_reason"] = "empty subset"
@@ -370,7 +498,9 @@ def binary_metrics(
         if with_ci:
             try:
                 ci = bootstrap_intervals(labels, scores, groups, threshold=threshold)
-                out["auc_ci95"], out["acc_ci95"] = list(ci["auc"]), list(ci["acc"])
+                out["auc_ci95"] = None if ci["auc"] is None else list(ci["auc"])
+                out["acc_ci95"] = None if ci["acc"] is None else list(ci["acc"])
+                out["ci95_note"] = ci["note"]
             except TooFewVideos as e:
                 out["undefined_reason"] = f"no intervals: {e}"
         out["ap"] = float(skm.average_precision_score(labels, scores))
@@ -530,12 +660,63 @@ def config_hash(config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+# Version of `shards_fingerprint`, recorded beside every value of it
+# (metrics.json's shards_fingerprint_version, train_provenance.jsonl's
+# data.fingerprint_version): values of different versions are never equal, so
+# a comparison must know both. Version 1 (absent from the files: written before
+# the version was) walked the whole --out of data_prep.build, its face cache
+# (cache/), temp files and killed builds' incomplete.* folders included, so
+# deleting a stale cache folder changed it; `legacy_shards_fingerprint` still
+# computes it, for `fingerprint_matches`.
+FINGERPRINT_VERSION = 2
+# What of a TFDS builder directory (OUT/lda_faces/<config>/<version>) is the
+# build: these metadata files by content, and the shards and label indexes
+# (data_prep.record_index) by name and size. Not build_args.json: it names the
+# source folder, which two builds of the same bytes may not share.
+_FINGERPRINT_CONTENT = ("dataset_info.json", "features.json", "metadata.json")
+_SKIPPED_DIRS = ("cache",)  # data_prep.build's face cache under OUT: not shards
+
+
+def _is_shard_file(name: str) -> bool:
+    if name.startswith(".tmp-") or name.endswith((".tmp", ".tmp.npy")):
+        return False
+    return (
+        ".array_record-" in name
+        or ".tfrecord-" in name
+        or (name.startswith("labels.") and name.endswith(".npy"))
+    )
+
+
+def builder_dirs(data_dir: str | os.PathLike) -> list[str]:
+    """The TFDS builder directories of a build (those holding dataset_info.json),
+    sorted: one for a data_prep.build --out or the builder directory itself. The
+    face cache (``cache/``), temp folders and TFDS's ``incomplete.*`` folders of
+    a killed build are not looked into. None found: ``[data_dir]`` itself."""
+    root = os.fspath(data_dir)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        top = dirpath == root
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(("incomplete.", ".tmp-")) and not (top and d in _SKIPPED_DIRS)
+        )
+        if "dataset_info.json" in filenames:
+            found.append(dirpath)
+    return sorted(found) or [root]
+
+
 def shards_fingerprint(data_dir: str | os.PathLike) -> str:
-    """sha256 over dataset_info.json / metadata.json and the names + sizes of the shards.
+    """sha256 identifying a build's shards (version FINGERPRINT_VERSION): per TFDS
+    builder directory (`builder_dirs`), the content of dataset_info.json,
+    features.json and metadata.json and the names and sizes of the array_record
+    shards and labels.<split>.npy, with paths relative to that directory.
 
     Cheap on purpose: identifies *which* build was evaluated without reading
-    gigabytes of shards. ``dataset_info.json`` is searched recursively because
-    TFDS nests it under <name>/<version>/.
+    gigabytes of shards. Only the build counts: the face cache data_prep.build
+    keeps under its --out (and advises deleting when stale), temp files and a
+    killed build's leftovers do not, and a copy of only the builder directory
+    (or of lda_faces/) fingerprints like the original wherever it lies.
     """
     root = os.fspath(data_dir)
     if not os.path.isdir(root):
@@ -543,6 +724,31 @@ def shards_fingerprint(data_dir: str | os.PathLike) -> str:
             f"shards_fingerprint: data dir {root!r} does not exist (pass the --out of "
             "data_prep.build)"
         )
+    h = hashlib.sha256(f"shards_fingerprint v{FINGERPRINT_VERSION}\0".encode())
+    dirs = builder_dirs(root)
+    for d in dirs:
+        if len(dirs) > 1:  # several builds under one folder: which is which counts
+            h.update(f"dir\0{os.path.relpath(d, root).replace(os.sep, '/')}\0".encode())
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            if not os.path.isfile(path):
+                continue
+            if name in _FINGERPRINT_CONTENT:
+                with open(path, "rb") as f:
+                    data = f.read()
+                h.update(f"content\0{name}\0{len(data)}\0".encode())
+                h.update(data)
+            elif _is_shard_file(name):
+                h.update(f"size\0{name}\0{os.path.getsize(path)}\0".encode())
+    return h.hexdigest()
+
+
+def legacy_shards_fingerprint(data_dir: str | os.PathLike) -> str:
+    """Version 1 of `shards_fingerprint` (every .npz/.npy/shard under ``data_dir``,
+    face cache included), to compare values recorded before version 2 with."""
+    root = os.fspath(data_dir)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"legacy_shards_fingerprint: data dir {root!r} does not exist")
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in sorted(os.walk(root)):
         dirnames.sort()
@@ -556,6 +762,37 @@ def shards_fingerprint(data_dir: str | os.PathLike) -> str:
             elif "array_record" in name or name.endswith((".tfrecord", ".npz", ".npy")):
                 h.update(f"{rel}:{os.path.getsize(path)}".encode())
     return h.hexdigest()
+
+
+def fingerprint_matches(
+    recorded: str | None,
+    recorded_version,
+    data_dir: str | os.PathLike,
+    current: str | None = None,
+) -> bool | None:
+    """Whether a recorded fingerprint is the one of the build in ``data_dir``:
+    True, False, or None where that cannot be told.
+
+    ``recorded_version``: the version written beside it (None or absent: 1, a
+    file from before versions were recorded). ``current``: this build's
+    `shards_fingerprint` where the caller has it. A version-1 value is compared
+    with version 1 recomputed; where that differs it is None, not False:
+    version 1 also hashed the face cache, so a deleted cache folder changed it
+    while the shards stayed the same.
+    """
+    if recorded is None:
+        return None
+    current = current or shards_fingerprint(data_dir)
+    if recorded == current:
+        return True
+    if recorded_version == FINGERPRINT_VERSION:
+        return False
+    if isinstance(recorded_version, int) and recorded_version > FINGERPRINT_VERSION:
+        return None  # written by a newer version of this code
+    try:
+        return True if recorded == legacy_shards_fingerprint(data_dir) else None
+    except OSError:
+        return None
 
 
 def build_identity(data_dir: str | os.PathLike | None) -> dict | None:
@@ -644,6 +881,8 @@ def metrics_document(
         "compute_dtype": compute_dtype,
         "config_sha256": config_sha256,
         "shards_sha256": shards_sha256,
+        # Which shards_fingerprint made shards_sha256 (absent in older files: 1).
+        "shards_fingerprint_version": FINGERPRINT_VERSION,
         "trained_on": dict(trained_on) if trained_on is not None else None,
         "num_frames": int(len(frame_cols["label"])),
         "num_videos": int(len(vc["label"])),

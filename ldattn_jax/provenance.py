@@ -162,8 +162,9 @@ def data_identity(data_dir) -> dict | None:
     config.data.dir is often relative to where training ran, and the same build
     can be reached by a symlink, so the text of the path says little. The
     fingerprint is None where the build cannot be read (it is the cheap one of
-    metrics.py: names, sizes and the build's metadata)."""
-    from ldattn_jax.metrics import shards_fingerprint
+    metrics.py: names, sizes and the build's metadata; ``fingerprint_version``
+    says which version of it, so that a later version can tell it apart)."""
+    from ldattn_jax.metrics import FINGERPRINT_VERSION, shards_fingerprint
 
     if not data_dir:
         return None
@@ -173,7 +174,12 @@ def data_identity(data_dir) -> dict | None:
     except OSError:
         sha = None
     local = "://" not in text  # a gs:// path has no local real path
-    return {"dir": os.path.realpath(text) if local else text, "shards_sha256": sha}
+    return {
+        "dir": os.path.realpath(text) if local else text,
+        "shards_sha256": sha,
+        # Lines logged before it was recorded hold version 1 (metrics.fingerprint_matches).
+        "fingerprint_version": FINGERPRINT_VERSION,
+    }
 
 
 def record_training_session(workdir, start_step: int, data_dir=None) -> None:

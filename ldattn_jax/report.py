@@ -201,10 +201,22 @@ def training_data(
     return None, None, "unknown", []
 
 
+# A point "interval" [x, x]: every bootstrap resample gave the same value (a
+# perfect ranking gives [1, 1] on 6 videos as on 6,000), so it bounds nothing
+# and a paper figure outside it is neither above nor below what this test set
+# shows. evaluate now writes an exact bound there instead (metrics.separation_bound,
+# the block's ci95_note); metrics.json files written before hold the point.
+CANNOT_TELL = "cannot tell"
+
+
 def verdict(paper_value: float, ci95) -> str:
+    """Where the paper's figure lies against our 95% interval: "inside", "paper
+    above", "paper below"; CANNOT_TELL for a point interval; "-" for none."""
     if ci95 is None:
         return "-"
     lo, hi = ci95
+    if lo == hi:
+        return CANNOT_TELL
     if paper_value > hi:
         return "paper above"
     if paper_value < lo:
@@ -490,7 +502,17 @@ def _evaluation_key(eval_dir: str, doc: dict) -> tuple | None:
     if step is None or doc.get("shards_sha256") is None:
         return None
     run = os.path.realpath(os.path.dirname(os.path.dirname(eval_dir)))
-    return (run, doc["model"], step, doc["dataset"], doc.get("split"), doc["shards_sha256"])
+    # Fingerprints of two versions differ for one build: the version is part of the key.
+    version = doc.get("shards_fingerprint_version", 1)
+    return (
+        run,
+        doc["model"],
+        step,
+        doc["dataset"],
+        doc.get("split"),
+        version,
+        doc["shards_sha256"],
+    )
 
 
 def _entry(path: str, trained_on: str | None) -> tuple[dict, tuple | None]:
@@ -599,7 +621,7 @@ def format_report(entries: list[dict], *, markdown: bool = False) -> str:
     count of paper AUCs inside / above / below our intervals. ``markdown``:
     the rows as a Markdown table (for a README or a paper's appendix)."""
     lines = []
-    tally = {"inside": 0, "paper above": 0, "paper below": 0}
+    tally = {"inside": 0, "paper above": 0, "paper below": 0, CANNOT_TELL: 0}
     for e in entries:
         lines.append(_header(e))
         lines += _table_lines([_cells(r) for r in e["rows"]], markdown)
@@ -615,6 +637,12 @@ def format_report(entries: list[dict], *, markdown: bool = False) -> str:
             f"paper AUCs against our 95% intervals: {tally['inside']} of {n} inside, "
             f"{tally['paper above']} above (not reproduced on these test sets), "
             f"{tally['paper below']} below"
+            + (
+                f", {tally[CANNOT_TELL]} cannot tell (a point interval: every bootstrap "
+                f"resample agreed, so it bounds nothing; {RERUN})"
+                if tally[CANNOT_TELL]
+                else ""
+            )
         )
     return "\n".join(lines)
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
+import math
 import os
 
 from ldattn_jax import calibration, eval_names, provenance
@@ -98,10 +100,19 @@ def is_run_data(data_dir: str, config, workdir: str, shards_sha256: str | None =
     val results `val_results` then refuses as stale). ``shards_sha256``: the
     build's fingerprint where the caller has it."""
     recorded = provenance.training_data(workdir)
-    fingerprints = {d["shards_sha256"] for d in recorded if d.get("shards_sha256")}
+    fingerprints = {
+        (d["shards_sha256"], d.get("fingerprint_version"))
+        for d in recorded
+        if d.get("shards_sha256")
+    }
     if fingerprints:
         sha = shards_sha256 or metrics_lib.shards_fingerprint(data_dir)
-        if sha in fingerprints:
+        # A line of an older version (face cache hashed too) is compared in its
+        # own version; where that cannot tell, the paths below decide.
+        if any(
+            metrics_lib.fingerprint_matches(value, version, data_dir, sha)
+            for value, version in sorted(fingerprints, key=str)
+        ):
             return True
     return os.path.realpath(data_dir) in _candidate_dirs(config, workdir, recorded)
 
@@ -124,7 +135,10 @@ def val_results(
     ``data_dir``: the run's shards; where given and present, a val result of
     another build of them (rebuilt since) is refused as stale, and so is one
     of other weights at this step (its ``checkpoint.state_sha256`` is not that
-    of the checkpoint now in the workdir: trained again since). A file ``read``
+    of the checkpoint now in the workdir: trained again since). A val result whose
+    fingerprint is of an older version that cannot be compared (version 1 also
+    hashed the face cache: `metrics.fingerprint_matches`) is trusted, as one
+    from before ``state_sha256`` was recorded is. A file ``read``
     fails on (KeyError, ...: cut short, or of an older layout) is named in the
     refusal rather than skipped in silence.
     """
@@ -151,6 +165,7 @@ def val_results(
                 continue
             value = read(doc)
             sha = doc["shards_sha256"]
+            sha_version = doc.get("shards_fingerprint_version")  # absent: version 1
             # Written before state_sha256 was recorded: the weights cannot be told.
             state_sha = doc["checkpoint"].get("state_sha256")
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -159,7 +174,21 @@ def val_results(
             unreadable.append(f"{os.path.relpath(path, workdir)} ({type(e).__name__}: {e})")
             continue
         rel = os.path.relpath(path, workdir)
-        if fingerprint is not None and sha != fingerprint:
+        same_build = (
+            None
+            if fingerprint is None
+            else metrics_lib.fingerprint_matches(sha, sha_version, data_dir, fingerprint)
+        )
+        if same_build is None and fingerprint is not None and sha is not None:
+            logging.warning(
+                "%s: %s records a data fingerprint of an older version that cannot be "
+                "compared with this build's (it also hashed the face cache); used as the "
+                "run's own. If the shards were rebuilt since, run again: %s",
+                flag,
+                rel,
+                rerun,
+            )
+        if same_build is False:
             stale.append(rel)
         elif state_sha is not None and weights.differ(state_sha):
             retrained.append(rel)
@@ -222,10 +251,11 @@ def val_value(
     """(value, metrics.json relative to ``workdir``): ``read(document)`` of the
     run's val result (`val_results`), ``check``-ed (it returns the value to
     use or raises ValueError saying what is wrong), the same in every val result
-    of that checkpoint (the first by name: the one at the default threshold,
-    where val was evaluated at several). Refused, naming the file and the
-    command to rerun, when one is wrong, when they disagree, or when it is None
-    (a one-class val split; ``if_one_class`` says what to do then)."""
+    of that checkpoint to VAL_TOLERANCE (`_same_value`; the first by name is
+    used: the one at the default threshold, where val was evaluated at several).
+    Refused, naming the file and the command to rerun, when one is wrong, when
+    they disagree, or when it is None (a one-class val split; ``if_one_class``
+    says what to do then)."""
     found = val_results(workdir, step, compute_dtype, data_dir, val_split, flag=flag, read=read)
     rerun = rerun_command(workdir, val_split, step, compute_dtype)
     checked = {}
@@ -241,13 +271,38 @@ def val_value(
                 f"{flag}: {os.path.join(workdir, rel)} {e}; remove that directory and run "
                 f"again: {rerun}"
             ) from None
-    if len({json.dumps(v, sort_keys=True) for v in checked.values()}) > 1:
+    first = min(checked)
+    if not all(_same_value(checked[first], v) for v in checked.values()):
         raise ThresholdError(
             f"{flag}: val results {sorted(found)} disagree on the {what}; remove the stale "
             f"ones or run again: {rerun}"
         )
-    first = min(checked)
     return checked[first], first
+
+
+# Two val results of one checkpoint agree when their numbers agree to this
+# (relative or absolute) tolerance, not to the last bit: XLA picks its kernels
+# by batch shape, so evaluations of the same weights at another --batch_size
+# (an override the docs allow) give scores that differ by ~1e-7 (measured: up
+# to 3.5e-7, on 196 of 240 frames), and the EER threshold and the Platt map
+# fitted on them move in the 7th-8th digit (0.26812618405320376 vs
+# 0.2681261992328737). Neither result is stale; a real difference (another
+# build, other weights: refused above by fingerprint and state hash) is far
+# larger. The first of them by name is used.
+VAL_TOLERANCE = 1e-6
+
+
+def _same_value(a, b) -> bool:
+    """``a`` and ``b`` (numbers, or dicts/lists of them and of other JSON values)
+    agree, numbers to VAL_TOLERANCE and the rest exactly."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(map(_same_value, a, b))
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (a, b))
+    if numbers:
+        return math.isclose(a, b, rel_tol=VAL_TOLERANCE, abs_tol=VAL_TOLERANCE)
+    return a == b
 
 
 def _probability(value) -> float:

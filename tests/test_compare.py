@@ -250,3 +250,37 @@ def test_each_side_names_its_run_and_a_shared_origin_is_said(tmp_path, capsys):
     assert r["run_b"] is None and r["notes"] == []
     # The CSV inside an evaluate directory is that run's.
     assert compare.compare(str(tmp_path / "a" / "video_scores.csv"), run_b)["run_a"]["step"] == 552
+
+
+def test_two_perfect_detectors_cannot_be_told_apart_not_p_1(tmp_path, capsys):
+    # The demo's test split: 6 real + 24 fake videos, both detectors rank every pair
+    # right. Every resample then gives 1 and 1: "+0.0000 [+0.0000, +0.0000] p = 1"
+    # and "AUC 1.0000 [1.0000, 1.0000]" whatever the number of videos.
+    labels = np.array([0] * 6 + [1] * 24)
+    a = np.where(labels == 1, 0.9, 0.1) + np.linspace(0, 0.05, 30)
+    run_a = _eval_dir(tmp_path / "a", a, labels, **_doc("1" * 64))
+    run_b = _eval_dir(tmp_path / "b", a**2, labels, **_doc("2" * 64))
+    assert compare.main([run_a, run_b, "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    bound = metrics.separation_bound(6)
+    assert f"AUC 1.0000 [{bound:.4f}, 1.0000]" in out and "[1.0000, 1.0000]" not in out
+    assert "p = n/a: cannot tell: the AUCs are not shown to differ" in out
+    assert "cannot tell these AUCs apart on 6 real and 24 fake videos" in out
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["p_value"] is None and saved["auc_a_ci95"] == pytest.approx([bound, 1.0])
+    assert saved["delta_ci95"] == pytest.approx([bound - 1, 1 - bound])
+
+
+def test_fingerprints_of_different_versions_are_not_called_other_builds(tmp_path):
+    labels, a, b = _detectors(n=60)
+    old = _doc("1" * 64, shards="s1")  # a metrics.json of before versions were recorded
+    new = _doc("2" * 64, shards="s2") | {"shards_fingerprint_version": 2}
+    run_a = _eval_dir(tmp_path / "a", a, labels, **old)
+    run_b = _eval_dir(tmp_path / "b", b, labels, **new)
+    (note,) = compare.compare(run_a, run_b)["notes"]
+    assert "data fingerprints of different versions (1 and 2;" in note
+    assert "other builds" not in note
+    run_c = _eval_dir(tmp_path / "c", b, labels, **_doc("3" * 64, shards="s3") | {
+        "shards_fingerprint_version": 2})  # fmt: skip
+    (note,) = compare.compare(run_b, run_c)["notes"]
+    assert note.startswith("A and B scored other builds")

@@ -139,3 +139,41 @@ def test_command_line_mistakes_stop_before_any_stage(tmp_path, stages, capsys, a
         demo.main(["--out", str(tmp_path / "out"), *argv])
     assert e.value.code == 2 and said in capsys.readouterr().err
     assert stages == [] and not (tmp_path / "out").exists()
+
+
+def test_the_done_marker_and_summary_are_written_whole_or_not_at_all(tmp_path, stages, monkeypatch):
+    from ldattn_jax import json_out
+
+    videos = str(tmp_path / "videos")
+    os.makedirs(videos)
+
+    def no_disk(fd):  # the marker's data never reached the disk
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", no_disk)
+        with pytest.raises(OSError, match="No space"):
+            demo.synthesize(videos, 40, 0)
+    # No marker (not an empty one that would read as another setting): the next run
+    # makes the videos again, and then marks them.
+    assert os.listdir(videos) == []
+    assert demo.synthesize(videos, 40, 0)
+    with open(os.path.join(videos, ".done")) as f:
+        assert f.read() == "videos=40 seed=0\n"
+    # summary.json through the same writer, as valid JSON.
+    written = []
+    atomic_write = json_out.atomic_write
+    monkeypatch.setattr(
+        json_out,
+        "atomic_write",
+        lambda path, data: written.append(path) or atomic_write(path, data),
+    )
+    result = {"metrics": {"video": {"auc": 1.0}}, "metrics_json": "m", "roc": "r", "out_dir": "o"}
+    monkeypatch.setattr(demo, "run_variant", lambda *a: dict(result, seconds={"train": 1.0}))
+    monkeypatch.setattr(demo, "table", lambda results: "")
+    out = tmp_path / "out"
+    (out / "videos").mkdir(parents=True)  # as data_prep.synthesize leaves it
+    assert demo.main(["--out", str(out)]) == 0
+    assert str(out / "summary.json") in written
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["variants"]["lda_st"]["video"] == {"auc": 1.0}

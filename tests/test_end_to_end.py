@@ -19,7 +19,7 @@ from test_metrics import assert_schema_v1
 from data_prep import build, synthesize
 from ldattn_jax import evaluate, predict
 from ldattn_jax.config_utils import load_config
-from ldattn_jax.eval_names import safe
+from ldattn_jax.eval_names import figure_stem
 from ldattn_jax.provenance import file_sha256, tree_sha256
 from ldattn_jax.train import train_and_evaluate
 
@@ -128,7 +128,7 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     )
     frame_of = {(r["video_id"], float(r["score"])): r["frame_index"] for r in rows}
     names = sorted(
-        f"{group}_{rank}_{safe(vid)}_f{frame_of[vid, p]}.png"
+        figure_stem(f"{group}_{rank}_{vid}_f{frame_of[vid, p]}") + ".png"
         for group, kept in want.items()
         for rank, (vid, p) in enumerate(kept)
     )

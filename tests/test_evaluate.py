@@ -1,5 +1,7 @@
 """Evaluation helpers that do not need a trained model."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -93,15 +95,18 @@ def test_summary_and_prediction_tables():
     )
     lines = evaluate.summary_lines(doc)
     assert lines[1].split()[:2] == ["all", "1.0000"] and lines[2].startswith("real+blur")
-    # Perfectly separated: every resample too, so the interval is [1, 1].
-    assert "AUC 95% interval (bootstrap over videos): frame [1.0000, 1.0000], video" in lines[3]
+    # Perfectly separated: every resample too, so the percentile interval would be
+    # the point [1, 1]; it is the exact bound of a perfect ranking, said so.
+    bound = "[0.1581, 1.0000] (no resample varied: exact bound, see ci95_note)"
+    assert f"AUC 95% interval (bootstrap over videos): frame {bound}, video {bound}" in lines[3]
     # Scores 0.1..0.9 on labels 0 0 0 0 1 1 1 1: off by |sum(labels - scores)| per bin / n.
     assert lines[4].startswith("ACC 95% interval (same resamples): frame [")
     frame_ece = metrics.expected_calibration_error(cols["label"], cols["score"])
     assert lines[5].startswith(
         f"calibration (ECE 0: a score p is fake p of the time): frame ECE {frame_ece:.4f}, Brier "
     )
-    assert lines[6] == (
+    assert lines[6].startswith("ACC at threshold 0.5 (default, not chosen on data;")
+    assert lines[7] == (
         "video-level EER threshold of this split: 0.5 (to apply one, choose it on val: "
         "evaluate --split val)"
     )
@@ -350,3 +355,235 @@ def test_defect_capture_scores_each_fakes_own_mask_the_way_up_it_was_cut(stub_ru
     # The chance levels: one cell of g * g covered.
     assert got["all"]["pointing_uniform"] == pytest.approx(1 / g**2)
     assert got["all"]["mass_share_uniform"] == pytest.approx(1 / g**2)
+
+
+def test_the_threshold_of_acc_is_always_said_with_where_it_came_from():
+    # At the default 0.5 too: an ACC with no threshold beside it reads as a chosen one.
+    doc = {"threshold": 0.5, "threshold_source": "default", "split": "test"}
+    assert evaluate.acc_threshold_line(doc) == (
+        "ACC at threshold 0.5 (default, not chosen on data; pass --threshold val to use the "
+        "video-level EER threshold chosen on val)"
+    )
+    on_val = evaluate.acc_threshold_line({**doc, "split": "val"})
+    assert on_val.startswith("ACC at threshold 0.5 (default, not chosen on data; the EER")
+    old = {"threshold": 0.5, "split": "test"}  # written before threshold_source existed
+    assert evaluate.acc_threshold_line(old).startswith("ACC at threshold 0.5 (default")
+    given = {"threshold": 0.5, "threshold_source": "given", "split": "test"}
+    assert evaluate.acc_threshold_line(given) == "ACC at threshold 0.5 (--threshold)"
+    val = {"threshold": 0.25, "threshold_source": "eval/synthetic_val_7/metrics.json"}
+    assert evaluate.acc_threshold_line({**val, "split": "test"}) == (
+        "ACC at threshold 0.25 (--threshold val: the video-level EER threshold of "
+        "eval/synthetic_val_7/metrics.json)"
+    )
+
+
+# --- the result folder is replaced whole (a kill never leaves a mix) -----------------------
+
+
+def _stand_in_evaluation(stub_run, monkeypatch, videos, fakeness=0.0):
+    """Makes evaluate score ``videos`` [(video_id, label, method, wrong)] (3 frames each)
+    with a model whose P(fake) is the frames' brightness (high for fakes, low for reals,
+    the other way where ``wrong``), shifted by ``fakeness``; figures are
+    small text files naming their title. Returns a function running it -> evaluate's answer."""
+    import json
+
+    from data_prep import shards
+    from ldattn_jax import figures, json_out
+
+    size = 8
+    config = {
+        "model": {"name": "lda_st", "dtype": "float32", "stack": 1, "image_size": size},
+        "data": {"dir": "shards", "read_threads": 1},
+    }
+    (stub_run["workdir"] / "config.json").write_text(json.dumps(config))
+    state = stub_run["workdir"] / "checkpoints" / "7" / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "weights").write_bytes(b"w")
+    records = [
+        {"label": label, "dataset": "synthetic", "compression": "c23", "method": method,
+         "video_id": vid, "frame_index": t,
+         "frames": np.full((2, size, size, 3), 230 if label != wrong else 25, np.uint8),
+         "mask": np.zeros((size, size), np.uint8), "has_mask": False}
+        for vid, label, method, wrong in videos
+        for t in range(3)
+    ]  # fmt: skip
+    monkeypatch.setattr(shards, "open_split", lambda d, s, f: records)
+
+    def figure(*args, title="", **kw):
+        path = next(a for a in args if isinstance(a, str) and a.endswith(".png"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        json_out.atomic_write(path, title)
+        return path
+
+    for name in ("roc_figure", "reliability_figure", "attention_overlay"):
+        monkeypatch.setattr(figures, name, figure)
+
+    class Brightness:
+        batch_size = 4
+
+        def __init__(self, model, config, batch_size=None):
+            pass
+
+        def __call__(self, frames):
+            p = np.clip(frames.mean(axis=(1, 2, 3, 4)) / 255.0 + fakeness, 0.01, 0.99)
+            return p.astype(np.float64), {"spatial": np.ones((len(frames), 1, 2, 2), np.float32)}
+
+    monkeypatch.setattr(evaluate, "Predictor", Brightness)
+    workdir = str(stub_run["workdir"])
+
+    def run(**kw):
+        config = evaluate.load_run_config(workdir)
+        return evaluate.evaluate(
+            config, workdir, data_dir=str(stub_run["data"]), progress=False, **kw
+        )
+
+    return run
+
+
+def _tree(path) -> dict:
+    """{relative path: bytes} of every file under ``path``."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            full = os.path.join(root, name)
+            with open(full, "rb") as f:
+                out[os.path.relpath(full, path)] = f.read()
+    return out
+
+
+_VIDEOS = [("r0", 0, "real", 0), ("r1", 0, "real", 1), ("f0", 1, "A", 0), ("f1", 1, "A", 1)]
+
+
+@pytest.mark.parametrize("how", ["exception", "kill"])
+def test_a_killed_rerun_leaves_the_earlier_result_whole_and_the_next_run_succeeds(
+    stub_run, monkeypatch, how
+):
+    import csv
+    import glob
+    import json
+
+    first = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)()
+    out_dir = first["out_dir"]
+    assert {os.path.basename(p) for p in glob.glob(os.path.join(out_dir, "*"))} >= {
+        "metrics.json", "scores.csv", "video_scores.csv", "roc.png", "calibration.png",
+        "attention", "failures",
+    }  # fmt: skip
+    (stub_run["workdir"] / "eval" / os.path.basename(out_dir) / "notes.txt").write_text("mine")
+    before = _tree(out_dir)
+    # Trained again: other scores. The rerun dies while writing video_scores.csv, after
+    # half of it; a kill -9 also skips every clean-up.
+    rerun = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS, fakeness=0.05)
+    write_csv = evaluate._write_csv
+
+    class Killed(BaseException):
+        pass
+
+    def dies_midway(path, cols, names):
+        if os.path.basename(path) != "video_scores.csv":
+            return write_csv(path, cols, names)
+        with open(path, "w") as f:
+            f.write(",".join(names) + "\nr0,0,")
+        raise Killed
+
+    monkeypatch.setattr(evaluate, "_write_csv", dies_midway)
+    discard = getattr(evaluate, "_discard", None)
+    if how == "kill":
+        monkeypatch.setattr(evaluate, "_discard", lambda path: None, raising=False)
+    with pytest.raises(Killed):
+        rerun()
+    # The earlier result, whole: not the rerun's metrics.json beside the earlier CSVs.
+    assert _tree(out_dir) == before
+    eval_dir = stub_run["workdir"] / "eval"
+    found = glob.glob(str(eval_dir / "*" / "metrics.json"))  # as thresholds finds results
+    assert found == [os.path.join(out_dir, "metrics.json")]
+    # Hidden (no glob of eval/*/ sees it): the folder the killed run wrote into.
+    leftovers = [p.name for p in eval_dir.iterdir() if p.name != os.path.basename(out_dir)]
+    name = os.path.basename(out_dir)
+    if how == "exception":
+        assert leftovers == []
+    else:
+        assert len(leftovers) == 1 and leftovers[0].startswith(f".{name}.tmp-")
+    # The next run replaces it whole, cleans up what the killed one left, keeps notes.
+    monkeypatch.setattr(evaluate, "_write_csv", write_csv)
+    monkeypatch.setattr(evaluate, "_discard", discard, raising=False)
+    second = rerun()
+    assert second["out_dir"] == out_dir and [p.name for p in eval_dir.iterdir()] == [
+        os.path.basename(out_dir)
+    ]
+    with open(second["metrics_json"]) as f:
+        doc = json.load(f)
+    with open(second["video_scores"]) as f:
+        scores = {r["video_id"]: float(r["score"]) for r in csv.DictReader(f)}
+    assert scores["r0"] == pytest.approx(25 / 255 + 0.05) and doc["num_videos"] == 4
+    assert (eval_dir / os.path.basename(out_dir) / "notes.txt").read_text() == "mine"
+    for key in ("metrics_json", "scores", "video_scores", "roc", "calibration"):
+        assert os.path.dirname(second[key]) == out_dir and os.path.isfile(second[key])
+    assert second["attention"] and all(os.path.isfile(p) for p in second["attention"])
+
+
+def test_figures_of_ids_alike_but_for_punctuation_or_past_80_bytes_do_not_overwrite(
+    stub_run, monkeypatch
+):
+    import csv
+
+    long = "dfdc/dfdc_train_part_47/" + "x" * 80  # 104 bytes: past safe()'s 80
+    videos = [
+        ("r 1", 0, "real", 1), ("r_1", 0, "real", 1),  # safe(): both "r_1"
+        (long + "a.mp4", 1, "m 1", 1), (long + "b.mp4", 1, "m_1", 1),  # methods alike too
+    ]  # fmt: skip
+    out = _stand_in_evaluation(stub_run, monkeypatch, videos)()
+    attention = sorted(os.listdir(os.path.join(out["out_dir"], "attention")))
+    assert len(attention) == len(set(out["attention"])) == 4
+    assert sorted(map(os.path.basename, out["attention"])) == attention
+    assert all(
+        name.startswith(("real_real_r_1_", "fake_m_1_dfdc_dfdc_train")) for name in attention
+    )
+    # One failure case per video (all wrong): groups "fake_m 1" / "fake_m_1" alike in safe().
+    fail_dir = os.path.join(out["out_dir"], "failures")
+    pngs = sorted(n for n in os.listdir(fail_dir) if n.endswith(".png"))
+    assert len(pngs) == len(out["failures"]) == 4
+    with open(os.path.join(fail_dir, evaluate.CASES_CSV)) as f:
+        cases = list(csv.DictReader(f))
+    assert sorted(c["png"] for c in cases) == pngs
+    by_id = {c["video_id"]: c["png"] for c in cases}
+    assert set(by_id) == {v[0] for v in videos}
+    # Readable, and the hash is of the whole name: the same case gets the same name again.
+    from ldattn_jax import eval_names
+
+    case = cases[0]
+    name = f"{case['group']}_{case['rank']}_{case['video_id']}_f{case['frame_index']}"
+    assert case["png"] == eval_names.figure_stem(name) + ".png"
+    assert case["png"].startswith(eval_names.safe(name) + "_")
+
+
+def test_what_killed_runs_left_beside_the_result_is_cleaned_up_or_put_back(tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid no process has now
+    out_dir = tmp_path / "synthetic_test_7"
+    host = evaluate._HOST
+
+    def leftover(kind, pid, who=host):
+        path = tmp_path / f".synthetic_test_7.{kind}-{who}-{pid}"
+        path.mkdir()
+        (path / "metrics.json").write_text(kind)
+        return path
+
+    half = leftover("tmp", gone.pid)
+    aside = leftover("old", gone.pid)  # killed between the swap's two renames
+    running = leftover("tmp", os.getppid())  # another evaluation, running now
+    other_host = leftover("tmp", gone.pid, who="elsewhere")  # a shared file system
+    other_name = tmp_path / f".synthetic_test_7_t0.3.tmp-{host}-{gone.pid}"
+    other_name.mkdir()
+    evaluate._clean_leftovers(str(out_dir))
+    assert not half.exists() and not aside.exists()
+    assert (out_dir / "metrics.json").read_text() == "old"  # the whole earlier result, back
+    assert running.exists() and other_host.exists() and other_name.exists()
+    # Where a result is in place, one set aside is the older one: it goes.
+    aside = leftover("old", gone.pid)
+    evaluate._clean_leftovers(str(out_dir))
+    assert not aside.exists() and (out_dir / "metrics.json").read_text() == "old"
+    # A staging folder starts empty.
+    staged = evaluate._staging_dir(str(out_dir))
+    assert os.listdir(staged) == [] and os.path.basename(staged).startswith(".")

@@ -1,5 +1,7 @@
 """ROC and attention-overlay figures render from plain arrays."""
 
+import os
+
 import numpy as np
 import pytest
 from matplotlib.image import imread
@@ -144,3 +146,27 @@ def test_attention_overlay_draws_the_clipped_mean_map_the_right_way_up(tmp_path,
         xy = np.concatenate([p.vertices for p in outline.get_paths()])
         np.testing.assert_allclose(xy.min(0), [4.5, 29.5])
         np.testing.assert_allclose(xy.max(0), [19.5, 44.5])
+
+
+def test_a_figure_cut_short_never_stands_under_its_name(tmp_path, monkeypatch):
+    # A kill (or a full disk) while matplotlib writes: the earlier PNG stays whole.
+    from matplotlib.figure import Figure
+
+    path = tmp_path / "roc.png"
+    figures.roc_figure({"video": (np.array([0, 1]), np.array([0.2, 0.8]))}, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    def dies(self, fname, **kw):
+        if isinstance(fname, str | os.PathLike):
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
+        else:
+            fname.write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", dies)
+    with pytest.raises(KeyboardInterrupt):
+        figures.roc_figure({"video": (np.array([0, 1]), np.array([0.8, 0.2]))}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["roc.png"]

@@ -181,6 +181,64 @@ def test_no_interval_where_a_class_has_one_video():
         metrics.paired_auc_difference([0, 0, 1], [0.1, 0.2, 0.9], [0.2, 0.1, 0.8])
 
 
+def test_a_perfect_ranking_gets_an_exact_bound_not_a_point_interval():
+    # 6 real + 24 fake videos (the demo's test split), every fake above every real:
+    # every resample is perfect too, and the percentile interval was [1, 1].
+    labels = np.array([0] * 6 + [1] * 24)
+    scores = np.where(labels == 1, 0.9, 0.1) + np.linspace(0, 0.05, 30)
+    m = metrics.binary_metrics(labels, scores)
+    bound = 0.025 ** (1 / 6)  # min(6, 24) disjoint real-fake pairs, one-sided 97.5%
+    assert m["auc"] == 1.0 and m["auc_ci95"] == pytest.approx([bound, 1.0])
+    assert metrics.separation_bound(6) == pytest.approx(bound) and bound < 0.55
+    assert (
+        "exact distribution-free bound" in m["ci95_note"]
+        and "6 real and 24 fake" in (m["ci95_note"])
+    )
+    # ACC 1 likewise: each class's rate bounded (Clopper-Pearson, n of n), weighted by share.
+    want = 0.2 * bound + 0.8 * 0.025 ** (1 / 24)
+    assert m["acc"] == 1.0 and m["acc_ci95"] == pytest.approx([want, 1.0])
+    # More videos, a tighter bound: 140 + 140 (an FF++ method) bounds the AUC at 0.974.
+    assert metrics.separation_bound(140) == pytest.approx(0.974, abs=5e-4)
+    # Frame level: the units are videos (their frames are not independent).
+    ids = np.repeat([f"v{i}" for i in range(30)], 4)
+    fm = metrics.binary_metrics(np.repeat(labels, 4), np.repeat(scores, 4), groups=ids)
+    assert fm["auc_ci95"] == pytest.approx([bound, 1.0])
+    # Perfectly inverted: the mirror bound.
+    inv = metrics.binary_metrics(labels, 1 - scores)
+    assert inv["auc"] == 0.0 and inv["auc_ci95"] == pytest.approx([0.0, 1 - bound])
+    # Every score tied: no resample varies and no bound exists: null, said why.
+    tied = metrics.bootstrap_intervals(labels, np.full(30, 0.5))
+    assert tied["auc"] is None and "every real-fake pair tied" in tied["auc_note"]
+    # An ordinary sample keeps its percentile interval and no note.
+    noisy = metrics.binary_metrics(*_random_set(0, n=200))
+    assert noisy["ci95_note"] is None and noisy["auc_ci95"][0] < noisy["auc_ci95"][1]
+
+
+def test_separation_bound_holds_at_its_level_for_the_worst_case_distribution():
+    # Reals at 0, fakes at +1 with probability auc (else -1): a perfect ranking of
+    # n fakes has probability exactly auc ** n, the most any distribution allows.
+    n = 6
+    bound = metrics.separation_bound(n)
+    rng = np.random.default_rng(0)
+    for auc in (bound - 0.02, bound + 0.02):
+        perfect = np.mean([(rng.random(n) < auc).all() for _ in range(20000)])
+        assert (perfect < 0.025) == (auc < bound), (auc, perfect)
+
+
+def test_both_perfect_paired_difference_cannot_tell_instead_of_p_1():
+    labels = np.array([0] * 6 + [1] * 24)
+    a = np.where(labels == 1, 0.9, 0.1) + np.linspace(0, 0.05, 30)
+    r = metrics.paired_auc_difference(labels, a, a**2)  # both rank every pair right
+    bound = metrics.separation_bound(6)
+    assert r["delta"] == 0 and r["p_value"] is None
+    assert r["delta_ci95"] == pytest.approx([bound - 1, 1 - bound])
+    assert "cannot tell these AUCs apart on 6 real and 24 fake videos" in r["note"]
+    # Identical rankings of an imperfect sample: delta 0 in every resample, p 1.
+    labels, scores = _random_set(1, n=100)
+    same = metrics.paired_auc_difference(labels, scores, scores)
+    assert same["delta_ci95"] == [0.0, 0.0] and same["p_value"] == 1.0 and same["note"] is None
+
+
 def test_auc_ci_covers_the_true_auc_about_95_percent_of_the_time():
     # Binormal scores: the true AUC is Phi(d / sqrt 2). 200 test sets of 80 samples.
     from scipy.stats import norm
@@ -318,6 +376,7 @@ TOP = {
     "compute_dtype",
     "config_sha256",
     "shards_sha256",
+    "shards_fingerprint_version",
     "trained_on",
     "num_frames",
     "num_videos",
@@ -410,6 +469,7 @@ def test_schema_pin():
         "ece",
         "confusion_matrix",
         "undefined_reason",
+        "ci95_note",
     )
     dc = DefectCapture()
     mask = np.zeros((2, 8, 8), np.uint8)
@@ -455,6 +515,77 @@ def test_shards_fingerprint_tracks_info_and_sizes(tmp_path):
     assert metrics.shards_fingerprint(tmp_path) != fp2
     with pytest.raises(FileNotFoundError, match="does not exist"):
         metrics.shards_fingerprint(tmp_path / "nope")
+
+
+def _build(root, shard_bytes=10):
+    """A data_prep.build --out as far as the fingerprint reads it."""
+    d = root / "lda_faces" / "synthetic_n3_s62" / "1.0.0"
+    d.mkdir(parents=True)
+    (d / "dataset_info.json").write_text('{"name": "lda_faces"}')
+    (d / "features.json").write_text('{"image": "uint8"}')
+    (d / "metadata.json").write_text('{"stack": 3}')
+    (d / "labels.test.npy").write_bytes(b"\x00" * 8)
+    (d / "lda_faces-test.array_record-00000-of-00001").write_bytes(b"x" * shard_bytes)
+    (d / "build_args.json").write_text('{"root": "/videos/here"}')
+    (root / "summary.json").write_text("{}")
+    return d
+
+
+def test_shards_fingerprint_is_the_builds_shards_only(tmp_path):
+    builder = _build(tmp_path / "out")
+    fp = metrics.shards_fingerprint(tmp_path / "out")
+    # What data_prep.build keeps beside the shards is not the build: its face
+    # cache (a stale one it advises deleting), temp files, a killed build's
+    # incomplete.* folder, the source folder named in build_args.json.
+    cache = tmp_path / "out" / "cache" / "f8_n3_s62_faces2"
+    cache.mkdir(parents=True)
+    (cache / "v0.npz").write_bytes(b"c" * 100)
+    (builder / ".tmp-abc.npz").write_bytes(b"t")
+    incomplete = builder.parent / "incomplete.ABC123_1.0.0"
+    incomplete.mkdir()
+    (incomplete / "dataset_info.json").write_text("{}")
+    (builder / "build_args.json").write_text('{"root": "/videos/elsewhere"}')
+    assert metrics.shards_fingerprint(tmp_path / "out") == fp
+    import shutil
+
+    shutil.rmtree(cache)  # as data_prep.build advises for a stale cache
+    assert metrics.shards_fingerprint(tmp_path / "out") == fp
+    # A copy of only the builder directory (or of lda_faces/) is the same build.
+    shutil.copytree(builder, tmp_path / "copy")
+    assert metrics.shards_fingerprint(tmp_path / "copy") == fp
+    shutil.copytree(tmp_path / "out" / "lda_faces", tmp_path / "lf")
+    assert metrics.shards_fingerprint(tmp_path / "lf") == fp
+    # What is the build does count.
+    for name, data in (
+        ("lda_faces-test.array_record-00000-of-00001", b"x" * 11),
+        ("features.json", '{"image": "uint16"}'),
+        ("labels.test.npy", b"\x00" * 9),
+    ):
+        path = builder / name
+        old = path.read_bytes()
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        assert metrics.shards_fingerprint(tmp_path / "out") != fp, name
+        path.write_bytes(old)
+    assert metrics.shards_fingerprint(tmp_path / "out") == fp
+
+
+def test_a_version_1_fingerprint_is_compared_in_its_version_or_unknown(tmp_path):
+    out = tmp_path / "out"
+    _build(out)
+    cache = out / "cache" / "f8_n3_s62"
+    cache.mkdir(parents=True)
+    (cache / "v0.npz").write_bytes(b"c" * 100)
+    old = metrics.legacy_shards_fingerprint(out)  # what a metrics.json of before holds
+    new = metrics.shards_fingerprint(out)
+    assert old != new
+    version = metrics.FINGERPRINT_VERSION
+    assert metrics.fingerprint_matches(new, version, out) is True
+    assert metrics.fingerprint_matches(old, None, out) is True  # recomputed in version 1
+    assert metrics.fingerprint_matches(new, None, out) is True  # unversioned, yet new
+    (cache / "v0.npz").unlink()  # the cache deleted: version 1 moves, the build did not
+    assert metrics.fingerprint_matches(old, None, out) is None  # cannot tell, not "rebuilt"
+    assert metrics.fingerprint_matches("0" * 64, version, out) is False
+    assert metrics.fingerprint_matches(None, version, out) is None
 
 
 def test_demo_table_shows_every_variant_method_and_the_ablation():

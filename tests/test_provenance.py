@@ -103,7 +103,7 @@ def test_the_block_names_devices_command_and_times():
 
 
 def test_a_training_session_records_the_build_it_read(tmp_path):
-    from ldattn_jax.metrics import shards_fingerprint
+    from ldattn_jax.metrics import FINGERPRINT_VERSION, shards_fingerprint
 
     data = tmp_path / "shards"
     data.mkdir()
@@ -116,9 +116,14 @@ def test_a_training_session_records_the_build_it_read(tmp_path):
     provenance.record_training_session(run, 9)
     # The real path and fingerprint (evaluate tells the run's own build by them);
     # a build that cannot be read has no fingerprint; no data dir, no entry.
+    version = FINGERPRINT_VERSION  # which fingerprint: versions differ for one build
     assert provenance.training_data(str(run)) == [
-        {"dir": str(data), "shards_sha256": shards_fingerprint(data)},
-        {"dir": str(tmp_path / "gone"), "shards_sha256": None},
+        {
+            "dir": str(data),
+            "shards_sha256": shards_fingerprint(data),
+            "fingerprint_version": version,
+        },
+        {"dir": str(tmp_path / "gone"), "shards_sha256": None, "fingerprint_version": version},
     ]
     assert [s["data"] for s in provenance.training_sessions(str(run), 10)][2] is None
     assert provenance.training_data(str(tmp_path / "none")) == []

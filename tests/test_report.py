@@ -85,10 +85,18 @@ def test_ffpp_lq_rows_are_tables_i_iii_and_iv_and_the_verdict_reads_the_interval
     assert len(entry["rows"]) == 2 + 4 * 2 * 2  # Table I; III and IV per method, ACC + AUC
     text = report.format_report([entry])
     verdicts = [r["verdict"] for r in entry["rows"] if r["metric"] == "AUC"]
-    # Video scores average 4 frames: well separated, so the paper's lower
-    # video-level AUCs (Table IV) lie below our intervals.
-    assert verdicts.count("paper below") == 4 and nt["verdict"] == "paper below"
-    assert "paper AUCs against our 95% intervals: 0 of 9 inside, 5 above" in text
+    # Video scores average 4 frames: every method's 8 fakes lie above its 8 reals.
+    # A perfect ranking is the same in every bootstrap resample, so the percentile
+    # interval would be [1, 1] and every paper figure "below" it: a claim to beat
+    # the paper on 8 real videos. Its interval is the exact bound instead.
+    table_iv = [r for r in entry["rows"] if r["table"] == "IV" and r["metric"] == "AUC"]
+    bound = metrics.separation_bound(8)
+    assert [r["ours"] for r in table_iv] == [1.0] * 4
+    assert all(r["ci95"] == pytest.approx((bound, 1.0)) for r in table_iv)
+    assert bound == pytest.approx(0.025 ** (1 / 8)) and bound < 0.9631 == nt["paper"]
+    assert "paper below" not in verdicts and nt["verdict"] == "inside"
+    assert "paper AUCs against our 95% intervals: 4 of 9 inside, 5 above" in text
+    assert "0 below" in text
     assert "Table III does not say which compression it used, nor whether one model" in text
 
 
@@ -98,6 +106,26 @@ def test_verdict_places_the_papers_figure_against_our_interval():
     assert report.verdict(0.99, (0.93, 0.97)) == "paper above"
     assert report.verdict(0.90, (0.93, 0.97)) == "paper below"
     assert report.verdict(0.90, None) == "-"
+    # A point "interval" (every resample agreed: a perfect ranking in a metrics.json of
+    # an older evaluate) bounds nothing: neither above nor below.
+    assert report.verdict(0.9988, (1.0, 1.0)) == report.CANNOT_TELL == "cannot tell"
+    assert report.verdict(1.0, (1.0, 1.0)) == "cannot tell"
+
+
+def test_a_point_interval_of_an_older_evaluate_is_counted_as_cannot_tell(tmp_path):
+    doc = _doc("ffpp", comps=("c40",))
+    for method in paper_tables.FFPP_METHODS:  # as evaluate wrote a perfect ranking before
+        doc["per_method"][method]["video"]["auc_ci95"] = [1.0, 1.0]
+    path = _eval_dir(
+        tmp_path, "ffpp_test_120", doc, trained={"dataset": "ffpp", "compression": "c40"}
+    )
+    (entry,) = report.report([path])
+    iv = [r for r in entry["rows"] if r["table"] == "IV" and r["metric"] == "AUC"]
+    assert [r["verdict"] for r in iv] == ["cannot tell"] * 4
+    text = report.format_report([entry])
+    assert (
+        "0 of 9 inside, 5 above (not reproduced on these test sets), 0 below, 4 cannot tell" in text
+    )
 
 
 def test_hq_runs_get_tables_i_and_viii_and_variants_table_viii_only(tmp_path):

@@ -9,7 +9,7 @@ import ml_collections
 import pytest
 
 from ldattn_jax import thresholds
-from ldattn_jax.metrics import shards_fingerprint
+from ldattn_jax.metrics import FINGERPRINT_VERSION, shards_fingerprint
 
 
 def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", sha="s", **extra):
@@ -22,6 +22,7 @@ def _val_doc(workdir, name, *, step=7, dtype="float32", eer=0.37, split="val", s
         "checkpoint": {"step": step, "which": "best"},
         "compute_dtype": dtype,
         "shards_sha256": sha,
+        "shards_fingerprint_version": FINGERPRINT_VERSION,
         "video": {"eer_threshold": eer},
         **extra,
     }
@@ -195,3 +196,84 @@ def test_the_stale_build_check_finds_a_relative_data_dir_from_another_cwd(tmp_pa
     assert thresholds.run_data_dir(config, str(moved)) == str(data)
     with pytest.raises(FileNotFoundError, match="rebuilt since"):
         thresholds.resolve("val", config, str(moved), 7, splits=("test",))
+
+
+def test_val_results_of_one_checkpoint_agree_within_batch_size_rounding(tmp_path):
+    # XLA's kernels depend on the batch shape: val evaluated at --batch_size 16 and
+    # at 5 gave EER thresholds 0.26812618405320376 and 0.2681261992328737. Neither
+    # is stale; the first by name is used.
+    wd = tmp_path / "run"
+    fit = {"method": "platt_even_odds", "a": 0.91, "b": -0.24}
+    moved = fit | {"a": 0.91 * (1 + 3e-7), "b": -0.24 - 2e-8}
+    rel = _val_doc(wd, "synthetic_val_7", eer=0.26812618405320376, calibration={"fit": fit})
+    _val_doc(wd, "synthetic_val_7_t0.3", eer=0.2681261992328737, calibration={"fit": moved})
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32") == (0.26812618405320376, rel)
+    assert thresholds.val_calibration(str(wd), 7, "float32") == (fit, rel)
+    # A real disagreement is still refused.
+    _val_doc(wd, "synthetic_val_7_t0.4", eer=0.2682, calibration={"fit": fit | {"a": 0.92}})
+    with pytest.raises(ValueError, match="disagree on the video-level EER threshold"):
+        thresholds.val_eer_threshold(str(wd), 7, "float32")
+    with pytest.raises(ValueError, match="disagree on the calibration"):
+        thresholds.val_calibration(str(wd), 7, "float32")
+
+
+def _versioned_build(root):
+    """A data_prep.build --out with a face cache beside its shards."""
+    builder = root / "lda_faces" / "synthetic_n3_s62" / "1.0.0"
+    builder.mkdir(parents=True)
+    (builder / "dataset_info.json").write_text('{"name": "lda_faces"}')
+    (builder / "lda_faces-val.array_record-00000-of-00001").write_bytes(b"x" * 10)
+    cache = root / "cache" / "f8_n3_s62_faces2"  # a stale face cache
+    cache.mkdir(parents=True)
+    (cache / "v0.npz").write_bytes(b"c" * 100)
+    return builder, cache
+
+
+def test_deleting_a_stale_face_cache_is_no_rebuild(tmp_path):
+    from ldattn_jax import metrics
+
+    data = tmp_path / "shards"
+    builder, cache = _versioned_build(data)
+    wd = tmp_path / "run"
+    # A val result of this version, one of before versions were recorded (its
+    # fingerprint hashed the cache too), and the cache deleted as build.py advises.
+    new = _val_doc(wd, "synthetic_val_7", sha=shards_fingerprint(data))
+    shutil.rmtree(cache)
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))[1] == new
+    shutil.rmtree(wd / "eval")
+    cache.mkdir()
+    (cache / "v0.npz").write_bytes(b"c" * 100)
+    old = _val_doc(wd, "synthetic_val_7", sha=metrics.legacy_shards_fingerprint(data))
+    doc = json.loads((wd / old).read_text())
+    del doc["shards_fingerprint_version"]
+    (wd / old).write_text(json.dumps(doc))
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))[1] == old
+    shutil.rmtree(cache)  # version 1 moves; it cannot tell, so it does not refuse
+    assert thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))[1] == old
+    # The shards themselves rebuilt: refused, in this version.
+    shutil.rmtree(wd / "eval")
+    _val_doc(wd, "synthetic_val_7", sha=shards_fingerprint(data))
+    (builder / "lda_faces-val.array_record-00000-of-00001").write_bytes(b"x" * 11)
+    with pytest.raises(FileNotFoundError, match="another build of .*rebuilt since"):
+        thresholds.val_eer_threshold(str(wd), 7, "float32", str(data))
+
+
+def test_a_training_line_of_the_older_fingerprint_still_names_the_runs_build(tmp_path):
+    from ldattn_jax import metrics, provenance
+
+    data = tmp_path / "shards"
+    _versioned_build(data)
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    wd = tmp_path / "run"
+    wd.mkdir()
+    config = ml_collections.ConfigDict({"model": {"dtype": "float32"}, "data": {"dir": "x"}})
+    line = {"start_step": 0, "data": {"dir": "/gone", "shards_sha256": "0" * 64}}
+    (wd / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
+    assert not thresholds.is_run_data(str(link), config, str(wd))
+    line["data"]["shards_sha256"] = metrics.legacy_shards_fingerprint(link)  # version 1
+    (wd / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
+    assert thresholds.is_run_data(str(link), config, str(wd))
+    line["data"] |= {"shards_sha256": shards_fingerprint(data), "fingerprint_version": 2}
+    (wd / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
+    assert thresholds.is_run_data(str(link), config, str(wd))

@@ -1,0 +1,74 @@
+"""json_out.atomic_write / atomic_open: a reader sees the old file or the whole new
+one, never part of one; json_out.write never writes NaN."""
+
+import json
+import os
+import stat
+
+import pytest
+
+from ldattn_jax import json_out
+
+
+class Killed(BaseException):
+    """What a kill looks like from inside the block: nothing after it runs."""
+
+
+def _hidden(folder) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith("."))
+
+
+def test_a_write_that_dies_midway_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "scores.csv"
+    path.write_text("old, whole\n")
+    with pytest.raises(Killed), json_out.atomic_open(path, "w", newline="") as f:
+        f.write("new, half")
+        f.flush()
+        assert path.read_text() == "old, whole\n"  # not even a reader meanwhile sees it
+        raise Killed
+    assert path.read_text() == "old, whole\n" and _hidden(tmp_path) == []
+    json_out.atomic_write(path, "new\n")
+    json_out.atomic_write(tmp_path / "b.bin", b"\x00\x01")
+    assert path.read_text() == "new\n" and (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    assert _hidden(tmp_path) == []
+
+
+def test_the_data_is_on_disk_before_the_name_is(tmp_path, monkeypatch):
+    # A crash after the rename must not find the name on an empty file (delayed
+    # allocation): an fsync that fails leaves the old file, not an unsynced new one.
+    path = tmp_path / "metrics.json"
+    path.write_text("{}\n")
+
+    def no_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_disk)
+    with pytest.raises(OSError, match="No space"):
+        json_out.atomic_write(path, '{"new": 1}\n')
+    assert path.read_text() == "{}\n" and _hidden(tmp_path) == []
+
+
+def test_permissions_and_symlinks_are_kept(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text("1")
+    os.chmod(path, 0o640)
+    json_out.atomic_write(path, "2")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    link = tmp_path / "link.json"
+    link.symlink_to(path)
+    json_out.atomic_write(link, "3")
+    assert link.is_symlink() and path.read_text() == "3"
+
+
+def test_json_out_write_refuses_nan_rather_than_write_invalid_json(tmp_path):
+    path = tmp_path / "out.json"
+    said = json_out.write(str(path), {"auc": float("nan")})
+    assert said and said.startswith(f"--json {path}: not written") and "NaN" in said
+    assert not path.exists()
+    # compare passes allow_nan=False itself: no clash with the default.
+    assert json_out.write(str(path), {"auc": 0.5}, allow_nan=False) is None
+    assert json.loads(path.read_text()) == {"auc": 0.5} and path.read_text().endswith("}\n")
+    said = json_out.write(str(tmp_path / "no" / "x.json"), {})
+    assert said.startswith(f"--json {tmp_path / 'no' / 'x.json'}: cannot write")
+    said = json_out.write(str(tmp_path), {})  # a directory
+    assert said.startswith(f"--json {tmp_path}: cannot write") and _hidden(tmp_path) == []
