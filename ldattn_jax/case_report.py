@@ -3,8 +3,10 @@
     python -m ldattn_jax.case_report OUT/predictions.json   # (re)writes OUT/report.html
 
 predict writes it beside ``predictions.json`` at the end of every run; this
-command rewrites it from that file alone. The page holds what the JSON holds,
-laid out for a case file: the model and every setting that decided the
+command rewrites it from that file alone (an earlier run's
+``predictions-<started>.json``, which predict keeps, gets
+``report-<started>.html``). The page holds what the JSON holds, laid out for a
+case file: the model and every setting that decided the
 verdicts, the software that ran, then one line per video (its sha256, P(fake),
 the probability at even odds where calibrated, the verdict and its caveats),
 then each scored video's faces, timeline and heatmaps.
@@ -25,6 +27,7 @@ import sys
 import urllib.parse
 
 from data_prep import cli
+from ldattn_jax import json_out
 
 REPORT = "report.html"
 _CSS = """
@@ -155,7 +158,7 @@ def _training(sessions: list[dict] | None) -> str:
 
 def _summary(report: dict) -> str:
     calibrated = report.get("calibration") is not None
-    head = ["#", "video", "sha256", "bytes", "frames scored", "P(fake)"]
+    head = ["#", "video", "sha256", "bytes", "frames scored", "P(fake), uncalibrated"]
     head += ["at even odds"] if calibrated else []
     head += ["verdict", "caveats"]
     lines = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
@@ -182,7 +185,7 @@ def _summary(report: dict) -> str:
 
 
 def _faces(row: dict, calibrated: bool) -> str:
-    head = ["face", "box (x0, y0, x1, y1)", "frames scored", "P(fake)"]
+    head = ["face", "box (x0, y0, x1, y1)", "frames scored", "P(fake), uncalibrated"]
     head += ["at even odds"] if calibrated else []
     head += ["verdict"]
     lines = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
@@ -276,13 +279,19 @@ def render(report: dict, out_dir: str) -> str:
     )
 
 
-def write(report: dict, out_dir: str) -> str:
-    """Writes ``out_dir/report.html`` (via a temporary file: never half a page); its path."""
-    path = os.path.join(out_dir, REPORT)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render(report, out_dir))
-    os.replace(tmp, path)
+def page_name(predictions: str) -> str:
+    """The page of a predictions file: ``predictions.json`` -> ``report.html``, an
+    earlier run's ``predictions-<started>.json`` (kept by predict) -> ``report-<started>.html``."""
+    name = os.path.basename(predictions)
+    if name.startswith("predictions-") and name.endswith(".json"):
+        return "report-" + name[len("predictions-") : -len(".json")] + ".html"
+    return REPORT
+
+
+def write(report: dict, out_dir: str, name: str = REPORT) -> str:
+    """Writes ``out_dir/<name>`` (atomically: never half a page); its path."""
+    path = os.path.join(out_dir, name)
+    json_out.atomic_write(path, render(report, out_dir))
     return path
 
 
@@ -292,12 +301,25 @@ def main(argv=None) -> int:
     )
     p.add_argument("predictions", help="a predict run's OUT/predictions.json")
     args = p.parse_args(argv)
+    out_dir = os.path.dirname(os.path.abspath(args.predictions))
     try:
         with open(args.predictions, encoding="utf-8") as f:
             report = json.load(f)
         if not isinstance(report, dict) or not isinstance(report.get("videos"), list):
             raise ValueError("not a predictions.json of predict (no 'videos' list)")
-        path = write(report, os.path.dirname(os.path.abspath(args.predictions)))
+        path = write(report, out_dir, page_name(args.predictions))
+    except json.JSONDecodeError as e:
+        # A predictions.json written in place by an older predict that was killed.
+        journal = os.path.join(out_dir, "predictions.jsonl")
+        where = (
+            f"the scores are in {journal} (predict's journal): rerun the same predict "
+            "command, which reuses the journaled scores and writes this file again"
+            if os.path.isfile(journal)
+            else "rerun the predict command that wrote it"
+        )
+        print(f"case_report: error: {args.predictions}: damaged, not valid JSON (cut short by a "
+              f"run that was killed?): {e}; {where}", file=sys.stderr)  # fmt: skip
+        return 2
     except (OSError, ValueError, KeyError, TypeError) as e:
         print(f"case_report: error: {args.predictions}: {e}", file=sys.stderr)
         return 2

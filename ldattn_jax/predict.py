@@ -6,7 +6,7 @@ Run:
 
 Same face pipeline as data_prep (evenly spaced key frames, each with its
 next n frames cut with one box), the model on all devices, then a table
-(video, frames scored, fake probability, verdict) on stdout and
+(video, frames scored, P(fake) uncalibrated, verdict) on stdout and
 ``OUT/predictions.json`` with per-frame scores. A video that cannot be read
 or has no face gets its own line with the reason; the others are still
 scored. Each scored video is journaled to ``OUT/predictions.jsonl`` at once, and a
@@ -32,7 +32,9 @@ frames (``FEW_FRAMES``): a video is fake if any person in it is.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -44,7 +46,7 @@ from data_prep import cli
 from data_prep import faces as faces_lib
 from data_prep.faces import FACE_MODES
 from ldattn_jax import calibration as calibration_lib
-from ldattn_jax import case_report, eval_names, provenance, thresholds
+from ldattn_jax import case_report, eval_names, json_out, provenance, thresholds
 from ldattn_jax.evaluate import (
     OutputDirError,
     Predictor,
@@ -70,6 +72,8 @@ VIDEO_EXTENSIONS = (
     ".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts",
     ".m2ts", ".flv", ".wmv", ".3gp", ".3g2", ".ogv", ".mxf", ".vob",
 )  # fmt: skip
+# The run's case report in OUT; an earlier run's is kept as predictions-<its start>.json.
+PREDICTIONS = "predictions.json"
 # heatmaps_error of a model without attention maps (xception): nothing to draw, and
 # nothing missing that would make a journaled score worth computing again.
 NO_MAPS = "the model has no attention maps"
@@ -216,9 +220,14 @@ def predict_videos(
     video (per face with ``faces="all"``) to OUT/timelines/ (``timeline``).
 
     Each scored video's row has the ``sha256`` and ``size_bytes`` of the file
-    as it was read; the report names the checkpoint's state files
-    (``checkpoint.state_sha256``) and, in ``provenance``, the code, library
-    versions, devices and ``command`` (None: this process's command line).
+    as it was read (one whose size or mtime changed between before the decode
+    and after the hash is a ``changed_while_read`` row); the report names the
+    checkpoint's state files (``checkpoint.state_sha256``) and, in
+    ``provenance``, the code, library versions, devices and ``command`` (None:
+    this process's command line).
+
+    predictions.json is written atomically; an earlier run's in OUT is first
+    kept as ``predictions-<its start>.json`` with its page (`_keep_earlier`).
     """
     from data_prep.faces import VideoError, extract_stacks
     from ldattn_jax import figures
@@ -276,6 +285,7 @@ def predict_videos(
     workers = workers or os.cpu_count() or 1
 
     def extract(video):
+        before = _stat_or_none(video)
         stacks = extract_stacks(
             video,
             frames_per_video=frames_per_video,
@@ -287,10 +297,13 @@ def predict_videos(
         # The bytes just decoded (from the page cache now): what the score is
         # evidence about. After the decode, so that a missing or unreadable file
         # gets the decoder's reason, not a bare OSError.
-        return {
-            "sha256": provenance.file_sha256(video),
-            "size_bytes": os.path.getsize(video),
-        }, stacks
+        sha256 = provenance.file_sha256(video)
+        # Decoded and hashed as one state of the file: one that changed meanwhile (a
+        # file still being copied or written) was judged on bytes the hash is not of.
+        after = _stat_or_none(video)
+        if before != after:
+            raise VideoError("changed_while_read", _changed_message(video, before, after))
+        return {"sha256": sha256, "size_bytes": after[0]}, stacks
 
     items, skipped = expand_videos(list(videos))
     few = min(FEW_FRAMES, frames_per_video)
@@ -299,7 +312,7 @@ def predict_videos(
     def decide(entry: dict, *, reused: bool) -> dict:
         row = _verdict(entry, threshold, few, heatmaps, reused=reused, calibration=cal_map)
         if timeline:  # drawn from the scores, so a reused video gets one too
-            _draw_timeline(row, threshold, out_dir)
+            _draw_timeline(row, threshold, out_dir, key8)
         return row
 
     reused = {}
@@ -432,10 +445,16 @@ def predict_videos(
             ),
         }
     )
-    report["json"] = os.path.join(out_dir, "predictions.json")
-    with open(report["json"], "w") as f:
-        json.dump(report, f, indent=2, allow_nan=False)
-        f.write("\n")
+    report["json"] = os.path.join(out_dir, PREDICTIONS)
+    # Checked before anything in OUT moves: a report that cannot be written as JSON
+    # leaves the earlier one in place.
+    json.dumps(report, allow_nan=False)
+    kept = _keep_earlier(out_dir)
+    if kept is not None:
+        report["earlier_report"] = os.path.basename(kept["json"])
+        print(_kept_line(kept, out_dir), file=sys.stderr)
+    # Whole or not at all: a kill or a full disk never leaves half a case report.
+    json_out.atomic_write(report["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
     try:  # the scores are on disk: a page that fails to render must not cost them
         report["html"] = case_report.write(report, out_dir)
     except Exception as e:  # noqa: BLE001
@@ -444,6 +463,76 @@ def predict_videos(
               f"python -m ldattn_jax.case_report {report['json']} tries again",
               file=sys.stderr)  # fmt: skip
     return report
+
+
+def _kept_name(started, path: str) -> str:
+    """An earlier report's time for its kept name: its run's start (UTC), or, for a
+    file without one (damaged, or older), when it was written."""
+    try:
+        when = datetime.datetime.fromisoformat(started).astimezone(datetime.UTC)
+    except (TypeError, ValueError):
+        when = datetime.datetime.fromtimestamp(os.path.getmtime(path), datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H-%M-%SZ")  # no ':', which some file systems refuse
+
+
+def _keep_earlier(out_dir: str) -> dict | None:
+    """Moves an earlier run's OUT/predictions.json and report.html aside, to
+    ``predictions-<its start>.json`` and ``report-<its start>.html``, before this
+    run writes its own: a rerun into OUT must not replace a case report in
+    silence. Their figures stay where the kept page links them (OUT/heatmaps,
+    OUT/timelines: names no later run redraws). None when there was none; else
+    {"json", "html" (None if it had no page), "videos", "started", "damaged"}."""
+    path = os.path.join(out_dir, PREDICTIONS)
+    if not os.path.isfile(path):
+        return None
+    videos = started = None
+    damaged = False
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+        videos = len(doc["videos"])
+        started = (doc.get("provenance") or {}).get("started_utc")
+    except ValueError:  # cut short by an older predict that was killed
+        damaged = True
+    except (KeyError, TypeError, AttributeError):
+        pass
+    stamp = _kept_name(started, path)
+    for n in itertools.count(1):
+        tag = stamp if n == 1 else f"{stamp}-{n}"
+        kept_json = os.path.join(out_dir, f"predictions-{tag}.json")
+        kept_html = os.path.join(out_dir, case_report.page_name(kept_json))
+        if not os.path.lexists(kept_json) and not os.path.lexists(kept_html):
+            break
+    page = os.path.join(out_dir, case_report.REPORT)
+    has_page = os.path.isfile(page)
+    # The page first: no moment where report.html stands beside no JSON of its run.
+    if has_page:
+        os.replace(page, kept_html)
+    os.replace(path, kept_json)
+    return {
+        "json": kept_json,
+        "html": kept_html if has_page else None,
+        "videos": videos,
+        "started": started,
+        "damaged": damaged,
+    }
+
+
+def _kept_line(kept: dict, out_dir: str) -> str:
+    """The line that says an earlier case report in OUT was kept, and where."""
+    if kept["damaged"]:
+        what = "a damaged predictions.json (not valid JSON)"
+    else:
+        n = "?" if kept["videos"] is None else kept["videos"]
+        what = f"the case report of an earlier run ({n} video(s), started {kept['started']})"
+    if kept["html"] is None:
+        where = f"{os.path.basename(kept['json'])} (only the JSON: it had no report.html)"
+    else:
+        where = (
+            f"{os.path.basename(kept['json'])} and {os.path.basename(kept['html'])} (its "
+            "figures stay linked)"
+        )
+    return printable(f"{out_dir} held {what}: kept as {where}")
 
 
 def _face_scores(frames: list[dict]) -> list[dict]:
@@ -498,6 +587,26 @@ def _heatmap_picks(stacks: list[dict], probs: np.ndarray, by_face: bool):
                 yield i, f"_face{face}_f{k}", f" face {face} frame {k}"
 
 
+def _stat_or_none(path: str) -> tuple[int, int] | None:
+    """(bytes, mtime ns) of ``path``, None if it cannot be stat'ed (the decoder says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _changed_message(video: str, before, after) -> str:
+    def state(s):
+        return "unreadable" if s is None else f"{s[0]} bytes, modified at {s[1]} ns"
+
+    return (
+        f"{shown(video)}: the file changed while it was read (before: {state(before)}; after: "
+        f"{state(after)}): a file still being copied or written; score it again once it is "
+        "complete"
+    )
+
+
 def _figure_tag(video: str) -> str:
     """A video's figures' file-name stem: FF++'s fakes of four methods share file
     names (000_003.mp4), so the hash of the path keeps their figures apart. Of the
@@ -506,11 +615,16 @@ def _figure_tag(video: str) -> str:
     return f"{eval_names.safe(os.path.basename(video))}_{digest}"
 
 
-def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
-    """OUT/timelines/<tag>.png for a scored row: its key frames' P(fake) in frame
-    order (in seconds at the container's frame rate), one line per face when it
-    has two or more; sets ``timeline`` (or ``timeline_error``: a figure must not
-    cost the video its score)."""
+def _draw_timeline(row: dict, threshold: float, out_dir: str, key8: str) -> None:
+    """OUT/timelines/<tag>_<run key>_<drawing>.png for a scored row: its key frames'
+    P(fake) in frame order (in seconds at the container's frame rate), one line per
+    face when it has two or more; sets ``timeline`` (or ``timeline_error``: a figure
+    must not cost the video its score).
+
+    ``<drawing>`` hashes what the figure shows (scores, threshold, verdict, frame
+    rate): a rerun into OUT at another threshold, or of the file changed since,
+    draws a new file and never redraws one that an earlier run's report shows.
+    """
     from data_prep.video import nominal_fps
     from ldattn_jax import figures
 
@@ -529,12 +643,12 @@ def _draw_timeline(row: dict, threshold: float, out_dir: str) -> None:
         f"{row['verdict']}"
     )
     try:
+        fps = nominal_fps(row["video"])
+        drawing = json.dumps([lines, float(threshold), title, fps], default=str).encode()
+        name = f"{_figure_tag(row['video'])}_{key8}_{hashlib.sha1(drawing).hexdigest()[:8]}.png"
+        # figures saves through json_out.atomic_open: never half a figure.
         row["timeline"] = figures.score_timeline(
-            lines,
-            threshold,
-            os.path.join(out_dir, "timelines", _figure_tag(row["video"]) + ".png"),
-            title=title,
-            fps=nominal_fps(row["video"]),
+            lines, threshold, os.path.join(out_dir, "timelines", name), title=title, fps=fps
         )
     except Exception as e:  # noqa: BLE001 -- as for heatmaps
         row["timeline_error"] = f"{type(e).__name__}: {e}"
@@ -603,8 +717,10 @@ def format_table(report: dict) -> str:
     """One line per video (and, with --faces all, per face of a video of two or
     more); with --calibration val a column of the even-odds probability."""
     calibrated = report.get("calibration") is not None
-    head = ("video", "frames scored", "fake probability")
-    rows = [(*head, *(("at even odds",) if calibrated else ()), "verdict")]
+    # The model's own score is not a calibrated probability (docs/evaluation.md):
+    # the header says so; the calibrated one is the even-odds column.
+    head = ("video", "frames scored", "P(fake), uncalibrated")
+    rows = [(*head, *(("calibrated, at even odds",) if calibrated else ()), "verdict")]
 
     def line(name: str, entry: dict, verdict: str) -> tuple[str, ...]:
         probs = [f"{entry['fake_probability']:.4f}"]
@@ -636,6 +752,18 @@ def format_table(report: dict) -> str:
         "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in rows
     )
+
+
+def verdicts_line(report: dict) -> str:
+    """The line under the table that says which threshold made the verdicts and
+    how it was chosen; at the default, that it was not chosen on val."""
+    if report["threshold_source"] == thresholds.DEFAULT_SOURCE:
+        return (
+            f"verdicts at threshold {eval_names.threshold_text(report['threshold'])} (the "
+            "default, not chosen on val: pass --threshold val for this checkpoint's val EER "
+            "threshold, or --threshold P)"
+        )
+    return f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}"
 
 
 def _face_rows(row: dict) -> list[tuple[str, dict, str]]:
@@ -740,8 +868,7 @@ def main(argv=None) -> int:
     for s in report["skipped"]:
         print(printable(f"skipped {s['path']}: {s['why']}"), file=sys.stderr)
     print(format_table(report))
-    if report["threshold_source"] != thresholds.DEFAULT_SOURCE:
-        print(f"verdicts at {thresholds.describe(report['threshold'], report['threshold_source'])}")
+    print(verdicts_line(report))
     cal = report["calibration"]
     if cal is not None:
         counts = cal.get("counts")

@@ -169,3 +169,17 @@ def test_an_older_predictions_json_still_renders(tmp_path, field):
         del report["provenance"], report["checkpoint"]["state_sha256"]
     text = "".join(_parse(case_report.render(report, str(tmp_path / "out"))).text)
     assert "not recorded" in text.lower()
+
+
+def test_a_damaged_predictions_json_says_where_the_scores_are_and_what_to_run(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    text = json.dumps(_report(tmp_path / "figs"))
+    (out / "predictions.json").write_text(text[: len(text) // 2])  # an older predict, killed
+    (out / "predictions.jsonl").write_text("")
+    assert case_report.main([str(out / "predictions.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "damaged" in err and "cut short" in err
+    assert f"the scores are in {out / 'predictions.jsonl'} (predict's journal)" in err
+    assert "rerun the same predict command, which reuses the journaled scores" in err
+    assert not (out / "report.html").exists()

@@ -502,7 +502,11 @@ def test_calibration_val_adds_the_even_odds_probability_of_val_s_map(
     assert pair["verdict"] == "fake" and even(140 / 255) < 0.5
     captured = capsys.readouterr()
     out = captured.out.splitlines()
-    assert out[0].split("  ")[-3:] == ["fake probability", "at even odds", "verdict"]
+    assert out[0].split("  ")[-3:] == [
+        "P(fake), uncalibrated",
+        "calibrated, at even odds",
+        "verdict",
+    ]
     row = next(line for line in out if line.startswith(clips[0])).split()
     assert row[-3:] == [f"{140 / 255:.4f}", f"{even(140 / 255):.4f}", "fake"]
     # Val's map was fitted on largest-face scores, not on a maximum over faces: said.
@@ -1170,3 +1174,137 @@ def test_a_unicode_file_name_keeps_its_letters_in_figure_names(fake_run, tmp_pat
     clip = _clip(tmp_path / "видео.mp4", 2)
     row = _run(fake_run, tmp_path / "out", "--timeline", clip)[1]["videos"][0]
     assert os.path.basename(row["timeline"]).startswith("видео.mp4_")
+
+
+# --- what a rerun into the same OUT leaves of the earlier one ------------------------------
+
+
+def test_a_run_that_dies_while_writing_its_report_leaves_the_earlier_one_whole(
+    fake_run, tmp_path, monkeypatch
+):
+    clips = [_clip(tmp_path / f"{n}.mp4", 3, v) for n, v in (("a", 40), ("b", 200))]
+    out = tmp_path / "out"
+    rc, first = _run(fake_run, out, *clips)
+    page = (out / "report.html").read_text()
+    real = predict.to_jsonable
+
+    def dies_in_the_dump(obj):
+        doc = real(obj)
+        if isinstance(doc, dict) and "provenance" in doc:
+            doc["provenance"]["last"] = object()  # the last key: most of it is written first
+        return doc
+
+    def killed(self, o):  # what json does with a value it cannot write
+        raise _Killed
+
+    monkeypatch.setattr(json.JSONEncoder, "default", killed)
+    monkeypatch.setattr(predict, "to_jsonable", dies_in_the_dump)
+    with pytest.raises(_Killed):
+        predict.main(
+            ["--workdir", str(fake_run), "--out", str(out), "--threshold", "0.1", clips[0]]
+        )
+    # predictions.json is the earlier run's, whole, beside its own page; nothing half-written.
+    assert json.loads((out / "predictions.json").read_text()) == first
+    assert (out / "report.html").read_text() == page
+    assert sorted(os.listdir(out)) == ["predictions.json", "predictions.jsonl", "report.html"]
+
+
+def test_a_rerun_never_redraws_a_timeline_an_earlier_report_shows(fake_run, tmp_path):
+    clip = _clip(tmp_path / "a.mp4", 3, 140)
+    out = tmp_path / "out"
+    line = _run(fake_run, out, "--timeline", clip)[1]["videos"][0]["timeline"]
+    with open(line, "rb") as f:
+        drawn = f.read()
+    # The same run key (journal reuse), another threshold: another verdict and line.
+    row = _run(fake_run, out, "--timeline", "--threshold", "0.7", clip)[1]["videos"][0]
+    assert row["reused"] and row["verdict"] == "real" and row["timeline"] != line
+    with open(line, "rb") as f:
+        assert f.read() == drawn and os.path.isfile(row["timeline"])
+    # <file name>_<hash of its path>_<run key>_<what is drawn>.png; the same figure: one file.
+    key = json.loads((out / "predictions.jsonl").read_text().splitlines()[0])["key"]
+    assert os.path.basename(line).split("_")[2] == key[:8]
+    assert _run(fake_run, out, "--timeline", clip)[1]["videos"][0]["timeline"] == line
+    assert not [n for n in os.listdir(out / "timelines") if n.startswith(".")]  # no temp left
+
+
+def test_a_rerun_keeps_the_earlier_case_report_and_says_where(fake_run, tmp_path, capsys):
+    import re
+    import urllib.parse
+
+    from ldattn_jax import case_report
+
+    clips = [_clip(tmp_path / f"{n}.mp4", 3, v) for n, v in (("a", 40), ("b", 200))]
+    out = tmp_path / "out"
+    rc, first = _run(fake_run, out, "--timeline", *clips)
+    page = (out / "report.html").read_text()
+    assert "earlier_report" not in first and "kept as" not in capsys.readouterr().err
+    rc, second = _run(fake_run, out, "--timeline", "--threshold", "0.1", clips[0])
+    err = capsys.readouterr().err
+    (kept,) = [n for n in os.listdir(out) if n.startswith("predictions-")]
+    stamp = kept[len("predictions-") : -len(".json")]
+    started = first["provenance"]["started_utc"]
+    assert stamp == started[:19].replace(":", "-") + "Z"
+    assert second["earlier_report"] == kept and len(second["videos"]) == 1
+    assert json.loads((out / kept).read_text()) == first
+    assert (out / f"report-{stamp}.html").read_text() == page
+    assert f"held the case report of an earlier run (2 video(s), started {started})" in err
+    assert f"kept as {kept} and report-{stamp}.html (its figures stay linked)" in err
+    # The kept page still shows its own run's figures.
+    links = {urllib.parse.unquote(s) for s in re.findall(r'src="([^"]+)"', page)}
+    assert links == {os.path.relpath(r["timeline"], out) for r in first["videos"]}
+    assert all((out / link).is_file() for link in links)
+    # case_report on the kept file rewrites its own page, not the newest run's.
+    newest = (out / "report.html").read_text()
+    assert case_report.main([str(out / kept)]) == 0
+    assert (out / f"report-{stamp}.html").read_text() == page
+    assert (out / "report.html").read_text() == newest
+    # A third run (started within the same second, maybe): each earlier report kept apart.
+    rc, third = _run(fake_run, out, clips[1])
+    kept_all = sorted(n for n in os.listdir(out) if n.startswith("predictions-"))
+    assert len(kept_all) == 2 and third["earlier_report"] in kept_all
+    assert json.loads((out / third["earlier_report"]).read_text()) == second
+    # A damaged predictions.json (an older predict killed mid-write) is kept too.
+    (out / "predictions.json").write_text('{"videos": [')
+    capsys.readouterr()
+    _run(fake_run, out, clips[1])
+    assert "held a damaged predictions.json (not valid JSON): kept as" in capsys.readouterr().err
+    assert len([n for n in os.listdir(out) if n.startswith("predictions-")]) == 3
+
+
+def test_the_table_says_the_score_is_uncalibrated_and_how_the_threshold_was_chosen(
+    fake_run, tmp_path, capsys
+):
+    clip = _clip(tmp_path / "a.mp4", 3, 140)
+    _run(fake_run, tmp_path / "out", clip)
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split("  ")[-2:] == ["P(fake), uncalibrated", "verdict"]
+    assert (
+        "verdicts at threshold 0.5 (the default, not chosen on val: pass --threshold val for "
+        "this checkpoint's val EER threshold, or --threshold P)"
+    ) in out.splitlines()
+    _run(fake_run, tmp_path / "out", "--threshold", "0.5", clip)  # given: said so
+    out = capsys.readouterr().out
+    assert "verdicts at threshold 0.5 (--threshold)" in out and "the default" not in out
+
+
+def test_a_file_that_changes_while_it_is_read_is_a_row_of_its_own(fake_run, tmp_path, monkeypatch):
+    still = _clip(tmp_path / "still.mp4", 3, 40)
+    growing = _clip(tmp_path / "copying.mp4", 3, 200)
+
+    def extract(p, frames_per_video, stack, size, workers, faces):
+        stacks = _stacks(p, frames_per_video, stack, size, workers)
+        if p == growing:  # the copy goes on while the decoder reads
+            with open(p, "a") as f:
+                f.write(" more")
+        return stacks
+
+    monkeypatch.setattr(faces, "extract_stacks", extract)
+    out = tmp_path / "out"
+    rc, rep = _run(fake_run, out, growing, still)
+    bad, ok = rep["videos"]
+    assert rc == 0 and ok["status"] == "ok" and bad["status"] == "error"
+    assert bad["reason"] == "changed_while_read" and "sha256" not in bad
+    assert bad["message"].startswith(f"{growing}: the file changed while it was read (before: 5")
+    assert "still being copied" in bad["message"] and "score it again" in bad["message"]
+    journal = (out / "predictions.jsonl").read_text().splitlines()
+    assert [json.loads(line)["entry"]["video"] for line in journal] == [still]
