@@ -41,7 +41,7 @@ import time
 import numpy as np
 
 from data_prep import cli
-from ldattn_jax import demo, paper_tables
+from ldattn_jax import demo, json_out, paper_tables
 from ldattn_jax.metrics import TooFewVideos, binary_metrics, paired_auc_difference
 
 # Methods of the synthetic set whose single frames are unchanged in kind
@@ -532,10 +532,12 @@ def main(argv=None) -> int:
             "seconds": time.time() - t0,
         }
         os.makedirs(os.path.join(args.out, "ablation"), exist_ok=True)
-        with open(os.path.join(args.out, "ablation", "ablation.json"), "w") as f:
-            json.dump(doc, f, indent=2)
-        with open(os.path.join(args.out, "ablation", "ablation.md"), "w") as f:
-            f.write(table + "\n")
+        # Rewritten after every run so that a kill keeps the table: atomically, or
+        # a kill during the write would cut short the very file it is for.
+        json_out.atomic_write(
+            os.path.join(args.out, "ablation", "ablation.json"), json.dumps(doc, indent=2) + "\n"
+        )
+        json_out.atomic_write(os.path.join(args.out, "ablation", "ablation.md"), table + "\n")
         return table
 
     for seed in seeds:

@@ -3,6 +3,7 @@ one tiny end-to-end run through the CLI."""
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -358,6 +359,32 @@ def test_runs_done_are_on_disk_before_a_later_one_crashes(tmp_path, monkeypatch)
     doc = json.loads((out / "ablation" / "ablation.json").read_text())
     assert doc["finished"] is False and set(doc["runs"]) == {"xception", "lda_st"}
     assert doc["aggregate"]["lda_st"]["seeds"] == [0]
+
+
+def test_a_kill_while_the_table_is_rewritten_keeps_the_last_whole_one(tmp_path, monkeypatch):
+    # The table is rewritten after every run so that a kill keeps it; written in
+    # place, a kill during that write cut short the very file it is for.
+    class Killed(BaseException):
+        pass
+
+    real_fsync, writes = os.fsync, []
+
+    def fsync(fd):
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        if name.startswith(".ablation.json"):
+            writes.append(name)
+            if len(writes) == 2:  # the table after the second run
+                raise Killed
+        return real_fsync(fd)
+
+    _stub_stages(monkeypatch, tmp_path)
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "abl"
+    with pytest.raises(Killed):
+        ablation.main(["--out", str(out), "--variants", "xception,lda_st", "--seeds", "0"])
+    doc = json.loads((out / "ablation" / "ablation.json").read_text())  # whole, the first
+    assert doc["finished"] is False and sorted(doc["runs"]) == ["xception"]
+    assert sorted(os.listdir(out / "ablation")) == ["ablation.json", "ablation.md"]
 
 
 def _seeded_runs(tmp_path, gaps):
