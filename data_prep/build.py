@@ -113,6 +113,47 @@ def _remove_stale_tmp(directory: str) -> None:
             os.remove(path)
 
 
+# OUT/.tmp-shards-<pid>: where a run writes its shards before they are swapped in.
+# metrics.builder_dirs does not look into '.tmp-' folders, nor find_builder_dir
+# (one level deeper than it globs).
+_STAGING = ".tmp-shards-"
+
+
+def _staging_root(out: str) -> str:
+    """A new, empty staging folder for this run; those of dead runs are deleted."""
+    for name in os.listdir(out):
+        m = re.fullmatch(rf"{re.escape(_STAGING)}(\d+)", name)
+        if m and (int(m[1]) == os.getpid() or not _pid_alive(int(m[1]))):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    path = os.path.join(out, f"{_STAGING}{os.getpid()}")
+    os.makedirs(path)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _swap_in_shards(built: str, final: str) -> None:
+    """Moves the whole builder folder ``built`` to ``final``: the old shards are
+    renamed aside, the new ones renamed in, the old ones deleted. Each rename is
+    atomic; a kill between the two leaves the old shards in the staging folder
+    (deleted by the next run, which rewrites them from the cache)."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    aside = os.path.join(os.path.dirname(built), "replaced")
+    if os.path.lexists(final):
+        os.rename(final, aside)
+    os.rename(built, final)
+    with contextlib.suppress(OSError):
+        _fsync(os.path.dirname(final))
+
+
 def incomplete_shard_dirs(data_dir: str) -> list[str]:
     """TFDS's temp folders for `data_dir` (OUT/lda_faces/<config>/<version>) left by a
     killed run: 'incomplete.<6 letters/digits>_<version>' beside it, nothing else.
@@ -954,28 +995,35 @@ def main(argv=None) -> int:
         encoding=a.encoding,
         dataset=a.dataset,
     )
-    builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
-    # The cache is the source of truth: always rewrite the shards from it.
-    shutil.rmtree(builder.data_dir, ignore_errors=True)
-    for stale in incomplete_shard_dirs(str(builder.data_dir)):
+    final = str(LdaFaces(data_dir=a.out, config=config, manifest=manifest_path).data_dir)
+    for stale in incomplete_shard_dirs(final):
         print(f"note: removing {stale}, shards of a killed earlier run", file=sys.stderr)
         shutil.rmtree(stale, ignore_errors=True)
-    builder = LdaFaces(data_dir=a.out, config=config, manifest=manifest_path)
+    # The cache is the source of truth: the shards are always rewritten from it,
+    # into a hidden folder of OUT, and swapped in once whole (label index and
+    # build_args.json included). Deleted first, as they were, a damaged cache
+    # entry, a full disk or a kill left no shards at all, and a training reading
+    # them failed meanwhile.
+    staging = _staging_root(a.out)
+    builder = LdaFaces(data_dir=staging, config=config, manifest=manifest_path)
     try:
         builder.build(a.shards)
+        # Labels in record order, so training starts without decoding every record.
+        for split, videos in splits.items():
+            if any(v["records"] for v in videos):
+                write_label_index(str(builder.data_dir), split, videos)
+        _atomic_write(
+            os.path.join(str(builder.data_dir), BUILD_ARGS),
+            lambda p: _write_json(p, build_settings(a)),
+        )
+        _swap_in_shards(str(builder.data_dir), final)
     except CacheError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    # Labels in record order, so training starts without decoding every record.
-    for split, videos in splits.items():
-        if any(v["records"] for v in videos):
-            write_label_index(str(builder.data_dir), split, videos)
-    _atomic_write(
-        os.path.join(str(builder.data_dir), BUILD_ARGS),
-        lambda p: _write_json(p, build_settings(a)),
-    )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     print(
-        f"wrote {total} records to {builder.data_dir} in {time.time() - t0:.0f} s "
+        f"wrote {total} records to {final} in {time.time() - t0:.0f} s "
         f"({failed} failed videos, {len(failures) - failed} kept with a warning: "
         f"{a.out}/failures.jsonl)",
         file=sys.stderr,

@@ -602,6 +602,51 @@ def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(three_fakes_tre
     assert (config / "1.0.0" / "dataset_info.json").exists()
 
 
+def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
+    three_fakes_tree, tmp_path, monkeypatch, capsys
+):
+    # The shards used to be deleted before the new ones were written: a damaged
+    # cache entry, a full disk or a kill in the shard phase left no build at all.
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+
+    def files():
+        return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
+
+    before = files()
+    assert build.BUILD_ARGS in before and any(n.startswith("labels.") for n in before)
+    dead = out / ".tmp-shards-999999999"  # a killed run's staging folder (no such pid)
+    (dead / "lda_faces").mkdir(parents=True)
+
+    def fails(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    from data_prep import record_index
+
+    monkeypatch.setattr(record_index, "write_label_index", fails)  # after TFDS wrote shards
+    with pytest.raises(OSError, match="No space left"):
+        build.main(argv)
+    assert files() == before  # the old build, whole
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-shards-")]
+
+    from data_prep.builder import CacheError, LdaFaces
+
+    def damaged(self, *a, **k):
+        raise CacheError("cache entry of FaceSwap/000_003 is damaged")
+
+    monkeypatch.undo()
+    monkeypatch.setattr(LdaFaces, "build", damaged)
+    capsys.readouterr()
+    assert build.main(argv) == 1
+    assert "cache entry of FaceSwap/000_003 is damaged" in capsys.readouterr().err
+    assert files() == before
+    monkeypatch.undo()
+    assert build.main(argv) == 0  # and a run that succeeds replaces them
+    assert files().keys() == before.keys()
+
+
 def test_workers_that_cannot_start_blame_no_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
     import _build_crash
 
