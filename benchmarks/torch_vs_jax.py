@@ -6,7 +6,15 @@ dtype=bfloat16, fp32 params). Reports images/s per batch size, the ratio ours /
 timm, and both parameter counts (equal: 20,811,050 — the same network).
 
     python benchmarks/torch_vs_jax.py [--batch-sizes 32,128] [--dtype bfloat16|float32]
-        [--json OUT] [--allow-cpu]
+        [--torch-compile-mode MODE] [--json OUT] [--allow-cpu]
+
+On a GPU, XLA wraps a step's kernels in command buffers (CUDA graphs) by
+default, while ``torch.compile``'s default mode launches each kernel by
+itself; Xception has many small depthwise/pointwise kernels, so at batch 32
+launch overhead can tilt the ratio towards JAX by a few percent.
+``--torch-compile-mode reduce-overhead`` (CUDA graphs) or
+``max-autotune-no-cudagraphs`` (Triton/GEMM autotuning, no graphs) shows how
+much; every row records the mode it ran.
 
 Skips cleanly (exit 0, a line saying why) where torch, timm or a GPU is absent,
 so it can sit in any environment. Never run by the test suite.
@@ -27,6 +35,8 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 # Steps chained per timed sample on both sides (ours: train_step_measurement's inner).
 INNER = 5
+# torch.compile's modes ("default": what a user gets without asking).
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune-no-cudagraphs", "max-autotune")
 
 
 def _sync(torch, device: str) -> None:
@@ -35,10 +45,14 @@ def _sync(torch, device: str) -> None:
 
 
 def timm_train_step(
-    batch: int, size: int, repeats: int, warmup: int, device: str, dtype: str
-) -> dict:
+    batch: int, size: int, repeats: int, warmup: int, device: str, dtype: str,
+    mode: str = "default",
+) -> dict:  # fmt: skip
     """timm ``legacy_xception``'s training step: step_s (median), images/s, compile_s,
-    params, peak_memory_bytes (CUDA only)."""
+    params, peak_memory_bytes (CUDA only), compile_mode (``torch.compile``'s
+    ``mode``, one of COMPILE_MODES)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"torch.compile mode {mode!r}: choose from {COMPILE_MODES}")
     import timm
     import torch
 
@@ -67,7 +81,7 @@ def timm_train_step(
         opt.step()
         return loss
 
-    step = torch.compile(step, dynamic=False)
+    step = torch.compile(step, dynamic=False, mode=None if mode == "default" else mode)
     t0 = time.perf_counter()
     step()
     _sync(torch, device)
@@ -91,6 +105,7 @@ def timm_train_step(
         "compile_s": compile_s,
         "params": params,
         "peak_memory_bytes": peak,  # torch's allocator peak during this batch size
+        "compile_mode": mode,
     }
 
 
@@ -165,6 +180,13 @@ def main(argv=None) -> int:
         default="bfloat16",
         help="compute dtype (torch: autocast on/off); params stay fp32 on both sides",
     )
+    p.add_argument(
+        "--torch-compile-mode",
+        choices=COMPILE_MODES,
+        default="default",
+        help="torch.compile's mode for timm (XLA:GPU uses command buffers by default; "
+        "torch's default mode does not)",
+    )
     p.add_argument("--json", default="")
     p.add_argument(
         "--allow-cpu",
@@ -195,7 +217,9 @@ def main(argv=None) -> int:
     # (JAX's preallocation is off for the same reason, see the top).
     batches = [int(x) for x in args.batch_sizes.split(",")]
     timm_rows = {
-        b: timm_train_step(b, args.size, args.repeats, args.warmup, device, args.dtype)
+        b: timm_train_step(
+            b, args.size, args.repeats, args.warmup, device, args.dtype, args.torch_compile_mode
+        )
         for b in batches
     }
     if device == "cuda":
@@ -215,6 +239,7 @@ def main(argv=None) -> int:
         "jax_devices": [d.device_kind for d in jax.devices()],
         "size": args.size,
         "dtype": args.dtype,
+        "torch_compile_mode": args.torch_compile_mode,
         "rows": rows,
     }
     if args.json:

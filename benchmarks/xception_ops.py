@@ -83,11 +83,17 @@ def _forms(op: str, c_in: int, stride: int):
     return _pool, xception.max_pool3x3s2_stencil, None
 
 
-def _time_grad(fn, *args, repeats: int) -> float:
+def _time_grad(fn, *args, repeats: int, inner: int | None = None) -> float:
+    """Median seconds per call of the op's gradient. ``inner`` calls are queued per
+    timed sample (default 10 on an accelerator, where one op alone takes about
+    as long as its dispatch and a sync after each would time that; 1 on CPU)."""
     # Gradients for every input: a conv's kernel gradient is the costly one natively.
     loss = lambda *a: jnp.sum(fn(*a).astype(jnp.float32) ** 2)
     grad = jax.jit(jax.grad(loss, argnums=tuple(range(len(args)))))
-    return bench_utils.time_fn(lambda: grad(*args), warmup=1, repeats=repeats)["median_s"]
+    if inner is None:
+        inner = 1 if jax.devices()[0].platform == "cpu" else 10
+    t = bench_utils.time_fn(lambda: grad(*args), warmup=1, repeats=repeats, inner=inner)
+    return t["median_s"]
 
 
 def measure(batch: int, size: int, dtype: str, repeats: int, ops=None, rows=None, save=None):

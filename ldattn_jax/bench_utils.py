@@ -229,22 +229,48 @@ def compiled_flops(compiled) -> float | None:
     return _flops(compiled.cost_analysis())
 
 
+def cpu_client_hlo_flops(lowered) -> float | None:
+    """FLOPs of the lowered (unoptimised, unpartitioned) program by XLA's cost
+    analysis run through the CPU client, which every jax install has; None
+    where any of the private calls this needs is missing or fails.
+
+    ``lowered.cost_analysis()`` gives None on a PJRT C-API backend (the CUDA
+    plugin: jax-ml/jax#22713), while the HLO module it would analyse is the
+    same whatever the platform, so the CPU client's analysis counts it. Private
+    API (checked on jax 0.10.2 and 0.11.2), hence every step is guarded."""
+    try:
+        from jax._src import xla_bridge as xb
+        from jax._src.lib import _jax
+
+        module = lowered._lowering.hlo().as_hlo_module()
+        return _flops(_jax.hlo_module_cost_analysis(xb.get_backend("cpu"), module))
+    except Exception:
+        return None
+
+
 def step_flops(lowered, compiled, n_devices: int) -> dict[str, Any]:
     """FLOPs of one whole call (every device together), and where they come from.
 
     From the lowered program (before optimisation and partitioning: the
     computation as written, whatever libraries the backend later calls) where
-    its cost analysis answers ('hlo'); else the compiled program's per-device
-    count times ``n_devices`` ('compiled x devices'). Both are kept: on GPU
-    the compiled count has missed cuBLAS/cuDNN calls in some jax versions
-    (jax-ml/jax#16008, #22249).
+    its cost analysis answers ('hlo'); else the same program analysed through
+    the CPU client ('hlo (cpu client)': a GPU behind the PJRT C API gives no
+    analysis of its own, see cpu_client_hlo_flops); else the compiled
+    program's per-device count times ``n_devices`` ('compiled x devices').
+    Both are kept: on GPU the compiled count has missed cuBLAS/cuDNN calls in
+    some jax versions (jax-ml/jax#16008, #22249).
     """
-    per_device = compiled_flops(compiled)
+    try:
+        per_device = compiled_flops(compiled)
+    except Exception:  # cost_analysis raises, rather than answers None, on some backends
+        per_device = None
     try:
         total = _flops(lowered.cost_analysis())
     except Exception:  # a backend without analysis of unoptimised HLO
         total = None
     source = "hlo"
+    if total is None:
+        total, source = cpu_client_hlo_flops(lowered), "hlo (cpu client)"
     if total is None and per_device is not None:
         total, source = per_device * n_devices, "compiled x devices"
     return {

@@ -93,14 +93,30 @@ def _compiled_stats(lowered, compiled, step_s: float, dtype: str, n_devices: int
     counts (bench_utils.step_flops). fraction_of_peak: achieved FLOP/s over
     the dense peak of ``n_devices`` devices at ``dtype`` (float32 on a GPU:
     the TF32 peak, see bench_utils.peak_basis).
+
+    Runs after the timing, so none of it may cost the measured row: a helper
+    that raises (an analysis the backend lacks, say) leaves its fields None
+    and says why in ``stats_error``.
     """
-    flops = bench_utils.step_flops(lowered, compiled, n_devices)
+    errors = []
+
+    def guarded(what, fn, default=None):
+        try:
+            return fn()
+        except Exception as e:
+            errors.append(f"{what}: {e!r}"[:300])
+            return default
+
+    no_flops = {"flops_per_step": None, "flops_source": None, "compiled_flops_per_device": None}
+    flops = guarded(
+        "step_flops", lambda: bench_utils.step_flops(lowered, compiled, n_devices), no_flops
+    )
     total = flops["flops_per_step"]
     achieved = total / step_s if total else None
     kind = jax.devices()[0].device_kind
     precision = jax.config.jax_default_matmul_precision
-    peak = bench_utils.peak_flops(kind, dtype, precision)
-    return {
+    peak = guarded("peak_flops", lambda: bench_utils.peak_flops(kind, dtype, precision))
+    stats = {
         **flops,
         "achieved_flops_per_s": achieved,
         "peak_flops_per_device": peak,
@@ -109,9 +125,16 @@ def _compiled_stats(lowered, compiled, step_s: float, dtype: str, n_devices: int
         # This step's own need on each device (XLA's memory analysis), whatever
         # ran before it in the process; the allocator's peak below is device 0's
         # high-water mark over the whole process so far.
-        "step_memory_bytes": bench_utils.compiled_memory_bytes(compiled),
-        "peak_device_memory_bytes": bench_utils.peak_device_memory_bytes(),
+        "step_memory_bytes": guarded(
+            "compiled_memory_bytes", lambda: bench_utils.compiled_memory_bytes(compiled)
+        ),
+        "peak_device_memory_bytes": guarded(
+            "peak_device_memory_bytes", bench_utils.peak_device_memory_bytes
+        ),
     }
+    if errors:
+        stats["stats_error"] = "; ".join(errors)
+    return stats
 
 
 def _jitted_train_step(config):
@@ -649,6 +672,8 @@ def _row_text(r: dict) -> str:
         extra += f"  step needs {r['step_memory_bytes'] / 2**30:5.1f} GiB"
     if r.get("stencils"):
         extra += "  (stencils)"
+    if r.get("stats_error"):
+        extra += f"  (stats missing: {r['stats_error'][:120]})"
     return (
         f"  {r['variant']:13s} b{str(r['batch']):<4s} {r['dtype']:9s} "
         f"{1000 * r['step_s']:9.1f} ms/step  {r['images_per_s']:9.1f} img/s{extra}"
