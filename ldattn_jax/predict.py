@@ -389,7 +389,10 @@ def predict_videos(
                 # xception: the row says why it has none, and the journal may serve it.
                 entry["heatmaps_error"] = f"{NO_MAPS} ({config.model.name})"
             elif heatmaps:
-                tag = f"{_figure_tag(video)}_{key8}"
+                # The file's hash too: a file replaced at this path since an
+                # earlier run is scored afresh, and must not redraw the heatmaps
+                # that run's kept report shows.
+                tag = f"{_figure_tag(video)}_{key8}_{read['sha256'][:8]}"
                 try:
                     entry["heatmaps"] = [
                         figures.attention_overlay(

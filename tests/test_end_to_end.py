@@ -89,6 +89,7 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
     assert session["data"] == {
         "dir": os.path.realpath(run["shards"]),
         "shards_sha256": doc["shards_sha256"],
+        "fingerprint_version": doc["shards_fingerprint_version"],
     }
     # Which network: the run's config.model, as report matches it against the paper's.
     settings = doc["model_settings"]

@@ -10,6 +10,7 @@ import fractions
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import av  # the test extra (ldattn_jax[bench]): writes what OpenCV cannot
 import cv2
@@ -847,11 +848,20 @@ def test_heatmaps_of_every_face(fake_run, tmp_path, monkeypatch):
     monkeypatch.setattr(faces, "extract_stacks", _people(values, []))
     clip = _clip(tmp_path / "pair.mp4", 1)
     row = _run(fake_run, tmp_path / "out", "--faces", "all", "--heatmaps", clip)[1]["videos"][0]
-    # <file name>_<hash of its path>_<run key>_<face and frame>.png
-    names = sorted(os.path.basename(p).split("_", 3)[3] for p in row["heatmaps"])
+    # <file name>_<hash of its path>_<run key>_<sha256[:8] of the file>_<face and frame>.png
+    parts = [os.path.basename(p).split("_", 4) for p in row["heatmaps"]]
+    assert {p[3] for p in parts} == {row["sha256"][:8]}
     # Each face's first frame and its most suspicious one (face 0: the first again).
-    assert names == ["face0_f0.png", "face1_f0.png", "face1_f9.png"]
+    assert sorted(p[4] for p in parts) == ["face0_f0.png", "face1_f0.png", "face1_f9.png"]
     assert all(map(os.path.isfile, row["heatmaps"]))
+    # The file replaced at the same path: scored afresh, drawn under new names, and
+    # the earlier run's figures (its kept report links them) left as they were.
+    before = {p: Path(p).read_bytes() for p in row["heatmaps"]}
+    _clip(tmp_path / "pair.mp4", 2)
+    again = _run(fake_run, tmp_path / "out", "--faces", "all", "--heatmaps", clip)[1]
+    assert again["videos"][0]["sha256"] != row["sha256"]
+    assert not set(again["videos"][0]["heatmaps"]) & set(before)
+    assert all(Path(p).read_bytes() == b for p, b in before.items())
 
 
 def test_a_timeline_per_video_shows_each_faces_key_frames_and_survives_a_failed_figure(
