@@ -142,28 +142,33 @@ def test_peak_flops_by_device_kind(kind, dtype, precision, peak, basis):
     assert bench_utils.peak_basis(kind, dtype, precision) == basis
 
 
-def test_step_flops_count_every_device_and_multiply_adds_twice():
+def _sharded_matmul(m, k, n):
+    """(lowered x @ y with x's rows split over every device, device count)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    m, k, n = 64, 32, 16
     mesh = Mesh(np.array(jax.devices()), ("b",))
     a = jax.device_put(jnp.ones((m, k)), NamedSharding(mesh, PartitionSpec("b")))
     b = jax.device_put(jnp.ones((k, n)), NamedSharding(mesh, PartitionSpec()))
-    lowered = jax.jit(lambda x, y: x @ y).lower(a, b)
-    got = bench_utils.step_flops(lowered, lowered.compile(), mesh.size)
+    return jax.jit(lambda x, y: x @ y).lower(a, b), mesh.size
+
+
+def test_step_flops_count_every_device_and_multiply_adds_twice():
+    m, k, n = 64, 32, 16
+    lowered, devices = _sharded_matmul(m, k, n)
+    got = bench_utils.step_flops(lowered, lowered.compile(), devices)
     # 2 FLOPs per multiply-add, for the whole batch across the devices.
     assert got["flops_per_step"] == 2 * m * k * n and got["flops_source"] == "hlo"
     # The compiled program is one device's share.
-    assert got["compiled_flops_per_device"] == 2 * m * k * n / mesh.size
+    assert got["compiled_flops_per_device"] == 2 * m * k * n / devices
 
     class NoAnalysis:
         def cost_analysis(self):
             return None
 
-    got = bench_utils.step_flops(NoAnalysis(), lowered.compile(), mesh.size)
+    got = bench_utils.step_flops(NoAnalysis(), lowered.compile(), devices)
     assert got["flops_per_step"] == 2 * m * k * n and got["flops_source"] == "compiled x devices"
 
 
@@ -172,16 +177,8 @@ def test_step_flops_count_the_lowered_program_through_the_cpu_client_where_it_ha
     # program's cost analysis (jax-ml/jax#22713); the same module analysed by
     # the CPU client still counts the whole step, not the compiled count,
     # which has missed cuBLAS/cuDNN calls on GPU.
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
-
     m, k, n = 64, 32, 16
-    mesh = Mesh(np.array(jax.devices()), ("b",))
-    a = jax.device_put(jnp.ones((m, k)), NamedSharding(mesh, PartitionSpec("b")))
-    b = jax.device_put(jnp.ones((k, n)), NamedSharding(mesh, PartitionSpec()))
-    lowered = jax.jit(lambda x, y: x @ y).lower(a, b)
+    lowered, devices = _sharded_matmul(m, k, n)
 
     class LikeTheCudaPlugin:
         _lowering = lowered._lowering
@@ -193,7 +190,7 @@ def test_step_flops_count_the_lowered_program_through_the_cpu_client_where_it_ha
         def cost_analysis(self):
             return None
 
-    got = bench_utils.step_flops(LikeTheCudaPlugin(), NoCompiledCount(), mesh.size)
+    got = bench_utils.step_flops(LikeTheCudaPlugin(), NoCompiledCount(), devices)
     assert got == {"flops_per_step": 2 * m * k * n, "flops_source": "hlo (cpu client)",
                    "compiled_flops_per_device": None}  # fmt: skip
     # A jax without the private API: the compiled count, as before.
