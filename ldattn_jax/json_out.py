@@ -66,9 +66,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
     "w" or "wb" (``kwargs`` as for ``open``: encoding, newline). The new file
     gets ``path``'s permissions where it exists, else the umask's default; a
     symlink at ``path`` is written through (its target is replaced).
+
+    A path that is not a regular file to be (``/dev/null``, ``/dev/stdout``, a
+    FIFO: anything under /dev or /proc, or an existing file that is not a
+    regular one) is written in place, as ``open`` would: replaced by a rename,
+    ``--json /dev/null`` run as root replaced the device for the whole system.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open: mode {mode!r}; use 'w' or 'wb'")
+    if _not_a_plain_file(os.fspath(path)):
+        if mode == "w":
+            kwargs.setdefault("encoding", "utf-8")
+        with open(path, mode, **kwargs) as f:
+            yield f
+        return
     path = os.path.realpath(os.fspath(path))
     folder, name = os.path.split(path)
     tmp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
@@ -89,6 +100,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             os.remove(tmp)
         raise
     fsync_dir(folder)
+
+
+def _not_a_plain_file(path: str) -> bool:
+    """Whether ``path`` names a device, a stream or a pipe rather than a file."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(("/dev/", "/proc/")):  # /dev/stdout -> /proc/self/fd/1 -> a pipe
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)  # follows a symlink
+    except FileNotFoundError:
+        return False  # a new file
+    except OSError:
+        return False  # the write will say what is wrong
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes, *, encoding: str = "utf-8") -> None:

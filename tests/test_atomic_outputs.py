@@ -60,6 +60,24 @@ def test_permissions_and_symlinks_are_kept(tmp_path):
     assert link.is_symlink() and path.read_text() == "3"
 
 
+def test_a_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
+    # --json /dev/null or /dev/stdout: a rename over it replaced the device (as
+    # root, for the whole system) or failed on a pipe. A FIFO stands in here.
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    json_out.atomic_write(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got == ["through the pipe"]
+    assert _hidden(tmp_path) == []
+    assert json_out._not_a_plain_file("/dev/stdout") and json_out._not_a_plain_file("/dev/null")
+    assert not json_out._not_a_plain_file(str(tmp_path / "new.json"))
+
+
 def test_json_out_write_refuses_nan_rather_than_write_invalid_json(tmp_path):
     path = tmp_path / "out.json"
     said = json_out.write(str(path), {"auc": float("nan")})
