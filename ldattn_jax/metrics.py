@@ -693,8 +693,15 @@ def builder_dirs(data_dir: str | os.PathLike) -> list[str]:
     face cache (``cache/``), temp folders and TFDS's ``incomplete.*`` folders of
     a killed build are not looked into. None found: ``[data_dir]`` itself."""
     root = os.fspath(data_dir)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    found, seen = [], set()
+    # Symlinks followed (OUT/lda_faces on another disk is a common layout: not
+    # followed, every such build had the same fingerprint), each real folder once.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
         top = dirpath == root
         dirnames[:] = sorted(
             d

@@ -567,6 +567,11 @@ def test_shards_fingerprint_is_the_builds_shards_only(tmp_path):
         assert metrics.shards_fingerprint(tmp_path / "out") != fp, name
         path.write_bytes(old)
     assert metrics.shards_fingerprint(tmp_path / "out") == fp
+    # OUT/lda_faces a symlink (the shards on another disk): still read, so two
+    # builds so laid out do not share one fingerprint.
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "lda_faces").symlink_to(tmp_path / "lf", target_is_directory=True)
+    assert metrics.shards_fingerprint(tmp_path / "linked") == fp
 
 
 def test_a_version_1_fingerprint_is_compared_in_its_version_or_unknown(tmp_path):
