@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -113,19 +114,27 @@ def _remove_stale_tmp(directory: str) -> None:
             os.remove(path)
 
 
-# OUT/.tmp-shards-<pid>: where a run writes its shards before they are swapped in.
-# metrics.builder_dirs does not look into '.tmp-' folders, nor find_builder_dir
-# (one level deeper than it globs).
+# <config folder>/.tmp-shards-<host>-<pid>: where a run writes its shards before
+# they are swapped in, beside the real (symlinks resolved) version folder, so
+# the rename never crosses file systems (OUT/lda_faces may link to another
+# disk). Neither metrics.builder_dirs (it skips '.tmp-' folders) nor
+# find_builder_dir (it globs one level higher) looks into it.
 _STAGING = ".tmp-shards-"
+_HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
 
 
-def _staging_root(out: str) -> str:
-    """A new, empty staging folder for this run; those of dead runs are deleted."""
-    for name in os.listdir(out):
-        m = re.fullmatch(rf"{re.escape(_STAGING)}(\d+)", name)
+def _staging_root(final: str) -> str:
+    """A new, empty staging folder for this run beside ``final``'s real path;
+    those of dead runs of this host are deleted (other hosts' are left alone:
+    a shared file system)."""
+    parent = os.path.dirname(os.path.realpath(final))
+    os.makedirs(parent, exist_ok=True)
+    pattern = re.compile(rf"{re.escape(_STAGING)}{re.escape(_HOST)}-(\d+)")
+    for name in os.listdir(parent):
+        m = pattern.fullmatch(name)
         if m and (int(m[1]) == os.getpid() or not _pid_alive(int(m[1]))):
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    path = os.path.join(out, f"{_STAGING}{os.getpid()}")
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+    path = os.path.join(parent, f"{_STAGING}{_HOST}-{os.getpid()}")
     os.makedirs(path)
     return path
 
@@ -142,14 +151,20 @@ def _pid_alive(pid: int) -> bool:
 
 def _swap_in_shards(built: str, final: str) -> None:
     """Moves the whole builder folder ``built`` to ``final``: the old shards are
-    renamed aside, the new ones renamed in, the old ones deleted. Each rename is
-    atomic; a kill between the two leaves the old shards in the staging folder
-    (deleted by the next run, which rewrites them from the cache)."""
-    os.makedirs(os.path.dirname(final), exist_ok=True)
+    renamed aside, the new ones renamed in, the old ones deleted (with the
+    staging folder). Each rename is atomic; should the second fail or be
+    interrupted, the old shards are put back."""
+    final = os.path.realpath(final)
     aside = os.path.join(os.path.dirname(built), "replaced")
-    if os.path.lexists(final):
+    had_old = os.path.lexists(final)
+    if had_old:
         os.rename(final, aside)
-    os.rename(built, final)
+    try:
+        os.rename(built, final)
+    except BaseException:
+        if had_old and not os.path.lexists(final):
+            os.rename(aside, final)
+        raise
     with contextlib.suppress(OSError):
         _fsync(os.path.dirname(final))
 
@@ -1000,11 +1015,11 @@ def main(argv=None) -> int:
         print(f"note: removing {stale}, shards of a killed earlier run", file=sys.stderr)
         shutil.rmtree(stale, ignore_errors=True)
     # The cache is the source of truth: the shards are always rewritten from it,
-    # into a hidden folder of OUT, and swapped in once whole (label index and
+    # into a hidden folder beside them, and swapped in once whole (label index and
     # build_args.json included). Deleted first, as they were, a damaged cache
     # entry, a full disk or a kill left no shards at all, and a training reading
     # them failed meanwhile.
-    staging = _staging_root(a.out)
+    staging = _staging_root(final)
     builder = LdaFaces(data_dir=staging, config=config, manifest=manifest_path)
     try:
         builder.build(a.shards)

@@ -617,8 +617,11 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
 
     before = files()
     assert build.BUILD_ARGS in before and any(n.startswith("labels.") for n in before)
-    dead = out / ".tmp-shards-999999999"  # a killed run's staging folder (no such pid)
+    # A killed run's staging folder (no such pid), and another host's (left alone).
+    dead = data_dir.parent / f".tmp-shards-{build._HOST}-999999999"
     (dead / "lda_faces").mkdir(parents=True)
+    other_host = data_dir.parent / ".tmp-shards-elsewhere-999999999"
+    other_host.mkdir()
 
     def fails(*a, **k):
         raise OSError(28, "No space left on device")
@@ -629,7 +632,8 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
     with pytest.raises(OSError, match="No space left"):
         build.main(argv)
     assert files() == before  # the old build, whole
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-shards-")]
+    staged = [p.name for p in data_dir.parent.iterdir() if p.name.startswith(".tmp-shards-")]
+    assert staged == [other_host.name]
 
     from data_prep.builder import CacheError, LdaFaces
 
@@ -645,6 +649,19 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
     monkeypatch.undo()
     assert build.main(argv) == 0  # and a run that succeeds replaces them
     assert files().keys() == before.keys()
+    # A rename that fails (EXDEV, say) puts the old shards back.
+    real_rename = os.rename
+
+    def fails_second(src, dst):
+        if dst == str(data_dir) and os.path.basename(src) != "replaced":  # the new build's
+            raise OSError(18, "Invalid cross-device link")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", fails_second)
+    with pytest.raises(OSError, match="cross-device"):
+        build.main(argv)
+    monkeypatch.undo()
+    assert files() == before
 
 
 def test_workers_that_cannot_start_blame_no_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
