@@ -75,6 +75,9 @@ def training_defaults() -> ml_collections.ConfigDict:
     c.data.val_split = "val"  # checkpoints are chosen on this split, never on test
     c.data.balance = "none"  # 'none' | 'sample' (oversample the minority) | 'loss_weight'
     c.data.flip = True  # horizontal flip, one decision per stack
+    # How config.seed orders the training stream (input_pipeline.STREAM_VERSION):
+    # a run begun under version 1 resumes with it (train reads its config.json).
+    c.data.stream_version = 2
     c.data.worker_count = 0  # grain worker processes (0 = decode in the main process)
     c.data.worker_buffer_size = 2
     c.data.read_threads = 4  # threads reading records before batching
@@ -362,6 +365,9 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
             "checkpoints'), or start a new --workdir."
         )
     old = _flat(doc)
+    # A config.json written before the key existed: its run's stream is version 1
+    # (data_stream.adopt_recorded_version gives the resume the same).
+    old.setdefault("data.stream_version", 1)
     new = flat_values(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     model = [k for k in changed if k.startswith("model.")]
@@ -396,7 +402,8 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed]
 
 
+# balance counts only to or from 'sample' (check_resume_config).
 # Keys that define the order of the training stream (input_pipeline): the saved
 # grain position is an element count into it. data.dir is not one: the same
 # shards copied elsewhere (a local SSD) are the same stream.
-STREAM_KEYS = ("seed", "data.train_split", "data.balance")  # balance: to or from 'sample'
+STREAM_KEYS = ("seed", "data.train_split", "data.balance", "data.stream_version")

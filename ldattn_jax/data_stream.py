@@ -10,18 +10,22 @@ schedule, counted in epochs of the old length, would jump (back up, on a larger
 build). This file records what the position counts in, so that a resume on
 another build stops with a message instead.
 
-It also records the stream's version (`input_pipeline.STREAM_VERSION`): runs
-begun before the file existed resume with the stream they started with.
+It also records the stream's version (config.data.stream_version, which
+config.json pins; `adopt_recorded_version` gives a run begun before that key
+existed the stream it started with).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 from etils import epath
 
-from ldattn_jax import input_pipeline
+from ldattn_jax import json_out
 from ldattn_jax.config_utils import ConfigError
+
+log = logging.getLogger(__name__)
 
 FILE = "data_stream.json"
 # Where two builds differ as streams; the rest of the file is for people.
@@ -60,16 +64,29 @@ def read(workdir) -> dict | None:
     return doc
 
 
-def stream_version(workdir) -> int:
-    """The stream version to train `workdir` with: the recorded one; the current one
-    for a new run; 1 for a run begun before this file existed (its config.json is
-    there, this file is not), so that its resume continues the stream it began."""
-    recorded = read(workdir)
-    if recorded is not None:
-        return recorded["stream_version"]
-    if (epath.Path(workdir) / "config.json").exists():
-        return 1
-    return input_pipeline.STREAM_VERSION
+def adopt_recorded_version(config, workdir) -> None:
+    """Sets config.data.stream_version to 1 for a run begun before it existed.
+
+    Its config.json has no data.stream_version: its checkpoints count their data
+    position in version 1's stream, which its resume must go on with (version 2
+    reorders every seed but 0). A run of this code records its version there, so
+    config_utils.check_resume_config then treats it like seed or train split.
+    """
+    path = epath.Path(workdir) / "config.json"
+    if not path.exists():
+        return
+    try:
+        data = json.loads(path.read_text()).get("data")
+    except (OSError, ValueError, AttributeError):
+        return  # check_resume_config names a damaged config.json
+    if isinstance(data, dict) and "stream_version" not in data:
+        with config.unlocked():  # a config without the key (an older config file)
+            config.data.stream_version = 1
+        log.warning(
+            "%s records no data.stream_version: a run begun before it existed; "
+            "it resumes with the training stream it began (version 1)",
+            path,
+        )
 
 
 def check_resume(workdir, stream: dict) -> None:
@@ -94,6 +111,10 @@ def check_resume(workdir, stream: dict) -> None:
 
 
 def write(workdir, stream: dict) -> None:
-    """Records `stream` (process 0, once the checkpoint is restored or initialised)."""
-    path = epath.Path(workdir) / FILE
-    path.write_text(json.dumps(stream, indent=2, sort_keys=True) + "\n")
+    """Records `stream` (process 0, once the checkpoint is restored or initialised):
+    whole or not at all on a local disk; a gs:// object is written whole anyway."""
+    text = json.dumps(stream, indent=2, sort_keys=True) + "\n"
+    if "://" in str(workdir):
+        (epath.Path(workdir) / FILE).write_text(text)
+    else:
+        json_out.atomic_write(epath.Path(workdir) / FILE, text)

@@ -26,7 +26,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 import signal
+import threading
+import time
 
 import cv2
 import grain
@@ -217,7 +220,8 @@ def _per_process_batch(batch_size: int, process_count: int) -> int:
     return batch_size // process_count
 
 
-# The training stream's version (data_stream.json records it per workdir).
+# The training stream's version (config.data.stream_version; a run's config.json
+# records it, and a run begun before it existed resumes with 1: data_stream).
 # 1: grain shuffles epoch e with seed + e, so config.seed s + 1 drew seed s's
 #    epoch orders one epoch later (ablation seeds shared all but one order).
 # 2: the shuffle seed is config.seed times an odd constant mod 2**32 (a
@@ -233,7 +237,10 @@ def shuffle_seed(seed: int, stream_version: int = STREAM_VERSION) -> int:
         return int(seed)
     if stream_version == 2:
         return int(seed) * _SEED_SPREAD % 2**32
-    raise ValueError(f"stream_version={stream_version}: this code knows 1 and 2")
+    raise ConfigError(
+        f"config.data.stream_version={stream_version!r}: this code knows 1 and 2 "
+        f"(STREAM_VERSION, {STREAM_VERSION}, for new runs)"
+    )
 
 
 def make_train_iterator(
@@ -244,13 +251,14 @@ def make_train_iterator(
     indices: np.ndarray,
     process_index: int = 0,
     process_count: int = 1,
-    stream_version: int = STREAM_VERSION,
 ):
     """An infinite, checkpointable grain iterator of per-process training batches.
 
     `indices` is one epoch (from `epoch_indices`); `config` is the full config
-    (uses seed, batch_size, model.image_size and data.*).
+    (uses seed, batch_size, model.image_size and data.*, data.stream_version
+    among them: STREAM_VERSION where absent).
     """
+    stream_version = config.data.get("stream_version", STREAM_VERSION)
     local_batch = _per_process_batch(config.batch_size, process_count)
     ds = grain.MapDataset.source(indices)
     # Explicit seeds (not ds.seed()) so adding a transformation never changes the order.
@@ -310,6 +318,16 @@ def ignore_stop_signals(worker_index: int = 0, worker_count: int = 0) -> None:
     del worker_index, worker_count
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    # Deaf to the stop signals, a worker would outlive a trainer killed outright
+    # (SIGKILL, the OOM killer): grain does not watch its parent, so this does.
+    parent = os.getppid()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)  # reparented: the trainer is gone, and nothing reads this worker's batches
 
 
 def _start_resource_tracker_deaf_to_stop_signals() -> None:

@@ -472,6 +472,7 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
     is_main = jax.process_index() == 0
     # Every process checks before anyone overwrites config.json, so a model
     # mismatch stops all of them (not just process 0, leaving the rest hanging).
+    data_stream.adopt_recorded_version(config, workdir_path)
     changed = check_resume_config(config, workdir_path / "config.json")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("ldattn_jax: config checked")
@@ -526,8 +527,9 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         steps_per_epoch,
         total_steps,
     )
-    version = data_stream.stream_version(workdir_path)
-    stream = data_stream.describe(config, len(train_source), counts, len(indices), version)
+    stream = data_stream.describe(
+        config, len(train_source), counts, len(indices), config.data.stream_version
+    )
     train_iter = input_pipeline.make_train_iterator(
         train_source,
         config,
@@ -535,7 +537,6 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         indices=indices,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        stream_version=version,
     )
 
     # ---- model + optimizer (abstract first: shardings and restore need no init)
@@ -589,8 +590,6 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         # Only now: a config that fails before or during the restore must leave the
         # workdir's config.json describing the checkpoints that are there.
         workdir_path.mkdir(parents=True, exist_ok=True)
-        # Before config.json: a workdir with config.json and without this file is
-        # a run begun before it existed (data_stream.stream_version).
         data_stream.write(workdir_path, stream)
         write_config(config, workdir_path / "config.json")
         if start < total_steps:  # a finished run asked again trains nothing: no session

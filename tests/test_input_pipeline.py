@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ldattn_jax import input_pipeline as ip
-from ldattn_jax.config_utils import training_defaults
+from ldattn_jax.config_utils import ConfigError, training_defaults
 
 S, T = 12, 4  # crop side, frames per stack
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,8 +92,8 @@ def test_neighbouring_seeds_do_not_share_epoch_orders():
     src, idx = ListSource(), np.arange(40)
 
     def epochs(seed, version, n=3):
-        cfg = _config(seed=seed, flip=False)
-        it = ip.make_train_iterator(src, cfg, num_frames=T, indices=idx, stream_version=version)
+        cfg = _config(seed=seed, flip=False, stream_version=version)
+        it = ip.make_train_iterator(src, cfg, num_frames=T, indices=idx)
         ids = [i for b in _take(it, 5 * n) for i in _ids(b)]  # 5 batches of 8 per epoch
         return [ids[40 * e : 40 * (e + 1)] for e in range(n)]
 
@@ -104,7 +104,7 @@ def test_neighbouring_seeds_do_not_share_epoch_orders():
     assert all(sorted(e) == list(range(40)) for e in new1)
     assert not any(a == b for a in new1 for b in new0)
     assert ip.shuffle_seed(0) == 0 and len({ip.shuffle_seed(s) for s in range(1000)}) == 1000
-    with pytest.raises(ValueError, match="stream_version=3"):
+    with pytest.raises(ConfigError, match="config.data.stream_version=3"):
         ip.shuffle_seed(1, 3)
 
 
@@ -252,6 +252,57 @@ def test_stop_signals_to_the_process_group_leave_the_workers_reading(tmp_path):
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "read on after ['SIGHUP', 'SIGINT', 'SIGTERM']" in p.stdout, p.stdout + p.stderr[-3000:]
+
+
+def test_workers_end_with_a_trainer_killed_outright(tmp_path):
+    # Deaf to the stop signals, grain's workers would outlive a trainer killed
+    # with SIGKILL (the OOM killer), holding memory and shared-memory batches.
+    import time
+
+    script = tmp_path / "killed_trainer.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import multiprocessing, os, signal, sys
+            sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
+            import numpy as np
+            from test_input_pipeline import T, ListSource, _config
+            from ldattn_jax import input_pipeline as ip
+
+            if __name__ == "__main__":
+                cfg = _config(worker_count=2, worker_buffer_size=1)
+                it = ip.make_train_iterator(ListSource(), cfg, num_frames=T, indices=np.arange(40))
+                next(it)
+                print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            """
+        )
+    )
+    p = subprocess.run(
+        [sys.executable, str(script)],
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    pids = [int(x) for x in p.stdout.split()]
+    assert p.returncode == -9 and len(pids) >= 2, p.stdout + p.stderr[-2000:]
+
+    def running(pid):  # a zombie (reparented, not yet reaped) has ended
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 20
+    while any(map(running, pids)) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in pids if running(pid)]
+    for pid in left:  # leave nothing behind, whatever the outcome
+        os.kill(pid, 9)
+    assert not left, f"workers {left} outlived their trainer"
 
 
 def test_a_changed_worker_count_resumes_at_the_same_batch():

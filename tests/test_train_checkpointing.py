@@ -176,23 +176,37 @@ def test_resuming_on_another_build_is_refused(tiny_run, tmp_path, monkeypatch):
     assert train.train_and_evaluate(moved, str(run)).step == 4
 
 
-def test_a_run_begun_before_stream_versions_resumes_its_own_stream(tiny_run, tmp_path, monkeypatch):
-    # Seed 1's stream changed with STREAM_VERSION 2; a run begun under version 1
-    # (config.json, no data_stream.json) must go on with version 1's batches.
+def test_a_run_begun_before_stream_versions_resumes_its_own_stream(tiny_run, tmp_path):
+    # Seed 1's stream changed with version 2; a run begun under version 1 (its
+    # config.json has no data.stream_version) must go on with version 1's batches,
+    # and config.json then pins it.
     seeded = ("--config.seed=1", "--config.data.flip=false")
     ref = str(tmp_path / "ref")
-    with monkeypatch.context() as m:
-        m.setattr(input_pipeline, "STREAM_VERSION", 1)
-        train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), ref)
-        old = tmp_path / "old"
-        train.train_and_evaluate(tiny_run("--config.total_steps=2", *seeded), str(old))
-    (old / "data_stream.json").unlink()  # as a run of the code before the file
+    v1 = "--config.data.stream_version=1"
+    train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded, v1), ref)
+    old = tmp_path / "old"
+    train.train_and_evaluate(tiny_run("--config.total_steps=2", *seeded, v1), str(old))
+    written = json.loads((old / "config.json").read_text())
+    del written["data"]["stream_version"]  # as the code before it wrote config.json
+    (old / "config.json").write_text(json.dumps(written))
+    (old / "data_stream.json").unlink()
     train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), str(old))
     assert _losses(str(old)) == _losses(ref)
+    assert json.loads((old / "config.json").read_text())["data"]["stream_version"] == 1
     assert json.loads((old / "data_stream.json").read_text())["stream_version"] == 1
+    # Pinned: another version on resume is another stream, refused like another seed.
+    with pytest.raises(ConfigError, match=r"data.stream_version: 1 -> 2"):
+        train.train_and_evaluate(
+            tiny_run("--config.total_steps=6", *seeded, "--config.data.stream_version=2"),
+            str(old),
+        )
     new = str(tmp_path / "new")
     train.train_and_evaluate(tiny_run("--config.total_steps=4", *seeded), new)
     assert _losses(new) != _losses(ref)  # version 2: another order for seed 1
+    # Deleting data_stream.json (its own advice when damaged) keeps a run's version.
+    (tmp_path / "new" / "data_stream.json").unlink()
+    train.train_and_evaluate(tiny_run("--config.total_steps=5", *seeded), new)
+    assert json.loads((tmp_path / "new" / "data_stream.json").read_text())["stream_version"] == 2
 
 
 def test_a_run_hard_killed_after_a_checkpoint_resumes_with_one_record_per_step(
