@@ -453,14 +453,17 @@ def evaluate(
     # the end (`_swap_in`): a reader of out_dir (thresholds, compare, report)
     # sees the earlier evaluation or this one, never this one's metrics.json
     # beside the earlier one's scores or figures, whatever kills this process.
-    staged = _staging_dir(out_dir)
+    # The real folder is what is swapped: a symlink at out_dir (results kept on
+    # another disk) stays a symlink, and the staging folder lies beside its target.
+    target = os.path.realpath(out_dir)
+    staged = _staging_dir(target)
     try:
         paths = _write_results(
             staged, config, dataset, split, step, doc, frame_cols, vcols, samples, failures,
             threshold,
         )  # fmt: skip
-        _keep_others(out_dir, staged)
-        _swap_in(staged, out_dir)
+        _keep_others(target, staged)
+        _swap_in(staged, target)
     except BaseException:
         _discard(staged)
         raise

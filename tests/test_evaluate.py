@@ -521,6 +521,24 @@ def test_a_killed_rerun_leaves_the_earlier_result_whole_and_the_next_run_succeed
     assert second["attention"] and all(os.path.isfile(p) for p in second["attention"])
 
 
+def test_a_result_folder_that_is_a_symlink_stays_one(stub_run, monkeypatch, tmp_path):
+    # Results kept on another disk through a symlink: the swap replaced the link
+    # with a folder and left the earlier result aside for good.
+    run = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)
+    out_dir = run()["out_dir"]
+    elsewhere = tmp_path / "other_disk" / "result"
+    elsewhere.parent.mkdir()
+    os.rename(out_dir, elsewhere)
+    os.symlink(elsewhere, out_dir)
+    before = _tree(elsewhere)
+    again = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS, fakeness=0.05)()
+    assert os.path.islink(out_dir) and os.path.realpath(out_dir) == str(elsewhere)
+    assert _tree(elsewhere) != before and os.path.isfile(again["metrics_json"])
+    eval_dir = os.path.dirname(out_dir)
+    assert os.listdir(eval_dir) == [os.path.basename(out_dir)]
+    assert os.listdir(elsewhere.parent) == ["result"]  # nothing left aside
+
+
 def test_figures_of_ids_alike_but_for_punctuation_or_past_80_bytes_do_not_overwrite(
     stub_run, monkeypatch
 ):
