@@ -112,15 +112,27 @@ POLL="${TPU_POLL_SECONDS:-30}"
 if [[ ! "$READY_TIMEOUT" =~ ^[0-9]+$ ]]; then
   echo "TPU_READY_TIMEOUT=$READY_TIMEOUT is not a number of seconds" >&2; exit 2
 fi
-slice_state() {  # the state, or nothing (and status 1) when there is no such slice
-  gcloud compute tpus tpu-vm describe "$NAME" --zone "$ZONE" "${PROJECT_FLAG[@]}" \
-    --format='value(state)' 2>/dev/null
+DESCRIBE_ERR="$(mktemp)"
+trap 'rm -f "$DESCRIBE_ERR"' EXIT
+# The slice's state; nothing when there is no such slice (gcloud says NOT_FOUND);
+# status 1 when describe fails otherwise (network, auth: its message is in
+# $DESCRIBE_ERR), which is not "no slice": creating one then would fail or clash.
+slice_state() {
+  if gcloud compute tpus tpu-vm describe "$NAME" --zone "$ZONE" "${PROJECT_FLAG[@]}" \
+      --format='value(state)' 2>"$DESCRIBE_ERR"; then
+    return 0
+  fi
+  grep -qiE 'NOT_FOUND|not found' "$DESCRIBE_ERR"
 }
 if [[ "$DRY_RUN" == 1 ]]; then
   run "${CREATE[@]}"
 else
   DEADLINE=$((SECONDS + READY_TIMEOUT))
-  STATE="$(slice_state)" || STATE=""
+  if ! STATE="$(slice_state)"; then
+    echo "tpu_pod.sh: cannot tell whether slice $NAME exists (gcloud compute tpus tpu-vm" \
+      "describe failed: $(tail -n 1 "$DESCRIBE_ERR")); fix that and rerun" >&2
+    exit 1
+  fi
   while true; do
     STATE="${STATE//[[:space:]]/}"
     case "$STATE" in
@@ -138,8 +150,9 @@ else
         run "${DELETE[@]}"
         run "${CREATE[@]}"
         break ;;
-      # On their way to READY (DELETING: to gone, then it is created anew).
-      CREATING|STARTING|RESTARTING|REIMAGING|REPAIRING|UNHIDING|DELETING) ;;
+      # On their way to READY (DELETING: to gone, then it is created anew); a
+      # describe that failed while waiting (a network blip) is asked again.
+      CREATING|STARTING|RESTARTING|REIMAGING|REPAIRING|UNHIDING|DELETING|UNKNOWN_NOW) ;;
       *)
         echo "tpu_pod.sh: slice $NAME is in state $STATE, which this script does not" \
           "handle (READY is needed): see gcloud compute tpus tpu-vm describe $NAME" \
@@ -153,7 +166,10 @@ else
     fi
     echo "# slice $NAME is $STATE: waiting for READY" >&2
     sleep "$POLL"
-    STATE="$(slice_state)" || STATE=""
+    if ! STATE="$(slice_state)"; then
+      echo "# describe failed ($(tail -n 1 "$DESCRIBE_ERR")): asking again" >&2
+      STATE=UNKNOWN_NOW
+    fi
   done
 fi
 
@@ -161,7 +177,7 @@ fi
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STAGE="$(mktemp -d "${TMPDIR:-/tmp}/ldattn_jax_src.XXXXXX")"  # one per run: no clash
 # A dry run keeps it (a file list): the tar and scp commands it prints name it.
-if [[ "$DRY_RUN" == 0 ]]; then trap 'rm -rf "$STAGE"' EXIT; fi
+if [[ "$DRY_RUN" == 0 ]]; then trap 'rm -rf "$STAGE" "$DESCRIBE_ERR"' EXIT; fi
 ARCHIVE="$STAGE/src.tar.gz"
 if command -v git >/dev/null 2>&1 && git -C "$HERE" rev-parse --is-inside-work-tree >/dev/null 2>&1
 then
@@ -215,6 +231,8 @@ if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
 fi
 mkdir -p ~/ldattn_jax && cd ~/ldattn_jax
 tar -tzf ~/ldattn_jax_src.tar.gz > .shipped.new
+# An empty list would remove every file the last run shipped.
+if [ ! -s .shipped.new ]; then echo "ldattn_jax: the code archive lists no files" >&2; exit 1; fi
 if [ -f .shipped ]; then
   grep -F -x -v -f .shipped.new .shipped | while IFS= read -r f; do
     case "$f" in */) ;; *) rm -f -- "$f" || true ;; esac

@@ -387,8 +387,9 @@ def test_gpu_slurm_finds_the_checkout_under_sbatch_or_says_how(tmp_path):
 
 
 # describe: the slice's state from FAKE_STATES, one line per call (the last line
-# stays); an empty line or no file: no such slice. Like gcloud, it prints the bare
-# state only when asked for --format='value(state)', else YAML.
+# stays); an empty line or no file: no such slice (NOT_FOUND, as gcloud says it);
+# NETWORK_ERROR: describe fails otherwise. Like gcloud, it prints the bare state
+# only when asked for --format='value(state)', else YAML.
 FAKE_GCLOUD = r"""#!/usr/bin/env bash
 echo "${*//$'\n'/ }" >> "$FAKE_LOG"  # one line per call
 if [[ "$4" == describe ]]; then
@@ -397,7 +398,14 @@ if [[ "$4" == describe ]]; then
     state="$(head -n 1 "$FAKE_STATES")"
     if [[ $(wc -l < "$FAKE_STATES") -gt 1 ]]; then sed -i 1d "$FAKE_STATES"; fi
   fi
-  if [[ -z "$state" ]]; then exit 1; fi
+  if [[ -z "$state" ]]; then
+    echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: Resource 'lda' was not found" >&2
+    exit 1
+  fi
+  if [[ "$state" == NETWORK_ERROR ]]; then
+    echo "ERROR: (gcloud.compute.tpus.tpu-vm.describe) There was a problem refreshing your auth" >&2
+    exit 1
+  fi
   if [[ "$*" == *"--format=value(state)"* ]]; then echo "$state"; else echo "state: $state"; fi
   exit 0
 fi
@@ -677,6 +685,22 @@ def test_tpu_pod_waits_for_a_slice_on_its_way(tmp_path, states, calls):
     assert p.returncode == 0, p.stderr
     assert _calls(log) == [*calls, "scp", "ssh", "ssh"]
     assert f"is {states[0]}: waiting for READY" in p.stderr
+
+
+def test_tpu_pod_does_not_take_a_failed_describe_for_no_slice(tmp_path):
+    # Auth or network trouble is not "no such slice": creating one then would clash
+    # with the existing slice; while waiting, a blip is asked again.
+    p, log = _run_pod(_checkout(tmp_path), tmp_path, states=["NETWORK_ERROR"])
+    assert p.returncode == 1 and "cannot tell whether slice lda exists" in p.stderr
+    assert "problem refreshing your auth" in p.stderr and _calls(log) == ["describe"]
+    env = {"TPU_POLL_SECONDS": "0"}
+    tmp = tmp_path / "waiting"
+    tmp.mkdir()
+    states = ["CREATING", "NETWORK_ERROR", "READY"]
+    p, log = _run_pod(_checkout(tmp), tmp, states=states, env=env)
+    assert p.returncode == 0, p.stderr
+    assert _calls(log) == ["describe"] * 3 + ["scp", "ssh", "ssh"]  # no create
+    assert "describe failed" in p.stderr
 
 
 def test_tpu_pod_waits_for_ready_only_so_long(tmp_path):
