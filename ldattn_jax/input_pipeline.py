@@ -24,6 +24,7 @@ must be picklable when `worker_count > 0`. Only the RECORD_FIELDS are read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -297,7 +298,9 @@ def in_worker_processes(it_ds: grain.IterDataset, config) -> grain.IterDataset:
             num_workers=workers,
             per_worker_buffer_size=int(config.data.get("worker_buffer_size", 2)),
         ),
-        worker_init_fn=ignore_stop_signals,
+        # This process's pid, taken here: a worker still starting when the trainer
+        # dies is already reparented when its init runs, and must know it.
+        worker_init_fn=functools.partial(ignore_stop_signals, trainer=os.getpid()),
     )
 
 
@@ -305,7 +308,9 @@ def in_worker_processes(it_ds: grain.IterDataset, config) -> grain.IterDataset:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def ignore_stop_signals(worker_index: int = 0, worker_count: int = 0) -> None:
+def ignore_stop_signals(
+    worker_index: int = 0, worker_count: int = 0, *, trainer: int | None = None
+) -> None:
     """grain worker start-up: leave the stop signals to the training process.
 
     Ctrl-C (the terminal's process group), SLURM's --signal/scancel (every
@@ -320,7 +325,9 @@ def ignore_stop_signals(worker_index: int = 0, worker_count: int = 0) -> None:
         signal.signal(sig, signal.SIG_IGN)
     # Deaf to the stop signals, a worker would outlive a trainer killed outright
     # (SIGKILL, the OOM killer): grain does not watch its parent, so this does.
-    parent = os.getppid()
+    parent = os.getppid() if trainer is None else trainer
+    if os.getppid() != parent:
+        os._exit(0)  # the trainer died while this worker was starting
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
 
 

@@ -199,7 +199,8 @@ def test_worker_and_read_settings_reach_grain():
     wrapped = ip.in_worker_processes(rec, _config(worker_count=3, worker_buffer_size=5))
     assert wrapped == "in workers"
     assert (rec.options.num_workers, rec.options.per_worker_buffer_size) == (3, 5)
-    assert rec.init is ip.ignore_stop_signals  # see the stop-signal test below
+    # See the stop-signal tests below; the trainer's pid is bound where it is known.
+    assert rec.init.func is ip.ignore_stop_signals and rec.init.keywords == {"trainer": os.getpid()}
     opts = ip._read_options(_config(read_threads=6, prefetch=2))
     # grain wants the buffer at least the threads, or the extra threads idle.
     assert (opts.num_threads, opts.prefetch_buffer_size) == (6, 6)
@@ -207,48 +208,59 @@ def test_worker_and_read_settings_reach_grain():
     assert (opts.num_threads, opts.prefetch_buffer_size) == (2, 9)
 
 
-def test_stop_signals_to_the_process_group_leave_the_workers_reading(tmp_path):
-    # Ctrl-C, SLURM's scancel and a TPU VM's shutdown signal every process, grain's
-    # workers included; the trainer saves at its next log/save step, so the
-    # workers must keep serving batches until then (they died on the spot, and
-    # the run lost every step since its last checkpoint). Its own session, so the
-    # signals reach no one else.
-    script = tmp_path / "signal_workers.py"
+def _in_own_session(tmp_path, body: str) -> subprocess.CompletedProcess:
+    """Runs ``body`` (indented code with ``it``: a training iterator over 2 grain
+    workers) as a script in a session of its own, so signals it sends to its
+    process group reach no one else."""
+    script = tmp_path / "workers.py"
     script.write_text(
         textwrap.dedent(
             f"""
-            import os, signal, sys, time
+            import multiprocessing, os, signal, sys, time
             sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
             import numpy as np
             from test_input_pipeline import T, ListSource, _config
             from ldattn_jax import input_pipeline as ip
 
             if __name__ == "__main__":
-                got = []
                 cfg = _config(worker_count=2, worker_buffer_size=1)
                 it = ip.make_train_iterator(ListSource(), cfg, num_frames=T, indices=np.arange(40))
-                for _ in range(3):
-                    next(it)
-                for sig in ip.STOP_SIGNALS:  # noted, as train._Preemption does
-                    signal.signal(sig, lambda s, f: got.append(signal.Signals(s).name))
-                for sig in ip.STOP_SIGNALS:
-                    os.killpg(os.getpgrp(), sig)
-                    time.sleep(0.3)
-                time.sleep(1.0)
-                for _ in range(12):  # far past what the workers had buffered
-                    next(it)
-                it.close()
-                print("read on after", sorted(got))
             """
         )
+        + textwrap.indent(textwrap.dedent(body), "    ")
     )
-    p = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(script)],
         start_new_session=True,
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
+    )
+
+
+def test_stop_signals_to_the_process_group_leave_the_workers_reading(tmp_path):
+    # Ctrl-C, SLURM's scancel and a TPU VM's shutdown signal every process, grain's
+    # workers included; the trainer saves at its next log/save step, so the
+    # workers must keep serving batches until then (they died on the spot, and
+    # the run lost every step since its last checkpoint).
+    p = _in_own_session(
+        tmp_path,
+        """
+        got = []
+        for _ in range(3):
+            next(it)
+        for sig in ip.STOP_SIGNALS:  # noted, as train._Preemption does
+            signal.signal(sig, lambda s, f: got.append(signal.Signals(s).name))
+        for sig in ip.STOP_SIGNALS:
+            os.killpg(os.getpgrp(), sig)
+            time.sleep(0.3)
+        time.sleep(1.0)
+        for _ in range(12):  # far past what the workers had buffered
+            next(it)
+        it.close()
+        print("read on after", sorted(got))
+        """,
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "read on after ['SIGHUP', 'SIGINT', 'SIGTERM']" in p.stdout, p.stdout + p.stderr[-3000:]
@@ -259,32 +271,13 @@ def test_workers_end_with_a_trainer_killed_outright(tmp_path):
     # with SIGKILL (the OOM killer), holding memory and shared-memory batches.
     import time
 
-    script = tmp_path / "killed_trainer.py"
-    script.write_text(
-        textwrap.dedent(
-            f"""
-            import multiprocessing, os, signal, sys
-            sys.path[:0] = [{ROOT!r}, {os.path.dirname(__file__)!r}]
-            import numpy as np
-            from test_input_pipeline import T, ListSource, _config
-            from ldattn_jax import input_pipeline as ip
-
-            if __name__ == "__main__":
-                cfg = _config(worker_count=2, worker_buffer_size=1)
-                it = ip.make_train_iterator(ListSource(), cfg, num_frames=T, indices=np.arange(40))
-                next(it)
-                print(*[p.pid for p in multiprocessing.active_children()], flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            """
-        )
-    )
-    p = subprocess.run(
-        [sys.executable, str(script)],
-        start_new_session=True,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
+    p = _in_own_session(
+        tmp_path,
+        """
+        next(it)
+        print(*[p.pid for p in multiprocessing.active_children()], flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """,
     )
     pids = [int(x) for x in p.stdout.split()]
     assert p.returncode == -9 and len(pids) >= 2, p.stdout + p.stderr[-2000:]
@@ -303,6 +296,12 @@ def test_workers_end_with_a_trainer_killed_outright(tmp_path):
     for pid in left:  # leave nothing behind, whatever the outcome
         os.kill(pid, 9)
     assert not left, f"workers {left} outlived their trainer"
+    # A worker still starting when the trainer died (reparented before its init
+    # runs) ends at its init: it is told the trainer's pid, not its parent's now.
+    code = "from ldattn_jax import input_pipeline as ip; ip.ignore_stop_signals(trainer=1); "
+    code += "print('still running')"
+    q = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert q.returncode == 0 and "still running" not in q.stdout, q.stderr[-2000:]
 
 
 def test_a_changed_worker_count_resumes_at_the_same_batch():
