@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -44,7 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
-from data_prep import cli
+from data_prep import cli, leftovers
 from data_prep import encoding as enc
 from data_prep.fingerprint import file_sha256
 from data_prep.originals import MIN_FACE_CHANGE
@@ -120,7 +119,6 @@ def _remove_stale_tmp(directory: str) -> None:
 # disk). Neither metrics.builder_dirs (it skips '.tmp-' folders) nor
 # find_builder_dir (it globs one level higher) looks into it.
 _STAGING = ".tmp-shards-"
-_HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
 
 
 def _staging_root(final: str) -> str:
@@ -129,24 +127,14 @@ def _staging_root(final: str) -> str:
     a shared file system)."""
     parent = os.path.dirname(os.path.realpath(final))
     os.makedirs(parent, exist_ok=True)
-    pattern = re.compile(rf"{re.escape(_STAGING)}{re.escape(_HOST)}-(\d+)")
+    pattern = re.compile(rf"{re.escape(_STAGING)}{re.escape(leftovers.HOST)}-(\d+)")
     for name in os.listdir(parent):
         m = pattern.fullmatch(name)
-        if m and (int(m[1]) == os.getpid() or not _pid_alive(int(m[1]))):
+        if m and (int(m[1]) == os.getpid() or not leftovers.pid_alive(int(m[1]))):
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-    path = os.path.join(parent, f"{_STAGING}{_HOST}-{os.getpid()}")
+    path = os.path.join(parent, f"{_STAGING}{leftovers.tag()}")
     os.makedirs(path)
     return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process
-        return True
-    return True
 
 
 def _swap_in_shards(built: str, final: str) -> None:

@@ -32,14 +32,13 @@ import math
 import os
 import re
 import shutil
-import socket
 import sys
 from collections import defaultdict
 
 import cv2
 import numpy as np
 
-from data_prep import cli
+from data_prep import cli, leftovers
 from ldattn_jax import eval_names, json_out, provenance, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
@@ -550,10 +549,7 @@ def _write_results(
 
 def _sibling(out_dir: str, kind: str) -> str:
     parent, name = os.path.split(out_dir)
-    return os.path.join(parent, f".{name}.{kind}-{_HOST}-{os.getpid()}")
-
-
-_HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
+    return os.path.join(parent, f".{name}.{kind}-{leftovers.tag()}")
 
 
 def _staging_dir(out_dir: str) -> str:
@@ -576,28 +572,16 @@ def _clean_leftovers(out_dir: str) -> None:
     pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(.+)-(\d+)")
     for entry in sorted(os.listdir(parent)):
         m = pattern.fullmatch(entry)
-        if not m or m[2] != _HOST:
+        if not m or m[2] != leftovers.HOST:
             continue
         pid = int(m[3])
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and leftovers.pid_alive(pid):
             continue  # another evaluation of this result, running now
         path = os.path.join(parent, entry)
         if m[1] == "old" and not os.path.lexists(out_dir):
             os.rename(path, out_dir)
         else:
             _discard(path)
-
-
-def _alive(pid: int) -> bool:
-    if os.name != "posix":  # no harmless probe: assume running
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # EPERM: a process of another user
-        return True
-    return True
 
 
 def _discard(path: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from data_prep import build
+from data_prep import build, leftovers
 
 
 def _video(path, frames, fourcc="mp4v"):
@@ -618,7 +618,7 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
     before = files()
     assert build.BUILD_ARGS in before and any(n.startswith("labels.") for n in before)
     # A killed run's staging folder (no such pid), and another host's (left alone).
-    dead = data_dir.parent / f".tmp-shards-{build._HOST}-999999999"
+    dead = data_dir.parent / f".tmp-shards-{leftovers.HOST}-999999999"
     (dead / "lda_faces").mkdir(parents=True)
     other_host = data_dir.parent / ".tmp-shards-elsewhere-999999999"
     other_host.mkdir()

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 
+from data_prep import leftovers
 from ldattn_jax import evaluate, predict
 
 
@@ -580,7 +581,7 @@ def test_what_killed_runs_left_beside_the_result_is_cleaned_up_or_put_back(tmp_p
     gone = subprocess.Popen(["true"])
     gone.wait()  # a pid no process has now
     out_dir = tmp_path / "synthetic_test_7"
-    host = evaluate._HOST
+    host = leftovers.HOST
 
     def leftover(kind, pid, who=host):
         path = tmp_path / f".synthetic_test_7.{kind}-{who}-{pid}"

@@ -1,0 +1,35 @@
+"""Who left a temporary folder: the names a run gives what it writes before a
+rename (``...-<host>-<pid>``), and whether that run still runs.
+
+data_prep.build's shard staging and evaluate's result swap both clean up what
+killed runs left, and only those: a folder of a live process, or of another
+host on a shared file system, is someone's work in progress.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+# This host as it goes in file names.
+HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
+
+
+def tag() -> str:
+    """``<host>-<pid>`` of this process, for a temporary name."""
+    return f"{HOST}-{os.getpid()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (assumed so where it
+    cannot be probed harmlessly)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process of another user
+        return True
+    return True
