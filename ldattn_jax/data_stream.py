@@ -22,7 +22,7 @@ import logging
 
 from etils import epath
 
-from ldattn_jax import json_out
+from ldattn_jax import input_pipeline, json_out
 from ldattn_jax.config_utils import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,10 @@ FILE = "data_stream.json"
 _STREAM_FIELDS = ("samples_per_epoch", "train_records")
 
 
-def describe(config, train_records: int, counts, samples_per_epoch: int, version: int) -> dict:
+def describe(config, train_records: int, counts, samples_per_epoch: int) -> dict:
     """This run's stream, as the file records it."""
     return {
-        "stream_version": version,
+        "stream_version": input_pipeline.config_stream_version(config),
         "train_split": config.data.train_split,
         "train_records": int(train_records),
         "real": int(counts.real),

@@ -232,6 +232,11 @@ STREAM_VERSION = 2
 _SEED_SPREAD = 0x9E3779B1  # 2**32 / golden ratio, odd
 
 
+def config_stream_version(config) -> int:
+    """config.data.stream_version; STREAM_VERSION for a config without the key."""
+    return config.data.get("stream_version", STREAM_VERSION)
+
+
 def shuffle_seed(seed: int, stream_version: int = STREAM_VERSION) -> int:
     """grain's shuffle seed for config.seed (see STREAM_VERSION)."""
     if stream_version == 1:
@@ -259,7 +264,7 @@ def make_train_iterator(
     (uses seed, batch_size, model.image_size and data.*, data.stream_version
     among them: STREAM_VERSION where absent).
     """
-    stream_version = config.data.get("stream_version", STREAM_VERSION)
+    stream_version = config_stream_version(config)
     local_batch = _per_process_batch(config.batch_size, process_count)
     ds = grain.MapDataset.source(indices)
     # Explicit seeds (not ds.seed()) so adding a transformation never changes the order.

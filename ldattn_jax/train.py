@@ -527,9 +527,7 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
         steps_per_epoch,
         total_steps,
     )
-    stream = data_stream.describe(
-        config, len(train_source), counts, len(indices), config.data.stream_version
-    )
+    stream = data_stream.describe(config, len(train_source), counts, len(indices))
     train_iter = input_pipeline.make_train_iterator(
         train_source,
         config,
