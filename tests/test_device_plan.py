@@ -179,7 +179,7 @@ def test_the_deadline_takes_the_set_up_and_warm_up_out_of_the_budget(plan, monke
     monkeypatch.setattr(plan.time, "time", lambda: now[0])
     order = []
 
-    def warm_up(name, smoke):
+    def warm_up(smoke):
         order.append("warm_up")
         now[0] += 30.0
         return 30.0
@@ -219,13 +219,13 @@ def test_the_warm_up_never_stops_the_plan(plan, monkeypatch, capsys):
         raise RuntimeError("CUDA_ERROR_OUT_OF_MEMORY")
 
     monkeypatch.setattr(benchmark, "_jitted_train_step", boom)
-    assert plan.warm_up("host", smoke=True) >= 0.0
+    assert plan.warm_up(smoke=True) >= 0.0
     assert "CUDA_ERROR_OUT_OF_MEMORY" in capsys.readouterr().out
     # Nor is torch imported before the JAX goal rows (its CUDA libraries share
     # sonames with JAX's): an import would fail here, and say so.
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "torch", None)
-    plan.warm_up("gpu", smoke=True)
+    plan.warm_up(smoke=True)
     assert "torch" not in capsys.readouterr().out
 
 

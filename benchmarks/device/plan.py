@@ -344,7 +344,7 @@ def measurements(smoke: bool, repeats: int, work: str) -> dict[str, Callable[...
     }  # fmt: skip
 
 
-def warm_up(name: str, smoke: bool) -> float:
+def warm_up(smoke: bool) -> float:
     """Pays the process's one-off start-up costs before the plan's clock starts;
     returns the seconds it took. Without it the first step carries them (CUDA,
     cuDNN and cuBLAS handles, the model code's imports, the compiles of every
@@ -376,7 +376,6 @@ def warm_up(name: str, smoke: bool) -> float:
     # Not torch: it brings its own CUDA libraries (cuDNN, cuBLAS: the same
     # sonames as JAX's), and whatever that does to this process must come after
     # the JAX goal rows are saved, not before all of them. The timm step imports it.
-    del name
     return time.monotonic() - t0
 
 
@@ -426,7 +425,7 @@ def main(argv=None) -> int:
         results["deadline"] = args.deadline
     if args.started is not None:  # wheels, import checks, this process's imports
         results["setup_s"] = round(time.time() - args.started, 1)
-    results["warm_up_s"] = round(warm_up(args.plan, args.smoke), 1)
+    results["warm_up_s"] = round(warm_up(args.smoke), 1)
     # The plan's clock starts here: set-up and warm-up come out of the budget.
     results["budget_s"] = plan_budget(args.budget_s, args.deadline, time.time())
     print(f"warm-up {results['warm_up_s']:.0f} s; the plan has {results['budget_s']:.0f} s",
