@@ -1137,24 +1137,24 @@ def test_ctrl_c_while_a_video_is_extracted_does_not_extract_the_next(
     import threading
     import time
 
-    started, ended = [], threading.Event()
+    started, ended, release = [], threading.Event(), threading.Event()
+    main_thread = threading.main_thread().ident
 
     def slow(p, frames_per_video, stack, size, workers, faces):
         started.append(os.path.basename(p))
-        time.sleep(1.5)
+        if len(started) == 1:  # Ctrl-C while predict waits for a.mp4's frames
+            signal.pthread_kill(main_thread, signal.SIGINT)
+        release.wait(30)  # an extraction that lasts until the test lets it end
         ended.set()
         return _stacks(p, frames_per_video, stack, size, workers)
 
     monkeypatch.setattr(faces, "extract_stacks", slow)
     clips = [_clip(tmp_path / f"{n}.mp4", 2) for n in "abc"]
-    main_thread = threading.main_thread().ident
-    # Ctrl-C while predict waits for a.mp4's frames, b.mp4 queued behind it.
-    timer = threading.Timer(0.3, lambda: signal.pthread_kill(main_thread, signal.SIGINT))
-    began = time.monotonic()
-    timer.start()
     with pytest.raises(KeyboardInterrupt):
         predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "out"), *clips])
-    assert time.monotonic() - began < 1.2  # not after a.mp4's extraction
+    # Raised while a.mp4 was still being extracted, not after it: no clock involved.
+    assert not ended.is_set()
+    release.set()
     assert ended.wait(5)
     time.sleep(0.5)  # time for the look-ahead to start b.mp4, were it still queued
     assert started == ["a.mp4"]
