@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
 from typing import IO
+
+from data_prep import leftovers
 
 
 def problem(path: str, example: str) -> str | None:
@@ -49,20 +52,22 @@ def write(path: str, data, **dump) -> str | None:
     return None
 
 
-TEMP_MARK = ".tmp-"  # in the names of atomic_open's temp files: ".<name>.tmp-<pid>-<hex>"
+TEMP_MARK = ".tmp-"  # in atomic_open's temp file names: ".<name>.tmp-<host>-<pid>-<hex>"
 
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
     """``with atomic_open(path, "w", newline="") as f: ...``: a file object on a
-    temp file beside ``path`` (hidden: ``.<name>.tmp-<pid>-<hex>``, so a glob
-    of ``*.csv`` or ``*/metrics.json`` never sees it), which replaces ``path``
-    only when the block ends without an exception, after a flush and fsync.
+    temp file beside ``path`` (hidden: ``.<name>.tmp-<host>-<pid>-<hex>``, so a
+    glob of ``*.csv`` or ``*/metrics.json`` never sees it), which replaces
+    ``path`` only when the block ends without an exception, after a flush and
+    fsync.
 
     Any reader of ``path`` sees the old file or the whole new one, never part
     of one; after a crash or a power loss ``path`` is one of the two. An
     exception in the block (or on the way) deletes the temp file and leaves
-    ``path`` as it was; a kill -9 leaves only the hidden temp file. ``mode``:
+    ``path`` as it was; a kill -9 leaves only the hidden temp file, which the
+    next write of ``path`` from this host deletes (`_remove_dead_temps`). ``mode``:
     "w" or "wb" (``kwargs`` as for ``open``: encoding, newline). The new file
     gets ``path``'s permissions where it exists, else the umask's default; a
     symlink at ``path`` is written through (its target is replaced).
@@ -82,7 +87,8 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
         return
     path = os.path.realpath(os.fspath(path))
     folder, name = os.path.split(path)
-    tmp = os.path.join(folder, f".{name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
+    _remove_dead_temps(folder, name)
+    tmp = os.path.join(folder, f".{name}{TEMP_MARK}{leftovers.tag()}-{secrets.token_hex(4)}")
     # O_EXCL: never another's file; 0o666 less the umask, as open() would create it.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -100,6 +106,26 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[
             os.remove(tmp)
         raise
     fsync_dir(folder)
+
+
+def _remove_dead_temps(folder: str, name: str) -> None:
+    """Deletes the temp files of ``name`` that killed writers of this host left
+    (a kill -9 or a power cut between the temp file and the rename): without
+    this they piled up beside a result rewritten by every run. A live writer's
+    file, this process's (another thread may be writing), or another host's on
+    a shared file system is left alone."""
+    pattern = re.compile(
+        rf"\.{re.escape(name)}{re.escape(TEMP_MARK)}{re.escape(leftovers.HOST)}-(\d+)-[0-9a-f]{{8}}"
+    )
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return  # the write will say what is wrong with the folder
+    for entry in names:
+        m = pattern.fullmatch(entry)
+        if m and int(m[1]) != os.getpid() and not leftovers.pid_alive(int(m[1])):
+            with contextlib.suppress(OSError):  # another writer removed it first
+                os.remove(os.path.join(folder, entry))
 
 
 def _not_a_plain_file(path: str) -> bool:

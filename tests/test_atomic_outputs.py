@@ -4,9 +4,12 @@ one, never part of one; json_out.write never writes NaN."""
 import json
 import os
 import stat
+import subprocess
+import sys
 
 import pytest
 
+from data_prep import leftovers
 from ldattn_jax import json_out
 
 
@@ -31,6 +34,34 @@ def test_a_write_that_dies_midway_leaves_the_old_file_whole(tmp_path):
     json_out.atomic_write(tmp_path / "b.bin", b"\x00\x01")
     assert path.read_text() == "new\n" and (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
     assert _hidden(tmp_path) == []
+
+
+def test_a_writer_killed_outright_leaves_a_temp_file_the_next_write_deletes(tmp_path):
+    # kill -9 between the temp file and the rename: nothing of the writer runs,
+    # its hidden temp file stays. The next write of the same file from this host
+    # deletes it, but not a live writer's, another host's or another file's.
+    path = tmp_path / "metrics.json"
+    code = (
+        "import os, sys\n"
+        "from ldattn_jax import json_out\n"
+        "with json_out.atomic_open(sys.argv[1], 'w') as f:\n"
+        "    f.write('half'); f.flush()\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.PIPE, text=True)
+    assert p.wait(timeout=300) == -9, p.stderr.read()[-2000:]
+    p.stderr.close()
+    dead = _hidden(tmp_path)
+    assert len(dead) == 1 and dead[0].startswith(f".metrics.json.tmp-{leftovers.HOST}-"), dead
+    kept = [
+        f".metrics.json.tmp-{leftovers.HOST}-{os.getppid()}-0123abcd",  # a live writer
+        ".metrics.json.tmp-elsewhere-999999999-0123abcd",  # another host, shared disk
+        f".scores.csv.tmp-{leftovers.HOST}-{p.pid}-0123abcd",  # another file's
+    ]
+    for name in kept:
+        (tmp_path / name).write_text("x")
+    json_out.atomic_write(path, "{}\n")
+    assert path.read_text() == "{}\n" and _hidden(tmp_path) == sorted(kept)
 
 
 def test_the_data_is_on_disk_before_the_name_is(tmp_path, monkeypatch):
