@@ -6,7 +6,11 @@ Eight simulated CPU devices let the sharding tests compare 1-device and
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Appended, not set by default: an XLA_FLAGS of the user's own (a dump folder, a
+# debug flag) would otherwise drop it, and every 8-device check would fail.
+if "--xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    _flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ["XLA_FLAGS"] = _flags.strip()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keep TensorFlow-free: tensorflow_datasets must never try to import it.

@@ -102,7 +102,7 @@ def test_a_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
     reader.start()
     json_out.atomic_write(fifo, "through the pipe")
-    reader.join(timeout=10)
+    reader.join(timeout=120)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got == ["through the pipe"]
     assert _hidden(tmp_path) == []
     assert json_out._not_a_plain_file("/dev/stdout") and json_out._not_a_plain_file("/dev/null")

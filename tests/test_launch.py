@@ -173,9 +173,15 @@ while [[ "$1" == --* ]]; do
   shift
 done
 export SLURM_PROCID=0
+# The trap before the task starts (as in gpu_slurm.sbatch): a TERM arriving
+# between the fork and the trap would kill this fake srun and test nothing.
+task=""
+signalled=0
+forward() { signalled=1; if [[ -n "$task" ]]; then kill -TERM "$task"; fi; }
+trap forward TERM
 "$@" &
 task=$!
-trap 'kill -TERM "$task"' TERM
+if [[ "$signalled" == 1 ]]; then forward; fi
 wait "$task"; status=$?
 while kill -0 "$task" 2>/dev/null; do wait "$task"; status=$?; done
 exit "$status"
@@ -245,13 +251,14 @@ def test_gpu_slurm_passes_every_argument_intact(tmp_path):
 def test_gpu_slurm_forwards_a_term_of_the_batch_shell_to_training(tmp_path):
     # SLURM's notice (or scancel, preemption) may reach only the batch shell;
     # training must get it to save, and the job must wait for that and exit 0.
-    proc, out = _slurm(tmp_path, "configs/ffpp.py", "/shared/runs/ffpp", wait=10)
-    deadline = time.time() + 30
+    # wait: how long the fake training waits for the TERM (it ends when it comes).
+    proc, out = _slurm(tmp_path, "configs/ffpp.py", "/shared/runs/ffpp", wait=120)
+    deadline = time.time() + 120
     while not out.exists() and time.time() < deadline:
         time.sleep(0.05)
     assert out.exists(), proc.stderr.read() if proc.poll() is not None else "no start"
     os.kill(proc.pid, signal.SIGTERM)  # the batch shell only, as --signal=B:TERM does
-    proc.communicate(timeout=30)
+    proc.communicate(timeout=180)
     assert json.loads((tmp_path / "received.json.signals").read_text()) == ["TERM"]
     assert proc.returncode == 0
 

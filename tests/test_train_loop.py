@@ -8,7 +8,6 @@ against it.
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -164,26 +163,34 @@ def test_sigterm_then_resume_is_bit_identical(reference, shards, tmp_path):
     _, _, ref = reference
     workdir = str(tmp_path / "run")
     env = dict(os.environ, **jit_cache_env(), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "ldattn_jax.train", "--config", "configs/demo.py"]
-    cmd += ["--workdir", workdir, *tiny_args(shards, *REF)]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    # The real CLI in its own process, sent a real SIGTERM by itself as it reads
+    # step 2's batch: after step 1, at a point no machine load can move (a timed
+    # signal from here could land after the last step and test nothing).
+    driver = (
+        "import os, signal, sys\n"
+        "from ldattn_jax import train\n"
+        "shard_batch, calls = train.sharding.shard_batch, []\n"
+        "def term_at_step_2(*a, **k):\n"
+        "    calls.append(1)\n"
+        "    if len(calls) == 2:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    return shard_batch(*a, **k)\n"
+        "train.sharding.shard_batch = term_at_step_2\n"
+        "sys.exit(train.main(sys.argv[1:]))\n"
     )
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, proc.communicate()[0][-3000:]
-    proc.send_signal(signal.SIGTERM)  # after step 1: it must save and exit cleanly
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out[-3000:]
-    assert "stopped at step" in out, out[-3000:]
+    cmd = [sys.executable, "-c", driver, "--config", "configs/demo.py"]
+    cmd += ["--workdir", workdir, *tiny_args(shards, *REF)]
+    p = subprocess.run(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=600,
+    )  # fmt: skip
+    out = p.stdout
+    assert p.returncode == 0, out[-3000:]  # it saved and exited cleanly
+    assert "stopped at step 2" in out, out[-3000:]
     manager = checkpointing.make_manager(workdir, read_only=True, async_save=False)
     killed_at = manager.latest_step()
     manager.close()
-    assert 1 <= killed_at < STEPS
+    assert killed_at == 2 < STEPS
 
     config = tiny_config(shards, *REF)
     resumed = train.train_and_evaluate(config, workdir)
@@ -281,7 +288,7 @@ def test_a_slow_loader_shows_as_input_wait(reference, tmp_path, monkeypatch):
              if "input_wait_fraction" in r}  # fmt: skip
     assert [s for s in waits if s > 5] == [6, 7] and min(waits[6], waits[7]) > 0.9, waits
     ref_waits = [r["input_wait_fraction"] for r in _metrics(ref_dir) if "input_wait_fraction" in r]
-    assert ref_waits and 10 * max(ref_waits) < min(waits[6], waits[7])
+    assert ref_waits and max(ref_waits) < 0.25  # the reference's loader kept up
 
 
 @pytest.mark.parametrize(
