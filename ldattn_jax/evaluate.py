@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import csv
 import errno
+import fcntl
 import functools
 import glob
 import json
@@ -455,14 +456,16 @@ def evaluate(
     # The real folder is what is swapped: a symlink at out_dir (results kept on
     # another disk) stays a symlink, and the staging folder lies beside its target.
     target = os.path.realpath(out_dir)
-    staged = _staging_dir(target)
+    with _result_lock(target):
+        staged = _staging_dir(target)
     try:
         paths = _write_results(
             staged, config, dataset, split, step, doc, frame_cols, vcols, samples, failures,
             threshold,
         )  # fmt: skip
-        _keep_others(target, staged)
-        _swap_in(staged, target)
+        with _result_lock(target):
+            _keep_others(target, staged)
+            _swap_in(staged, target)
     except BaseException:
         _discard(staged)
         raise
@@ -545,6 +548,36 @@ def _write_results(
 # Beside out_dir, hidden (a glob of eval/*/metrics.json never sees them):
 # .<name>.tmp-<host>-<pid> while this run writes, .<name>.old-<host>-<pid> for
 # the earlier result in the instant between the two renames of `_swap_in`.
+
+
+@contextlib.contextmanager
+def _result_lock(out_dir: str):
+    """Holds a lock on ``out_dir``'s parent folder while its leftovers are cleaned
+    and while the earlier result's extra files are carried over and the new one
+    is swapped in (moments, not the scoring). Two evaluations of one result
+    (the same command run twice) then each score in full, and the later to
+    finish wins whole: unlocked, one could list out_dir while the other had it
+    renamed aside, and crash after scoring (FileNotFoundError) or drop the
+    notes kept in the folder. The folder itself is locked, not a lock file
+    beside the result, so that nothing but results lies in eval/. Where the
+    file system cannot lock a folder (NFS, some FUSE mounts) it goes on
+    without: `_swap_in`'s retries are what is left."""
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            locked = True
+        except OSError:  # EBADF / ENOLCK / EOPNOTSUPP
+            locked = False
+        try:
+            yield
+        finally:
+            if locked:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def _sibling(out_dir: str, kind: str) -> str:

@@ -522,6 +522,46 @@ def test_a_killed_rerun_leaves_the_earlier_result_whole_and_the_next_run_succeed
     assert second["attention"] and all(os.path.isfile(p) for p in second["attention"])
 
 
+def test_two_evaluations_of_one_result_take_turns_to_swap_it_in(stub_run, monkeypatch):
+    # The same command run twice at once: each may score in full, but cleaning up
+    # leftovers, carrying over the folder's notes and the swap must not interleave
+    # (one listed out_dir while the other had it renamed aside: FileNotFoundError
+    # after scoring, or the notes lost). They run holding a lock on eval/.
+    import fcntl
+
+    run = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)
+    eval_dir = stub_run["workdir"] / "eval"
+    held = []
+
+    def locked_by_another() -> bool:
+        fd = os.open(eval_dir, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also releases the lock, were it taken
+        return False
+
+    def checked(name, f):
+        def call(*a):
+            held.append((name, locked_by_another()))
+            return f(*a)
+
+        return call
+
+    for name in ("_clean_leftovers", "_keep_others", "_swap_in"):
+        monkeypatch.setattr(evaluate, name, checked(name, getattr(evaluate, name)))
+    out_dir = run()["out_dir"]
+    (eval_dir / os.path.basename(out_dir) / "notes.txt").write_text("mine")
+    run()
+    assert held and all(h for _, h in held), held
+    assert {n for n, _ in held} == {"_clean_leftovers", "_keep_others", "_swap_in"}
+    assert not locked_by_another()  # released when done
+    assert (eval_dir / os.path.basename(out_dir) / "notes.txt").read_text() == "mine"
+    assert os.listdir(eval_dir) == [os.path.basename(out_dir)]  # no lock file beside it
+
+
 def test_a_result_folder_that_is_a_symlink_stays_one(stub_run, monkeypatch, tmp_path):
     # Results kept on another disk through a symlink: the swap replaced the link
     # with a folder and left the earlier result aside for good.
