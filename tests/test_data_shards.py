@@ -6,7 +6,7 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -421,12 +421,19 @@ def test_label_index_checks_the_order_and_falls_back(built, tmp_path, monkeypatc
     assert open_split(str(copy), "train").labels() is None
 
 
-def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path):
+def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path, monkeypatch):
+    """A build SIGKILLed mid-run (3 of 30 videos done, no shards yet), rerun with
+    the same arguments, extracts only the other 27 and gives the same shards as an
+    uninterrupted build."""
     out = tmp_path / "resumed"
+    # The build kills itself right after its 3rd video's marker: a kill sent from
+    # here after polling for markers could land after the whole (~2 s) build on a
+    # loaded machine. --workers 1: the videos are done in the process that would
+    # then write the shards, so that is the process that dies.
     cmd = [
         sys.executable,
-        "-m",
-        "data_prep.build",
+        str(Path(__file__).with_name("_build_kill.py")),
+        "3",
         "--dataset",
         "synthetic",
         "--root",
@@ -437,20 +444,32 @@ def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path)
         "1",
         *BUILD_ARGS,
     ]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    proc = subprocess.run(
+        cmd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,  # a cold start (TFDS, dlib) on a loaded CI machine is slow
+        start_new_session=True,
+    )
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the build was to kill itself after 3 videos; exit status {proc.returncode}, "
+        f"stderr ends:\n{proc.stderr[-3000:]}"
     )
     cache = out / "cache" / build.cache_params(4, 3, 40)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if cache.is_dir() and len(list(cache.glob("*.json"))) >= 3:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list(cache.glob("*.json")))
-    assert 3 <= done < 30, "the kill must land mid-run"
+    done = set(cache.glob("*.json"))
+    assert len(done) == 3
     assert not (out / "lda_faces").exists()
+    # Extraction is deterministic, so identical shards alone would not show that
+    # the rerun resumed: one that redid every video would give them too.
+    extracted = []
+    real = build.process_video
+
+    def process_video(item, cache_dir, *args):
+        extracted.append(Path(build.cache_paths(cache_dir, item)[1]))
+        return real(item, cache_dir, *args)
+
+    monkeypatch.setattr(build, "process_video", process_video)  # --workers 1: in this process
     rc = build.main(
         [
             "--dataset",
@@ -465,6 +484,7 @@ def test_killed_run_resumes_to_identical_shards(synthetic_root, built, tmp_path)
         ]
     )
     assert rc == 0
+    assert len(extracted) == 27 and done.isdisjoint(extracted)
     a = built / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
     b = out / "lda_faces" / "synthetic_n3_s40" / "1.0.0"
     names = sorted(os.listdir(a))
