@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import portpicker
 import pytest
@@ -35,36 +36,87 @@ print("RESULT " + json.dumps({
 """
 
 
-def _run_two(workdir, args, driver=DRIVER, devices_per_process=1):
-    port = portpicker.pick_unused_port()
-    procs = []
-    for i in range(2):
-        env = dict(
-            os.environ,
-            **jit_cache_env(),
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
-            JAX_PLATFORMS="cpu",
-            JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
-            JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(i),
+# Both processes together, cold compilation cache, on a loaded 2-core CI VM.
+DEADLINE_S = 900
+# What process 0 prints when its coordinator cannot bind the port (grpc, in
+# jaxlib's libjax_common.so; the process then dies at once, before any work).
+BIND_FAILED = ("Failed to add port to server", "Address already in use")
+
+
+def _run_two(log_dir, workdir, args, driver=DRIVER, devices_per_process=1):
+    """Runs `driver` as processes 0 and 1; returns their RESULT dicts, by process."""
+    # portpicker releases the port it picks, and process 0's coordinator binds
+    # it only seconds later (after importing jax), so another program may take
+    # it in between. Process 0 then fails at once with grpc's bind error and
+    # nothing was written to workdir: run again on a fresh port.
+    os.makedirs(log_dir)
+    for attempt in range(2):
+        logs = [os.path.join(log_dir, f"{attempt}-process{i}.log") for i in range(2)]
+        codes = _launch(
+            portpicker.pick_unused_port(), logs, workdir, args, driver, devices_per_process
         )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", driver, workdir, *args],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        )
+        outs = []
+        for path in logs:
+            with open(path, errors="replace") as f:
+                outs.append(f.read())
+        bind_failed = any(m in out for out in outs for m in BIND_FAILED)
+        if codes == [0, 0] or not bind_failed:
+            break
+    tails = "".join(
+        f"\n--- process {i} (exit {codes[i]}), {logs[i]}:\n{outs[i][-3000:]}" for i in range(2)
+    )
+    assert codes == [0, 0], f"exit codes {codes} (None: still running, killed){tails}"
     results = []
-    for p in procs:
-        out, _ = p.communicate(timeout=420)
-        assert p.returncode == 0, out[-4000:]
+    for out in outs:
         (line,) = [x for x in out.splitlines() if x.startswith("RESULT ")]
         results.append(json.loads(line[len("RESULT ") :]))
     return sorted(results, key=lambda r: r["process"])
+
+
+def _launch(port, logs, workdir, args, driver, devices_per_process):
+    """Starts both processes, waits, returns their exit codes (None where killed).
+
+    Output goes to files, not pipes: a process blocked on a full pipe that the
+    test is not reading would stall the other one in a collective.
+    """
+    procs = []
+    try:
+        for i, path in enumerate(logs):
+            env = dict(
+                os.environ,
+                **jit_cache_env(),
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}",
+                JAX_PLATFORMS="cpu",
+                JAX_COORDINATOR_ADDRESS=f"localhost:{port}",
+                JAX_NUM_PROCESSES="2",
+                JAX_PROCESS_ID=str(i),
+            )
+            with open(path, "w") as log:  # the child keeps its own copy of the fd
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", driver, workdir, *args],
+                        cwd=ROOT,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        deadline = time.monotonic() + DEADLINE_S
+        # Stop waiting as soon as one process fails: the other would block in
+        # jax.distributed or a collective until its own timeout.
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = any(c not in (None, 0) for c in codes)
+            if codes == [0, 0] or failed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        # Never leave a process running (a failure, the deadline, or Ctrl-C).
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return codes
 
 
 @pytest.mark.slow
@@ -79,7 +131,7 @@ def test_two_processes_train_agree_and_resume_from_a_sharded_checkpoint(tmp_path
         "--config.checkpoint_every=2",
         "--config.eval_every=2",
     )
-    first = _run_two(workdir, [*common, "--config.total_steps=2"])
+    first = _run_two(tmp_path / "logs-first", workdir, [*common, "--config.total_steps=2"])
     assert [r["step"] for r in first] == [2, 2]
     assert first[0]["loss"] == first[1]["loss"]  # one global loss, seen by both
     assert first[0]["val_auc"] == first[1]["val_auc"] is not None
@@ -93,7 +145,7 @@ def test_two_processes_train_agree_and_resume_from_a_sharded_checkpoint(tmp_path
         "process_1-of-2.json",
     ]
 
-    second = _run_two(workdir, [*common, "--config.total_steps=3"])
+    second = _run_two(tmp_path / "logs-second", workdir, [*common, "--config.total_steps=3"])
     assert [r["step"] for r in second] == [3, 3]
     assert second[0]["loss"] == second[1]["loss"]
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -139,7 +191,9 @@ print("RESULT " + json.dumps({"process": jax.process_index(), **val, **seen,
 
 
 def test_validation_pairs_scores_and_labels_on_an_interleaved_mesh(tmp_path):
-    results = _run_two(str(tmp_path), [], driver=VALIDATE_DRIVER, devices_per_process=2)
+    results = _run_two(
+        tmp_path / "logs-validate", str(tmp_path), [], driver=VALIDATE_DRIVER, devices_per_process=2
+    )
     for r in results:
         # Each record's score sits next to its label.
         assert r["labels"] == [round(s) for s in r["scores"]]
