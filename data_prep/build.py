@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures as cf
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -36,7 +35,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import zipfile
 from concurrent.futures.process import BrokenProcessPool
@@ -45,44 +43,12 @@ import numpy as np
 
 from data_prep import cli, leftovers
 from data_prep import encoding as enc
+from data_prep.atomic_files import atomic_open, fsync_dir, remove_dead_temps
 from data_prep.fingerprint import file_sha256
 from data_prep.originals import MIN_FACE_CHANGE
 from data_prep.readers import DatasetError, MissingVideo, VideoItem, read_dataset
 
 # ------------------------------------------------------------------ per video
-
-
-def _atomic_write(path: str, write) -> None:
-    """write(tmp_path), flushed to disk, then rename: a reader never sees a
-    half-written file, and after a crash the new name holds the whole file.
-
-    Without the fsync a power loss or kernel crash soon after the rename can
-    leave the new name on a file whose data never reached the disk (delayed
-    allocation, ext4/xfs): an empty .npz behind its "done" marker. The folder
-    is synced after the rename so that the rename itself is on disk before
-    whatever is written next (a video's marker after its .npz).
-    """
-    d = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    with contextlib.suppress(OSError):  # some file systems cannot sync a folder
-        _fsync(d)
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def cache_params(frames_per_video: int, stack: int, size: int) -> str:
@@ -105,11 +71,19 @@ def stale_caches(out: str, params: str) -> list[str]:
     )
 
 
+# The temp files of cache entries, markers and manifests written before
+# data_prep.atomic_files: mkstemp's '.tmp-' + 8 letters/digits + the file's suffix.
+_OLD_TEMP = re.compile(r"\.tmp-[a-z0-9_]+\.(npz|json|jsonl)")
+
+
 def _remove_stale_tmp(directory: str) -> None:
-    """Deletes _atomic_write's temp files (only those: '.tmp-' + mkstemp's name)."""
+    """Deletes the temp files that killed writes left in ``directory`` (a whole
+    video's stacks each; nothing reads them): atomic_open's of dead writers of
+    this host, and those of builds from before it (all of them, as then)."""
+    remove_dead_temps(directory)
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
-        if name.startswith(".tmp-") and os.path.isfile(path) and not os.path.islink(path):
+        if _OLD_TEMP.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
             os.remove(path)
 
 
@@ -153,8 +127,7 @@ def _swap_in_shards(built: str, final: str) -> None:
         if had_old and not os.path.lexists(final):
             os.rename(aside, final)
         raise
-    with contextlib.suppress(OSError):
-        _fsync(os.path.dirname(final))
+    fsync_dir(os.path.dirname(final))
 
 
 def incomplete_shard_dirs(data_dir: str) -> list[str]:
@@ -333,7 +306,8 @@ def process_video(
                 "mask": mask,
                 "has_mask": has_mask,
             }
-            _atomic_write(npz_path, lambda p: np.savez(p, **arrays))
+            with atomic_open(npz_path, "wb", remove_dead=False) as f:
+                np.savez(f, **arrays)
             status["records"] = len(stacks)
         # Which bytes these crops (or this failure) came from; read after the
         # decode, from the page cache. The cache key is path + size: this names the content.
@@ -344,7 +318,7 @@ def process_video(
         if status.pop("retry", False):
             return status  # no marker: the next run extracts it again
         # The json marker comes last: its presence means "this video is done".
-        _atomic_write(json_path, lambda p: _write_json(p, status))
+        _write_json(json_path, status)
     except Exception as e:  # noqa: BLE001 -- one bad video must never stop the run
         # Not a property of the video (maybe memory, a full disk): report it, but
         # leave no marker so that a rerun tries again.
@@ -458,13 +432,21 @@ def cache_entry_problem(npz_path: str, json_path: str) -> str | None:
     return None
 
 
+# Every file of a build is written whole or not at all (atomic_open), into
+# folders whose dead writers' temp files main deletes at its start
+# (_remove_stale_tmp; the shards' staging folder is new): not again at each
+# write, which lists the folder, for each of a cache's thousands of files.
+
+
 def _write_json(path: str, obj) -> None:
-    with open(path, "w") as f:
+    """``obj`` as JSON (ASCII, keys sorted)."""
+    with atomic_open(path, "w", remove_dead=False) as f:
         json.dump(obj, f, sort_keys=True, indent=1)
 
 
 def _write_jsonl(path: str, rows) -> None:
-    with open(path, "w") as f:
+    """One JSON line per row."""
+    with atomic_open(path, "w", remove_dead=False) as f:
         f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in rows)
 
 
@@ -886,7 +868,7 @@ def main(argv=None) -> int:
     params = cache_params(a.frames_per_video, a.stack, a.size)
     cache_dir = os.path.join(a.out, "cache", params)
     os.makedirs(cache_dir, exist_ok=True)
-    # A run killed mid-write leaves _atomic_write's temp files (a whole video's
+    # A run killed mid-write leaves atomic_open's temp files (a whole video's
     # stacks each); nothing reads them, so they are only lost space.
     for d in (a.out, cache_dir):
         _remove_stale_tmp(d)
@@ -944,7 +926,7 @@ def main(argv=None) -> int:
         for it in items
         if status[it.video_id]["reason"] or status[it.video_id].get("warning")
     ]
-    _atomic_write(os.path.join(a.out, "failures.jsonl"), lambda p: _write_jsonl(p, failures))
+    _write_jsonl(os.path.join(a.out, "failures.jsonl"), failures)
     counts = _counts(items, status)
     splits = collections.defaultdict(list)
     for it in items:
@@ -966,19 +948,11 @@ def main(argv=None) -> int:
         if keep is not None:
             splits[it.split][-1]["stacks"] = keep  # which of the cached stacks to write
     manifest_path = os.path.join(a.out, "manifest.json")
-    _atomic_write(manifest_path, lambda p: _write_json(p, {"splits": splits, "counts": counts}))
+    _write_json(manifest_path, {"splits": splits, "counts": counts})
     check = original_check(items, status, a.min_face_change)
-    _atomic_write(
+    _write_json(
         os.path.join(a.out, "summary.json"),
-        lambda p: _write_json(
-            p,
-            {
-                "args": vars(a),
-                "counts": counts,
-                "left_out": left_out,
-                "original_check": check,
-            },
-        ),
+        {"args": vars(a), "counts": counts, "left_out": left_out, "original_check": check},
     )
     total = sum(sp["records"] for sp in counts.values())
     failed = sum(sp["failed"] for sp in counts.values())
@@ -1015,10 +989,7 @@ def main(argv=None) -> int:
         for split, videos in splits.items():
             if any(v["records"] for v in videos):
                 write_label_index(str(builder.data_dir), split, videos)
-        _atomic_write(
-            os.path.join(str(builder.data_dir), BUILD_ARGS),
-            lambda p: _write_json(p, build_settings(a)),
-        )
+        _write_json(os.path.join(str(builder.data_dir), BUILD_ARGS), build_settings(a))
         _swap_in_shards(str(builder.data_dir), final)
     except CacheError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ import os
 
 import numpy as np
 
+from data_prep.atomic_files import atomic_open
 from data_prep.shards import SplitSource, read_labels
 
 FILE = "labels.{split}.npy"
@@ -81,9 +82,8 @@ def write_label_index(builder_dir: str, split: str, videos: list[dict], *, seed:
         )
         index = read_labels(source).astype(np.int8)
     path = os.path.join(builder_dir, FILE.format(split=split))
-    tmp = path + ".tmp.npy"
-    np.save(tmp, index)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        np.save(f, index)
     return path
 
 

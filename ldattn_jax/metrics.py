@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from sklearn import metrics as skm
 
+from data_prep import atomic_files
 from ldattn_jax import calibration as calibration_lib
 
 # Bump when a key of metrics.json is renamed, removed or changes meaning.
@@ -678,7 +679,14 @@ _SKIPPED_DIRS = ("cache",)  # data_prep.build's face cache under OUT: not shards
 
 
 def _is_shard_file(name: str) -> bool:
-    if name.startswith(".tmp-") or name.endswith((".tmp", ".tmp.npy")):
+    # Not a temp file of a write in progress or killed: data_prep.atomic_files'
+    # (".<name>.tmp-<host>-<pid>-<hex>", e.g. of a labels.<split>.npy), nor the
+    # older names (".tmp-*", "*.tmp", "*.tmp.npy").
+    if (
+        name.startswith(".tmp-")
+        or name.endswith((".tmp", ".tmp.npy"))
+        or atomic_files.is_temp_name(name)
+    ):
         return False
     return (
         ".array_record-" in name
@@ -706,7 +714,9 @@ def builder_dirs(data_dir: str | os.PathLike) -> list[str]:
         dirnames[:] = sorted(
             d
             for d in dirnames
-            if not d.startswith(("incomplete.", ".tmp-")) and not (top and d in _SKIPPED_DIRS)
+            if not d.startswith(("incomplete.", ".tmp-"))
+            and not atomic_files.is_temp_name(d)
+            and not (top and d in _SKIPPED_DIRS)
         )
         if "dataset_info.json" in filenames:
             found.append(dirpath)

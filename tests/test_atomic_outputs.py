@@ -1,5 +1,6 @@
-"""json_out.atomic_write / atomic_open: a reader sees the old file or the whole new
-one, never part of one; json_out.write never writes NaN."""
+"""json_out.atomic_write / atomic_open (data_prep.atomic_files, under the names the
+tools use): a reader sees the old file or the whole new one, never part of one;
+json_out.write never writes NaN."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import sys
 
 import pytest
 
-from data_prep import leftovers
+from data_prep import atomic_files, leftovers
 from ldattn_jax import json_out
 
 
@@ -64,6 +65,37 @@ def test_a_writer_killed_outright_leaves_a_temp_file_the_next_write_deletes(tmp_
     assert path.read_text() == "{}\n" and _hidden(tmp_path) == sorted(kept)
 
 
+def test_json_out_writes_through_data_prep_atomic_files():
+    # One implementation: data_prep (which must not import ldattn_jax) and the
+    # tools write the same way.
+    for name in ("atomic_open", "atomic_write", "fsync_dir", "TEMP_MARK"):
+        assert getattr(json_out, name) is getattr(atomic_files, name), name
+
+
+def test_a_whole_folder_loses_only_dead_writers_temp_files(tmp_path):
+    # data_prep.build's start of a run: every file's temp files in the folder,
+    # of dead writers of this host only.
+    dead = [f".{n}.tmp-{leftovers.HOST}-999999999-0123abcd" for n in ("a.npz", "b.json")]
+    kept = [
+        f".a.npz.tmp-{leftovers.HOST}-{os.getppid()}-0123abcd",  # a live writer
+        ".a.npz.tmp-elsewhere-999999999-0123abcd",  # another host, shared disk
+        f".a.npz.tmp-{leftovers.HOST}-999999999-notahex!",  # not a temp file's name
+        "a.npz",
+    ]
+    for name in dead + kept:
+        (tmp_path / name).write_text("x")
+    # build writes its cache so, not listing a folder of thousands at each write.
+    with atomic_files.atomic_open(tmp_path / "a.npz", "wb", remove_dead=False) as f:
+        f.write(b"new")
+    assert (tmp_path / "a.npz").read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == sorted(dead + kept)
+    removed = atomic_files.remove_dead_temps(tmp_path)
+    assert sorted(removed) == sorted(str(tmp_path / n) for n in dead)
+    assert sorted(os.listdir(tmp_path)) == sorted(kept)
+    assert all(atomic_files.is_temp_name(n) for n in dead + kept[:2])
+    assert not any(atomic_files.is_temp_name(n) for n in kept[2:] + [".tmp-k3j2h1.npz"])
+
+
 def test_the_data_is_on_disk_before_the_name_is(tmp_path, monkeypatch):
     # A crash after the rename must not find the name on an empty file (delayed
     # allocation): an fsync that fails leaves the old file, not an unsynced new one.
@@ -105,8 +137,9 @@ def test_a_pipe_or_device_is_written_in_place_not_replaced(tmp_path):
     reader.join(timeout=120)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got == ["through the pipe"]
     assert _hidden(tmp_path) == []
-    assert json_out._not_a_plain_file("/dev/stdout") and json_out._not_a_plain_file("/dev/null")
-    assert not json_out._not_a_plain_file(str(tmp_path / "new.json"))
+    assert atomic_files._not_a_plain_file("/dev/stdout")
+    assert atomic_files._not_a_plain_file("/dev/null")
+    assert not atomic_files._not_a_plain_file(str(tmp_path / "new.json"))
 
 
 def test_json_out_write_refuses_nan_rather_than_write_invalid_json(tmp_path):

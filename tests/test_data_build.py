@@ -433,7 +433,7 @@ def test_ffpp_mask_videos_give_the_same_masks_as_arrays(three_fakes_tree, tmp_pa
 
 
 def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_path, monkeypatch):
-    real_write = build._atomic_write
+    real_open = build.atomic_open
     target = build.cache_paths(
         str(tmp_path / "out/cache" / build.cache_params(3, 3, 32)),
         build.VideoItem(
@@ -445,12 +445,12 @@ def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_p
         ),
     )[0]  # fmt: skip
 
-    def full_disk(path, write):
+    def full_disk(path, mode="w", **kwargs):
         if path == target:
             raise OSError(28, "No space left on device")
-        real_write(path, write)
+        return real_open(path, mode, **kwargs)
 
-    monkeypatch.setattr(build, "_atomic_write", full_disk)
+    monkeypatch.setattr(build, "atomic_open", full_disk)
     out = tmp_path / "out"
     assert build.main(_argv(three_fakes_tree, out)) == 0
     failures = _failures(out)
@@ -585,19 +585,26 @@ def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(three_fakes_tre
     assert build.main(argv) == 0
     cache = out / "cache" / build.cache_params(3, 3, 32)
     config = out / "lda_faces" / "ffpp_n3_s32"
-    # Killed in phase 1 (mid _atomic_write) and in phase 2 (TFDS writing its temp dir).
-    leftovers = [cache / ".tmp-k3j2h1.npz", out / ".tmp-9x8y7z.jsonl"]
+    # Killed in phase 1 (mid atomic_open: a dead writer of this host; before
+    # data_prep.atomic_files, mkstemp's names) and in phase 2 (TFDS writing its temp dir).
+    dead = f"tmp-{leftovers.HOST}-999999999-0123abcd"
+    killed = [cache / f".000_001.npz.{dead}", out / f".manifest.json.{dead}",
+              cache / ".tmp-k3j2h1.npz", out / ".tmp-9x8y7z.jsonl"]  # fmt: skip
+    # A live writer's (another build on the same --out), another host's (a shared disk).
+    alive = [cache / f".000_001.npz.tmp-{leftovers.HOST}-{os.getppid()}-0123abcd",
+             cache / ".000_001.npz.tmp-elsewhere-999999999-0123abcd"]  # fmt: skip
     (config / "incomplete.AB12CD_1.0.0").mkdir()
     (config / "incomplete.AB12CD_1.0.0" / "lda_faces-train.array_record-00000-of-00001").touch()
-    leftovers.append(config / "incomplete.AB12CD_1.0.0")
-    keep = [cache / "notes.txt", config / "incomplete.AB12CD_2.0.0", config / "incomplete.x_1.0.0",
+    killed.append(config / "incomplete.AB12CD_1.0.0")
+    keep = [cache / "notes.txt", *alive, config / "incomplete.AB12CD_2.0.0",
+            config / "incomplete.x_1.0.0",
             out / "lda_faces" / "ffpp_n3_s64" / "incomplete.AB12CD_1.0.0"]  # fmt: skip
-    for p in leftovers[:2] + keep[:1]:
+    for p in [*killed[:4], cache / "notes.txt", *alive]:
         p.write_bytes(b"x")
-    for p in keep[1:]:
+    for p in keep[3:]:
         p.mkdir(parents=True)
     assert build.main(argv) == 0
-    assert [p for p in leftovers if p.exists()] == []
+    assert [p for p in killed if p.exists()] == []
     assert all(p.exists() for p in keep)
     assert (config / "1.0.0" / "dataset_info.json").exists()
 
@@ -854,6 +861,46 @@ def test_cache_files_reach_the_disk_before_their_name_and_the_stacks_before_the_
             # Each file's data is synced before it takes its name, the folder after it.
             assert events[at - 1] == ("fsync", event[1])
             assert events[at + 1] == ("fsync", str(cache))
+
+
+def test_a_kill_while_writing_a_cache_entry_leaves_the_old_entry_whole(three_fakes_tree, tmp_path):
+    # Cache entries go through data_prep.atomic_files: a kill -9 in the middle of
+    # np.savez leaves the entry as it was (never half an .npz under its name) and
+    # a hidden temp file of the dead writer, which the next run's start deletes.
+    import subprocess
+    import sys
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    item = _items(three_fakes_tree, "FaceSwap")[0]
+    assert build.process_video(item, str(cache), 3, 3, 32)["records"] == 3
+    npz, marker = build.cache_paths(str(cache), item)
+    before = {p: Path(p).read_bytes() for p in (npz, marker)}
+    code = (
+        "import os, sys\n"
+        "import numpy as np\n"
+        "from data_prep import build\n"
+        "from data_prep.readers import read_dataset\n"
+        "def killed(f, **arrays):\n"
+        "    f.write(b'PK half an npz'); f.flush(); os.kill(os.getpid(), 9)\n"
+        "np.savez = killed\n"
+        "item = read_dataset('ffpp', sys.argv[1], 'c23', ('FaceSwap',))[0]\n"
+        "build.process_video(item, sys.argv[2], 3, 3, 32)\n"
+    )
+    writer = subprocess.Popen(
+        [sys.executable, "-c", code, str(three_fakes_tree), str(cache)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.wait(timeout=300) == -9, writer.stderr.read()[-2000:]
+    writer.stderr.close()
+    assert {p: Path(p).read_bytes() for p in (npz, marker)} == before
+    temps = [n for n in os.listdir(cache) if n.startswith(".")]
+    assert len(temps) == 1, temps
+    assert temps[0].startswith(f".{os.path.basename(npz)}.tmp-{leftovers.HOST}-{writer.pid}-")
+    assert (cache / temps[0]).read_bytes() == b"PK half an npz"
+    build._remove_stale_tmp(str(cache))  # what main does first
+    assert sorted(os.listdir(cache)) == sorted(os.path.basename(p) for p in (npz, marker))
 
 
 def test_an_unreadable_video_is_not_cached_so_a_rerun_tries_it_again(

@@ -541,6 +541,10 @@ def test_shards_fingerprint_is_the_builds_shards_only(tmp_path):
     cache.mkdir(parents=True)
     (cache / "v0.npz").write_bytes(b"c" * 100)
     (builder / ".tmp-abc.npz").write_bytes(b"t")
+    (builder / "labels.test.npy.tmp.npy").write_bytes(b"t")
+    # data_prep.atomic_files' temp names: hidden, the file's name, then the writer.
+    for name in ("labels.test.npy", "lda_faces-test.array_record-00000-of-00001"):
+        (builder / f".{name}.tmp-somehost-1234-0123abcd").write_bytes(b"t")
     incomplete = builder.parent / "incomplete.ABC123_1.0.0"
     incomplete.mkdir()
     (incomplete / "dataset_info.json").write_text("{}")
