@@ -6,8 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Tests simulate 8 CPU devices for the sharding checks; pytest-xdist runs
-# files on all cores (CI has 2).
-PYTEST_ARGS ?= -n auto --dist loadfile
+# files on all cores (CI has 2). The slowest tests are listed at the end, so
+# that CI's log shows where the suite's 20-minute allowance goes.
+PYTEST_ARGS ?= -n auto --dist loadfile --durations=25
 
 .PHONY: test demo lint setup clean
 
