@@ -26,6 +26,8 @@ Lower than ldattn_jax on purpose: data_prep never imports ldattn_jax;
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import secrets
@@ -152,6 +154,44 @@ def remove_dead_temps(folder: str | os.PathLike, name: str | None = None) -> lis
                 os.remove(path)
                 removed.append(path)
     return removed
+
+
+# renameat2(2)'s flag (Linux 3.15+, glibc 2.28+) and "relative to the cwd".
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _renameat2():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a libc without it
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_RENAMEAT2 = _renameat2()
+
+
+def swap_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Exchanges two existing paths (folders or files) in one atomic step, on the
+    same file system: ``b`` then holds what ``a`` held and the other way round.
+    A reader of ``b`` sees the old or the new, never neither; after a crash
+    each name holds one of the two whole. Replacing a folder with two renames
+    (the old aside, the new in) leaves an instant, or after a kill for good,
+    where ``b`` is missing. False where the system or file system cannot
+    (another OS, an old kernel, some network file systems): nothing moved, and
+    the caller falls back to its two renames."""
+    if _RENAMEAT2 is None:
+        return False
+    fa, fb = os.fsencode(os.fspath(a)), os.fsencode(os.fspath(b))
+    if _RENAMEAT2(_AT_FDCWD, fa, _AT_FDCWD, fb, _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False  # the flag is not supported here
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
 
 
 def _not_a_plain_file(path: str) -> bool:

@@ -43,7 +43,7 @@ import numpy as np
 
 from data_prep import cli, leftovers
 from data_prep import encoding as enc
-from data_prep.atomic_files import atomic_open, fsync_dir, remove_dead_temps
+from data_prep.atomic_files import atomic_open, fsync_dir, remove_dead_temps, swap_paths
 from data_prep.fingerprint import file_sha256
 from data_prep.originals import MIN_FACE_CHANGE
 from data_prep.readers import DatasetError, MissingVideo, VideoItem, read_dataset
@@ -112,11 +112,16 @@ def _staging_root(final: str) -> str:
 
 
 def _swap_in_shards(built: str, final: str) -> None:
-    """Moves the whole builder folder ``built`` to ``final``: the old shards are
-    renamed aside, the new ones renamed in, the old ones deleted (with the
-    staging folder). Each rename is atomic; should the second fail or be
-    interrupted, the old shards are put back."""
+    """Moves the whole builder folder ``built`` to ``final``: exchanged with the
+    old shards in one atomic step where the file system can (`swap_paths`: a
+    training run opening them meanwhile finds the old or the new, never none);
+    else the old shards are renamed aside and the new ones renamed in, and
+    should the second rename fail or be interrupted the old shards are put
+    back. The old ones are deleted with the staging folder."""
     final = os.path.realpath(final)
+    if os.path.lexists(final) and swap_paths(built, final):
+        fsync_dir(os.path.dirname(final))
+        return  # `built` now holds the old shards
     aside = os.path.join(os.path.dirname(built), "replaced")
     had_old = os.path.lexists(final)
     if had_old:

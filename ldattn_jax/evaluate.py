@@ -39,7 +39,7 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
-from data_prep import cli, leftovers
+from data_prep import atomic_files, cli, leftovers
 from ldattn_jax import eval_names, json_out, provenance, thresholds
 from ldattn_jax import metrics as metrics_lib
 from ldattn_jax.defect_capture import DefectCapture
@@ -656,12 +656,20 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def _swap_in(staged: str, out_dir: str) -> None:
-    """Replaces ``out_dir`` by the finished folder ``staged``: the earlier result
-    is renamed aside, ``staged`` renamed in, the earlier one deleted. A rename
-    is atomic; between the two, out_dir is missing (never mixed), and a run
-    killed there leaves the earlier result aside for `_clean_leftovers`."""
+    """Replaces ``out_dir`` by the finished folder ``staged``: exchanged with the
+    earlier result in one atomic step where the file system can
+    (`atomic_files.swap_paths`), then the earlier one (now at ``staged``)
+    deleted; a reader finds the earlier result or the new one, never none.
+    Elsewhere the earlier result is renamed aside and ``staged`` renamed in: a
+    rename is atomic, but between the two out_dir is missing (never mixed),
+    and a run killed there leaves the earlier result aside for
+    `_clean_leftovers`."""
     for d, _, _ in os.walk(staged):  # the folders' entries on disk before the rename
         json_out.fsync_dir(d)
+    if os.path.isdir(out_dir) and atomic_files.swap_paths(staged, out_dir):
+        json_out.fsync_dir(os.path.dirname(out_dir))
+        _discard(staged)  # the earlier result; killed here, `_clean_leftovers` ends it
+        return
     aside = _sibling(out_dir, "old")
     _discard(aside)
     try:

@@ -96,6 +96,22 @@ def test_a_whole_folder_loses_only_dead_writers_temp_files(tmp_path):
     assert not any(atomic_files.is_temp_name(n) for n in kept[2:] + [".tmp-k3j2h1.npz"])
 
 
+def test_two_folders_are_exchanged_in_one_step_or_not_at_all(tmp_path, monkeypatch):
+    # How evaluate and data_prep.build swap a new result or build in: renameat2's
+    # exchange, so the name never stands empty (Linux; the suite runs there).
+    a, b = tmp_path / "new", tmp_path / "result"
+    for d, text in ((a, "new"), (b, "old")):
+        d.mkdir()
+        (d / "metrics.json").write_text(text)
+    assert atomic_files.swap_paths(a, b) is True
+    assert (b / "metrics.json").read_text() == "new" and (a / "metrics.json").read_text() == "old"
+    with pytest.raises(FileNotFoundError):  # an error is not taken for "cannot exchange"
+        atomic_files.swap_paths(tmp_path / "missing", b)
+    monkeypatch.setattr(atomic_files, "_RENAMEAT2", None)  # another OS: the caller falls back
+    assert atomic_files.swap_paths(a, b) is False
+    assert (b / "metrics.json").read_text() == "new"
+
+
 def test_the_data_is_on_disk_before_the_name_is(tmp_path, monkeypatch):
     # A crash after the rename must not find the name on an empty file (delayed
     # allocation): an fsync that fails leaves the old file, not an unsynced new one.

@@ -562,6 +562,39 @@ def test_two_evaluations_of_one_result_take_turns_to_swap_it_in(stub_run, monkey
     assert os.listdir(eval_dir) == [os.path.basename(out_dir)]  # no lock file beside it
 
 
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_rerun_swaps_its_result_in_with_one_exchange_or_else_two_renames(
+    stub_run, monkeypatch, exchange
+):
+    # Exchanged in one step (atomic_files.swap_paths), a reader of the result
+    # never finds it missing; where the file system cannot, two renames.
+    import csv
+
+    from data_prep import atomic_files
+
+    out_dir = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)()["out_dir"]
+    eval_dir = stub_run["workdir"] / "eval"
+    (eval_dir / os.path.basename(out_dir) / "notes.txt").write_text("mine")
+    if not exchange:
+        monkeypatch.setattr(atomic_files, "swap_paths", lambda a, b: False)
+    renames, real_rename = [], os.rename
+
+    def rename(src, dst):
+        renames.append((str(src), str(dst)))
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    again = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS, fakeness=0.05)()
+    assert again["out_dir"] == out_dir
+    moved = [r for r in renames if out_dir in r]
+    assert (moved == []) if exchange else (len(moved) == 2), renames
+    with open(again["video_scores"]) as f:
+        scores = {r["video_id"]: float(r["score"]) for r in csv.DictReader(f)}
+    assert scores["r0"] == pytest.approx(25 / 255 + 0.05)  # the rerun's, whole
+    assert (eval_dir / os.path.basename(out_dir) / "notes.txt").read_text() == "mine"
+    assert os.listdir(eval_dir) == [os.path.basename(out_dir)]  # nothing left aside
+
+
 def test_a_result_folder_that_is_a_symlink_stays_one(stub_run, monkeypatch, tmp_path):
     # Results kept on another disk through a symlink: the swap replaced the link
     # with a folder and left the earlier result aside for good.
