@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import re
 import secrets
@@ -131,13 +130,17 @@ def fsync_dir(path: str | os.PathLike) -> None:
             os.close(fd)
 
 
-def remove_dead_temps(folder: str | os.PathLike, name: str | None = None) -> list[str]:
+def remove_dead_temps(
+    folder: str | os.PathLike, name: str | None = None, *, own: bool = False
+) -> list[str]:
     """Deletes the temp files that killed writers of this host left in
     ``folder`` (a kill -9 or a power cut between the temp file and the rename):
     those of the file ``name``, or of every file where ``name`` is None. Without
     this they pile up beside a file rewritten by every run. A live writer's
-    file, this process's (another thread may be writing), or another host's on
-    a shared file system is left alone. Returns the paths deleted."""
+    file, or another host's on a shared file system, is left alone; so is this
+    process's (another thread may be writing), unless ``own``: a caller that
+    has written nothing yet (a run's start) knows that such a file is of an
+    earlier process that had its pid. Returns the paths deleted."""
     try:
         names = os.listdir(folder)
     except OSError:
@@ -148,7 +151,7 @@ def remove_dead_temps(folder: str | os.PathLike, name: str | None = None) -> lis
         if not m or (name is not None and m[1] != name):
             continue
         pid = int(m[2])
-        if pid != os.getpid() and not leftovers.pid_alive(pid):
+        if own if pid == os.getpid() else not leftovers.pid_alive(pid):
             path = os.path.join(folder, entry)
             with contextlib.suppress(OSError):  # another writer removed it first
                 os.remove(path)
@@ -182,16 +185,15 @@ def swap_paths(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     (the old aside, the new in) leaves an instant, or after a kill for good,
     where ``b`` is missing. False where the system or file system cannot
     (another OS, an old kernel, some network file systems): nothing moved, and
-    the caller falls back to its two renames."""
+    the caller falls back to its two renames. Any failure is such a False
+    (nothing moved; EPERM from a sandbox's seccomp filter, say): the renames
+    meet and report a real error (a missing path) themselves."""
+    fa, fb = os.fsencode(os.fspath(a)), os.fsencode(os.fspath(b))
+    if b"\0" in fa + fb:  # C would cut the path there and move another file
+        raise ValueError(f"swap_paths: a path holds a NUL byte: {a!r}, {b!r}")
     if _RENAMEAT2 is None:
         return False
-    fa, fb = os.fsencode(os.fspath(a)), os.fsencode(os.fspath(b))
-    if _RENAMEAT2(_AT_FDCWD, fa, _AT_FDCWD, fb, _RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP):
-        return False  # the flag is not supported here
-    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+    return _RENAMEAT2(_AT_FDCWD, fa, _AT_FDCWD, fb, _RENAME_EXCHANGE) == 0
 
 
 def _not_a_plain_file(path: str) -> bool:

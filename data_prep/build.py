@@ -79,8 +79,10 @@ _OLD_TEMP = re.compile(r"\.tmp-[a-z0-9_]+\.(npz|json|jsonl)")
 def _remove_stale_tmp(directory: str) -> None:
     """Deletes the temp files that killed writes left in ``directory`` (a whole
     video's stacks each; nothing reads them): atomic_open's of dead writers of
-    this host, and those of builds from before it (all of them, as then)."""
-    remove_dead_temps(directory)
+    this host (and of an earlier process with this one's pid: this run has
+    written nothing yet), and those of builds from before it (all of them, as
+    then)."""
+    remove_dead_temps(directory, own=True)
     for name in os.listdir(directory):
         path = os.path.join(directory, name)
         if _OLD_TEMP.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
@@ -93,36 +95,45 @@ def _remove_stale_tmp(directory: str) -> None:
 # disk). Neither metrics.builder_dirs (it skips '.tmp-' folders) nor
 # find_builder_dir (it globs one level higher) looks into it.
 _STAGING = ".tmp-shards-"
+_REPLACED = "replaced"  # in a staging folder: the old shards, between two renames
 
 
 def _staging_root(final: str) -> str:
     """A new, empty staging folder for this run beside ``final``'s real path;
     those of dead runs of this host are deleted (other hosts' are left alone:
-    a shared file system)."""
-    parent = os.path.dirname(os.path.realpath(final))
+    a shared file system). A run killed between `_swap_in_shards`' two renames
+    (where the file system cannot exchange) left the old shards in its
+    staging folder's ``replaced`` and none at ``final``: they are put back."""
+    final = os.path.realpath(final)
+    parent = os.path.dirname(final)
     os.makedirs(parent, exist_ok=True)
     pattern = re.compile(rf"{re.escape(_STAGING)}{re.escape(leftovers.HOST)}-(\d+)")
-    for name in os.listdir(parent):
+    for name in sorted(os.listdir(parent)):
         m = pattern.fullmatch(name)
         if m and (int(m[1]) == os.getpid() or not leftovers.pid_alive(int(m[1]))):
+            aside = os.path.join(parent, name, _REPLACED)
+            if os.path.isdir(aside) and not os.path.lexists(final):
+                os.rename(aside, final)
             shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
     path = os.path.join(parent, f"{_STAGING}{leftovers.tag()}")
     os.makedirs(path)
     return path
 
 
-def _swap_in_shards(built: str, final: str) -> None:
+def _swap_in_shards(built: str, final: str, staging: str) -> None:
     """Moves the whole builder folder ``built`` to ``final``: exchanged with the
     old shards in one atomic step where the file system can (`swap_paths`: a
     training run opening them meanwhile finds the old or the new, never none);
-    else the old shards are renamed aside and the new ones renamed in, and
-    should the second rename fail or be interrupted the old shards are put
-    back. The old ones are deleted with the staging folder."""
+    else the old shards are renamed aside (into ``staging``) and the new ones
+    renamed in, and should the second rename fail or be interrupted the old
+    shards are put back (killed outright in between, the next run's
+    `_staging_root` puts them back). The old ones are deleted with the
+    staging folder."""
     final = os.path.realpath(final)
     if os.path.lexists(final) and swap_paths(built, final):
         fsync_dir(os.path.dirname(final))
         return  # `built` now holds the old shards
-    aside = os.path.join(os.path.dirname(built), "replaced")
+    aside = os.path.join(staging, _REPLACED)  # where `_staging_root` looks for it
     had_old = os.path.lexists(final)
     if had_old:
         os.rename(final, aside)
@@ -995,7 +1006,7 @@ def main(argv=None) -> int:
             if any(v["records"] for v in videos):
                 write_label_index(str(builder.data_dir), split, videos)
         _write_json(os.path.join(str(builder.data_dir), BUILD_ARGS), build_settings(a))
-        _swap_in_shards(str(builder.data_dir), final)
+        _swap_in_shards(str(builder.data_dir), final, staging)
     except CacheError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -12,8 +12,21 @@ import os
 import re
 import socket
 
-# This host as it goes in file names.
-HOST = re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host"
+
+def _pid_namespace() -> str:
+    """``_pidns<inode>`` of this process's pid namespace, or "" where there is none
+    to read. Containers may share a host name (``--network host``, a pod's
+    ``hostNetwork``) but not their pids: without it one would take the other's
+    live pids for dead ones and delete its work in progress."""
+    try:
+        return f"_pidns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
+
+
+# Where a pid means a process, as it goes in file names: the host name, and
+# the pid namespace within it.
+HOST = (re.sub(r"[^A-Za-z0-9.-]+", "_", socket.gethostname()) or "host") + _pid_namespace()
 
 
 def tag() -> str:
@@ -22,8 +35,8 @@ def tag() -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host still runs (assumed so where it
-    cannot be probed harmlessly)."""
+    """Whether process ``pid`` of this host (and pid namespace: `HOST`) still
+    runs (assumed so where it cannot be probed harmlessly)."""
     if os.name != "posix":
         return True
     try:

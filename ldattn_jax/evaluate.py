@@ -465,10 +465,13 @@ def evaluate(
         )  # fmt: skip
         with _result_lock(target):
             _keep_others(target, staged)
-            _swap_in(staged, target)
+            earlier = _swap_in(staged, target)
     except BaseException:
         _discard(staged)
         raise
+    # Outside the lock (thousands of figures, maybe): its hidden name carries
+    # this live pid, so no other run touches it meanwhile.
+    _discard(earlier)
 
     def moved(p: str) -> str:  # the path a file written under `staged` has now
         rel = os.path.relpath(p, staged) if p else os.pardir
@@ -554,19 +557,30 @@ def _write_results(
 def _result_lock(out_dir: str):
     """Holds a lock on ``out_dir``'s parent folder while its leftovers are cleaned
     and while the earlier result's extra files are carried over and the new one
-    is swapped in (moments, not the scoring). Two evaluations of one result
-    (the same command run twice) then each score in full, and the later to
-    finish wins whole: unlocked, one could list out_dir while the other had it
-    renamed aside, and crash after scoring (FileNotFoundError) or drop the
-    notes kept in the folder. The folder itself is locked, not a lock file
-    beside the result, so that nothing but results lies in eval/. Where the
-    file system cannot lock a folder (NFS, some FUSE mounts) it goes on
-    without: `_swap_in`'s retries are what is left."""
+    is swapped in (moments, not the scoring, nor deleting the earlier result).
+    Two evaluations of one result (the same command run twice) then each score
+    in full, and the later to finish wins whole: unlocked, one could list
+    out_dir while the other had it renamed aside, and crash after scoring
+    (FileNotFoundError) or drop the notes kept in the folder. The folder itself
+    is locked, not a lock file beside the result, so that nothing but results
+    lies in eval/. A wait for the lock is said on stderr (a run stopped with
+    Ctrl-Z in its swap holds it). The lock is flock(2)'s: on NFS it holds
+    between the processes of one host only (Linux's NFS client keeps flock on a
+    folder local); where a file system refuses it, the run goes on without,
+    and `_swap_in`'s retries are what is left."""
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
     fd = os.open(parent, os.O_RDONLY)
     try:
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            print(
+                f"evaluate: waiting for another evaluation writing into {parent} "
+                "(a lock on that folder) to swap its result in",
+                file=sys.stderr,
+            )
             fcntl.flock(fd, fcntl.LOCK_EX)
             locked = True
         except OSError:  # EBADF / ENOLCK / EOPNOTSUPP
@@ -630,6 +644,8 @@ def _keep_others(out_dir: str, staged: str) -> None:
         return
     for entry in sorted(os.listdir(out_dir)):
         src = os.path.join(out_dir, entry)
+        if atomic_files.is_temp_name(entry):
+            continue  # a killed writer's half file: not a note to keep
         if entry in ("attention", "failures") and os.path.isdir(src):
             for sub in sorted(os.listdir(src)):
                 if sub.endswith(".png") or (entry == "failures" and sub == CASES_CSV):
@@ -655,21 +671,21 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def _swap_in(staged: str, out_dir: str) -> None:
+def _swap_in(staged: str, out_dir: str) -> str:
     """Replaces ``out_dir`` by the finished folder ``staged``: exchanged with the
     earlier result in one atomic step where the file system can
-    (`atomic_files.swap_paths`), then the earlier one (now at ``staged``)
-    deleted; a reader finds the earlier result or the new one, never none.
+    (`atomic_files.swap_paths`), after which the earlier one lies at
+    ``staged``; a reader finds the earlier result or the new one, never none.
     Elsewhere the earlier result is renamed aside and ``staged`` renamed in: a
     rename is atomic, but between the two out_dir is missing (never mixed),
     and a run killed there leaves the earlier result aside for
-    `_clean_leftovers`."""
+    `_clean_leftovers`. Returns where the earlier result now lies, hidden, for
+    the caller to delete."""
     for d, _, _ in os.walk(staged):  # the folders' entries on disk before the rename
         json_out.fsync_dir(d)
     if os.path.isdir(out_dir) and atomic_files.swap_paths(staged, out_dir):
         json_out.fsync_dir(os.path.dirname(out_dir))
-        _discard(staged)  # the earlier result; killed here, `_clean_leftovers` ends it
-        return
+        return staged  # the earlier result; killed before deleted, `_clean_leftovers` ends it
     aside = _sibling(out_dir, "old")
     _discard(aside)
     try:
@@ -689,7 +705,7 @@ def _swap_in(staged: str, out_dir: str) -> None:
             os.rename(aside, out_dir)  # the earlier result back, rather than none
         raise
     json_out.fsync_dir(os.path.dirname(out_dir))
-    _discard(aside)
+    return aside
 
 
 # failures/cases.csv: one row per failure PNG; video_wrong is 1 when the video's

@@ -105,11 +105,49 @@ def test_two_folders_are_exchanged_in_one_step_or_not_at_all(tmp_path, monkeypat
         (d / "metrics.json").write_text(text)
     assert atomic_files.swap_paths(a, b) is True
     assert (b / "metrics.json").read_text() == "new" and (a / "metrics.json").read_text() == "old"
-    with pytest.raises(FileNotFoundError):  # an error is not taken for "cannot exchange"
-        atomic_files.swap_paths(tmp_path / "missing", b)
+    # Any failure moves nothing and leaves the caller's two renames to meet (and
+    # report) a real error: a missing path, a sandbox that forbids renameat2.
+    assert atomic_files.swap_paths(tmp_path / "missing", b) is False
     monkeypatch.setattr(atomic_files, "_RENAMEAT2", None)  # another OS: the caller falls back
     assert atomic_files.swap_paths(a, b) is False
     assert (b / "metrics.json").read_text() == "new"
+    with pytest.raises(ValueError, match="NUL"):  # C would cut "new\0x" to "new"
+        atomic_files.swap_paths(f"{a}\0x", b)
+
+
+def test_a_run_start_also_clears_temp_files_of_an_earlier_process_with_its_pid(tmp_path):
+    # In a container each run may get the same pid; a run's start (nothing of its
+    # own written yet) knows such a file is an earlier, dead process's.
+    mine = tmp_path / f".a.npz.tmp-{leftovers.tag()}-0123abcd"
+    mine.write_text("x")
+    assert atomic_files.remove_dead_temps(tmp_path) == []  # maybe another thread's
+    assert atomic_files.remove_dead_temps(tmp_path, own=True) == [str(mine)]
+
+
+def test_a_live_writer_in_another_pid_namespace_keeps_its_temp_file(tmp_path):
+    # Containers sharing a host name (--network host, hostNetwork) but not their
+    # pids: each took the other's live pids for dead ones and deleted its temp
+    # files mid-write. The pid namespace is part of the writer's name.
+    import shutil
+
+    unshare = shutil.which("unshare")
+    probe = unshare and subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"])
+    if not probe or probe.returncode != 0:
+        pytest.skip("unshare cannot make a pid namespace here")
+    code = (
+        "import sys; from data_prep import atomic_files; "
+        "print(atomic_files.remove_dead_temps(sys.argv[1]))"
+    )
+    with json_out.atomic_open(tmp_path / "a.npz", "wb") as f:
+        f.write(b"live")
+        (temp,) = _hidden(tmp_path)
+        other = subprocess.run(
+            [unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code, str(tmp_path)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert other.returncode == 0 and other.stdout.strip() == "[]", other.stderr[-2000:]
+        assert _hidden(tmp_path) == [temp]
+    assert (tmp_path / "a.npz").read_bytes() == b"live"
 
 
 def test_the_data_is_on_disk_before_the_name_is(tmp_path, monkeypatch):

@@ -677,6 +677,43 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
     assert files() == before
 
 
+def test_a_run_killed_between_the_two_renames_leaves_the_old_shards_for_the_next(
+    three_fakes_tree, tmp_path, monkeypatch
+):
+    # Where the file system cannot exchange two folders: killed after the old
+    # shards went aside and before the new came in, no shards stand at all; the
+    # next run's start puts the old ones back (it used to delete them with the
+    # dead run's staging folder).
+    out = tmp_path / "out"
+    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    before = {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
+
+    class Killed(BaseException):
+        """A kill -9: nothing after it runs, no clean-up either."""
+
+    real_rename, renames = os.rename, []
+
+    def killed_after_the_first(src, dst):  # the first of the swap's renames
+        if renames:
+            raise Killed
+        if src == str(data_dir):
+            renames.append(dst)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(build, "swap_paths", lambda a, b: False)
+    monkeypatch.setattr(os, "rename", killed_after_the_first)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
+    with pytest.raises(Killed):
+        build.main(argv)
+    monkeypatch.undo()
+    assert not data_dir.exists() and os.path.basename(renames[0]) == "replaced"
+    build._staging_root(str(data_dir))  # what the next run does first
+    assert {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())} == before
+    assert not [p for p in data_dir.parent.iterdir() if p.name.startswith(".tmp-shards-")][1:]
+
+
 def test_workers_that_cannot_start_blame_no_video(three_fakes_tree, tmp_path, monkeypatch, capsys):
     import _build_crash
 

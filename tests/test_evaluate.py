@@ -562,6 +562,42 @@ def test_two_evaluations_of_one_result_take_turns_to_swap_it_in(stub_run, monkey
     assert os.listdir(eval_dir) == [os.path.basename(out_dir)]  # no lock file beside it
 
 
+def test_a_run_that_must_wait_for_the_lock_says_so_and_then_swaps(stub_run, monkeypatch, capsys):
+    # Another evaluation holding the lock (here: this test) makes the run wait,
+    # and say why on stderr, not hang silently; once released, it finishes.
+    import fcntl
+    import threading
+    import time
+
+    run = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)
+    out_dir = run()["out_dir"]
+    eval_dir = stub_run["workdir"] / "eval"
+    # A killed writer's half file inside the result: not carried over as a note.
+    half = ".notes.txt.tmp-elsewhere-1-0123abcd"
+    (eval_dir / os.path.basename(out_dir) / half).write_text("half")
+    capsys.readouterr()
+    fd = os.open(eval_dir, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    done = []
+    thread = threading.Thread(target=lambda: done.append(run()), daemon=True)
+    try:
+        thread.start()
+        said = ""
+        for _ in range(1200):  # up to 2 min on a loaded machine; ends when it is said
+            said += capsys.readouterr().err
+            if "waiting for another evaluation" in said or not thread.is_alive():
+                break
+            time.sleep(0.1)
+        assert f"evaluate: waiting for another evaluation writing into {eval_dir}" in said
+        assert not done  # it waits
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    thread.join(timeout=300)
+    assert done and done[0]["out_dir"] == out_dir
+    assert half not in os.listdir(out_dir)
+
+
 @pytest.mark.parametrize("exchange", [True, False])
 def test_a_rerun_swaps_its_result_in_with_one_exchange_or_else_two_renames(
     stub_run, monkeypatch, exchange

@@ -1138,22 +1138,33 @@ def test_ctrl_c_while_a_video_is_extracted_does_not_extract_the_next(
     import time
 
     started, ended, release = [], threading.Event(), threading.Event()
+    queued = threading.Event()  # b.mp4 submitted behind a.mp4
     main_thread = threading.main_thread().ident
+
+    class Lookahead(predict.ThreadPoolExecutor):
+        def submit(self, *a, **k):
+            future = super().submit(*a, **k)
+            self.submitted = getattr(self, "submitted", 0) + 1
+            if self.submitted == 2:
+                queued.set()
+            return future
 
     def slow(p, frames_per_video, stack, size, workers, faces):
         started.append(os.path.basename(p))
-        if len(started) == 1:  # Ctrl-C while predict waits for a.mp4's frames
+        if len(started) == 1:  # Ctrl-C while predict waits for a.mp4, b.mp4 queued
+            assert queued.wait(60)
             signal.pthread_kill(main_thread, signal.SIGINT)
         release.wait(30)  # an extraction that lasts until the test lets it end
         ended.set()
         return _stacks(p, frames_per_video, stack, size, workers)
 
     monkeypatch.setattr(faces, "extract_stacks", slow)
+    monkeypatch.setattr(predict, "ThreadPoolExecutor", Lookahead)
     clips = [_clip(tmp_path / f"{n}.mp4", 2) for n in "abc"]
     with pytest.raises(KeyboardInterrupt):
         predict.main(["--workdir", str(fake_run), "--out", str(tmp_path / "out"), *clips])
     # Raised while a.mp4 was still being extracted, not after it: no clock involved.
-    assert not ended.is_set()
+    assert not ended.is_set() and queued.is_set()
     release.set()
     assert ended.wait(5)
     time.sleep(0.5)  # time for the look-ahead to start b.mp4, were it still queued
