@@ -35,3 +35,16 @@ def _no_stream_handler_outlives_its_test():
         if handler not in before and type(handler) is logging.StreamHandler:
             logging.root.removeHandler(handler)
     logging.root.setLevel(level)
+
+
+@pytest.fixture
+def exchange_works(tmp_path_factory) -> bool:
+    """Whether two folders can be exchanged in one step here
+    (`data_prep.atomic_files.swap_paths`: Linux's renameat2, on a file system
+    that supports it); tests of that path skip or take the fallback where not."""
+    from data_prep import atomic_files
+
+    d = tmp_path_factory.mktemp("exchange_probe")
+    (d / "a").mkdir()
+    (d / "b").mkdir()
+    return atomic_files.swap_paths(d / "a", d / "b")

@@ -600,7 +600,7 @@ def test_a_run_that_must_wait_for_the_lock_says_so_and_then_swaps(stub_run, monk
 
 @pytest.mark.parametrize("exchange", [True, False])
 def test_a_rerun_swaps_its_result_in_with_one_exchange_or_else_two_renames(
-    stub_run, monkeypatch, exchange
+    stub_run, monkeypatch, exchange, exchange_works
 ):
     # Exchanged in one step (atomic_files.swap_paths), a reader of the result
     # never finds it missing; where the file system cannot, two renames.
@@ -608,6 +608,8 @@ def test_a_rerun_swaps_its_result_in_with_one_exchange_or_else_two_renames(
 
     from data_prep import atomic_files
 
+    if exchange and not exchange_works:
+        pytest.skip("no renameat2 exchange on this system or file system")
     out_dir = _stand_in_evaluation(stub_run, monkeypatch, _VIDEOS)()["out_dir"]
     eval_dir = stub_run["workdir"] / "eval"
     (eval_dir / os.path.basename(out_dir) / "notes.txt").write_text("mine")
