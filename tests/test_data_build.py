@@ -705,7 +705,13 @@ def test_a_run_killed_between_the_two_renames_leaves_the_old_shards_for_the_next
 
     monkeypatch.setattr(build, "swap_paths", lambda a, b: False)
     monkeypatch.setattr(os, "rename", killed_after_the_first)
-    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
+    real_rmtree = shutil.rmtree
+
+    def rmtree(path, *a, **k):  # no clean-up of the staging folder (a kill runs none)
+        if build._STAGING not in os.fspath(path):
+            real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     with pytest.raises(Killed):
         build.main(argv)
     monkeypatch.undo()
