@@ -579,6 +579,14 @@ def test_a_crash_that_does_not_recur_blames_no_video(
     assert "none crashed" in capsys.readouterr().err
 
 
+def _faceswap_built(tree, tmp_path):
+    """A FaceSwap build in tmp_path/out: (its argv, OUT, its shards' version folder)."""
+    out = tmp_path / "out"
+    argv = _argv(tree, out, "--methods", "FaceSwap")
+    assert build.main(argv) == 0
+    return argv, out, out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+
+
 def test_a_rerun_removes_what_a_killed_run_left_and_nothing_else(three_fakes_tree, tmp_path):
     out = tmp_path / "out"
     argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
@@ -614,10 +622,7 @@ def test_shards_are_swapped_in_whole_and_a_failed_rewrite_keeps_the_old(
 ):
     # The shards used to be deleted before the new ones were written: a damaged
     # cache entry, a full disk or a kill in the shard phase left no build at all.
-    out = tmp_path / "out"
-    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
-    assert build.main(argv) == 0
-    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    argv, out, data_dir = _faceswap_built(three_fakes_tree, tmp_path)
 
     def files():
         return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
@@ -685,10 +690,7 @@ def test_a_run_killed_between_the_two_renames_leaves_the_old_shards_for_the_next
     # shards went aside and before the new came in, no shards stand at all; the
     # next run's start puts the old ones back (it used to delete them with the
     # dead run's staging folder).
-    out = tmp_path / "out"
-    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
-    assert build.main(argv) == 0
-    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    argv, out, data_dir = _faceswap_built(three_fakes_tree, tmp_path)
     before = {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
 
     class Killed(BaseException):
@@ -757,10 +759,7 @@ def test_shards_of_other_settings_are_not_replaced_silently(three_fakes_tree, tm
 def test_every_setting_that_changes_the_data_is_checked_before_replacing(
     three_fakes_tree, tmp_path, capsys
 ):
-    out = tmp_path / "out"
-    argv = _argv(three_fakes_tree, out, "--methods", "FaceSwap")
-    assert build.main(argv) == 0
-    data_dir = out / "lda_faces" / "ffpp_n3_s32" / "1.0.0"
+    argv, out, data_dir = _faceswap_built(three_fakes_tree, tmp_path)
     before = sorted(os.listdir(data_dir))
     splits = tmp_path / "splits"
     shutil.copytree(three_fakes_tree / "splits", splits)
