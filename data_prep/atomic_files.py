@@ -151,7 +151,7 @@ def remove_dead_temps(
         if not m or (name is not None and m[1] != name):
             continue
         pid = int(m[2])
-        if own if pid == os.getpid() else not leftovers.pid_alive(pid):
+        if leftovers.gone(pid, own=own):
             path = os.path.join(folder, entry)
             with contextlib.suppress(OSError):  # another writer removed it first
                 os.remove(path)

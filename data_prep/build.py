@@ -110,7 +110,7 @@ def _staging_root(final: str) -> str:
     pattern = re.compile(rf"{re.escape(_STAGING)}{re.escape(leftovers.HOST)}-(\d+)")
     for name in sorted(os.listdir(parent)):
         m = pattern.fullmatch(name)
-        if m and (int(m[1]) == os.getpid() or not leftovers.pid_alive(int(m[1]))):
+        if m and leftovers.gone(int(m[1]), own=True):
             aside = os.path.join(parent, name, _REPLACED)
             if os.path.isdir(aside) and not os.path.lexists(final):
                 os.rename(aside, final)

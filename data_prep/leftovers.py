@@ -34,6 +34,14 @@ def tag() -> str:
     return f"{HOST}-{os.getpid()}"
 
 
+def gone(pid: int, *, own: bool) -> bool:
+    """Whether the process of this host that left a name with ``pid`` has ended.
+    This process's own pid counts as ended only with ``own``: for a caller that
+    is writing nothing of that kind now (a run's start), such a name is an
+    earlier process's that had the same pid (common in containers)."""
+    return own if pid == os.getpid() else not pid_alive(pid)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this host (and pid namespace: `HOST`) still
     runs (assumed so where it cannot be probed harmlessly)."""

@@ -616,14 +616,12 @@ def _clean_leftovers(out_dir: str) -> None:
     else goes. Folders of live processes and of other machines (a shared
     file system) are left alone."""
     parent, name = os.path.split(out_dir)
-    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-(.+)-(\d+)")
+    pattern = re.compile(rf"\.{re.escape(name)}\.(tmp|old)-{re.escape(leftovers.HOST)}-(\d+)")
     for entry in sorted(os.listdir(parent)):
         m = pattern.fullmatch(entry)
-        if not m or m[2] != leftovers.HOST:
-            continue
-        pid = int(m[3])
-        if pid != os.getpid() and leftovers.pid_alive(pid):
-            continue  # another evaluation of this result, running now
+        # Own pid: this run has not begun to write (`_staging_dir` calls this first).
+        if not m or not leftovers.gone(int(m[2]), own=True):
+            continue  # not this host's, or another evaluation of this result, running now
         path = os.path.join(parent, entry)
         if m[1] == "old" and not os.path.lexists(out_dir):
             os.rename(path, out_dir)
