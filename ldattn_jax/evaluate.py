@@ -158,6 +158,32 @@ def sigmoid(margin: np.ndarray) -> np.ndarray:
     return np.where(margin >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+@functools.lru_cache(maxsize=16)
+def _jitted_forward(graphdef):
+    """The jitted forward pass of one architecture, shared by its Predictors.
+
+    A GraphDef is hashable and equal for every model of one config, so the
+    val, test and held-out evaluations of one process (demo, ablation,
+    sweeps) compile once instead of once per Predictor. Looked up once per
+    Predictor: hashing a GraphDef costs ~2 ms (the paper model), too much
+    for every batch as a static jit argument.
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    @jax.jit
+    def forward(state, frames):
+        logits, maps = nnx.merge(graphdef, state)(frames)
+        # The logit margin, not the fp32 softmax: a confident model saturates
+        # fp32 P(fake) to exactly 1.0 (margin > ~17), which ties frames and
+        # biases AUC towards 0.5. The sigmoid is taken on the host in fp64.
+        logits = logits.astype(jnp.float32)
+        return logits[:, 1] - logits[:, 0], maps
+
+    return forward
+
+
 class Predictor:
     """Jitted forward pass on the mesh: numpy frames in, P(fake) and maps out.
 
@@ -168,7 +194,6 @@ class Predictor:
 
     def __init__(self, model, config, batch_size: int | None = None):
         import jax
-        import jax.numpy as jnp
         from flax import nnx
 
         from ldattn_jax import sharding
@@ -183,17 +208,7 @@ class Predictor:
         graphdef, state = nnx.split(model)
         self._state = jax.device_put(state, sharding.replicated(self.mesh))
         self._shard = lambda x: sharding.shard_batch(self.mesh, x)
-
-        @jax.jit
-        def forward(state, frames):
-            logits, maps = nnx.merge(graphdef, state)(frames)
-            # The logit margin, not the fp32 softmax: a confident model saturates
-            # fp32 P(fake) to exactly 1.0 (margin > ~17), which ties frames and
-            # biases AUC towards 0.5. The sigmoid is taken on the host in fp64.
-            logits = logits.astype(jnp.float32)
-            return logits[:, 1] - logits[:, 0], maps
-
-        self._forward = forward
+        self._forward = _jitted_forward(graphdef)
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
         """frames [b, >=required, S, S, 3] uint8 with b <= batch_size."""

@@ -393,17 +393,29 @@ def test_largest_batch_follows_xla_memory_analysis(monkeypatch):
     # XLA's analysis of a real compile grows with the batch; the search keeps
     # the largest power of two under the limit, and None without a limit.
     # (Batches are multiples of the 8 simulated devices the suite runs on.)
-    # Each size is compiled once (~19 s each on CI): the search below reads
-    # the same analysis of 16 and 32 that the limit is set from.
-    monkeypatch.setattr(benchmark, "train_step_bytes", functools.cache(benchmark.train_step_bytes))
+    # Each size is compiled once (~40 s each on a loaded CI core): the search
+    # below reads the same analysis of 16 and 32 that the limit is set from,
+    # and asks for nothing else.
+    asked = []
+
+    def cached(variant, *, batch, **kw):
+        asked.append(batch)
+        return probe(variant, batch=batch, **kw)
+
+    probe = functools.cache(benchmark.train_step_bytes)
+    monkeypatch.setattr(benchmark, "train_step_bytes", cached)
     b16 = benchmark.train_step_bytes("xception", batch=16, dtype="float32", geometry="demo")
     b32 = benchmark.train_step_bytes("xception", batch=32, dtype="float32", geometry="demo")
     assert b32 > b16 > 1e6
-    limit = int((b16 + b32) / 2 / 0.9)  # 8 and 16 fit, 32 does not
+    limit = int((b16 + b32) / 2 / 0.9)  # 16 fits, 32 does not
     got = benchmark.largest_batch(
-        "xception", dtype="float32", geometry="demo", limit_bytes=limit, start=8
+        "xception", dtype="float32", geometry="demo", limit_bytes=limit, start=16
     )
-    assert got == 16
+    assert got == 16 and asked == [16, 32, 16, 32]  # stopped at the first too large
+    # Nothing fits: None, after one probe.
+    assert benchmark.largest_batch(
+        "xception", dtype="float32", geometry="demo", limit_bytes=b16 // 2, start=16
+    ) is None  # fmt: skip
     monkeypatch.setattr(bench_utils, "device_memory_limit_bytes", lambda: None)
     assert benchmark.largest_batch("xception", dtype="float32", geometry="demo") is None
 

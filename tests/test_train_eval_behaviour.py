@@ -82,3 +82,27 @@ def test_predictor_scores_are_eval_mode_p_fake_row_by_row():
     np.testing.assert_allclose(scores, _p_fake_reference(model, frames), rtol=1e-5)
     model.train()  # the check is able to fail: batch statistics give other scores
     assert not np.allclose(scores, _p_fake(model(jnp.asarray(frames))[0]), atol=1e-3)
+
+
+def test_predictors_of_one_architecture_share_one_compile_and_keep_their_own_weights():
+    # demo/ablation evaluate val, test and a held-out build in one process: the
+    # forward pass compiles once per architecture, not once per Predictor.
+    config = ml_collections.ConfigDict(
+        {"model": tiny_model_config("xception"), "batch_size": 4, "mesh": [("data", 2)]}
+    )
+    models = [_Scorer(nnx.Rngs(seed)) for seed in (10, 11)]
+    first, second = (evaluate.Predictor(m, config) for m in models)
+    assert first._forward is second._forward
+    frames = _frames(4, seed=2)
+    scores = [p(frames)[0] for p in (first, second)]
+    assert first._forward._cache_size() == 1  # the second call reused the compile
+    for got, model in zip(scores, models, strict=True):
+        np.testing.assert_allclose(got, _p_fake_reference(model, frames), rtol=1e-5)
+    assert not np.allclose(scores[0], scores[1], atol=1e-3)  # each its own weights
+
+    class _Wider(_Scorer):  # another architecture: its own forward
+        def __init__(self, rngs):
+            super().__init__(rngs)
+            self.lin = nnx.Linear(3, 2, use_bias=False, rngs=rngs)
+
+    assert evaluate.Predictor(_Wider(nnx.Rngs(0)), config)._forward is not first._forward

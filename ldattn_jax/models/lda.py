@@ -139,7 +139,7 @@ class LDAModel(nnx.Module):
             dtype=compute,
             rngs=rngs,
         )
-        self.stages: dict[str, str] = {}
+        stages = {}
         for kind, stage, variants in (
             ("spatial", spatial_stage, _SPATIAL),
             ("temporal", temporal_stage, _TEMPORAL),
@@ -156,11 +156,20 @@ class LDAModel(nnx.Module):
                     f"config.model.num_maps={num_maps} must lie in [1, {shapes[stage][2]}] "
                     f"(the channels of {kind}_stage {stage!r})"
                 )
-            self.stages[kind] = stage
-        self.spatial = LongDistanceAttention(slots=1, **attn) if "spatial" in self.stages else None
+            stages[kind] = stage
+        # Pairs, not a dict: static attributes are part of the GraphDef, which jit
+        # takes as a static (hashed) argument to share one compile between models
+        # of one architecture (evaluate.Predictor).
+        self.stage_pairs = tuple(stages.items())
+        self.spatial = LongDistanceAttention(slots=1, **attn) if "spatial" in stages else None
         self.temporal = (
-            LongDistanceAttention(slots=stack + 1, **attn) if "temporal" in self.stages else None
+            LongDistanceAttention(slots=stack + 1, **attn) if "temporal" in stages else None
         )
+
+    @property
+    def stages(self) -> dict[str, str]:
+        """{'spatial' | 'temporal': the Xception stage its maps re-weight}."""
+        return dict(self.stage_pairs)
 
     @property
     def required_frames(self) -> int:
