@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 from test_train_helpers import DEMO_CONFIG
@@ -616,3 +617,55 @@ def test_a_damaged_checkpoint_names_its_step_and_what_to_do(
         train.train_and_evaluate(longer, str(run))
     position.write_text(text)
     assert train.train_and_evaluate(longer, str(run)).step == 3
+
+
+class _Replicated(nnx.Module):
+    # Shapes no other test saves (an earlier compile in this process would hide
+    # one), each with a dimension 8 replicas can split, as replica-parallel needs.
+    def __init__(self, rngs):
+        self.a = nnx.Linear(8 * 37, 29, rngs=rngs)
+        self.b = nnx.Linear(29, 8 * 43, rngs=rngs)
+
+
+def _replicated_state(seed):
+    mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    graphdef, state = nnx.split(_Replicated(nnx.Rngs(seed)))
+    return graphdef, jax.device_put(state, repl), repl
+
+
+def test_a_replicated_state_saves_without_compiling_and_either_way_restores(tmp_path, caplog):
+    # orbax's replica-parallel saving compiled a slice program per parameter shape
+    # at each process's first save: 17.8 s of an 18 s first save of demo-size
+    # LDA-ST on 8 devices (0.4 s without). One replica now writes each array.
+    assert len(jax.devices()) == 8
+    _, state, repl = _replicated_state(0)
+    manager = checkpointing.make_manager(tmp_path / "one", async_save=False)
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        checkpointing.save_train_state(manager, 1, state, _iterator())
+    compiled = [r.getMessage() for r in caplog.records if "compilation of" in r.getMessage()]
+    assert compiled == [], compiled
+    manager.close()
+
+    # A checkpoint written replica-parallel (before this change) restores the same.
+    default = ocp.type_handlers.get_type_handler(jax.Array)
+    parallel = ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=True, array_metadata_store=default._array_metadata_store
+    )
+    ocp.type_handlers.register_type_handler(jax.Array, parallel, override=True)
+    try:
+        old = checkpointing.make_manager(tmp_path / "old", async_save=False)
+        checkpointing.save_train_state(old, 1, state, _iterator())
+        old.close()
+    finally:
+        ocp.type_handlers.register_type_handler(jax.Array, default, override=True)
+    for folder in ("one", "old"):
+        manager = checkpointing.make_manager(tmp_path / folder, read_only=True, async_save=False)
+        _, abstract, _ = _replicated_state(1)
+        shardings = jax.tree.map(lambda _: repl, abstract)
+        restored, _ = checkpointing.restore_train_state(
+            manager, 1, abstract, shardings, _iterator()
+        )
+        manager.close()
+        for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
