@@ -273,7 +273,11 @@ def train_step_measurement(
 def eval_measurement(
     variant: str, *, batch: int, dtype: str = "float32", geometry: str = "paper", repeats: int = 5
 ) -> dict:
-    """Inference images/s through the evaluator's jitted forward (``evaluate.Predictor``)."""
+    """Inference images/s through the evaluator's jitted forward (``evaluate.Predictor``).
+
+    ``first_call_s`` includes the compile unless a Predictor of this
+    architecture, batch and mesh already ran in this process (they share it).
+    """
     from ldattn_jax.evaluate import Predictor
     from ldattn_jax.models.lda import build_model, required_frames
 

@@ -159,14 +159,16 @@ def sigmoid(margin: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_forward(graphdef):
+def _jitted_forward(graphdef, stencils: bool):
     """The jitted forward pass of one architecture, shared by its Predictors.
 
     A GraphDef is hashable and equal for every model of one config, so the
     val, test and held-out evaluations of one process (demo, ablation,
     sweeps) compile once instead of once per Predictor. Looked up once per
     Predictor: hashing a GraphDef costs ~2 ms (the paper model), too much
-    for every batch as a static jit argument.
+    for every batch as a static jit argument. `stencils`
+    (`xception.use_stencils()`, read while tracing) is part of the key, so a
+    Predictor made after LDATTN_STENCILS changed traces anew.
     """
     import jax
     import jax.numpy as jnp
@@ -198,6 +200,7 @@ class Predictor:
 
         from ldattn_jax import sharding
         from ldattn_jax.models.lda import required_frames
+        from ldattn_jax.models.xception import use_stencils
 
         self.mesh = sharding.make_mesh(config)
         n_dev = math.prod(self.mesh.shape[a] for a in sharding.BATCH_AXES)
@@ -208,7 +211,7 @@ class Predictor:
         graphdef, state = nnx.split(model)
         self._state = jax.device_put(state, sharding.replicated(self.mesh))
         self._shard = lambda x: sharding.shard_batch(self.mesh, x)
-        self._forward = _jitted_forward(graphdef)
+        self._forward = _jitted_forward(graphdef, use_stencils())
 
     def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, dict]:
         """frames [b, >=required, S, S, 3] uint8 with b <= batch_size."""

@@ -636,7 +636,7 @@ def _replicated_state(seed):
 
 def test_a_replicated_state_saves_without_compiling_and_either_way_restores(tmp_path, caplog):
     # orbax's replica-parallel saving compiled a slice program per parameter shape
-    # at each process's first save: 17.8 s of an 18 s first save of demo-size
+    # and device at each process's first save: 17.8 s of an 18 s first save of demo-size
     # LDA-ST on 8 devices (0.4 s without). One replica now writes each array.
     assert len(jax.devices()) == 8
     _, state, repl = _replicated_state(0)
@@ -669,3 +669,18 @@ def test_a_replicated_state_saves_without_compiling_and_either_way_restores(tmp_
         manager.close()
         for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored), strict=True):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_importing_checkpointing_warns_of_nothing():
+    # Its handler override is meant: orbax's "overriding jax.Array" warning
+    # would otherwise open every train, evaluate and predict run.
+    code = (
+        "import logging; logging.basicConfig(level=logging.INFO)\n"
+        "import jax, orbax.checkpoint as ocp\n"
+        "from ldattn_jax import checkpointing\n"
+        "print(ocp.type_handlers.get_type_handler(jax.Array)._use_replica_parallel)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert "overriding" not in done.stderr, done.stderr

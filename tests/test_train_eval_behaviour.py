@@ -94,8 +94,10 @@ def test_predictors_of_one_architecture_share_one_compile_and_keep_their_own_wei
     first, second = (evaluate.Predictor(m, config) for m in models)
     assert first._forward is second._forward
     frames = _frames(4, seed=2)
-    scores = [p(frames)[0] for p in (first, second)]
-    assert first._forward._cache_size() == 1  # the second call reused the compile
+    scores = [first(frames)[0]]
+    compiled = first._forward._cache_size()
+    scores.append(second(frames)[0])
+    assert first._forward._cache_size() == compiled  # the second reused the compile
     for got, model in zip(scores, models, strict=True):
         np.testing.assert_allclose(got, _p_fake_reference(model, frames), rtol=1e-5)
     assert not np.allclose(scores[0], scores[1], atol=1e-3)  # each its own weights
@@ -106,3 +108,18 @@ def test_predictors_of_one_architecture_share_one_compile_and_keep_their_own_wei
             self.lin = nnx.Linear(3, 2, use_bias=False, rngs=rngs)
 
     assert evaluate.Predictor(_Wider(nnx.Rngs(0)), config)._forward is not first._forward
+
+
+def test_a_predictor_made_after_the_stencil_choice_changed_traces_anew(monkeypatch):
+    # LDATTN_STENCILS is read while tracing: a shared forward must not keep the
+    # window ops of the choice in force when another Predictor was made.
+    config = ml_collections.ConfigDict(
+        {"model": tiny_model_config("xception"), "batch_size": 4, "mesh": [("data", 2)]}
+    )
+    monkeypatch.setenv("LDATTN_STENCILS", "on")
+    on = evaluate.Predictor(_Scorer(nnx.Rngs(0)), config)
+    monkeypatch.setenv("LDATTN_STENCILS", "off")
+    off = evaluate.Predictor(_Scorer(nnx.Rngs(0)), config)
+    assert on._forward is not off._forward
+    monkeypatch.setenv("LDATTN_STENCILS", "on")
+    assert evaluate.Predictor(_Scorer(nnx.Rngs(1)), config)._forward is on._forward

@@ -157,9 +157,9 @@ class LDAModel(nnx.Module):
                     f"(the channels of {kind}_stage {stage!r})"
                 )
             stages[kind] = stage
-        # Pairs, not a dict: static attributes are part of the GraphDef, which jit
-        # takes as a static (hashed) argument to share one compile between models
-        # of one architecture (evaluate.Predictor).
+        # Pairs, not a dict: static attributes are part of the GraphDef, which
+        # evaluate.Predictor hashes (a cache key) to share one compile between
+        # the models of one architecture.
         self.stage_pairs = tuple(stages.items())
         self.spatial = LongDistanceAttention(slots=1, **attn) if "spatial" in stages else None
         self.temporal = (
