@@ -931,6 +931,14 @@ def main(argv=None) -> int:
         if os.path.exists(json_path):
             with open(json_path) as f:
                 status[it.video_id] = json.load(f)
+        elif status[it.video_id]["records"]:
+            # Crops cached under a key (path + size) the file no longer has: it
+            # changed on disk during the build (a re-download). The shards could
+            # not find its stacks, and which bytes were cut is unknown.
+            status[it.video_id] = _error_status(
+                it, "error", "the file changed on disk while the build ran (its size is not "
+                "the one its crops were cached under)",
+            )  # fmt: skip
         status[it.video_id] = checked_status(
             status[it.video_id], a.min_face_change, it.original_path
         )

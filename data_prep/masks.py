@@ -28,8 +28,8 @@ def _load_npz(path: str) -> np.ndarray:
 class _MaskCutter:
     """A ``video.FrameSink`` that cuts a mask video's key frames with the stacks' boxes."""
 
-    def __init__(self, stacks: list[dict], size: int):
-        self._stacks, self._size = stacks, size
+    def __init__(self, stacks: list[dict], size: int, hw):
+        self._stacks, self._size, self._hw = stacks, size, tuple(hw)
         self.shape: tuple[int, int] | None = None
         self.cut: dict[int, np.ndarray] = {}
 
@@ -38,6 +38,8 @@ class _MaskCutter:
 
     def frame(self, index: int, frame: np.ndarray) -> None:
         self.shape = frame.shape[:2]
+        if tuple(self.shape) != self._hw:
+            return  # reported after decoding; a box may lie outside a smaller frame
         gray = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
         for i, s in enumerate(self._stacks):
             if s["frame_index"] == index:
@@ -46,7 +48,7 @@ class _MaskCutter:
 
 def _cut_video(mask_path: str, stacks: list[dict], size: int, hw) -> dict[int, np.ndarray] | str:
     """{stack: its key frame's mask crop} from a mask video, or the problem."""
-    sink = _MaskCutter(stacks, size)
+    sink = _MaskCutter(stacks, size, hw)
     keys = sorted({s["frame_index"] for s in stacks})
     video.decode_keys(mask_path, keys, 0, sink, rgb=False)
     if sink.shape is not None and tuple(sink.shape) != tuple(hw):

@@ -560,18 +560,22 @@ def read_celebdf(
                 ) from e
             # Celeb-DF's convention is inverted w.r.t. ours: 1 = real, 0 = fake.
             test[rel.replace("\\", "/")] = 1 - flag
+    # Membership by id (folder/name without extension), as video ids are: a listed
+    # x.mp4 present as x.avi or x.MP4 is the same test video, and must not train.
+    test_ids = {os.path.splitext(rel)[0]: label for rel, label in test.items()}
     videos = []  # (folder, file, label, method, identities, 'test' or None)
     for folder, (label, method) in CELEBDF_FOLDERS.items():
         d = os.path.join(root, folder)
         _need_dir(d, f"Celeb-DF folder {folder}")
         for f in _videos_in(d):
-            rel = f"{folder}/{f}"
-            ids = _celebdf_identities(folder, os.path.splitext(f)[0], os.path.join(d, f))
-            if rel in test and test[rel] != label:
+            stem = os.path.splitext(f)[0]
+            listed = test_ids.get(f"{folder}/{stem}")
+            ids = _celebdf_identities(folder, stem, os.path.join(d, f))
+            if listed is not None and listed != label:
                 raise DatasetError(
-                    f"{test_list}: {rel} is listed with the wrong label for its folder"
+                    f"{test_list}: {folder}/{f} is listed with the wrong label for its folder"
                 )
-            videos.append((folder, f, label, method, ids, "test" if rel in test else None))
+            videos.append((folder, f, label, method, ids, None if listed is None else "test"))
     # The official test list is kept as it is (it shares identities with the
     # other videos: that is the benchmark's protocol); val is carved from the rest.
     pool = [v for v in videos if v[5] is None]
@@ -634,23 +638,34 @@ def read_celebdf(
 def _dfdc_metadata_entries(meta: str) -> list[tuple[str, int, str | None, str | None]]:
     """metadata.json of the train parts: {file: {label: REAL|FAKE, original?, split?}}
     -> (file, label, split, original)."""
+    expected = "expected {file: {label: REAL|FAKE, original?, split?}}"
     try:
         with open(meta) as f:
             entries = json.load(f)
-        out = []
-        for name in sorted(entries):
-            e = entries[name]
-            label = {"REAL": 0, "FAKE": 1}[str(e["label"]).upper()]
-            split = e.get("split")
-            original = e.get("original") if label == 1 else None
-            if original is not None and not isinstance(original, str):
-                raise TypeError(f"{name}: 'original' {original!r} is not a file name")
-            out.append((name, label, {"validation": "val"}.get(split, split), original))
-        return out
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise DatasetError(
-            f"{meta}: bad entry ({e}); expected {{file: {{label: REAL|FAKE}}}}"
-        ) from e
+        names = sorted(entries) if isinstance(entries, dict) else None
+    except ValueError as e:  # JSONDecodeError, a bad UTF-8 byte
+        raise DatasetError(f"{meta}: not JSON ({e}); {expected}") from e
+    if names is None:
+        raise DatasetError(f"{meta}: holds a {type(entries).__name__}; {expected}")
+    out = []
+    for name in names:
+        # A part lists thousands of files: name the one that is wrong.
+        e = entries[name]
+        if not isinstance(e, dict) or "label" not in e:
+            raise DatasetError(f"{meta}: entry {name!r} = {e!r} has no 'label'; {expected}")
+        label = {"REAL": 0, "FAKE": 1}.get(str(e["label"]).upper())
+        if label is None:
+            raise DatasetError(
+                f"{meta}: entry {name!r} has label {e['label']!r}, not REAL or FAKE; {expected}"
+            )
+        split = e.get("split")
+        original = e.get("original") if label == 1 else None
+        if original is not None and not isinstance(original, str):
+            raise DatasetError(
+                f"{meta}: entry {name!r}: 'original' {original!r} is not a file name"
+            )
+        out.append((name, label, {"validation": "val"}.get(split, split), original))
+    return out
 
 
 # labels.csv writes 0/1 (some copies 0.0/1.0 after a pandas round trip).

@@ -124,7 +124,8 @@ def eer_threshold(labels, scores) -> float:
     per real) or applied to another dataset is often well ranked (high AUC)
     but offset, so that at 0.5 nearly everything is called one class. The
     value lies midway between the score of that point and the next lower
-    score, so a slightly shifted score keeps its side. Requires both classes.
+    score, so a slightly shifted score keeps its side (on the lower score when
+    the two are adjacent floats). Requires both classes.
     """
     labels, scores = _check_inputs(labels, scores, "eer_threshold")
     if len(np.unique(labels)) < 2:
@@ -135,7 +136,11 @@ def eer_threshold(labels, scores) -> float:
     if i == 0:  # thr[0] is +inf: nothing called fake
         return 1.0
     if i + 1 < len(thr):
-        return float((thr[i] + thr[i + 1]) / 2)
+        # Between two adjacent floats (a confident model's P(fake) near 1 takes
+        # few values) the midpoint rounds to one of them; rounded up to thr[i],
+        # '> threshold' would call the scores at thr[i] real: another ROC point.
+        mid = (thr[i] + thr[i + 1]) / 2
+        return float(mid if mid < thr[i] else thr[i + 1])
     return float(np.nextafter(thr[i], -np.inf))  # everything called fake
 
 

@@ -432,6 +432,49 @@ def test_ffpp_mask_videos_give_the_same_masks_as_arrays(three_fakes_tree, tmp_pa
     assert all(not r["has_mask"] for r in by["FaceSwap/000_001"])
 
 
+def test_a_mask_video_smaller_than_the_frames_is_named_by_its_size(tmp_path):
+    # Before: the key frames were cut before the size check, and a box lying
+    # outside the smaller mask frame raised inside OpenCV ("mask ... unreadable
+    # (error: ... !ssize.empty())") instead of saying which sizes differ.
+    from data_prep.masks import stack_masks
+
+    _video(tmp_path / "v.mp4", _face_frames(6))  # 220x220
+    _video(tmp_path / "m.mp4", [np.full((40, 40, 3), 255, np.uint8)] * 6)
+    stacks = [{"frame_index": 2, "box": np.array([100, 100, 200, 200], np.int32)}]
+    mask, has_mask, problem = stack_masks(str(tmp_path / "m.mp4"), str(tmp_path / "v.mp4"),
+                                          stacks, 32)  # fmt: skip
+    assert problem and "has 40x40 frames" in problem and "are 220x220" in problem, problem
+    assert not has_mask.any() and not mask.any()
+
+
+def test_a_video_that_changes_during_the_build_fails_alone(three_fakes_tree, tmp_path, monkeypatch):
+    # Before: its crops were cached under the old size's key, the manifest named
+    # the new key's (absent) stacks, and writing the shards stopped the build.
+    root = tmp_path / "ffpp"
+    shutil.copytree(three_fakes_tree, root)
+    changing = root / "manipulated_sequences/Face2Face/c23/videos/000_001.mp4"
+    real = build.process_video
+
+    def then_redownloaded(item, *args):
+        status = real(item, *args)
+        if item.path == str(changing):
+            with open(changing, "ab") as f:
+                f.write(b"\0" * 16)
+        return status
+
+    monkeypatch.setattr(build, "process_video", then_redownloaded)
+    out = tmp_path / "out"
+    assert build.main(_argv(root, out)) == 0
+    row = _failures(out)["Face2Face/000_001"]
+    assert row["reason"] == "error" and "changed on disk while the build ran" in row["message"]
+    assert "next run tries it again" in row["message"]
+    assert sorted(_records_by_video(out)) == [
+        "Deepfakes/000_001", "FaceSwap/000_001", "real/000", "real/001"]  # fmt: skip
+    monkeypatch.setattr(build, "process_video", real)
+    assert build.main(_argv(root, out)) == 0  # the rerun cuts it as it is now
+    assert "Face2Face/000_001" in _records_by_video(out)
+
+
 def test_an_error_after_extraction_fails_only_that_video(three_fakes_tree, tmp_path, monkeypatch):
     real_open = build.atomic_open
     target = build.cache_paths(

@@ -380,6 +380,22 @@ def make_celebdf(root):
     return files
 
 
+def test_celebdf_test_video_on_disk_under_another_extension_stays_in_test(tmp_path):
+    # Before: membership was looked up with the listed extension, so a listed
+    # .mp4 present as .avi (re-encoded) or .MP4 went to train/val -- test data
+    # leaked into training -- and was not reported missing either.
+    make_celebdf(tmp_path)
+    (tmp_path / "Celeb-real/id0_0000.mp4").rename(tmp_path / "Celeb-real/id0_0000.avi")
+    (tmp_path / "YouTube-real/00003.mp4").rename(tmp_path / "YouTube-real/00003.MP4")
+    missing = []
+    items = read_dataset("celebdf", str(tmp_path), missing=missing)
+    by_id = {i.video_id: i for i in items}
+    assert by_id["celebdf/Celeb-real/id0_0000"].split == "test"
+    assert by_id["celebdf/Celeb-real/id0_0000"].path.endswith("id0_0000.avi")
+    assert by_id["celebdf/YouTube-real/00003"].split == "test"
+    assert sum(i.split == "test" for i in items) == 3 and not missing
+
+
 def test_celebdf_inverted_labels_and_identity_val(tmp_path):
     make_celebdf(tmp_path)
     items = read_celebdf(str(tmp_path))
@@ -521,9 +537,20 @@ def test_dfdc_metadata(tmp_path):
         "dfdc/dfdc_test/ccc": None,
         "dfdc/dfdc_train_part_1/aaa": None,
     }
-    for bad in ({"ccc.mp4": {"label": "MAYBE"}}, {"ccc.mp4": {"label": "FAKE", "original": 7}}):
+    # A part lists thousands of files: the message names the entry and what is wrong.
+    for bad, what in [
+        ({"ok.mp4": {"label": "REAL"}, "ccc.mp4": {"label": "MAYBE"}}, "label 'MAYBE', not REAL"),
+        ({"ccc.mp4": {"lable": "FAKE"}}, "has no 'label'"),
+        ({"ccc.mp4": "FAKE"}, "has no 'label'"),
+        ({"ccc.mp4": {"label": "FAKE", "original": 7}}, "'original' 7 is not a file name"),
+    ]:
         (tmp_path / "dfdc_test/metadata.json").write_text(json.dumps(bad))
-        with pytest.raises(DatasetError, match="dfdc_test.*metadata.json"):
+        with pytest.raises(DatasetError, match="dfdc_test.*metadata.json") as e:
+            read_dfdc(str(tmp_path))
+        assert "entry 'ccc.mp4'" in str(e.value) and what in str(e.value), str(e.value)
+    for bad, what in [("[1, 2]", "holds a list"), ("{oops", "not JSON")]:
+        (tmp_path / "dfdc_test/metadata.json").write_text(bad)
+        with pytest.raises(DatasetError, match=what):
             read_dfdc(str(tmp_path))
 
 

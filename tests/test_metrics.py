@@ -96,6 +96,17 @@ def test_eer_threshold_edge_cases():
     # Constant scores: everything real (nothing above 1.0) balances FNR = 1 vs FPR = 0
     # no worse than everything fake; the first (highest) cut is kept.
     assert metrics.eer_threshold(labels, [0.5] * 4) == 1.0
+    # Adjacent floats (a confident model's scores near 1): no midpoint exists, and
+    # one rounded up to the fake's score called it real (ACC 0.5 at AUC 1).
+    for real, fake in [
+        (0.9999999999999999, 1.0),
+        (0.9999999999999628, 0.9999999999999629),
+        (0.9, np.nextafter(0.9, 1.0)),
+    ]:
+        scores = np.array([0.1, real, fake, fake])
+        t = metrics.eer_threshold(labels, scores)
+        assert _rates(labels, scores, t) == (0.0, 0.0), (real, fake, t)
+        assert metrics.binary_metrics(labels, scores, threshold=t)["acc"] == 1.0
     with pytest.raises(ValueError, match="needs both classes"):
         metrics.eer_threshold([1, 1], [0.2, 0.3])
     assert metrics.binary_metrics([1, 1], [0.2, 0.3])["eer_threshold"] is None
