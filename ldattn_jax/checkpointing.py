@@ -239,6 +239,12 @@ def checkpoint_dir(workdir) -> epath.Path:
     return epath.Path(workdir) / "checkpoints"
 
 
+def has_checkpoints(workdir) -> bool:
+    """Whether WORKDIR holds a finished checkpoint (read before any manager exists)."""
+    directory = checkpoint_dir(workdir)
+    return directory.exists() and bool(ocp.utils.checkpoint_steps(directory))
+
+
 def make_manager(
     workdir,
     *,
@@ -335,6 +341,39 @@ def _damaged(manager: ocp.CheckpointManager, step: int, error: Exception, fix: s
     )
 
 
+def _other_layout(manager: ocp.CheckpointManager, step: int, abstract_state) -> str | None:
+    """Why `step` holds another state than `abstract_state` (its files sound), or None.
+
+    The resume check compares configs; this catches what it cannot, e.g. a
+    checkpoint written by code whose optimizer state was laid out otherwise
+    (before schedules.make_optimizer kept one layout, clipping or weight decay
+    added slots). Without it the restore's tree mismatch read as damage, and
+    its advice, to delete the step, would have deleted every checkpoint in turn.
+    """
+    try:
+        saved = _param_shapes(manager.item_metadata(step)["state"])
+    except Exception:  # noqa: BLE001 -- unreadable metadata: damage, as before
+        return None
+    wanted = _param_shapes(nnx.to_pure_dict(abstract_state))
+    if saved.keys() == wanted.keys():
+        return None
+    parts = [
+        f"{len(keys)} only {where} (e.g. {', '.join(keys[:2])})"
+        for keys, where in (
+            (sorted(saved.keys() - wanted.keys()), "in the checkpoint"),
+            (sorted(wanted.keys() - saved.keys()), "in this run's state"),
+        )
+        if keys
+    ]
+    return (
+        f"checkpoint step {step} ({epath.Path(manager.directory) / str(step)}) holds another "
+        f"state layout than this run builds: {'; '.join(parts)}. Its files are readable, "
+        "not damaged: it was written by another model or optimizer setting, or by an "
+        "ldattn_jax whose optimizer state was laid out otherwise. Resume with the code and "
+        "config that wrote it, or start a new --workdir."
+    )
+
+
 def restore_train_state(
     manager: ocp.CheckpointManager, step: int, abstract_state, shardings, data_iter
 ):
@@ -350,6 +389,9 @@ def restore_train_state(
     except _NOT_DAMAGE:
         raise
     except Exception as e:
+        other = _other_layout(manager, step, abstract_state)
+        if other:
+            raise ConfigError(other) from e
         earlier = [s for s in manager.all_steps() if s < step]
         then = f"from step {max(earlier)}" if earlier else "from step 0"
         raise _damaged(manager, step, e, f"delete that folder and rerun to resume {then}.") from e

@@ -341,9 +341,11 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     batch_size would resume the data stream and the lr schedule at the wrong
     place (both count batches of the old size: the iterator would skip or repeat
     samples, the epochs would be miscounted), and another seed, training split or
-    class balance (`STREAM_KEYS`) another stream under the same position: those
-    are errors naming the keys.
-    Other differences (e.g. a larger total_steps to extend a run) are allowed
+    class balance (`STREAM_KEYS`) another stream under the same position, and
+    another optimizer (sgd <-> adam) another optimizer state: those are errors
+    naming the keys.
+    Other differences (e.g. a larger total_steps to extend a run, clipping or
+    weight decay switched on) are allowed
     and returned so the caller can log them.
     """
     from etils import epath
@@ -368,6 +370,7 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
     # A config.json written before the key existed: its run's stream is version 1
     # (data_stream.adopt_recorded_version gives the resume the same).
     old.setdefault("data.stream_version", 1)
+    old.setdefault("optimizer", "sgd")  # the only one before the key existed
     new = flat_values(config)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     model = [k for k in changed if k.startswith("model.")]
@@ -383,6 +386,15 @@ def check_resume_config(config: ml_collections.ConfigDict, path: str | os.PathLi
             f"{new.get('batch_size')!r}; the saved data position and lr schedule count batches "
             f"of {old.get('batch_size')!r}. Resume with --config.batch_size="
             f"{old.get('batch_size')}, or start a new --workdir."
+        )
+    if "optimizer" in changed:
+        # sgd keeps a momentum trace, adam two moments: the checkpoints' optimizer
+        # state is not the new one's (clipping and weight decay are free to change:
+        # schedules.make_optimizer keeps the state's layout).
+        raise ConfigError(
+            f"{path} was trained with optimizer {old.get('optimizer')!r}, this run has "
+            f"{new.get('optimizer')!r}; its checkpoints hold that optimizer's state. Resume "
+            f"with --config.optimizer={old.get('optimizer')}, or start a new --workdir."
         )
     stream = [k for k in STREAM_KEYS if k in changed]
     if "data.balance" in stream and "sample" not in (

@@ -40,10 +40,39 @@ def _is_kernel(path, _) -> bool:
     return bool(names) and str(names[-1]).endswith("kernel")
 
 
+def _after(preprocess: list, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` on gradients first passed through the stateless `preprocess`
+    links, with inner's state alone.
+
+    optax.chain keeps a state slot per link, so turning clipping or weight decay
+    on moved the momentum to another place in the state: a resume with
+    --config.grad_clip_norm (what a diverged run is told to do) could not read
+    its own checkpoints. Here the state's layout is (inner's state,) whatever
+    is switched on -- the layout chain(sgd) always had with both off.
+    """
+
+    def init(params):
+        for t in preprocess:
+            if jax.tree.leaves(t.init(params)):
+                raise ValueError(f"{t} keeps state; it cannot run before the optimizer here")
+        return (inner.init(params),)
+
+    def update(updates, state, params=None):
+        for t in preprocess:
+            updates, _ = t.update(updates, t.init(params), params)
+        updates, inner_state = inner.update(updates, state[0], params)
+        return updates, (inner_state,)
+
+    return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation:
     """Optional global-norm clipping → optional weight decay → SGD with momentum (or Adam).
 
     Weight decay adds wd * w to the gradient of kernels (then scaled by the lr).
+    The optimizer state has the same layout with or without the first two, so a
+    run can switch them on or off when it resumes; not so sgd <-> adam
+    (config_utils.check_resume_config refuses that).
     """
     schedule = make_schedule(config, steps_per_epoch)
     parts = []
@@ -61,11 +90,11 @@ def make_optimizer(config, steps_per_epoch: int) -> optax.GradientTransformation
         )
     name = config.get("optimizer", "sgd")
     if name == "sgd":
-        parts.append(
-            optax.sgd(learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov)
+        inner = optax.sgd(
+            learning_rate=schedule, momentum=config.momentum, nesterov=config.nesterov
         )
     elif name == "adam":
-        parts.append(optax.adam(learning_rate=schedule))
+        inner = optax.adam(learning_rate=schedule)
     else:
         raise ConfigError(f"config.optimizer={name!r}: choose one of {OPTIMIZERS}")
-    return optax.chain(*parts)
+    return _after(parts, inner)

@@ -88,6 +88,10 @@ class TrainingDiverged(FloatingPointError):
     """Loss or gradient became NaN/Inf; the message names the step."""
 
 
+class _NonFiniteScores(FloatingPointError):
+    """Validation scored NaN/inf (train turns it into TrainingDiverged at its step)."""
+
+
 class InputFailed(RuntimeError):
     """A damaged record or shard stopped the run; the message names it and the step saved."""
 
@@ -199,6 +203,22 @@ def _check_before_compiling(config, mesh, info) -> None:
                 f"(stack n={config.model.stack}), but the shards in {config.data.dir} hold "
                 f"stacks of {info['stack'] + 1} (built with --stack {info['stack']}); "
                 f"rebuild with --stack {need - 1} or lower --config.model.stack"
+            )
+        if info["stack"] + 1 > need:
+            # ArrayRecord reads a record whole, so the frames this model skips
+            # are still read from disk and paged in: on FF++ at 398 px a spatial
+            # model reads ~4x the bytes it uses, which the page cache and a
+            # loader at GPU pace feel (docs/training.md, item 4).
+            log.warning(
+                "config.model.name=%r uses %d of the %d frames of each record in %s; "
+                "records are read whole, so this run reads %.3gx the image bytes it "
+                "uses. Shards built with --stack %d hold only what it uses",
+                config.model.name,
+                need,
+                info["stack"] + 1,
+                config.data.dir,
+                (info["stack"] + 1) / need,
+                need - 1,
             )
     if config.data.balance not in input_pipeline.BALANCE_MODES:
         raise ConfigError(
@@ -447,7 +467,16 @@ def _validate(eval_step, model_state, val_source, config, mesh, num_frames) -> d
     del n_batches
     labels = np.concatenate(labels)
     valid = np.concatenate(valid).astype(bool)
-    scores = sigmoid(np.concatenate(scores).astype(np.float64))  # P(fake), as evaluate's
+    logits = np.concatenate(scores).astype(np.float64)
+    broken = valid & ~np.isfinite(logits)
+    if broken.any():
+        # The training loss can stay finite while the inference-mode network (the
+        # BatchNorm running statistics) overflows: the state is as unusable.
+        raise _NonFiniteScores(
+            f"validation gave non-finite scores for {int(broken.sum())} of "
+            f"{int(valid.sum())} frames"
+        )
+    scores = sigmoid(logits)  # P(fake), as evaluate's
     m = binary_metrics(labels[valid], scores[valid], with_ci=False)
     return {"val_auc": m["auc"], "val_acc": m["acc"], "val_n": int(valid.sum())}
 
@@ -472,8 +501,13 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
     is_main = jax.process_index() == 0
     # Every process checks before anyone overwrites config.json, so a model
     # mismatch stops all of them (not just process 0, leaving the rest hanging).
-    data_stream.adopt_recorded_version(config, workdir_path)
-    changed = check_resume_config(config, workdir_path / "config.json")
+    # Only a workdir with checkpoints has something to resume: a first run that
+    # died before its first save (out of memory at step 1) left a config.json,
+    # and its rerun may change anything (a smaller batch, bfloat16).
+    changed = []
+    if checkpointing.has_checkpoints(workdir):
+        data_stream.adopt_recorded_version(config, workdir_path)
+        changed = check_resume_config(config, workdir_path / "config.json")
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("ldattn_jax: config checked")
     if is_main and changed:
@@ -605,17 +639,23 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
     pending = None  # (step, device metrics) of the previous step, checked one step late
     t_log, step_log = time.time(), start
 
+    def diverged(what: str, step: int) -> TrainingDiverged:
+        latest = manager.latest_step()
+        manager.wait_until_finished()
+        where = (
+            f"the last good checkpoint is step {latest} in {checkpointing.checkpoint_dir(workdir)}"
+            if latest is not None
+            else "no checkpoint was saved yet, so a rerun starts from step 0"
+        )
+        return TrainingDiverged(
+            f"{what} at step {step}: training diverged; {where}. Lower --config.lr or set "
+            "--config.grad_clip_norm (either may change when the run resumes)."
+        )
+
     def check(step, metrics):
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            latest = manager.latest_step()
-            manager.wait_until_finished()
-            raise TrainingDiverged(
-                f"loss={m['loss']} grad_norm={m['grad_norm']} at step {step}: training "
-                f"diverged; the last good checkpoint is step {latest} in "
-                f"{checkpointing.checkpoint_dir(workdir)}. Lower --config.lr or set "
-                "--config.grad_clip_norm."
-            )
+            raise diverged(f"loss={m['loss']} grad_norm={m['grad_norm']}", step)
         return m
 
     # The data position of the last batch a step consumed: what a save after a
@@ -716,6 +756,8 @@ def _train_and_evaluate(config, workdir: str, abstract_model) -> TrainResult:
                 if do_eval:
                     try:
                         val = _validate(eval_step, state[0], val_source, config, mesh, num_frames)
+                    except _NonFiniteScores as e:
+                        raise diverged(str(e), step) from None  # not saved: not a good state
                     except Exception as e:
                         input_failed(e, "validation")
                         raise

@@ -535,6 +535,105 @@ def test_a_damaged_validation_record_saves_the_step_it_validated(tiny_run, tmp_p
     manager.close()
 
 
+def test_non_finite_validation_scores_stop_as_a_divergence_and_save_nothing(
+    tiny_run, tmp_path, monkeypatch
+):
+    # Before: metrics refused the NaN scores with a ValueError, train took it for
+    # a failed read (saved the broken state as a checkpoint) and main printed a
+    # traceback.
+    monkeypatch.setattr(train, "_open_data", lambda config: (_Records(), _Records(8), None))
+    make_eval_step = train.make_eval_step
+    monkeypatch.setattr(
+        train,
+        "make_eval_step",
+        lambda g: lambda st, frames: make_eval_step(g)(st, frames) * jnp.nan,
+    )
+    run = str(tmp_path / "run")
+    config = tiny_run("--config.total_steps=4", "--config.eval_every=2")
+    with pytest.raises(
+        train.TrainingDiverged,
+        match=r"validation gave non-finite scores for 8 of 8 frames at step 2: training "
+        r"diverged; no checkpoint was saved yet, so a rerun starts from step 0",
+    ):
+        train.train_and_evaluate(config, run)
+    assert not checkpointing.has_checkpoints(run)
+
+
+def test_a_divergence_before_the_first_checkpoint_says_there_is_none(
+    tiny_run, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(
+        input_pipeline, "class_weights", lambda counts: np.full(2, np.nan, np.float32)
+    )
+    config = tiny_run("--config.total_steps=4", "--config.data.balance=loss_weight")
+    with pytest.raises(train.TrainingDiverged, match=r"at step 1: .*no checkpoint was saved yet"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def test_a_resume_may_switch_clipping_and_weight_decay_but_not_the_optimizer(tiny_run, tmp_path):
+    # Before: optax.chain gave clipping and weight decay state slots of their own,
+    # so switching one on (what a diverged run is told to do) moved the momentum
+    # and the restore called every checkpoint damaged, one after another.
+    run = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_run("--config.total_steps=2"), run)
+    switched = ("--config.grad_clip_norm=1.0", "--config.weight_decay=0.0001")
+    result = train.train_and_evaluate(tiny_run("--config.total_steps=4", *switched), run)
+    assert result.step == 4 and sorted(_losses(run)) == [1, 2, 3, 4]
+    # ...and off again.
+    assert train.train_and_evaluate(tiny_run("--config.total_steps=5"), run).step == 5
+    with pytest.raises(ConfigError, match=r"optimizer 'sgd', this run has 'adam'.*"
+                       r"--config\.optimizer=sgd"):  # fmt: skip
+        train.train_and_evaluate(tiny_run("--config.total_steps=6", "--config.optimizer=adam"), run)
+
+
+def test_a_checkpoint_of_another_state_layout_is_not_called_damaged(tmp_path):
+    # As the optimizer state of clipping + SGD was laid out before make_optimizer
+    # kept one layout: a sound checkpoint the restore cannot map. Called damaged,
+    # its advice (delete the step) would have deleted every checkpoint in turn.
+    import optax
+
+    def state(tx):
+        model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        return nnx.split((model, nnx.Optimizer(model, tx, wrt=nnx.Param)))[1]
+
+    manager = checkpointing.make_manager(tmp_path, async_save=False)
+    old = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9))
+    checkpointing.save_train_state(manager, 3, state(old), _iterator())
+    abstract = state(optax.chain(optax.sgd(0.1, momentum=0.9)))
+    with pytest.raises(ConfigError) as e:
+        checkpointing.restore_train_state(manager, 3, abstract, _shardings(abstract), _iterator())
+    manager.close()
+    text = str(e.value)
+    assert "checkpoint step 3" in text and "another state layout" in text, text
+    assert "1/opt_state/1/0/trace/kernel" in text and "1/opt_state/0/0/trace/kernel" in text
+    assert "not damaged" in text and "delete" not in text
+
+
+def test_a_first_run_that_died_before_its_first_checkpoint_reruns_with_other_settings(
+    tiny_run, tmp_path, monkeypatch
+):
+    # Out of memory at step 1 leaves config.json and no checkpoint; the rerun with a
+    # smaller batch was refused as a resume ("the saved data position ... counts
+    # batches of 8") although there was nothing to resume.
+    run = tmp_path / "run"
+    shard_batch = train.sharding.shard_batch
+
+    def out_of_memory(*a, **k):
+        raise MemoryError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(train.sharding, "shard_batch", out_of_memory)
+    with pytest.raises(MemoryError):
+        train.train_and_evaluate(tiny_run("--config.total_steps=2"), str(run))
+    assert (run / "config.json").exists() and not checkpointing.has_checkpoints(run)
+    monkeypatch.setattr(train.sharding, "shard_batch", shard_batch)
+    rerun = tiny_run("--config.total_steps=2", "--config.batch_size=16", "--config.seed=3")
+    assert train.train_and_evaluate(rerun, str(run)).step == 2
+    assert json.loads((run / "config.json").read_text())["batch_size"] == 16
+    # With a checkpoint now, the same change is a resume and refused.
+    with pytest.raises(ConfigError, match="batch_size 16"):
+        train.train_and_evaluate(tiny_run("--config.total_steps=3", "--config.seed=3"), str(run))
+
+
 def test_a_second_training_in_the_same_workdir_is_refused(tiny_run, tmp_path, monkeypatch):
     run = tmp_path / "run"
     run.mkdir()

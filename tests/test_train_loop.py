@@ -6,7 +6,9 @@ against it.
 """
 
 import json
+import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -316,3 +318,29 @@ def test_bad_setups_fail_before_compiling(shards, tmp_path, override, error, mat
     with pytest.raises(error, match=match):
         train.train_and_evaluate(config, str(tmp_path))
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize(
+    "model, warned",
+    [
+        ("lda_spatial", r"'lda_spatial' uses 1 of the 4 frames .* reads 4x .* --stack 0"),
+        ("xception", r"'xception' uses 1 of the 4 frames .* reads 4x"),
+        ("lda_st", None),
+    ],
+)
+def test_a_model_reading_fewer_frames_than_the_shards_hold_is_told(
+    shards, tmp_path, caplog, model, warned
+):
+    # Records are read whole: a spatial model on stack-3 shards reads 4x what it
+    # uses. An unknown balance stops the run right after the check, before compiling.
+    config = tiny_config(shards, f"--config.model.name={model}", "--config.data.balance=x")
+    with (
+        caplog.at_level(logging.WARNING, "ldattn_jax.train"),
+        pytest.raises(ConfigError, match="config.data.balance"),
+    ):
+        train.train_and_evaluate(config, str(tmp_path))
+    told = [r.getMessage() for r in caplog.records if "records are read whole" in r.getMessage()]
+    if warned is None:
+        assert not told
+    else:
+        assert len(told) == 1 and re.search(warned, told[0]), told

@@ -76,6 +76,25 @@ def test_momentum_weight_decay_and_clipping():
         np.testing.assert_allclose(updates["spatial"][name], 0.0)
 
 
+def test_clipping_and_weight_decay_leave_the_state_layout_alone():
+    # A resume may switch them (config_utils.check_resume_config allows it): the
+    # checkpoint's optimizer state must be the same tree, laid out as chain(sgd)'s
+    # (the layout of every checkpoint written with both off).
+    params = {"dense": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}}
+    layouts = set()
+    for clip, decay in [(0.0, 0.0), (1.0, 0.0), (0.0, 0.1), (1.0, 0.1)]:
+        c = training_defaults()
+        c.grad_clip_norm, c.weight_decay = clip, decay
+        layouts.add(jax.tree.structure(make_optimizer(c, steps_per_epoch=10).init(params)))
+    c = training_defaults()
+    lr = make_schedule(c, 10)
+    assert layouts == {jax.tree.structure(optax.chain(optax.sgd(lr, 0.9)).init(params))}
+    c.optimizer = "adam"
+    assert jax.tree.structure(make_optimizer(c, 10).init(params)) == jax.tree.structure(
+        optax.chain(optax.adam(lr)).init(params)
+    )
+
+
 def test_schedule_rejects_empty_epochs():
     with pytest.raises(ValueError, match="steps_per_epoch"):
         make_schedule(training_defaults(), 0)
