@@ -27,7 +27,7 @@ import sys
 import urllib.parse
 
 from data_prep import cli
-from ldattn_jax import json_out
+from ldattn_jax import eval_names, json_out
 
 REPORT = "report.html"
 _CSS = """
@@ -51,6 +51,11 @@ def _e(value) -> str:
 
 def _p(value) -> str:
     return "-" if value is None else f"{float(value):.4f}"
+
+
+def _score(entry: dict, report: dict) -> str:
+    """P(fake) with enough digits to read on its verdict's side of the threshold."""
+    return eval_names.score_text(entry["fake_probability"], report.get("threshold"))
 
 
 def _dl(items: list[tuple[str, str]]) -> str:
@@ -176,7 +181,7 @@ def _summary(report: dict) -> str:
             sha = row.get("sha256")
             short = f'<code title="{_e(sha)}">{_e(sha[:12])}…</code>' if sha else "-"
             cells += [f"<td>{short}</td>", num(row.get("size_bytes", "-")),
-                      num(row["frames_scored"]), num(_p(row["fake_probability"]))]  # fmt: skip
+                      num(row["frames_scored"]), num(_score(row, report))]  # fmt: skip
             cells += [num(_p(row.get("calibrated_probability")))] if calibrated else []
             caveats = "<br>".join(_e(c) for c in _caveats(row))
             cells += [f"<td>{_verdict(row)}</td>", f'<td class="caveat">{caveats}</td>']
@@ -184,7 +189,8 @@ def _summary(report: dict) -> str:
     return "<table>" + "".join(lines) + "</table>"
 
 
-def _faces(row: dict, calibrated: bool) -> str:
+def _faces(row: dict, report: dict) -> str:
+    calibrated = report.get("calibration") is not None
     head = ["face", "box (x0, y0, x1, y1)", "frames scored", "P(fake), uncalibrated"]
     head += ["at even odds"] if calibrated else []
     head += ["verdict"]
@@ -192,7 +198,7 @@ def _faces(row: dict, calibrated: bool) -> str:
     for f in row["faces"]:
         cells = [_e(f["face"]) + (" (decides the video)" if f["face"] == row.get("face") else ""),
                  _e(", ".join(str(int(v)) for v in f["box"])), _e(f["frames_scored"]),
-                 _e(_p(f["fake_probability"]))]  # fmt: skip
+                 _e(_score(f, report))]  # fmt: skip
         cells += [_e(_p(f.get("calibrated_probability")))] if calibrated else []
         verdict = _verdict(f) + (" (few frames: weak evidence)" if f.get("few_frames") else "")
         lines.append("<tr>" + "".join(f"<td>{c}</td>" for c in [*cells, verdict]) + "</tr>")
@@ -219,7 +225,7 @@ def _video(i: int, row: dict, report: dict, out_dir: str) -> str:
     facts += [
         ("sha256", f"<code>{_e(row.get('sha256', 'not recorded'))}</code>"),
         ("bytes", _e(row.get("size_bytes", "not recorded"))),
-        ("P(fake)", _e(_p(row["fake_probability"])) + " (mean over its key frames)"),
+        ("P(fake)", _e(_score(row, report)) + " (mean over its key frames)"),
     ]
     if row.get("calibrated_probability") is not None:
         facts.append(("at even odds", _e(_p(row["calibrated_probability"]))))
@@ -227,7 +233,7 @@ def _video(i: int, row: dict, report: dict, out_dir: str) -> str:
     facts += [("caveat", _e(c)) for c in _caveats(row)]
     parts.append(_dl(facts))
     if len(row.get("faces", ())) >= 2:
-        parts.append("<h3>Faces</h3>" + _faces(row, report.get("calibration") is not None))
+        parts.append("<h3>Faces</h3>" + _faces(row, report))
     if row.get("timeline"):
         parts.append("<h3>P(fake) along the video</h3>")
         parts.append(_figures([row["timeline"]], out_dir, "timeline"))

@@ -42,6 +42,22 @@ def threshold_text(threshold: float) -> str:
     return repr(float(threshold))
 
 
+def score_text(score: float, threshold: float | None = None, decimals: int = 4) -> str:
+    """A score to `decimals` places, or more where that many would read as on the
+    other side of `threshold` than the score is (or on it): a threshold near 1
+    (a confident model's val EER) printed 0.999997 beside a score shown as
+    1.0000 and called real. The verdict is score > threshold."""
+    score = float(score)
+    text = f"{score:.{decimals}f}"
+    if threshold is None:
+        return text
+    threshold = float(threshold)
+    while decimals < 17 and (float(text) > threshold) != (score > threshold):
+        decimals += 1
+        text = f"{score:.{decimals}f}"
+    return text if (float(text) > threshold) == (score > threshold) else repr(score)
+
+
 def of_other_data(name: str) -> bool:
     """Whether the directory ``name`` holds results of shards other than the run's own."""
     return bool(_OTHER_DATA.search(name))

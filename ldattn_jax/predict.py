@@ -52,6 +52,7 @@ from ldattn_jax.evaluate import (
     Predictor,
     _parse_checkpoint,
     add_dtype_argument,
+    fit_frames,
     load_run_config,
     local_workdir,
     positive_int,
@@ -113,8 +114,10 @@ def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | N
     """The videos to score, in order: ``([(path, error or None)], skipped)``.
 
     A directory stands for its video files (``VIDEO_EXTENSIONS``), recursively and
-    sorted; its other files and hidden ones (macOS's ``._clip.mp4`` are not
-    videos) are skipped, and one without any video gets an error of its own.
+    sorted, through linked folders too (each real folder once); its other files,
+    hidden ones (macOS's ``._clip.mp4`` are not videos) and hidden folders
+    (``.git``, ``.Trash``) are skipped and listed, and one without any video gets
+    an error of its own.
     Any other path is kept as given (a file that is not a video gets its own
     error row when read). A path given again (same absolute path, also through a
     directory) is scored once. ``skipped``: ``{"path", "why"}`` for each left out.
@@ -127,7 +130,7 @@ def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | N
     items, skipped, seen = [], [], set()
 
     def add(path: str, error=None) -> None:
-        key = os.path.abspath(path)
+        key = os.path.realpath(path)  # one file reached through a link too
         if key in seen:
             skipped.append({"path": shown(path), "why": "given more than once; scored once"})
             return
@@ -150,7 +153,17 @@ def expand_videos(paths: list[str]) -> tuple[list[tuple[str, tuple[str, str] | N
             add(path)
             continue
         found = []  # (path, error or None), in the walk's (sorted) order
-        for root, dirs, files in os.walk(path, onerror=unlistable):
+        walked = set()  # real folders: a link back up must not loop
+        for root, dirs, files in os.walk(path, onerror=unlistable, followlinks=True):
+            real = os.path.realpath(root)
+            if real in walked:
+                skipped.append({"path": shown(root), "why": "a link to a folder already looked in"})
+                dirs[:] = []
+                continue
+            walked.add(real)
+            for d in sorted(d for d in dirs if d.startswith(".")):
+                why = "a hidden folder: not looked in; pass it to score its videos"
+                skipped.append({"path": shown(os.path.join(root, d)), "why": why})
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(files):
                 full = os.path.join(root, name)
@@ -257,6 +270,12 @@ def predict_videos(
     calibrated = thresholds.resolve_calibration(calibration, config, workdir, step)
     predictor = Predictor(model, config, batch_size)
     size, stack = int(config.model.image_size), int(config.model.stack)
+    # Faces cut as training saw them: at the shards' crop size, then resized to
+    # the model's by training's rule (evaluate.fit_frames), for a run trained at
+    # another image_size than its shards were cut at (a Table XI resolution from
+    # 398-px shards). Cut straight at image_size, 118-px shards seen at 398 gave
+    # the model sharper detail than it was trained on (21% of pixels off by > 4).
+    crop = provenance.training_crop_size(workdir) or size
     state_sha256 = state_files_sha256(workdir, step)
     settings = {
         "workdir": os.path.abspath(workdir),
@@ -277,6 +296,8 @@ def predict_videos(
     by_face = faces == "all"
     if by_face:
         settings["faces"] = faces
+    if crop != size:  # only then, so journals of runs cut at image_size stay reusable
+        settings["crop_size"] = crop
     journal = Journal(out_dir, run_key(**settings), reuse=reuse)
     # Heatmap files are named by the run key too: a file of the same video drawn by
     # another checkpoint (or dtype, key frames...) into this OUT must not be shown
@@ -290,10 +311,13 @@ def predict_videos(
             video,
             frames_per_video=frames_per_video,
             stack=stack,
-            size=size,
+            size=crop,
             workers=workers,
             faces=faces,
         )
+        if crop != size:
+            for s in stacks:
+                s["frames"] = fit_frames(s["frames"], len(s["frames"]), size)
         # The bytes just decoded (from the page cache now): what the score is
         # evidence about. After the decode, so that a missing or unreadable file
         # gets the decoder's reason, not a bare OSError.
@@ -726,7 +750,8 @@ def format_table(report: dict) -> str:
     rows = [(*head, *(("calibrated, at even odds",) if calibrated else ()), "verdict")]
 
     def line(name: str, entry: dict, verdict: str) -> tuple[str, ...]:
-        probs = [f"{entry['fake_probability']:.4f}"]
+        # Enough digits that the score reads on its verdict's side of the threshold.
+        probs = [eval_names.score_text(entry["fake_probability"], report.get("threshold"))]
         if calibrated:
             probs.append(f"{entry['calibrated_probability']:.4f}")
         return (name, str(entry["frames_scored"]), *probs, verdict)

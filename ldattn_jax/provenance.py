@@ -179,7 +179,19 @@ def data_identity(data_dir) -> dict | None:
         "shards_sha256": sha,
         # Lines logged before it was recorded hold version 1 (metrics.fingerprint_matches).
         "fingerprint_version": FINGERPRINT_VERSION,
+        # The side the faces were cut at (`--size` of the build): predict cuts a
+        # video's faces so too before resizing them to the model's, as training saw them.
+        "crop_size": _crop_size(text),
     }
+
+
+def _crop_size(data_dir: str) -> int | None:
+    from data_prep.shards import read_info
+
+    try:
+        return read_info(data_dir)["size"]
+    except (OSError, ValueError, KeyError):  # no build, several, an old metadata.json
+        return None
 
 
 def record_training_session(workdir, start_step: int, data_dir=None) -> None:
@@ -231,6 +243,13 @@ def training_sessions(workdir: str, step: int) -> list[dict] | None:
     if rows is None:
         return None
     return [r for r in rows if isinstance(r.get("start_step"), int) and r["start_step"] < step]
+
+
+def training_crop_size(workdir: str) -> int | None:
+    """The crop side of the shards the run's latest training session recorded
+    (`data_identity`), or None (not recorded: a run trained before it was)."""
+    sizes = [d.get("crop_size") for d in training_data(workdir)]
+    return sizes[-1] if sizes and isinstance(sizes[-1], int) else None
 
 
 def training_data(workdir: str) -> list[dict]:

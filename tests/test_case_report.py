@@ -88,6 +88,29 @@ def _report(out, *, calibrated=True):
     }  # fmt: skip
 
 
+def test_a_score_reads_on_its_verdicts_side_of_the_threshold(tmp_path):
+    # Four decimals showed 0.99999 as 1.0000 beside threshold 0.999997 and the
+    # verdict "real"; 0.49996 as 0.5000 (real) and 0.50004 as 0.5000 (fake) at 0.5.
+    from ldattn_jax import eval_names, predict
+
+    cases = [(0.99999, 0.999997), (0.49996, 0.5), (0.50004, 0.5), (0.5, 0.5), (0.8125, 0.4515)]
+    for score, threshold in cases:
+        text = eval_names.score_text(score, threshold)
+        assert (float(text) > threshold) == (score > threshold), (score, threshold, text)
+        assert len(text.split(".")[1]) >= 4
+    assert eval_names.score_text(0.8125, 0.4515) == "0.8125"  # far from it: 4 places
+    assert eval_names.score_text(0.99999, 0.999997) == "0.99999"
+    assert eval_names.score_text(0.50004, 0.5) == "0.50004"
+    assert eval_names.score_text(0.5, 0.5) == "0.5000"  # on it: real, and reads so
+    report = _report(tmp_path)
+    report["threshold"], report["videos"][0]["fake_probability"] = 0.999997, 0.99999
+    report["videos"][0]["verdict"] = "real"
+    table = predict.format_table(report)
+    assert "0.99999 " in table and "1.0000" not in table, table
+    page = case_report.render(report, str(tmp_path))
+    assert "0.99999<" in page and "1.0000" not in page
+
+
 def test_every_name_and_message_is_text_never_markup(tmp_path):
     report = _report(tmp_path / "out")
     page = case_report.render(report, str(tmp_path / "out"))

@@ -90,6 +90,7 @@ def test_evaluate_writes_metrics_scores_and_figures(run, capsys):
         "dir": os.path.realpath(run["shards"]),
         "shards_sha256": doc["shards_sha256"],
         "fingerprint_version": doc["shards_fingerprint_version"],
+        "crop_size": 62,  # the build's --size (the fixture's shards), as predict cuts
     }
     # Which network: the run's config.model, as report matches it against the paper's.
     settings = doc["model_settings"]

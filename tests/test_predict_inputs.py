@@ -542,6 +542,65 @@ def test_a_directory_is_expanded_in_sorted_order_and_a_path_given_twice_is_score
     assert all("more than once" in s["why"] for s in rep["skipped"])
 
 
+def test_faces_are_cut_at_the_training_shards_size_then_resized_as_training_did(
+    fake_run, tmp_path, monkeypatch
+):
+    # A run trained at image_size 8 on shards cut at 16 px saw 16-px crops resized
+    # to 8 (training's rule). Cut straight at 8, predict gave the model other pixels.
+    from ldattn_jax import provenance
+    from ldattn_jax.evaluate import fit_frames
+
+    asked, seen = [], []
+    rng = np.random.default_rng(0)
+    crop16 = rng.integers(0, 256, (4, 16, 16, 3), np.uint8)
+
+    def extract(p, frames_per_video, stack, size, workers, faces):
+        asked.append(size)
+        frames = crop16 if size == 16 else np.zeros((stack + 1, size, size, 3), np.uint8)
+        return [{"frames": frames, "frame_index": 0, "box": np.array([0, 0, 8, 8], np.int32),
+                 "landmarks": np.zeros((68, 2), np.float32)}]  # fmt: skip
+
+    def model_call(self, frames):
+        seen.append(np.array(frames))
+        return frames[:, 0].mean(axis=(1, 2, 3)) / 255.0, {}
+
+    monkeypatch.setattr(faces, "extract_stacks", extract)
+    monkeypatch.setattr(_Model, "__call__", model_call)
+    clip = _clip(tmp_path / "a.mp4", 1)
+    line = {"start_step": 0, "data": {"dir": "/shards", "crop_size": 16}}
+    (fake_run / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
+    rc, rep = _run(fake_run, tmp_path / "out", clip)
+    assert rc == 0 and asked == [16]
+    np.testing.assert_array_equal(seen[0][0], fit_frames(crop16, 4, 8))
+    # A run that recorded no crop size (or cut at image_size) is cut at image_size,
+    # and its journal line is not the other's.
+    (fake_run / provenance.TRAINING_LOG).write_text("")
+    rc, rep = _run(fake_run, tmp_path / "out", clip)
+    assert rc == 0 and asked == [16, 8] and not rep["videos"][0]["reused"]
+
+
+def test_linked_folders_are_looked_in_and_hidden_ones_are_listed_as_skipped(tmp_path):
+    # Before: os.walk did not follow a linked folder and dropped hidden ones,
+    # both without a word: 2 of 3 videos vanished and `skipped` was empty.
+    from ldattn_jax.predict import expand_videos
+
+    evidence, case = tmp_path / "evidence", tmp_path / "case"
+    for path in (evidence / "a.mp4", case / "b.mp4", case / ".exports" / "c.mp4"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    (case / "linked").symlink_to(evidence, target_is_directory=True)
+    (case / "loop").symlink_to(case, target_is_directory=True)  # must not walk forever
+    items, skipped = expand_videos([str(case), str(evidence / "a.mp4")])
+    assert items == [(str(case / "b.mp4"), None), (str(case / "linked" / "a.mp4"), None)]
+    why = {os.path.relpath(s["path"], tmp_path): s["why"] for s in skipped}
+    assert why == {
+        "case/.exports": "a hidden folder: not looked in; pass it to score its videos",
+        "case/loop": "a link to a folder already looked in",
+        "evidence/a.mp4": "given more than once; scored once",  # the same file, linked
+    }
+    assert expand_videos([str(case / ".exports")])[0] == [(str(case / ".exports/c.mp4"), None)]
+
+
 def test_the_journal_serves_the_latest_score_and_only_for_the_same_checkpoint_and_config(
     fake_run, tmp_path, monkeypatch
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -107,7 +108,9 @@ def test_a_training_session_records_the_build_it_read(tmp_path):
 
     data = tmp_path / "shards"
     data.mkdir()
-    (data / "metadata.json").write_text('{"build": 1}')
+    (data / "dataset_info.json").write_text("{}")  # a build's TFDS folder, as data_prep's
+    meta = {"dataset": "ffpp", "stack": 3, "size": 118, "encoding": "raw"}
+    (data / "metadata.json").write_text(json.dumps(meta))
     (tmp_path / "link").symlink_to(data)
     run = tmp_path / "run"
     run.mkdir()
@@ -122,8 +125,17 @@ def test_a_training_session_records_the_build_it_read(tmp_path):
             "dir": str(data),
             "shards_sha256": shards_fingerprint(data),
             "fingerprint_version": version,
+            "crop_size": 118,  # the build's --size: predict cuts faces so (then resizes)
         },
-        {"dir": str(tmp_path / "gone"), "shards_sha256": None, "fingerprint_version": version},
+        {
+            "dir": str(tmp_path / "gone"),
+            "shards_sha256": None,
+            "fingerprint_version": version,
+            "crop_size": None,
+        },
     ]
+    assert provenance.training_crop_size(str(run)) is None  # the latest session's: unknown
+    provenance.record_training_session(run, 12, str(data))
+    assert provenance.training_crop_size(str(run)) == 118
     assert [s["data"] for s in provenance.training_sessions(str(run), 10)][2] is None
     assert provenance.training_data(str(tmp_path / "none")) == []

@@ -5,7 +5,7 @@ One module = the class-token-to-patch attention of one ViT layer, per head:
     z_i  = PatchEmbed(p_i) + pos_i                      (16x16 patches -> D)
     x_i^k = U_k LN(z_i)                                  (head k's key projection, D -> d)
     a_k(i) = softmax_i(<t_k, x_i^k> / sqrt(d))           (template t_k "consults" patch i)
-    A_j  = N * (sum_k w_jk a_k + b_j)                    (1x1 conv 12 -> m, w init 1/12)
+    A_j  = sum_k w_jk (N a_k) + b_j                      (1x1 conv 12 -> m, w init 1/12)
 
 With ``slots`` > 1 (temporal model) the frame and the n motion residuals are
 patchified with the same embedding into one sequence of slots*N tokens; the
