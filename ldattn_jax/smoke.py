@@ -1,4 +1,4 @@
-"""Interim smoke run of the model core (until the end-to-end demo exists).
+"""Smoke run of the model core alone, without data (`make demo` runs the whole job).
 
     python -m ldattn_jax.smoke [--config configs/ffpp.py] [--steps 8]
 

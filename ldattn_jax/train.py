@@ -100,7 +100,7 @@ def maybe_initialize_distributed() -> None:
     """jax.distributed.initialize() on TPU VMs / SLURM / wherever a coordinator is set.
 
     Explicit settings win: JAX_COORDINATOR_ADDRESS + JAX_NUM_PROCESSES +
-    JAX_PROCESS_ID (what launch/*.sh and the two-process test set).
+    JAX_PROCESS_ID (what launch/gpu_slurm.sbatch and the two-process test set).
     """
     if jax.distributed.is_initialized():
         return

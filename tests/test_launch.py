@@ -153,6 +153,7 @@ def test_gpu_slurm_dry_run_runs_one_process_per_task_with_a_coordinator():
     (cmd,) = _commands(p.stdout)
     argv = shlex.split(cmd)
     assert argv[0] == "srun"
+    assert "--cpus-per-task=8" in argv  # not inherited by srun of Slurm 22.05-23.11
     # The port is the job's own (12000 + 40123 % 20000), not one every job races for.
     assert "--export=ALL,JAX_COORDINATOR_ADDRESS=gpu7:12123,JAX_NUM_PROCESSES=16" in argv
     assert 'JAX_PROCESS_ID="$SLURM_PROCID"' in argv[argv.index("-c") + 1]
@@ -356,7 +357,8 @@ def test_gpu_slurm_refuses_more_tasks_than_gpus_on_a_node():
 def test_gpu_slurm_coordinator_port_overrides_and_must_be_a_port():
     env = {"SLURM_JOB_ID": "7", "COORDINATOR_PORT": "23456"}
     p = _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env=env)
-    assert "JAX_COORDINATOR_ADDRESS=localhost:23456," in shlex.split(_commands(p.stdout)[0])[2]
+    (export,) = [a for a in shlex.split(_commands(p.stdout)[0]) if a.startswith("--export=")]
+    assert "JAX_COORDINATOR_ADDRESS=localhost:23456," in export
     p = _dry("gpu_slurm.sbatch", "--dry-run", "c.py", "/w", env={"COORDINATOR_PORT": "12x"})
     assert p.returncode == 2 and "COORDINATOR_PORT=12x" in p.stderr
 
