@@ -46,7 +46,7 @@ SECTIONS = {
          ("peak_device_memory_bytes", LOW)),
     ),
     "eval": (
-        ("variant", "batch", "dtype", "geometry"),
+        ("variant", "batch", "dtype", "geometry", "stencils"),
         (("images_per_s", HIGH), ("first_call_s", LOW)),
     ),
     "loader": (
@@ -54,12 +54,12 @@ SECTIONS = {
         (("stacks_per_s", HIGH), ("stacks_per_cpu_s", HIGH)),
     ),
     "predict": (
-        ("video", "variant", "dtype", "geometry", "frames_per_video", "workers"),
+        ("video", "variant", "dtype", "geometry", "frames_per_video", "workers", "stencils"),
         (("total_s", LOW), ("decode_s", LOW), ("faces_s", LOW), ("model_s", LOW)),
     ),
     "loop": (("variant", "batch", "dtype", "geometry", "worker_count", "read_threads"),
              (("images_per_s", HIGH),)),
-    "side_by_side": (("batch", "size", "dtype"), (("ratio", HIGH),)),
+    "side_by_side": (("batch", "size", "dtype", "compile_mode"), (("ratio", HIGH),)),
 }  # fmt: skip
 # A result file's --geometry name, as rows label a geometry (backbone/attention
 # px of configs/demo.py and configs/ffpp.py; a test keeps them in step). Rows
@@ -86,6 +86,8 @@ def _setting(section: str, doc: dict, row: dict) -> tuple:
             value = GEOMETRY_LABELS.get(value, value)
         elif field == "stencils" and value is None:
             value = doc["machine"].get("stencils")
+        elif field == "compile_mode":  # timm's torch.compile mode, in its half of the row
+            value = bench_goals.timm_mode(row)
         elif field == "dtype" and value is None and section == "predict":
             value = "float32"  # `benchmark predict` ran float32 before --dtypes (session 12)
         out.append((field, tuple(value) if isinstance(value, list) else value))

@@ -159,10 +159,21 @@ def _device(doc: dict) -> str:
     return f"{m['device_kind']} x{m['device_count']}"
 
 
-def _verdict(doc: dict, ok: bool | None, one_device: bool = False) -> str:
+def timm_mode(row: dict) -> str:
+    """torch.compile's mode of a side-by-side row's timm run ('default' before
+    rows recorded it: the only mode then)."""
+    return (row.get("timm") or {}).get("compile_mode") or "default"
+
+
+def _verdict(doc: dict, ok: bool | None, one_device: bool = False, absolute: bool = False) -> str:
     """met / MISSED, or why there is no verdict: a CPU, a smoke run, another
     GPU than the goals', more than one device for a per-GPU goal (``one_device``),
-    or None: the row is not the goal's setting."""
+    or None: the row is not the goal's setting.
+
+    ``absolute``: a rate or time, not a ratio of two runs on one device. The
+    goals name an H100; an H200 has its compute but ~1.4x its memory bandwidth
+    (4.8 vs 3.35 TB/s), which a step of depthwise convolutions and BatchNorm
+    at ~10% of peak compute feels, so such a verdict says which GPU earned it."""
     m = doc["machine"]
     if m["platform"] == "cpu":
         return "recorded (CPU)"
@@ -174,10 +185,15 @@ def _verdict(doc: dict, ok: bool | None, one_device: bool = False) -> str:
         return f"recorded ({m.get('device_count')} devices; the goal is one GPU)"
     if ok is None:
         return "incomplete"
-    return "met" if ok else "MISSED"
+    verdict = "met" if ok else "MISSED"
+    if absolute and "h200" in m.get("device_kind", "").lower():
+        verdict += " (on an H200; the goal is an H100's)"
+    return verdict
 
 
-def _row(goal: str, target: str, doc, measured, ok, one_device: bool = False) -> dict:
+def _row(
+    goal: str, target: str, doc, measured, ok, one_device: bool = False, absolute: bool = False
+) -> dict:
     """A goal's table row; ``doc`` is the file the number came from (None: no row)."""
     if doc is None:
         return {"goal": goal, "target": target, "measured": "-", "verdict": "not measured",
@@ -186,7 +202,7 @@ def _row(goal: str, target: str, doc, measured, ok, one_device: bool = False) ->
         "goal": goal,
         "target": target,
         "measured": measured,
-        "verdict": _verdict(doc, ok, one_device),
+        "verdict": _verdict(doc, ok, one_device, absolute),
         "device": _device(doc),
         "file": Path(doc["path"]).name,
     }
@@ -208,21 +224,30 @@ def evaluate(docs: list[dict]) -> list[dict]:
         if ok is not None:
             lda_rate[batch] = r["images_per_s"]  # per GPU only where one device ran it
         text = f"{r['images_per_s']:.0f} img/s{_setting_note(r)}"
-        out.append(_row(goal, f">= {target:.0f} img/s", d, text, ok, one_device=True))
+        out.append(
+            _row(goal, f">= {target:.0f} img/s", d, text, ok, one_device=True, absolute=True)
+        )
     for batch in sorted(TRAIN_RATE, reverse=True):
         goal = f"ours / timm legacy_xception, batch {batch}"
         rows = [
             (d, r) for d in docs for r in d["side_by_side"]
             if r["batch"] == batch and r.get("dtype") == DTYPE and r.get("size") == 398
         ]  # fmt: skip
-        best = _best(rows, "ratio")
+        # Per torch.compile mode the best run, then timm at its fastest mode: a
+        # reduce-overhead run beside the default one is what timm's users can
+        # have, and the verdict must not come from timm's slowest mode.
+        by_mode = {}
+        for d, r in rows:
+            by_mode.setdefault(timm_mode(r), []).append((d, r))
+        per_mode = [_best(mode_rows, "ratio") for mode_rows in by_mode.values()]
+        best = _best(per_mode, "ratio", high=False) if per_mode else None
         if best is None:
             out.append(_row(goal, f">= {TIMM_RATIO}x", None, None, None))
             continue
         d, r = best
         text = (
             f"{r['ratio']:.2f}x ({r['ours']['images_per_s']:.0f} vs "
-            f"{r['timm']['images_per_s']:.0f} img/s)"
+            f"{r['timm']['images_per_s']:.0f} img/s, torch.compile mode {timm_mode(r)})"
         )
         # timm trains on one GPU: ours on several would flatter the ratio, and
         # timm on the CPU (--allow-cpu, a CPU-only torch) is no comparison.
@@ -304,19 +329,26 @@ def _is_h264(row: dict) -> bool:
     return _codec(row).lower() in H264_TAGS
 
 
+def _cores(doc: dict, row: dict) -> int | None:
+    """The cores a predict row ran on: its ``cpu_cores`` (benchmark pins each row
+    to as many as it has threads), else the whole host's (older rows were not
+    pinned: FFmpeg's decode threads used every core)."""
+    return row.get("cpu_cores") or doc["machine"].get("host_cpu_cores")
+
+
 def _predict_row(docs: list[dict]) -> dict:
     """Goal 5's row: the fastest of the rows that are closest to the goal's setting.
 
     Narrowed step by step, each step only where some row survives it: the
-    paper geometry (the goal's model), the goal's thread count, and H.264
+    paper geometry (the goal's model), the goal's core count, and H.264
     (the datasets' codec; an mp4v clip decodes ~2x faster and flatters).
     """
-    goal = f"predict, 10-s 1080p video ({PREDICT_THREADS} threads)"
+    goal = f"predict, 10-s 1080p video (GPU + {PREDICT_THREADS} cores)"
     target = f"<= {PREDICT_S:.0f} s"
     rows = [(d, r) for d in docs for r in d["predict"]]
     for keep in (
         lambda d, r: _predict_geometry(d, r) == GEOMETRY,
-        lambda d, r: r["workers"] == PREDICT_THREADS,
+        lambda d, r: _cores(d, r) == PREDICT_THREADS,
         lambda d, r: _is_h264(r),
     ):
         rows = [(d, r) for d, r in rows if keep(d, r)] or rows
@@ -325,7 +357,8 @@ def _predict_row(docs: list[dict]) -> dict:
         return _row(goal, target, None, None, None)
     d, r = best
     geometry = _predict_geometry(d, r)
-    setting = [f"{r['workers']} threads"]
+    cores = _cores(d, r)
+    setting = [f"{r['workers']} threads on {cores or '?'} cores"]
     if _codec(r):
         setting.append(_codec(r))
     if r.get("dtype"):  # predict --dtype; the goals assume bf16, any dtype may meet them
@@ -336,10 +369,14 @@ def _predict_row(docs: list[dict]) -> dict:
         f"{r['total_s']:.2f} s ({', '.join(setting)}; decode {r['decode_s']:.2f}, "
         f"model {r['model_s']:.2f})"
     )
-    # A row with fewer threads than the goal's host, another model, or a clip
-    # that is not H.264 (mp4v decodes ~2x faster) says nothing either way.
-    complete = r["workers"] >= PREDICT_THREADS and geometry == GEOMETRY and _is_h264(r)
-    return _row(goal, target, d, text, r["total_s"] <= PREDICT_S if complete else None)
+    # A row on more cores than the goal's (which a fast time owes to them),
+    # another model, or a clip that is not H.264 (mp4v decodes ~2x faster) says
+    # nothing either way; one on fewer cores that meets it meets it.
+    complete = (
+        cores is not None and cores <= PREDICT_THREADS and geometry == GEOMETRY and _is_h264(r)
+    )
+    ok = r["total_s"] <= PREDICT_S if complete else None
+    return _row(goal, target, d, text, ok, absolute=True)
 
 
 def markdown(rows: list[dict]) -> str:

@@ -280,6 +280,7 @@ def eval_measurement(
     """
     from ldattn_jax.evaluate import Predictor
     from ldattn_jax.models.lda import build_model, required_frames
+    from ldattn_jax.models.xception import use_stencils
 
     config = bench_config(variant, geometry=geometry, batch=batch, dtype=dtype)
     predictor = Predictor(build_model(config.model, rngs=nnx.Rngs(0)), config, batch_size=batch)
@@ -292,6 +293,8 @@ def eval_measurement(
         "variant": variant,
         "batch": batch,
         "dtype": dtype,
+        "geometry": _geometry_label(config),
+        "stencils": use_stencils(),  # the conv form, as train rows record it
         "step_s": t["median_s"],
         "images_per_s": batch / t["median_s"],
         "first_call_s": compile_s,
@@ -363,6 +366,12 @@ def loader_measurement(
         # per index over 60 records, 185 over 180, 32 over 1e5 (measured), so
         # the bare synthetic epoch would time the shuffle, not the loader.
         indices = np.resize(np.arange(len(src)), max(len(src), EPOCH_RECORDS))
+        # That epoch cycles a small build, which sits in the page cache after the
+        # first pass: the rates are warm-cache ones. A real epoch (FF++ at 398 px,
+        # ~218 GB) outgrows RAM and reads from disk; stacks per CPU-second, the
+        # goal's measure, barely notices (waiting on a disk is not CPU time), but
+        # stacks/s can fall to what the disk gives.
+        split_bytes = _split_bytes(out, "train")
         for count, threads in itertools.product(workers, read_threads or [None]):
             config = bench_config("lda_st", geometry="paper", batch=batch, image_size=size)
             config.data.worker_count = count
@@ -407,10 +416,22 @@ def loader_measurement(
                     "decoder": one["decoder"],
                     "epoch_records": len(indices),
                     "frames_shape": one["frames_shape"],
+                    "split_bytes": split_bytes,
+                    "page_cache": "warm",  # the split is read over and over (above)
                 }
             )
             del it
     return rows
+
+
+def _split_bytes(data_dir: str, split: str) -> int:
+    """Bytes of a build's shards of ``split`` (what one pass over it reads)."""
+    import glob
+
+    from data_prep.shards import find_builder_dir
+
+    pattern = os.path.join(find_builder_dir(data_dir), f"*-{split}.array_record-*")
+    return sum(os.path.getsize(p) for p in glob.glob(pattern))
 
 
 def train_loop_measurement(
@@ -548,6 +569,12 @@ def predict_measurement(
 ) -> list[dict]:  # fmt: skip
     """Seconds per 1080p video (10 s by default), per number of extraction threads.
 
+    Each row's decode and extraction run on as many cores as it has threads
+    (``cpu_cores``, by CPU affinity where the OS has it): FFmpeg's decode
+    threads and XLA's host threads otherwise spread over every core, and the
+    8-thread row of a 16-core GPU host would be timed on 16. The model runs
+    once, on every core.
+
     The clip is written here (write_test_video) as H.264 at CRF 23 like FF++
     c23 when PyAV is installed (the `bench` extra), else as mp4v; ``codec``
     forces one. ``video`` times a real file instead. Each row describes the
@@ -563,6 +590,7 @@ def predict_measurement(
     from data_prep.video import decode_stacks
     from ldattn_jax.evaluate import Predictor
     from ldattn_jax.models.lda import build_model
+    from ldattn_jax.models.xception import use_stencils
     from ldattn_jax.predict import score_stacks
 
     cores = os.cpu_count() or 1
@@ -589,17 +617,18 @@ def predict_measurement(
             samples.append(time.perf_counter() - t0)
         return float(np.median(samples)), out
 
-    # BGR and streamed, as extract_stacks decodes (it converts only the crops to
-    # RGB, and frees each frame once it is cut): the decode's own cost.
-    decode_s, _ = timed(
-        lambda: decode_stacks(video, frames_per_video, stack, _DropFrames(), rgb=False)
-    )
     model_s, _ = timed(lambda: jax.block_until_ready(score_stacks(predictor, stacks)))
     rows = []
     for w in workers:
-        extract_s, got = timed(
-            lambda w=w: extract_stacks(video, frames_per_video, stack, size, workers=w)
-        )
+        with on_cores(w) as cpu_cores:
+            # BGR and streamed, as extract_stacks decodes (it converts only the crops
+            # to RGB, and frees each frame once it is cut): the decode's own cost.
+            decode_s, _ = timed(
+                lambda: decode_stacks(video, frames_per_video, stack, _DropFrames(), rgb=False)
+            )
+            extract_s, got = timed(
+                lambda w=w: extract_stacks(video, frames_per_video, stack, size, workers=w)
+            )
         rows.append(
             {
                 "video": described,
@@ -609,6 +638,8 @@ def predict_measurement(
                 "frames_per_video": frames_per_video,
                 "stacks_scored": len(got),
                 "workers": w,
+                "cpu_cores": cpu_cores,
+                "stencils": use_stencils(),
                 "decode_s": decode_s,
                 "extract_s": extract_s,
                 "faces_s": extract_s - decode_s,
@@ -617,6 +648,22 @@ def predict_measurement(
             }
         )
     return rows
+
+
+@contextlib.contextmanager
+def on_cores(count: int):
+    """This process on ``count`` of the CPUs it may use (fewer where it has
+    fewer), for the block; yields how many it ran on. Without CPU affinity
+    (macOS) it runs on all and says so."""
+    if not hasattr(os, "sched_setaffinity"):
+        yield os.cpu_count() or 1
+        return
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:count])
+    try:
+        yield min(count, len(allowed))
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 class _DropFrames:
@@ -764,6 +811,12 @@ def _measure(args, work: str, results: dict, save) -> None:
             read_threads=args.read_threads,
             batch=args.loader_batch,
         )
+        if results["loader"]:
+            mb = results["loader"][0]["split_bytes"] / 1e6
+            print(
+                f"  (warm page cache: a {mb:.0f} MB split read over and over; an epoch larger "
+                "than RAM reads from disk, which can lower stacks/s, not stacks per CPU-second)"
+            )
         for r in results["loader"]:
             print(
                 f"  {r['encoding']:5s} workers {r['workers']} x {r['read_threads']} threads: "
@@ -793,7 +846,8 @@ def _measure(args, work: str, results: dict, save) -> None:
         print(f"predict ({rows[0]['video']}):")
         for r in rows:
             print(
-                f"  {r['dtype']}, {r['workers']} thread(s): {r['total_s']:.2f} s/video = extract "
+                f"  {r['dtype']}, {r['workers']} thread(s) on {r['cpu_cores']} core(s): "
+                f"{r['total_s']:.2f} s/video = extract "
                 f"{r['extract_s']:.2f} (decode alone {r['decode_s']:.2f}) + model "
                 f"{r['model_s']:.2f} ({r['stacks_scored']} stacks)"
             )

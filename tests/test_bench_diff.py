@@ -269,3 +269,29 @@ def test_a_json_out_that_cannot_be_written_is_one_line(tmp_path, capsys):
         assert err.startswith(f"bench_diff: error: --json {out}: cannot write")
         assert bench_goals.main([base, "--json", str(out)]) == 2
         assert capsys.readouterr().err.startswith(f"bench_goals: error: --json {out}")
+
+
+def test_another_conv_form_or_timm_mode_is_another_setting(tmp_path):
+    # Before, eval rows kept no conv form and side-by-side rows no torch.compile
+    # mode: LDATTN_STENCILS=on against off, or timm's reduce-overhead against its
+    # default mode, got better/WORSE verdicts as if the code had changed.
+    ev = {"variant": "lda_st", "batch": 8, "dtype": "float32", "geometry": "62/56",
+          "images_per_s": 50.0, "first_call_s": 3.0}  # fmt: skip
+
+    def side(mode, ratio):
+        return {"batch": 32, "size": 398, "dtype": "bfloat16", "ratio": ratio,
+                "ours": {"images_per_s": 1000.0}, "timm": {"compile_mode": mode}}  # fmt: skip
+
+    base = _write(tmp_path, "a.json", eval=[dict(ev, stencils=True)],
+                  side_by_side=[side("default", 1.3)])  # fmt: skip
+    new = _write(tmp_path, "b.json", eval=[dict(ev, stencils=False, images_per_s=90.0)],
+                 side_by_side=[side("reduce-overhead", 1.0)])  # fmt: skip
+    result = _run([base], [new])
+    assert not result["rows"]
+    assert sorted(s.split(":")[0] for s in result["only_new"]) == ["eval", "side_by_side"]
+    # The same form and mode pair up (an old eval row takes the machine's form).
+    same = _write(tmp_path, "c.json", eval=[dict(ev, images_per_s=90.0)],
+                  side_by_side=[side("default", 1.0)])  # fmt: skip
+    v = {(r["section"], r["metric"]): r["verdict"] for r in _run([base], [same])["rows"]}
+    assert v == {("eval", "images_per_s"): "better", ("eval", "first_call_s"): "same",
+                 ("side_by_side", "ratio"): "WORSE"}  # fmt: skip

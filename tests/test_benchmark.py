@@ -3,6 +3,7 @@ speed is measured by benchmarks, not tests)."""
 
 import functools
 import json
+import os
 import re
 from pathlib import Path
 
@@ -310,6 +311,9 @@ def test_predict_records_per_thread_count(tmp_path):
         workers=[1, 2], seconds=1.0,
     )  # fmt: skip
     assert [r["workers"] for r in rows] == [1, 2]
+    # Each row on as many cores as threads (FFmpeg's decode threads used every core).
+    cores = len(os.sched_getaffinity(0))
+    assert [r["cpu_cores"] for r in rows] == [1, min(2, cores)]
     for r in rows:
         # The datasets' codec: PyAV is installed with the test extra.
         assert r["video"] == "clip_1080p_1s_h264.mp4: 1 s, 1920x1080, 30 fps, h264"
@@ -319,6 +323,17 @@ def test_predict_records_per_thread_count(tmp_path):
         assert r["total_s"] == pytest.approx(r["extract_s"] + r["model_s"])
         assert r["faces_s"] == pytest.approx(r["extract_s"] - r["decode_s"])
         assert min(r["decode_s"], r["model_s"], r["extract_s"]) > 0
+
+
+def test_on_cores_pins_the_process_and_puts_it_back():
+    allowed = os.sched_getaffinity(0)
+    with benchmark.on_cores(1) as used:
+        assert used == 1 and len(os.sched_getaffinity(0)) == 1
+        assert os.sched_getaffinity(0) <= allowed
+    assert os.sched_getaffinity(0) == allowed
+    with benchmark.on_cores(len(allowed) + 5) as used:  # more than there are: all of them
+        assert used == len(allowed) and os.sched_getaffinity(0) == allowed
+    assert os.sched_getaffinity(0) == allowed
 
 
 @pytest.mark.parametrize("codec,tag", [("h264", "h264"), ("mp4v", "FMP4")])
@@ -384,7 +399,7 @@ def test_predict_times_a_given_video_and_names_it(tmp_path, capsys):
     assert rc == 0 and "predict (suspect.mkv: 0.6 s, 1280x720, 25 fps, VP80):" in out
     # The model runs in the dtype asked for, as predict --dtype would.
     (row,) = json.loads((tmp_path / "p.json").read_text())["predict"]
-    assert row["dtype"] == "bfloat16" and "bfloat16, 1 thread(s):" in out
+    assert row["dtype"] == "bfloat16" and "bfloat16, 1 thread(s) on 1 core(s):" in out
     with pytest.raises(FileNotFoundError, match="missing.mp4: OpenCV cannot open"):
         benchmark.describe_video(str(tmp_path / "missing.mp4"))
 
@@ -479,6 +494,10 @@ def test_loader_rows_report_cpu_cost(tmp_path):
         assert 0 < stages < 1e3 / r["source_one_core_stacks_per_s"]
         assert r["source_read_ms"] > 0 and r["source_decode_ms"] > 0
         assert r["epoch_records"] == benchmark.EPOCH_RECORDS
+        # A small split cycled through: warm-cache rates, and the row says so and how big.
+        shards = list((tmp_path / "shards_raw_32").rglob("*-train.array_record-*"))
+        assert shards and r["split_bytes"] == sum(p.stat().st_size for p in shards)
+        assert r["page_cache"] == "warm"
 
 
 def test_loop_runs_real_training_with_the_loader(tmp_path, capsys):
