@@ -54,7 +54,8 @@ SECTIONS = {
         (("stacks_per_s", HIGH), ("stacks_per_cpu_s", HIGH)),
     ),
     "predict": (
-        ("video", "variant", "dtype", "geometry", "frames_per_video", "workers", "stencils"),
+        ("video", "variant", "dtype", "geometry", "frames_per_video", "workers", "stencils",
+         "cpu_cores"),
         (("total_s", LOW), ("decode_s", LOW), ("faces_s", LOW), ("model_s", LOW)),
     ),
     "loop": (("variant", "batch", "dtype", "geometry", "worker_count", "read_threads"),
@@ -86,6 +87,8 @@ def _setting(section: str, doc: dict, row: dict) -> tuple:
             value = GEOMETRY_LABELS.get(value, value)
         elif field == "stencils" and value is None:
             value = doc["machine"].get("stencils")
+        elif field == "cpu_cores" and value is None:
+            value = doc["machine"].get("host_cpu_cores")  # rows before pinning: the host's
         elif field == "compile_mode":  # timm's torch.compile mode, in its half of the row
             value = bench_goals.timm_mode(row)
         elif field == "dtype" and value is None and section == "predict":

@@ -654,16 +654,39 @@ def predict_measurement(
 def on_cores(count: int):
     """This process on ``count`` of the CPUs it may use (fewer where it has
     fewer), for the block; yields how many it ran on. Without CPU affinity
-    (macOS) it runs on all and says so."""
+    (macOS) it runs on all and says so.
+
+    Linux sets affinity per thread, and a thread inherits its creator's: every
+    thread the process has (OpenCV's and XLA's pools, started earlier) is
+    pinned, as ``taskset -a`` does, and put back after; threads started inside
+    (FFmpeg's decoders, extraction workers) inherit the pin, and one that
+    outlives the block (a pool first used inside it) keeps it.
+    """
     if not hasattr(os, "sched_setaffinity"):
         yield os.cpu_count() or 1
         return
     allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, allowed[:count])
+    before = {}
+    for tid in _thread_ids():
+        try:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, allowed[:count])
+        except OSError:  # the thread ended meanwhile
+            before.pop(tid, None)
     try:
         yield min(count, len(allowed))
     finally:
-        os.sched_setaffinity(0, allowed)
+        for tid, mask in before.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+
+
+def _thread_ids() -> list[int]:
+    """This process's thread ids (Linux: /proc/self/task), else just this thread."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
 
 
 class _DropFrames:

@@ -275,7 +275,7 @@ def predict_videos(
     # another image_size than its shards were cut at (a Table XI resolution from
     # 398-px shards). Cut straight at image_size, 118-px shards seen at 398 gave
     # the model sharper detail than it was trained on (21% of pixels off by > 4).
-    crop = provenance.training_crop_size(workdir) or size
+    crop = provenance.training_crop_size(workdir, step) or size
     state_sha256 = state_files_sha256(workdir, step)
     settings = {
         "workdir": os.path.abspath(workdir),
@@ -462,6 +462,9 @@ def predict_videos(
             "threshold_source": threshold_source,
             "calibration": {**calibrated[0], "source": calibrated[1]} if calibrated else None,
             "frames_per_video": frames_per_video,
+            # The side faces were cut at before the model's resize (the training
+            # shards' --size; image_size where training recorded none).
+            "crop_size": crop,
             "few_frames_below": few,
             "reused": len(reused),
             "journal": journal.path,

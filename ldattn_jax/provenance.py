@@ -245,10 +245,12 @@ def training_sessions(workdir: str, step: int) -> list[dict] | None:
     return [r for r in rows if isinstance(r.get("start_step"), int) and r["start_step"] < step]
 
 
-def training_crop_size(workdir: str) -> int | None:
-    """The crop side of the shards the run's latest training session recorded
-    (`data_identity`), or None (not recorded: a run trained before it was)."""
-    sizes = [d.get("crop_size") for d in training_data(workdir)]
+def training_crop_size(workdir: str, step: int) -> int | None:
+    """The crop side of the shards that checkpoint ``step`` was last trained on
+    (the latest session before it that recorded its data, `data_identity`), or
+    None (not recorded: a run trained before it was)."""
+    sessions = training_sessions(workdir, step) or []
+    sizes = [s["data"].get("crop_size") for s in sessions if isinstance(s.get("data"), dict)]
     return sizes[-1] if sizes and isinstance(sizes[-1], int) else None
 
 

@@ -295,3 +295,13 @@ def test_another_conv_form_or_timm_mode_is_another_setting(tmp_path):
     v = {(r["section"], r["metric"]): r["verdict"] for r in _run([base], [same])["rows"]}
     assert v == {("eval", "images_per_s"): "better", ("eval", "first_call_s"): "same",
                  ("side_by_side", "ratio"): "WORSE"}  # fmt: skip
+    # A predict row pinned to 1 core is not the same setting as an older 1-thread
+    # row, which decoded on every core of the host (2 here).
+    old = {"video": "clip", "variant": "lda_st", "frames_per_video": 32, "workers": 1,
+           "dtype": "float32", "geometry": "62/56", "total_s": 4.0, "decode_s": 1.0,
+           "faces_s": 1.0, "model_s": 0.1}  # fmt: skip
+    a = _write(tmp_path, "p1.json", predict=[old])
+    b = _write(tmp_path, "p2.json", predict=[dict(old, cpu_cores=1, total_s=6.0)])
+    c = _write(tmp_path, "p3.json", predict=[dict(old, cpu_cores=2, total_s=6.0)])
+    assert not _run([a], [b])["rows"]
+    assert {r["verdict"] for r in _run([a], [c])["rows"] if r["metric"] == "total_s"} == {"WORSE"}

@@ -189,6 +189,11 @@ def test_predict_is_judged_on_the_goals_model_threads_and_codec(tmp_path):
     assert row["verdict"] == "MISSED" + ON_H200
     # On fewer cores than the goal's host has: what meets it there meets it.
     assert _predict_goal(tmp_path, [_predict(4, 0.9)])["verdict"] == "met" + ON_H200
+    # benchmark's default threads on a 16-core host are 1 and 16: the 1-core row
+    # is judged, not the faster 16-core one that cannot be.
+    row = _predict_goal(tmp_path, [_predict(1, 0.95), _predict(16, 0.5)])
+    assert row["measured"].startswith("0.95 s (1 threads on 1 cores")
+    assert row["verdict"] == "met" + ON_H200
     # On the goals' own GPU the verdict is bare.
     h100 = {**GPU, "device_kind": "NVIDIA H100 80GB HBM3"}
     assert _predict_goal(tmp_path, [_predict(8, 0.9)], machine=h100)["verdict"] == "met"

@@ -570,13 +570,14 @@ def test_faces_are_cut_at_the_training_shards_size_then_resized_as_training_did(
     line = {"start_step": 0, "data": {"dir": "/shards", "crop_size": 16}}
     (fake_run / provenance.TRAINING_LOG).write_text(json.dumps(line) + "\n")
     rc, rep = _run(fake_run, tmp_path / "out", clip)
-    assert rc == 0 and asked == [16]
+    assert rc == 0 and asked == [16] and rep["crop_size"] == 16
     np.testing.assert_array_equal(seen[0][0], fit_frames(crop16, 4, 8))
     # A run that recorded no crop size (or cut at image_size) is cut at image_size,
     # and its journal line is not the other's.
     (fake_run / provenance.TRAINING_LOG).write_text("")
     rc, rep = _run(fake_run, tmp_path / "out", clip)
     assert rc == 0 and asked == [16, 8] and not rep["videos"][0]["reused"]
+    assert rep["crop_size"] == 8
 
 
 def test_linked_folders_are_looked_in_and_hidden_ones_are_listed_as_skipped(tmp_path):

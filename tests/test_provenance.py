@@ -134,8 +134,12 @@ def test_a_training_session_records_the_build_it_read(tmp_path):
             "crop_size": None,
         },
     ]
-    assert provenance.training_crop_size(str(run)) is None  # the latest session's: unknown
+    # The crop of the shards a checkpoint was last trained on: step 3 came from the
+    # session begun at 0; step 8 from the one begun at 5, which could not read its build.
+    assert provenance.training_crop_size(str(run), 3) == 118
+    assert provenance.training_crop_size(str(run), 8) is None
     provenance.record_training_session(run, 12, str(data))
-    assert provenance.training_crop_size(str(run)) == 118
+    assert provenance.training_crop_size(str(run), 13) == 118
+    assert provenance.training_crop_size(str(tmp_path / "none"), 13) is None
     assert [s["data"] for s in provenance.training_sessions(str(run), 10)][2] is None
     assert provenance.training_data(str(tmp_path / "none")) == []
