@@ -431,7 +431,10 @@ def predict_videos(
                 except Exception as e:  # noqa: BLE001 -- a figure must not cost the video its score
                     entry["heatmaps_error"] = f"{type(e).__name__}: {e}"
             entry = to_jsonable(entry)
-            journal.record(video, entry, settings)
+            try:
+                journal.record(video, entry, settings)
+            except OSError as e:  # a full disk: stop, keeping what is journaled
+                raise _out_failed(f"journaling the score of {shown(video)}", journal.path, e) from e
             results.append(decide(entry, reused=False))
     finally:
         # Ctrl-C (or any error) while a video is extracted: the look-ahead video
@@ -479,12 +482,16 @@ def predict_videos(
     # Checked before anything in OUT moves: a report that cannot be written as JSON
     # leaves the earlier one in place.
     json.dumps(report, allow_nan=False)
-    kept = _keep_earlier(out_dir)
-    if kept is not None:
-        report["earlier_report"] = os.path.basename(kept["json"])
-        print(_kept_line(kept, out_dir), file=sys.stderr)
-    # Whole or not at all: a kill or a full disk never leaves half a case report.
-    json_out.atomic_write(report["json"], json.dumps(report, indent=2, allow_nan=False) + "\n")
+    try:
+        kept = _keep_earlier(out_dir)
+        if kept is not None:
+            report["earlier_report"] = os.path.basename(kept["json"])
+            print(_kept_line(kept, out_dir), file=sys.stderr)
+        # Whole or not at all: a kill or a full disk never leaves half a case report.
+        text = json.dumps(report, indent=2, allow_nan=False) + "\n"
+        json_out.atomic_write(report["json"], text)
+    except OSError as e:
+        raise _out_failed("writing", report["json"], e, journal.path) from e
     try:  # the scores are on disk: a page that fails to render must not cost them
         report["html"] = case_report.write(report, out_dir)
     except Exception as e:  # noqa: BLE001
@@ -493,6 +500,18 @@ def predict_videos(
               f"python -m ldattn_jax.case_report {report['json']} tries again",
               file=sys.stderr)  # fmt: skip
     return report
+
+
+def _out_failed(what: str, path: str, error: OSError, journal_path: str | None = None):
+    """OutputDirError for a write into --out that failed mid-run (a full disk):
+    what is already journaled is safe, and the same command reuses it."""
+    journal_path = journal_path or path
+    return OutputDirError(
+        f"{what} {'' if journal_path == path else path + ' '}failed "
+        f"({error.strerror or error}); the scores already made are in {journal_path}: "
+        "free space (or fix --out), then rerun the same command, which reuses them "
+        "instead of scoring those videos again"
+    )
 
 
 def _kept_name(started, path: str) -> str:

@@ -769,6 +769,42 @@ def test_the_run_ends_with_a_page_for_reading_and_a_failed_page_costs_no_score(
     assert "report.html not written (OSError" in err and "python -m ldattn_jax.case_report" in err
 
 
+def test_a_full_disk_stops_in_one_line_and_the_rerun_reuses_what_was_journaled(
+    fake_run, tmp_path, monkeypatch, capsys
+):
+    # Before: an OSError in the journal or the report write ended predict with a
+    # traceback (or as "cannot start"), not saying where the scores were.
+    from ldattn_jax.predict_journal import Journal
+
+    clips = [_clip(tmp_path / f"{n}.mp4", 2, 40) for n in "abc"]
+    out = tmp_path / "out"
+    record = Journal.record
+
+    def full_after_two(self, video, entry, settings):
+        if video.endswith("c.mp4"):
+            raise OSError(28, "No space left on device")
+        return record(self, video, entry, settings)
+
+    monkeypatch.setattr(Journal, "record", full_after_two)
+    rc = predict.main(["--workdir", str(fake_run), "--out", str(out), *clips])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"journaling the score of {clips[2]} failed (No space left on device)" in err
+    assert f"the scores already made are in {out / 'predictions.jsonl'}" in err
+    monkeypatch.setattr(Journal, "record", record)
+    rc, rep = _run(fake_run, out, *clips)
+    assert rc == 0 and [r["reused"] for r in rep["videos"]] == [True, True, False]
+
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(predict.json_out, "atomic_write", full)
+    rc = predict.main(["--workdir", str(fake_run), "--out", str(out), *clips])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert f"writing {out / 'predictions.json'} failed (No space left on device)" in err
+
+
 def test_heatmaps_asked_for_are_drawn_when_the_journal_has_none(fake_run, tmp_path):
     clip = _clip(tmp_path / "a.mp4", 2, 40)
     out = tmp_path / "out"
