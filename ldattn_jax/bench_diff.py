@@ -87,8 +87,8 @@ def _setting(section: str, doc: dict, row: dict) -> tuple:
             value = GEOMETRY_LABELS.get(value, value)
         elif field == "stencils" and value is None:
             value = doc["machine"].get("stencils")
-        elif field == "cpu_cores" and value is None:
-            value = doc["machine"].get("host_cpu_cores")  # rows before pinning: the host's
+        elif field == "cpu_cores":  # rows before pinning ran on the whole host
+            value = bench_goals.predict_cores(doc, row)
         elif field == "compile_mode":  # timm's torch.compile mode, in its half of the row
             value = bench_goals.timm_mode(row)
         elif field == "dtype" and value is None and section == "predict":

@@ -325,7 +325,7 @@ def _is_h264(row: dict) -> bool:
     return _codec(row).lower() in H264_TAGS
 
 
-def _cores(doc: dict, row: dict) -> int | None:
+def predict_cores(doc: dict, row: dict) -> int | None:
     """The cores a predict row ran on: its ``cpu_cores`` (benchmark pins each row
     to as many as it has threads), else the whole host's (older rows were not
     pinned: FFmpeg's decode threads used every core)."""
@@ -344,8 +344,8 @@ def _predict_row(docs: list[dict]) -> dict:
     rows = [(d, r) for d in docs for r in d["predict"]]
     for keep in (
         lambda d, r: _predict_geometry(d, r) == GEOMETRY,
-        lambda d, r: _cores(d, r) == PREDICT_THREADS,
-        lambda d, r: (_cores(d, r) or PREDICT_THREADS + 1) <= PREDICT_THREADS,  # judgeable
+        lambda d, r: predict_cores(d, r) == PREDICT_THREADS,
+        lambda d, r: (predict_cores(d, r) or PREDICT_THREADS + 1) <= PREDICT_THREADS,  # judgeable
         lambda d, r: _is_h264(r),
     ):
         rows = [(d, r) for d, r in rows if keep(d, r)] or rows
@@ -354,7 +354,7 @@ def _predict_row(docs: list[dict]) -> dict:
         return _row(goal, target, None, None, None)
     d, r = best
     geometry = _predict_geometry(d, r)
-    cores = _cores(d, r)
+    cores = predict_cores(d, r)
     setting = [f"{r['workers']} threads on {cores or '?'} cores"]
     if _codec(r):
         setting.append(_codec(r))

@@ -357,14 +357,7 @@ def _other_layout(manager: ocp.CheckpointManager, step: int, abstract_state) -> 
     wanted = _param_shapes(nnx.to_pure_dict(abstract_state))
     if saved.keys() == wanted.keys():
         return None
-    parts = [
-        f"{len(keys)} only {where} (e.g. {', '.join(keys[:2])})"
-        for keys, where in (
-            (sorted(saved.keys() - wanted.keys()), "in the checkpoint"),
-            (sorted(wanted.keys() - saved.keys()), "in this run's state"),
-        )
-        if keys
-    ]
+    parts = _only_in(saved, wanted, "only in the checkpoint", "only in this run's state")
     return (
         f"checkpoint step {step} ({epath.Path(manager.directory) / str(step)}) holds another "
         f"state layout than this run builds: {'; '.join(parts)}. Its files are readable, "
@@ -443,26 +436,36 @@ def _param_shapes(tree) -> dict[str, tuple]:
     }
 
 
+def _some(keys: list[str], what: str) -> str:
+    return f"{len(keys)} {what} (e.g. {', '.join(keys[:2])})"
+
+
+def _only_in(saved: dict, wanted: dict, saved_only: str, wanted_only: str) -> list[str]:
+    """'N <saved_only> (e.g. a, b)' and the like for the keys one side lacks."""
+    return [
+        _some(keys, what)
+        for keys, what in (
+            (sorted(saved.keys() - wanted.keys()), saved_only),
+            (sorted(wanted.keys() - saved.keys()), wanted_only),
+        )
+        if keys
+    ]
+
+
 def check_same_model(saved: dict[str, tuple], wanted: dict[str, tuple], where: str, name: str):
     """Refuses a restore of ``wanted`` from ``saved`` unless both hold the same
     parameters at the same shapes. A partial restore reads any subset silently:
     an xception config would restore an lda_st checkpoint's backbone and score
     as a model that was never trained."""
-    extra = sorted(saved.keys() - wanted.keys())
-    missing = sorted(wanted.keys() - saved.keys())
     shape = [f"{k} {saved[k]} vs {wanted[k]}" for k in sorted(wanted.keys() & saved.keys())
              if saved[k] != wanted[k]]  # fmt: skip
-    if not (extra or missing or shape):
+    parts = _only_in(
+        saved, wanted, "parameters only in the checkpoint", f"only in model.name={name}"
+    )
+    if shape:
+        parts.append(_some(shape, "of other shapes, checkpoint vs config"))
+    if not parts:
         return
-    parts = [
-        f"{len(v)} {what} (e.g. {', '.join(v[:2])})"
-        for v, what in (
-            (extra, "parameters only in the checkpoint"),
-            (missing, f"only in model.name={name}"),
-            (shape, "of other shapes, checkpoint vs config"),
-        )
-        if v
-    ]
     raise CheckpointMismatchError(
         f"{where} holds another network than this config's model ({'; '.join(parts)}): "
         "use the run's own config (WORKDIR/config.json, no --config.model.* overrides)"
